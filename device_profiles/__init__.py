@@ -1,0 +1,1 @@
+"""The built-in device profiles, as YAML data (read through importlib.resources)."""

@@ -1,0 +1,36 @@
+"""edgesdk: take one trained model and deploy it to many kinds of devices through Apache TVM.
+
+The public Python API; the ``edgesdk`` command line is a thin shell over it.
+"""
+
+from edgesdk.device_registry import devices, get_device
+from edgesdk.errors import CheckFailed, EdgeSDKError, ProfileError, UnknownDeviceError, UserInputError
+from edgesdk.extensions import Backend, Pass, Template
+from edgesdk.hookspecs import hookimpl
+from edgesdk.plugin_manager import PluginInfo, plugins
+from edgesdk.profiles import ComputeUnit, DeviceProfile, Interconnect, Memory, QuantizationRecipe
+from edgesdk.versions import edgesdk_version
+
+__version__ = edgesdk_version()
+
+__all__ = [
+    "Backend",
+    "CheckFailed",
+    "ComputeUnit",
+    "DeviceProfile",
+    "EdgeSDKError",
+    "Interconnect",
+    "Memory",
+    "Pass",
+    "PluginInfo",
+    "ProfileError",
+    "QuantizationRecipe",
+    "Template",
+    "UnknownDeviceError",
+    "UserInputError",
+    "__version__",
+    "devices",
+    "get_device",
+    "hookimpl",
+    "plugins",
+]

@@ -1,0 +1,71 @@
+"""Fixtures shared by every test: a clean plugin/profile environment and helpers to make plugins."""
+
+from __future__ import annotations
+
+import textwrap
+import uuid
+from pathlib import Path
+
+import pytest
+
+from edgesdk import plugin_manager
+from edgesdk.cli import main
+
+BUILTIN_DEVICES = ["phone", "pc", "xr-headset", "automotive", "iot", "mcu"]
+
+
+@pytest.fixture(autouse=True)
+def clean_environment(monkeypatch):
+    """No user plugins or profiles leak in from the machine; plugins load afresh per test."""
+    for name in ("EDGESDK_PLUGINS", "EDGESDK_PROFILE_PATH", "EDGESDK_TRACE_PLUGINS", "EDGESDK_DEBUG"):
+        monkeypatch.delenv(name, raising=False)
+    plugin_manager.reset()
+    yield
+    plugin_manager.reset()
+
+
+@pytest.fixture
+def make_plugin(tmp_path, monkeypatch):
+    """Write a plugin module outside the repo and add it to EDGESDK_PLUGINS; returns its name."""
+    directory = tmp_path / "third_party"
+    directory.mkdir()
+    monkeypatch.syspath_prepend(str(directory))
+    names: list[str] = []
+
+    def make(source: str, stem: str = "plugin") -> str:
+        name = f"{stem}_{uuid.uuid4().hex[:8]}"
+        (directory / f"{name}.py").write_text(textwrap.dedent(source))
+        names.append(name)
+        monkeypatch.setenv("EDGESDK_PLUGINS", ",".join(names))
+        plugin_manager.reset()
+        return name
+
+    return make
+
+
+@pytest.fixture
+def profile_dir(tmp_path, monkeypatch):
+    """A directory on EDGESDK_PROFILE_PATH; write(name, yaml_text) adds a profile file to it."""
+    directory = tmp_path / "profiles"
+    directory.mkdir()
+    monkeypatch.setenv("EDGESDK_PROFILE_PATH", str(directory))
+
+    def write(filename: str, text: str) -> Path:
+        path = directory / filename
+        path.write_text(textwrap.dedent(text))
+        return path
+
+    write.directory = directory
+    return write
+
+
+@pytest.fixture
+def run_cli(capsys):
+    """Run the real entry point in-process: returns (exit_code, stdout, stderr)."""
+
+    def run(*args: str) -> tuple[int, str, str]:
+        code = main(list(args))
+        captured = capsys.readouterr()
+        return code, captured.out, captured.err
+
+    return run
