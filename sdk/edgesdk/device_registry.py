@@ -127,13 +127,14 @@ class _Resolver:
 def _user_directories(profiles_dir: str | os.PathLike | None) -> list[Path]:
     # Like PATH, entries of the variable that do not exist are skipped; an explicit flag is not.
     directories = [
-        Path(entry) for entry in os.environ.get(PROFILE_PATH_ENV, "").split(os.pathsep) if entry
+        Path(entry).expanduser() for entry in os.environ.get(PROFILE_PATH_ENV, "").split(os.pathsep) if entry
     ]
     directories = [d for d in directories if d.is_dir()]
     if profiles_dir is not None:
-        if not Path(profiles_dir).is_dir():
+        explicit = Path(profiles_dir).expanduser()
+        if not explicit.is_dir():
             raise ProfileError(f"--profiles-dir {profiles_dir}: no such directory")
-        directories.append(Path(profiles_dir))
+        directories.append(explicit)
     return directories
 
 

@@ -1,0 +1,1 @@
+"""Project and plugin scaffolds shipped with edgesdk (data, read through importlib.resources)."""
