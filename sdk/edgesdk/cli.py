@@ -73,8 +73,7 @@ def _units_text(profile: DeviceProfile) -> str:
 
 
 def _target_text(target: dict[str, Any]) -> str:
-    parts = [target.get("mtriple", "").split("-")[0] or target["kind"], target.get("mcpu", "")]
-    return "/".join(part for part in parts if part)
+    return target.get("mcpu") or target.get("mtriple", "").split("-")[0] or target["kind"]
 
 
 def devices_command(
