@@ -13,12 +13,24 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
 	touch $(STAMP)
 
-setup: $(STAMP)
+# Debian's arm-none-eabi-gcc compiles the mcu's C kernels to a Cortex-M object (optional:
+# without it an mcu artifact has C source only). Installed when we can (root + apt-get).
+TOOLCHAIN_STAMP := $(VENV)/.toolchain-stamp
+$(TOOLCHAIN_STAMP): | $(STAMP)
+	@if command -v arm-none-eabi-gcc >/dev/null; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  echo "installing arm-none-eabi-gcc (Debian)"; \
+	  (apt-get install -y -qq --no-install-recommends gcc-arm-none-eabi libnewlib-arm-none-eabi >/dev/null 2>&1 || \
+	   (apt-get update -qq && apt-get install -y -qq --no-install-recommends gcc-arm-none-eabi libnewlib-arm-none-eabi >/dev/null)); \
+	else echo "note: arm-none-eabi-gcc not found and not root: mcu artifacts will hold C source only"; fi
+	touch $(TOOLCHAIN_STAMP)
 
-demo: $(STAMP)
+setup: $(STAMP) $(TOOLCHAIN_STAMP)
+
+demo: $(STAMP) $(TOOLCHAIN_STAMP)
 	$(BIN)/edgesdk devices
 
-test: $(STAMP)
+test: $(STAMP) $(TOOLCHAIN_STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 clean:

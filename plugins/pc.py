@@ -1,9 +1,16 @@
 """PC: the x86-64 host class edgesdk runs on; its artifacts run natively."""
 
-from edgesdk import hookimpl
+from edgesdk import Backend, ZigCC, hookimpl
 from edgesdk_plugins import profile_file
 
 
 @hookimpl
 def edgesdk_device_profiles():
     return [profile_file("pc")]
+
+
+@hookimpl
+def edgesdk_backends():
+    # The same kind of library as the host simulation build, so on an x86-64 Linux host the
+    # device artifact itself is what `run` and `verify` execute.
+    return [Backend(name="pc", description="x86-64 Linux shared library, runs natively", toolchain=ZigCC(target="x86_64-linux-gnu"))]

@@ -3,22 +3,35 @@
 The public Python API; the ``edgesdk`` command line is a thin shell over it.
 """
 
+from edgesdk.artifact import Artifact, load_artifact
+from edgesdk.deploy import deploy
 from edgesdk.device_registry import devices, get_device
+from edgesdk.model import Model, TensorSpec, load_model
+from edgesdk.manifest import Manifest
 from edgesdk.errors import CheckFailed, EdgeSDKError, ProfileError, UnknownDeviceError, UserInputError
 from edgesdk.extensions import Backend, Pass, Template
 from edgesdk.hookspecs import hookimpl
 from edgesdk.plugin_manager import PluginInfo, plugins
+from edgesdk.toolchains import GCC, ZigCC
 from edgesdk.profiles import ComputeUnit, DeviceProfile, Interconnect, Memory, QuantizationRecipe
 from edgesdk.versions import edgesdk_version
 
 __version__ = edgesdk_version()
 
 __all__ = [
+    "Artifact",
+    "Manifest",
+    "Model",
+    "TensorSpec",
+    "deploy",
+    "load_artifact",
+    "load_model",
     "Backend",
     "CheckFailed",
     "ComputeUnit",
     "DeviceProfile",
     "EdgeSDKError",
+    "GCC",
     "Interconnect",
     "Memory",
     "Pass",
@@ -28,6 +41,7 @@ __all__ = [
     "Template",
     "UnknownDeviceError",
     "UserInputError",
+    "ZigCC",
     "__version__",
     "devices",
     "get_device",

@@ -101,7 +101,8 @@ class _Resolver:
                     hint=f"known devices: {', '.join(self.known_ids())}",
                 )
             parent = self.resolve(parent_id, (*chain, device_id))
-            raw = _merge(parent.model_dump(mode="json"), raw)
+            inherited = {**parent.model_dump(mode="json"), "backend": parent.backend_name}
+            raw = _merge(inherited, raw)
         if on_chip is not None:
             if isinstance(on_chip, bool) or not isinstance(on_chip, int) or on_chip < 0:
                 raise ProfileError(

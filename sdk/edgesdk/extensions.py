@@ -12,24 +12,36 @@ from typing import TYPE_CHECKING, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from edgesdk.toolchains import Toolchain
+
 if TYPE_CHECKING:
     import tvm
 
     from edgesdk.profiles import DeviceProfile
 
 
-class Backend(abc.ABC):
-    """Lowers models for the devices it serves; a device plugin's choices for its target.
+class Backend(BaseModel):
+    """How models are built for the devices whose profile names this backend: data, not code.
 
-    A subclass sets ``name`` and says which profiles it serves; the lowering routine itself is
-    the core's, so a backend stays a small file of data and choices.
+    The lowering routine is the core's (TVM import, fusion, build); a backend only chooses what
+    the device receives (``emit``) and the toolchain that makes it. A profile names its backend in
+    its ``backend`` field (by default the profile id; ``extends`` inherits it).
     """
 
-    name: ClassVar[str]
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
-    @abc.abstractmethod
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]*$")
+    description: str = ""
+    emit: Literal["shared_library", "c_source"] = Field(
+        "shared_library",
+        description="`shared_library`: a TVM runtime library (kernels + VM program) for the target; "
+        "`c_source`: the kernels as C (TVM's `c` target), plus an object when the toolchain is here.",
+    )
+    toolchain: Toolchain = Field(description="Links the shared library, or compiles the C source.")
+
     def serves(self, profile: DeviceProfile) -> bool:
-        """Whether this backend can lower models for ``profile``."""
+        """Whether this backend builds for ``profile``."""
+        return profile.backend_name == self.name
 
 
 class Pass(abc.ABC):

@@ -155,6 +155,11 @@ class DeviceProfile(_Strict):
     quantization: QuantizationRecipe = Field(
         default_factory=QuantizationRecipe, description="Recommended recipe for `--quantize auto`."
     )
+    backend: Identifier | None = Field(
+        None,
+        description="Name of the lowering backend (a plugin's `edgesdk_backends`) that builds for this "
+        "device. Defaults to the profile id; a profile that `extends` another inherits its backend.",
+    )
 
     _source: ProfileSource | None = PrivateAttr(None)
 
@@ -173,6 +178,10 @@ class DeviceProfile(_Strict):
         ):
             raise ValueError(f"quantization.scheme {scheme!r} is not native to any compute unit")
         return self
+
+    @property
+    def backend_name(self) -> str:
+        return self.backend or self.id
 
     @property
     def source(self) -> ProfileSource | None:

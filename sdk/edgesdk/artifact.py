@@ -1,0 +1,183 @@
+"""An artifact directory: what `deploy` writes, and what `run` and `verify` read.
+
+Layout (the paths are recorded, with their SHA-256, in ``manifest.json``)::
+
+    manifest.json            how and from what the artifact was made (edgesdk.manifest)
+    model.onnx               the prepared model: static shapes, folded; the numerics reference
+    params.npz               the weights, in the compiled function's argument order
+    device/                  what goes to the device (shared library, or C source + object)
+    host/                    the build of the same lowered model for this machine (simulation);
+                             absent when the device build runs natively here
+    verification/inputs.npz  the inputs the deploy verified on
+
+A directory is written under a temporary name beside its destination and renamed into place.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+from pydantic import ValidationError
+
+from edgesdk.errors import CheckFailed, UserInputError, describe_validation_error
+from edgesdk.manifest import MANIFEST_NAME, Manifest, VerificationInfo
+from edgesdk.model import TensorSpec
+from edgesdk.tensors import check_inputs, load_npz
+
+MODEL_FILE = "model.onnx"
+PARAMS_FILE = "params.npz"
+INPUTS_FILE = "verification/inputs.npz"
+
+
+def sha256_file(path: Path) -> str:
+    with open(path, "rb") as stream:
+        return hashlib.file_digest(stream, "sha256").hexdigest()
+
+
+def hash_tree(root: Path) -> dict[str, str]:
+    """SHA-256 of every file under ``root`` but the manifest, by POSIX relative path."""
+    return {
+        path.relative_to(root).as_posix(): sha256_file(path)
+        for path in sorted(root.rglob("*"))
+        if path.is_file() and path.relative_to(root).as_posix() != MANIFEST_NAME
+    }
+
+
+def read_manifest(path: Path) -> Manifest | None:
+    """The manifest of the artifact at ``path``, or None when ``path`` is not an artifact."""
+    manifest_path = path / MANIFEST_NAME
+    if not manifest_path.is_file():
+        return None
+    try:
+        return Manifest.model_validate_json(manifest_path.read_bytes())
+    except ValidationError as exc:
+        raise UserInputError(f"{manifest_path}: not a valid edgesdk manifest: {describe_validation_error(exc)}") from None
+
+
+class HostRunner:
+    """The functional simulation: a host build of the lowered model, run by TVM's Relax VM."""
+
+    def __init__(self, library: Path, weights: Path, inputs: list[TensorSpec], outputs: list[str]):
+        self.library, self.weights_file, self.inputs, self.outputs = library, weights, inputs, outputs
+        self._vm = None
+        self._weights: list = []
+
+    def _load(self) -> None:
+        import tvm
+        from tvm import relax
+
+        self._vm = relax.VirtualMachine(tvm.runtime.load_module(str(self.library)), tvm.cpu())
+        weights = load_npz(self.weights_file)
+        self._weights = [tvm.runtime.tensor(weights[key]) for key in sorted(weights)]
+
+    def run(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        import tvm
+
+        arrays = check_inputs(inputs, self.inputs, "inputs")
+        if self._vm is None:
+            self._load()
+        result = self._vm["main"](*(tvm.runtime.tensor(array) for array in arrays.values()), *self._weights)
+        values = [result] if hasattr(result, "numpy") else list(result)
+        return {name: value.numpy() for name, value in zip(self.outputs, values)}
+
+
+class Artifact:
+    """A deployed model: its manifest, its files, and a functional run of it on this host."""
+
+    def __init__(self, path: Path, manifest: Manifest):
+        self.path = Path(path)
+        self.manifest = manifest
+        inputs = [TensorSpec(t.name, tuple(t.shape), t.dtype) for t in manifest.model.inputs]
+        outputs = [t.name for t in manifest.model.outputs]
+        self._runner = HostRunner(self.path / manifest.build.simulation_library, self.path / PARAMS_FILE, inputs, outputs)
+
+    def __repr__(self) -> str:
+        return f"Artifact({str(self.path)!r}, device={self.manifest.device!r}, model={self.manifest.model.name!r})"
+
+    def run(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Run the compiled model on this host; outputs keyed by the model's output names."""
+        return self._runner.run(inputs)
+
+    def check_files(self) -> None:
+        """Raise ``CheckFailed`` naming the first file that is missing, changed or unexpected."""
+        actual = hash_tree(self.path)
+        for name, digest in self.manifest.files.items():
+            if name not in actual:
+                raise CheckFailed(f"{self.path}: file {name} is missing")
+            if actual[name] != digest:
+                raise CheckFailed(f"{self.path}: file {name} was modified (sha256 differs from the manifest)")
+        extra = sorted(set(actual) - set(self.manifest.files))
+        if extra:
+            raise CheckFailed(f"{self.path}: file {extra[0]} is not part of the artifact")
+
+    def verify(self) -> VerificationInfo:
+        """Re-check every file's hash, then the numerics against onnxruntime on the stored inputs."""
+        from edgesdk.verify import reference_outputs, verification
+
+        self.check_files()
+        inputs = load_npz(self.path / INPUTS_FILE)
+        reference = reference_outputs((self.path / MODEL_FILE).read_bytes(), inputs)
+        result = verification(self.run(inputs), reference, user_inputs=self.manifest.verification.inputs == "user")
+        if not result.passed:
+            raise CheckFailed(failure_message(self.path, result))
+        return result
+
+
+def failure_message(path: Path, result: VerificationInfo) -> str:
+    failed = [check for check in result.outputs if not check.passed]
+    described = ", ".join(f"'{c.name}' (max abs err {c.max_abs_err:.3g} > {c.tolerance:.3g})" for c in failed)
+    return f"{path}: numerics differ from {result.reference} on output {described}"
+
+
+def load_artifact(path: str | os.PathLike) -> Artifact:
+    path = Path(path)
+    if not path.is_dir():
+        raise UserInputError(f"{path}: no such artifact directory")
+    manifest = read_manifest(path)
+    if manifest is None:
+        raise UserInputError(f"{path}: not an edgesdk artifact (no {MANIFEST_NAME})")
+    return Artifact(path, manifest)
+
+
+def check_destination(out: Path) -> None:
+    """Refuse a destination that holds something other than an edgesdk artifact."""
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise UserInputError(f"{out}: exists and is not a directory; refusing to replace it")
+    if any(out.iterdir()) and read_manifest(out) is None:
+        raise UserInputError(
+            f"{out}: exists and is not an edgesdk artifact; refusing to write into it",
+            hint="choose another output directory with -o",
+        )
+
+
+def staging_dir(out: Path) -> Path:
+    """A temporary directory beside ``out``, on the same file system, so placing it is a rename."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+
+
+def place(staged: Path, out: Path) -> None:
+    """Move a complete artifact into ``out``, replacing an older artifact there."""
+    check_destination(out)
+    if out.exists() and not any(out.iterdir()):
+        out.rmdir()
+    if not out.exists():
+        staged.rename(out)
+        return
+    retired = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+    retired.rmdir()
+    out.rename(retired)
+    try:
+        staged.rename(out)
+    except OSError:
+        retired.rename(out)
+        raise
+    shutil.rmtree(retired, ignore_errors=True)

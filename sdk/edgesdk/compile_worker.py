@@ -1,0 +1,179 @@
+"""TVM import and compilation in a child process, so that a crash or a hang in TVM is contained.
+
+The parent (``run_compile``) writes a job file, starts ``python -m edgesdk.compile_worker JOB FD``
+and reads the stages the worker reports on a pipe (fd FD). A segfault, any other signal, a
+timeout or an error inside TVM becomes one ``EdgeSDKError`` naming the stage and the model. The
+worker's own stdout/stderr (TVM logs, the ONNX frontend's prints) go to log files beside the job.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import selectors
+import signal
+import subprocess
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+from edgesdk.errors import EdgeSDKError
+from edgesdk.lowering import BuildResult, BuildSpec
+
+DEFAULT_TIMEOUT_S = 1800.0
+TIMEOUT_ENV = "EDGESDK_COMPILE_TIMEOUT"
+
+
+class Job(BaseModel):
+    """What the worker does: import ``model`` and write weights and builds into directories."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str
+    shapes: dict[str, list[int]]
+    weights_dir: str | None = None
+    builds: list[tuple[BuildSpec, str]] = []
+
+
+class JobResult(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    builds: list[BuildResult] = []
+    frontend_output: str = ""
+    seconds: float = 0.0
+    error: str | None = None
+    stage: str | None = None
+
+
+class CompileFailed(EdgeSDKError):
+    """TVM could not import or compile the model (bad or unsupported input: exit 2)."""
+
+
+# ---------------------------------------------------------------- parent side
+
+
+def _signal_name(returncode: int) -> str:
+    try:
+        return signal.Signals(-returncode).name
+    except ValueError:
+        return f"signal {-returncode}"
+
+
+def run_compile(
+    job: Job,
+    job_dir: Path,
+    *,
+    model_name: str,
+    timeout_s: float | None = None,
+    on_stage: Callable[[str], None] | None = None,
+) -> JobResult:
+    """Run ``job`` in a worker process; return its result or raise ``CompileFailed``."""
+    timeout_s = timeout_s or float(os.environ.get(TIMEOUT_ENV, DEFAULT_TIMEOUT_S))
+    job_dir.mkdir(parents=True, exist_ok=True)
+    job_file, result_file = job_dir / "job.json", job_dir / "result.json"
+    job_file.write_text(job.model_dump_json())
+    read_fd, write_fd = os.pipe()
+    stage = "start"
+    started = time.monotonic()
+    with open(job_dir / "worker.log", "wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "edgesdk.compile_worker", str(job_file), str(write_fd)],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            pass_fds=(write_fd,),
+        )
+        os.close(write_fd)
+        with os.fdopen(read_fd, "rb") as events, selectors.DefaultSelector() as selector:
+            selector.register(events, selectors.EVENT_READ)
+            buffered = b""
+            while True:
+                remaining = timeout_s - (time.monotonic() - started)
+                if remaining <= 0:
+                    proc.kill()
+                    proc.wait()
+                    raise CompileFailed(
+                        f"TVM timed out after {timeout_s:.0f} s at stage '{stage}' for model '{model_name}'",
+                        hint=f"raise the limit with {TIMEOUT_ENV}=SECONDS; the worker log is not kept",
+                    )
+                if not selector.select(timeout=min(remaining, 1.0)):
+                    continue
+                chunk = os.read(events.fileno(), 4096)
+                if not chunk:
+                    break
+                buffered += chunk
+                *lines, buffered = buffered.split(b"\n")
+                for line in lines:
+                    stage = json.loads(line)["stage"]
+                    if on_stage:
+                        on_stage(stage)
+        returncode = proc.wait()
+    if returncode < 0:
+        raise CompileFailed(
+            f"TVM crashed ({_signal_name(returncode)}) at stage '{stage}' for model '{model_name}'",
+            hint="this is a TVM bug triggered by the model; try another opset or simplify the graph",
+        )
+    if not result_file.exists():
+        tail = (job_dir / "worker.log").read_text(errors="replace").strip().splitlines()[-1:] or ["no output"]
+        raise CompileFailed(f"the TVM worker exited with code {returncode} at stage '{stage}' for model '{model_name}': {tail[0]}")
+    result = JobResult.model_validate_json(result_file.read_text())
+    if result.error:
+        raise CompileFailed(f"TVM failed at stage '{result.stage}' for model '{model_name}': {result.error}")
+    return result
+
+
+# ---------------------------------------------------------------- worker side
+
+
+def _work(job: Job, report: Callable[[str], None]) -> JobResult:
+    from edgesdk import lowering
+
+    started = time.monotonic()
+    report("import")
+    lowering.maybe_crash("import")
+    mod, weights, names, printed = lowering.import_onnx(Path(job.model), job.shapes)
+    if job.weights_dir:
+        Path(job.weights_dir).mkdir(parents=True, exist_ok=True)
+        lowering.save_weights(Path(job.weights_dir) / "params.npz", weights, names)
+    results = []
+    for spec, out_dir in job.builds:
+        report(f"build {spec.role}")
+        lowering.maybe_crash(f"build {spec.role}")
+        results.append(lowering.build(mod, spec, Path(out_dir)))
+    return JobResult(builds=results, frontend_output=printed, seconds=time.monotonic() - started)
+
+
+def _one_line(exc: BaseException) -> str:
+    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+    # TVM errors end with the most specific line; toolchain errors start with it.
+    text = lines[0] if isinstance(exc, RuntimeError) and "failed (exit" in str(exc) else (lines[-1] if lines else "")
+    return f"{type(exc).__name__}: {text}"[:400]
+
+
+def main(argv: list[str]) -> int:
+    job_file, events_fd = Path(argv[0]), int(argv[1])
+    stage = "start"
+    with os.fdopen(events_fd, "w", buffering=1) as events:
+
+        def report(name: str) -> None:
+            nonlocal stage
+            stage = name
+            events.write(json.dumps({"stage": name}) + "\n")
+
+        job = Job.model_validate_json(job_file.read_text())
+        try:
+            result = _work(job, report)
+        except Exception as exc:  # any failure inside TVM or a toolchain is reported, not raised
+            traceback.print_exc()
+            result = JobResult(error=_one_line(exc), stage=stage)
+    (job_file.parent / "result.json").write_text(result.model_dump_json())
+    return 0 if result.error is None else 3
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,238 @@
+"""Loading a user's ONNX model into the static, checked form the compiler needs.
+
+`load_model` reads and checks the model, binds every dynamic input dimension (from the model
+itself or from ``input_shapes``), lets onnxruntime's basic optimizer fold constants so that shape
+subgraphs (Shape -> Gather/Concat -> Reshape) become initializers, and runs strict shape inference.
+TVM then sees a graph with static shapes only. onnxruntime's basic level rewrites only into
+standard ONNX ops, and it is what onnxruntime itself applies at session creation, so the
+reference numerics are unchanged.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import tempfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+import onnx
+from google.protobuf.message import DecodeError
+
+from edgesdk.errors import UserInputError
+
+# onnx.checker refuses protobufs over 2 GB; larger models keep weights as external data.
+MAX_MODEL_BYTES = 2 * 2**30
+MIN_OPSET = 7
+STANDARD_DOMAINS = {"", "ai.onnx"}
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """A model input or output: its name, static shape and numpy dtype name."""
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: str
+
+    def to_json(self) -> dict:
+        return {"name": self.name, "shape": list(self.shape), "dtype": self.dtype}
+
+
+@dataclass
+class Model:
+    """A checked ONNX model with static shapes, ready to import into TVM."""
+
+    name: str
+    proto: onnx.ModelProto
+    source_sha256: str
+    inputs: list[TensorSpec]
+    outputs: list[TensorSpec]
+    opset: int
+    notes: list[str] = field(default_factory=list)
+
+    @cached_property
+    def serialized(self) -> bytes:
+        return self.proto.SerializeToString(deterministic=True)
+
+    @cached_property
+    def sha256(self) -> str:
+        """Hash of the prepared model, the one that is compiled (the cache key uses it)."""
+        return hashlib.sha256(self.serialized).hexdigest()
+
+
+def _dtype_name(elem_type: int) -> str:
+    return np.dtype(onnx.helper.tensor_dtype_to_np_dtype(elem_type)).name
+
+
+def _dims(value_info: onnx.ValueInfoProto) -> list[int | str]:
+    """Dims of a graph input/output: ints where known, the symbol (or '?') where not."""
+    dims: list[int | str] = []
+    for dim in value_info.type.tensor_type.shape.dim:
+        if dim.HasField("dim_value") and dim.dim_value > 0:
+            dims.append(dim.dim_value)
+        else:
+            dims.append(dim.dim_param or "?")
+    return dims
+
+
+def _read(source: str | Path | onnx.ModelProto) -> tuple[str, onnx.ModelProto, str]:
+    if isinstance(source, onnx.ModelProto):
+        data = source.SerializeToString()
+        name = source.graph.name or "model"
+        return name, source, hashlib.sha256(data).hexdigest()
+    path = Path(source)
+    if not path.is_file():
+        raise UserInputError(f"{path}: no such model file")
+    size = path.stat().st_size
+    if size > MAX_MODEL_BYTES:
+        raise UserInputError(
+            f"{path}: {size / 2**30:.1f} GiB is over the 2 GiB protobuf limit",
+            hint="save the weights as ONNX external data (onnx.save(..., save_as_external_data=True))",
+        )
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    try:
+        proto = onnx.load(str(path))
+    except (DecodeError, ValueError, RuntimeError) as exc:
+        raise UserInputError(f"{path}: not an ONNX model ({type(exc).__name__}: {exc})") from exc
+    if not proto.graph.node:
+        raise UserInputError(f"{path}: not an ONNX model (no graph nodes)")
+    return path.stem, proto, digest
+
+
+def _check(name: str, proto: onnx.ModelProto, full: bool) -> None:
+    try:
+        onnx.checker.check_model(proto, full_check=full)
+    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UserInputError(f"{name}: invalid ONNX model: {first_line}") from exc
+
+
+def _opset(name: str, proto: onnx.ModelProto) -> int:
+    versions = {entry.domain or "": entry.version for entry in proto.opset_import}
+    if "" not in versions and "ai.onnx" not in versions:
+        raise UserInputError(f"{name}: the model imports no standard ONNX opset")
+    opset = versions.get("", versions.get("ai.onnx"))
+    newest = onnx.defs.onnx_opset_version()
+    if not MIN_OPSET <= opset <= newest:
+        raise UserInputError(f"{name}: opset {opset} is outside the supported range {MIN_OPSET}-{newest}")
+    foreign = sorted({f"{node.domain}.{node.op_type}" for node in proto.graph.node if node.domain not in STANDARD_DOMAINS})
+    if foreign:
+        raise UserInputError(
+            f"{name}: uses operators outside the standard ONNX domain: {', '.join(foreign[:5])}",
+            hint="export the model with standard ONNX operators only",
+        )
+    return opset
+
+
+def _graph_inputs(proto: onnx.ModelProto) -> list[onnx.ValueInfoProto]:
+    # Old exporters list initializers among the inputs; those are weights, not inputs.
+    initializers = {tensor.name for tensor in proto.graph.initializer}
+    return [value for value in proto.graph.input if value.name not in initializers]
+
+
+def _bind_shapes(name: str, proto: onnx.ModelProto, input_shapes: Mapping[str, Sequence[int]]) -> None:
+    from onnxruntime.tools.onnx_model_utils import make_input_shape_fixed
+
+    inputs = {value.name: value for value in _graph_inputs(proto)}
+    unknown = sorted(set(input_shapes) - set(inputs))
+    if unknown:
+        raise UserInputError(
+            f"{name}: --input-shape names no input of the model: {', '.join(unknown)}",
+            hint=f"inputs are: {', '.join(inputs)}",
+        )
+    for input_name, value in inputs.items():
+        dims = _dims(value)
+        given = input_shapes.get(input_name)
+        if given is None:
+            dynamic = [d for d in dims if isinstance(d, str)]
+            if dynamic:
+                example = ",".join("1" if isinstance(d, str) else str(d) for d in dims)
+                raise UserInputError(
+                    f"{name}: input '{input_name}' has dynamic dimensions {dims}",
+                    hint=f"give its shape, e.g. --input-shape {input_name}={example}",
+                )
+            continue
+        given = [int(d) for d in given]
+        if len(given) != len(dims) or any(d <= 0 for d in given):
+            raise UserInputError(f"{name}: --input-shape {input_name}: expected {len(dims)} positive dims for {dims}, got {given}")
+        clash = [(have, want) for have, want in zip(dims, given) if isinstance(have, int) and have != want]
+        if clash:
+            raise UserInputError(f"{name}: --input-shape {input_name}={given} contradicts the model's fixed dims {dims}")
+        make_input_shape_fixed(proto.graph, input_name, given)
+
+
+def _fold_constants(name: str, proto: onnx.ModelProto) -> onnx.ModelProto:
+    """onnxruntime's basic optimizer: constant folding (shape subgraphs included), standard ops only."""
+    import onnxruntime as ort
+
+    with tempfile.TemporaryDirectory(prefix="edgesdk-fold-") as scratch:
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+        options.optimized_model_filepath = str(Path(scratch) / "folded.onnx")
+        options.log_severity_level = 3
+        try:
+            ort.InferenceSession(proto.SerializeToString(), options, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # onnxruntime raises its own exception types for bad graphs
+            message = " ".join(str(exc).split())[:300]
+            raise UserInputError(f"{name}: onnxruntime cannot load the model: {message}") from exc
+        folded = onnx.load(options.optimized_model_filepath)
+    return folded
+
+
+def _static_specs(name: str, values: Sequence[onnx.ValueInfoProto], what: str) -> list[TensorSpec]:
+    specs = []
+    for value in values:
+        dims = _dims(value)
+        if any(isinstance(d, str) for d in dims):
+            raise UserInputError(
+                f"{name}: {what} '{value.name}' still has dynamic dimensions {dims} after binding the inputs",
+                hint="its shape depends on data, which edgesdk cannot compile ahead of time",
+            )
+        specs.append(TensorSpec(value.name, tuple(int(d) for d in dims), _dtype_name(value.type.tensor_type.elem_type)))
+    return specs
+
+
+def load_model(
+    model: str | Path | onnx.ModelProto, input_shapes: Mapping[str, Sequence[int]] | None = None
+) -> Model:
+    """Read, check and prepare an ONNX model: static shapes, folded shape subgraphs, inferred shapes."""
+    name, proto, digest = _read(model)
+    _check(name, proto, full=False)
+    opset = _opset(name, proto)
+    proto = onnx.ModelProto.FromString(proto.SerializeToString())  # never mutate the caller's proto
+    _bind_shapes(name, proto, dict(input_shapes or {}))
+    proto = _fold_constants(name, proto)
+    try:
+        proto = onnx.shape_inference.infer_shapes(proto, check_type=True, strict_mode=True, data_prop=True)
+    except (onnx.shape_inference.InferenceError, onnx.checker.ValidationError) as exc:
+        raise UserInputError(f"{name}: shape inference failed: {str(exc).strip().splitlines()[0]}") from exc
+    _check(name, proto, full=True)
+    remaining = sum(node.op_type == "Shape" for node in proto.graph.node)
+    notes = [f"{remaining} Shape nodes could not be folded"] if remaining else []
+    return Model(
+        name=name,
+        proto=proto,
+        source_sha256=digest,
+        inputs=_static_specs(name, _graph_inputs(proto), "input"),
+        outputs=_static_specs(name, proto.graph.output, "output"),
+        opset=opset,
+        notes=notes,
+    )
+
+
+def random_inputs(specs: Sequence[TensorSpec], seed: int = 0) -> dict[str, np.ndarray]:
+    """Deterministic inputs for verification: standard normal floats, small non-negative ints."""
+    rng = np.random.default_rng(seed)
+    arrays = {}
+    for spec in specs:
+        dtype = np.dtype(spec.dtype)
+        if dtype.kind == "f":
+            arrays[spec.name] = rng.standard_normal(spec.shape).astype(dtype)
+        elif dtype.kind == "b":
+            arrays[spec.name] = rng.integers(0, 2, spec.shape).astype(dtype)
+        else:
+            arrays[spec.name] = rng.integers(0, 10, spec.shape).astype(dtype)
+    return arrays

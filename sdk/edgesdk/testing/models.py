@@ -1,0 +1,135 @@
+"""Small ONNX models built from scratch with seeded weights (no download, byte-for-byte stable).
+
+They cover the op families a deploy must handle: convolutions with batch norm, depthwise
+convolution, residual adds, pooling, Gemm and Softmax (`tiny_cnn`); dense layers (`mlp`); and a
+transformer encoder block whose head reshapes are computed in-graph with Shape -> Gather ->
+Concat -> Reshape, on dynamic batch and sequence dims (`transformer_block`).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+OPSET = 17
+
+
+class _Graph:
+    """Collects nodes and seeded initializers; names are generated so builders stay short."""
+
+    def __init__(self, seed: int):
+        self.rng = np.random.default_rng(seed)
+        self.nodes: list[onnx.NodeProto] = []
+        self.initializers: list[onnx.TensorProto] = []
+        self.count = 0
+
+    def name(self, stem: str) -> str:
+        self.count += 1
+        return f"{stem}_{self.count}"
+
+    def const(self, array: np.ndarray, stem: str = "w") -> str:
+        name = self.name(stem)
+        self.initializers.append(numpy_helper.from_array(np.asarray(array), name))
+        return name
+
+    def weight(self, shape: tuple[int, ...], fan_in: int) -> str:
+        return self.const((self.rng.standard_normal(shape) / math.sqrt(fan_in)).astype(np.float32))
+
+    def op(self, op_type: str, inputs: list[str], **attrs) -> str:
+        output = self.name(op_type.lower())
+        self.nodes.append(helper.make_node(op_type, inputs, [output], **attrs))
+        return output
+
+    def model(self, name: str, inputs, outputs) -> onnx.ModelProto:
+        graph = helper.make_graph(self.nodes, name, inputs, outputs, self.initializers)
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="edgesdk.testing")
+        onnx.checker.check_model(model, full_check=True)
+        return model
+
+    def batch_norm(self, x: str, channels: int) -> str:
+        scale = self.const((1.0 + 0.1 * self.rng.standard_normal(channels)).astype(np.float32))
+        bias = self.const((0.1 * self.rng.standard_normal(channels)).astype(np.float32))
+        mean = self.const((0.1 * self.rng.standard_normal(channels)).astype(np.float32))
+        var = self.const((1.0 + 0.1 * self.rng.random(channels)).astype(np.float32))
+        return self.op("BatchNormalization", [x, scale, bias, mean, var], epsilon=1e-5)
+
+
+def tiny_cnn(seed: int = 0, classes: int = 10) -> onnx.ModelProto:
+    """Conv-BN-ReLU, depthwise Conv-BN-ReLU, pointwise Conv, residual Add, GAP, Gemm, Softmax.
+
+    Input `image`: [N, 3, 32, 32] with a dynamic batch N.
+    """
+    g = _Graph(seed)
+    x = g.op("Relu", [g.batch_norm(g.op("Conv", ["image", g.weight((16, 3, 3, 3), 27)], pads=[1, 1, 1, 1], strides=[2, 2]), 16)])
+    y = g.op("Relu", [g.batch_norm(g.op("Conv", [x, g.weight((16, 1, 3, 3), 9)], pads=[1, 1, 1, 1], group=16), 16)])
+    y = g.op("Conv", [y, g.weight((16, 16, 1, 1), 16), g.const(np.zeros(16, np.float32))])
+    x = g.op("Relu", [g.op("Add", [x, y])])
+    x = g.op("Flatten", [g.op("GlobalAveragePool", [x])])
+    logits = g.op("Gemm", [x, g.weight((classes, 16), 16), g.const(np.zeros(classes, np.float32))], transB=1)
+    probs = g.op("Softmax", [logits], axis=-1)
+    return g.model(
+        "tiny_cnn",
+        [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["N", 3, 32, 32])],
+        [helper.make_tensor_value_info(probs, TensorProto.FLOAT, ["N", classes])],
+    )
+
+
+def mlp(seed: int = 1, features: int = 64, hidden: int = 128, classes: int = 10) -> onnx.ModelProto:
+    """Two hidden dense layers with ReLU. Input `features`: [N, 64] with a dynamic batch N."""
+    g = _Graph(seed)
+    x = "features"
+    for fan_in, fan_out in ((features, hidden), (hidden, hidden)):
+        x = g.op("Relu", [g.op("Add", [g.op("MatMul", [x, g.weight((fan_in, fan_out), fan_in)]), g.const(np.zeros(fan_out, np.float32))])])
+    logits = g.op("Gemm", [x, g.weight((hidden, classes), hidden), g.const(np.zeros(classes, np.float32))])
+    return g.model(
+        "mlp",
+        [helper.make_tensor_value_info("features", TensorProto.FLOAT, ["N", features])],
+        [helper.make_tensor_value_info(logits, TensorProto.FLOAT, ["N", classes])],
+    )
+
+
+def transformer_block(seed: int = 2, d_model: int = 64, heads: int = 4, ffn: int = 128) -> onnx.ModelProto:
+    """Pre-LN encoder block: LayerNorm, multi-head attention, Erf-GELU feed-forward, residuals.
+
+    Input `tokens`: [batch, seq, 64] with dynamic batch and seq; the head split/merge reshapes
+    are computed in-graph from Shape, so they fold only once the input shape is bound.
+    """
+    g = _Graph(seed)
+    head_dim = d_model // heads
+
+    def layer_norm(x: str) -> str:
+        scale = g.const(np.ones(d_model, np.float32))
+        bias = g.const(np.zeros(d_model, np.float32))
+        return g.op("LayerNormalization", [x, scale, bias], axis=-1, epsilon=1e-5)
+
+    def dense(x: str, fan_in: int, fan_out: int) -> str:
+        return g.op("Add", [g.op("MatMul", [x, g.weight((fan_in, fan_out), fan_in)]), g.const(np.zeros(fan_out, np.float32))])
+
+    shape = g.op("Shape", ["tokens"])
+    batch = g.op("Gather", [shape, g.const(np.array([0], np.int64), "idx")], axis=0)
+    seq = g.op("Gather", [shape, g.const(np.array([1], np.int64), "idx")], axis=0)
+    split_shape = g.op("Concat", [batch, seq, g.const(np.array([heads, head_dim], np.int64), "dims")], axis=0)
+    merge_shape = g.op("Concat", [batch, seq, g.const(np.array([d_model], np.int64), "dims")], axis=0)
+
+    def heads_first(x: str) -> str:  # [b, s, d] -> [b, h, s, hd]
+        return g.op("Transpose", [g.op("Reshape", [x, split_shape])], perm=[0, 2, 1, 3])
+
+    h = layer_norm("tokens")
+    q, k, v = (heads_first(dense(h, d_model, d_model)) for _ in range(3))
+    scores = g.op("Div", [g.op("MatMul", [q, g.op("Transpose", [k], perm=[0, 1, 3, 2])]), g.const(np.array(math.sqrt(head_dim), np.float32))])
+    context = g.op("MatMul", [g.op("Softmax", [scores], axis=-1), v])
+    context = g.op("Reshape", [g.op("Transpose", [context], perm=[0, 2, 1, 3]), merge_shape])
+    x = g.op("Add", ["tokens", dense(context, d_model, d_model)])
+
+    h = dense(layer_norm(x), d_model, ffn)
+    erf = g.op("Erf", [g.op("Div", [h, g.const(np.array(math.sqrt(2.0), np.float32))])])
+    gelu = g.op("Mul", [g.op("Mul", [h, g.const(np.array(0.5, np.float32))]), g.op("Add", [erf, g.const(np.array(1.0, np.float32))])])
+    out = g.op("Add", [x, dense(gelu, ffn, d_model)])
+    return g.model(
+        "transformer_block",
+        [helper.make_tensor_value_info("tokens", TensorProto.FLOAT, ["batch", "seq", d_model])],
+        [helper.make_tensor_value_info(out, TensorProto.FLOAT, ["batch", "seq", d_model])],
+    )
