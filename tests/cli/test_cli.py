@@ -59,7 +59,7 @@ def test_plugins_json_marks_builtins(run_cli):
     assert code == 0
     for device_id in BUILTIN_DEVICES:
         assert records[device_id]["builtin"] is True
-        assert records[device_id]["hooks"] == ["edgesdk_device_profiles"]
+        assert records[device_id]["hooks"] == ["edgesdk_backends", "edgesdk_device_profiles"]
 
 
 def test_external_plugins_one_adds_a_device_one_is_broken(run_cli, make_plugin):

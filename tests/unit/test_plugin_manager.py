@@ -31,7 +31,7 @@ def test_builtins_load_through_the_entry_point_group():
         info = infos[device_id]
         assert info.builtin is True
         assert info.version == edgesdk.__version__
-        assert info.hooks == ("edgesdk_device_profiles",)
+        assert info.hooks == ("edgesdk_backends", "edgesdk_device_profiles")
         assert info.error is None
 
 
@@ -164,12 +164,7 @@ def test_every_hook_is_collected_per_plugin(make_plugin):
     name = make_plugin(
         '''
         from pathlib import Path
-        from edgesdk import Backend, Pass, Template, hookimpl
-
-        class EchoBackend(Backend):
-            name = "echo"
-            def serves(self, profile):
-                return profile.id == "pc"
+        from edgesdk import Backend, Pass, Template, ZigCC, hookimpl
 
         class Identity(Pass):
             name = "identity"
@@ -179,7 +174,7 @@ def test_every_hook_is_collected_per_plugin(make_plugin):
 
         @hookimpl
         def edgesdk_backends():
-            return [EchoBackend()]
+            return [Backend(name="pc", toolchain=ZigCC(target="x86_64-linux-gnu"))]
 
         @hookimpl
         def edgesdk_passes():
@@ -190,8 +185,8 @@ def test_every_hook_is_collected_per_plugin(make_plugin):
             return [Template(name="hello", kind="app", description="Hello app", path=Path("."))]
         '''
     )
-    (backend_plugin, backend), = plugin_manager.collect("edgesdk_backends")
-    assert backend_plugin == name and backend.serves(edgesdk.get_device("pc"))
+    (backend,) = [item for plugin, item in plugin_manager.collect("edgesdk_backends") if plugin == name]
+    assert backend.serves(edgesdk.get_device("pc"))
     assert not backend.serves(edgesdk.get_device("mcu"))
     assert [item.name for _, item in plugin_manager.collect("edgesdk_passes")] == ["identity"]
     assert [item.name for _, item in plugin_manager.collect("edgesdk_templates")] == ["hello"]
