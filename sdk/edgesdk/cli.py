@@ -21,7 +21,7 @@ from rich.console import Console
 from rich.table import Table
 
 import edgesdk
-from edgesdk import plugin_manager
+from edgesdk import cli_deploy, plugin_manager
 from edgesdk.device_registry import device_summary
 from edgesdk.errors import EdgeSDKError
 from edgesdk.profiles import DeviceProfile
@@ -128,6 +128,7 @@ def make_app() -> typer.Typer:
     app.callback(invoke_without_command=True)(_root)
     app.command("devices")(devices_command)
     app.command("plugins")(plugins_command)
+    cli_deploy.register(app)
     plugin_manager.collect("edgesdk_register_commands", app=app)
     return app
 

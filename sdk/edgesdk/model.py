@@ -236,3 +236,15 @@ def random_inputs(specs: Sequence[TensorSpec], seed: int = 0) -> dict[str, np.nd
         else:
             arrays[spec.name] = rng.integers(0, 10, spec.shape).astype(dtype)
     return arrays
+
+
+def parse_input_shape(text: str) -> tuple[str, list[int]]:
+    """``NAME=D1,D2,...`` (the CLI's --input-shape) -> ``(NAME, [D1, D2, ...])``."""
+    name, sep, dims = text.rpartition("=")
+    try:
+        shape = [int(d) for d in dims.split(",")] if sep and name else None
+    except ValueError:
+        shape = None
+    if not shape or any(d <= 0 for d in shape):
+        raise UserInputError(f"--input-shape {text!r}: expected NAME=D1,D2,... with positive integers", hint="e.g. --input-shape image=1,3,224,224")
+    return name, shape

@@ -1,0 +1,140 @@
+"""The artifact commands: ``deploy``, ``run`` and ``verify`` (thin shells over the Python API)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import numpy as np
+import typer
+from rich import box
+from rich.console import Console
+from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+import edgesdk
+from edgesdk.artifact import Artifact
+from edgesdk.errors import UserInputError
+from edgesdk.manifest import VerificationInfo
+from edgesdk.model import parse_input_shape
+from edgesdk.tensors import load_npz, save_npz
+
+JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON on stdout, nothing else.")]
+
+
+def _print_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2) + "\n")
+
+
+@contextlib.contextmanager
+def _progress():
+    """A spinner on stderr naming the current stage; silent when stderr is not a terminal."""
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=Console(stderr=True), transient=True) as progress:
+        task = progress.add_task("starting")
+        yield lambda stage: progress.update(task, description=stage)
+
+
+def _size(path: Path) -> str:
+    n = path.stat().st_size
+    return f"{n / 2**20:.2f} MiB" if n >= 2**20 else f"{n / 2**10:.1f} KiB"
+
+
+def _verification_text(result: VerificationInfo) -> str:
+    psnr = "identical" if result.psnr_db is None else f"PSNR {result.psnr_db:.1f} dB"
+    verdict = "passed" if result.passed else "FAILED"
+    return f"{verdict} vs {result.reference} ({result.inputs} inputs): max abs err {result.max_abs_err:.3g}, cosine {result.cosine:.6f}, {psnr}"
+
+
+def _summary(artifact: Artifact) -> Table:
+    manifest = artifact.manifest
+    build = manifest.build
+    table = Table(box=box.SIMPLE_HEAD, show_header=False, title=f"{manifest.model.name} -> {manifest.device}", title_justify="left")
+    table.add_column(style="bold", no_wrap=True)
+    table.add_column()
+    table.add_row("artifact", str(artifact.path))
+    table.add_row("target", json.dumps(manifest.target))
+    table.add_row("backend", f"{build.backend} ({build.toolchain})")
+    table.add_row("device files", "\n".join(f"{name}  {_size(artifact.path / name)}" for name in build.device_files))
+    table.add_row("kernels", f"{build.kernels} fused kernels on {', '.join(manifest.partition.units)}")
+    table.add_row("compile", "from the cache" if build.cached else f"{build.compile_seconds:.1f} s in TVM")
+    estimate = manifest.estimate
+    table.add_row("latency", f"{estimate['latency_ms']:.3g} ms (simulated)" if estimate else "not simulated yet (the device simulator is not built)")
+    table.add_row("verification", _verification_text(manifest.verification))
+    for note in build.notes:
+        table.add_row("note", note)
+    return table
+
+
+def deploy_command(
+    model: Annotated[Path, typer.Argument(help="The ONNX model file.", show_default=False)],
+    device: Annotated[str, typer.Option("--device", "-d", help="Device id (see `edgesdk devices`).", show_default=False)],
+    out: Annotated[Path | None, typer.Option("-o", "--out", help="Artifact directory [default: build/<model>-<device>].")] = None,
+    quantize: Annotated[str | None, typer.Option("--quantize", help="none (keep the model's precision), auto or a scheme.")] = None,
+    calibration: Annotated[Path | None, typer.Option("--calibration", help="Sample inputs (.npz) for quantization.")] = None,
+    input_shape: Annotated[list[str] | None, typer.Option("--input-shape", help="NAME=D1,D2,... for an input with dynamic dims (repeat per input).")] = None,
+    inputs: Annotated[Path | None, typer.Option("--inputs", help="Verify on these inputs (.npz, one array per model input) instead of random ones.")] = None,
+    profiles_dir: Annotated[Path | None, typer.Option("--profiles-dir", help="Also read device profiles (*.yaml) from this directory.")] = None,
+    no_cache: Annotated[bool, typer.Option("--no-cache", help="Compile again even if an identical build is cached.")] = False,
+    json_output: JsonOption = False,
+) -> None:
+    """Compile MODEL for a device through TVM, verify it against onnxruntime, write the artifact."""
+    shapes = dict(parse_input_shape(text) for text in input_shape or [])
+    with _progress() as on_stage:
+        artifact = edgesdk.deploy(
+            model, device, out, input_shapes=shapes, quantize=quantize, calibration=calibration, inputs=inputs,
+            profiles_dir=profiles_dir, cache=not no_cache, on_stage=on_stage,
+        )
+    if json_output:
+        _print_json(artifact.manifest.model_dump(mode="json"))
+    else:
+        Console().print(_summary(artifact))
+
+
+def run_command(
+    artifact_dir: Annotated[Path, typer.Argument(metavar="ARTIFACT", help="An artifact directory made by `deploy`.", show_default=False)],
+    inputs: Annotated[Path, typer.Option("--inputs", help="Inputs (.npz, one array per model input).", show_default=False)],
+    output: Annotated[Path | None, typer.Option("-o", "--output", help="Write the outputs to this .npz file.")] = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Run an artifact's functional simulation on this host."""
+    artifact = edgesdk.load_artifact(artifact_dir)
+    if output is not None and output.is_dir():
+        raise UserInputError(f"{output}: is a directory; give a .npz file name")
+    outputs = artifact.run(load_npz(inputs))
+    if output is not None:
+        save_npz(output, outputs)
+    records = [
+        {"name": name, "shape": list(value.shape), "dtype": value.dtype.name, "min": float(np.min(value)), "max": float(np.max(value)), "mean": float(np.mean(value))}
+        for name, value in outputs.items()
+    ]
+    if json_output:
+        _print_json({"artifact": str(artifact_dir), "outputs": records, "file": str(output) if output else None})
+        return
+    table = Table("output", "shape", "dtype", "min", "max", "mean", box=box.SIMPLE_HEAD)
+    for record in records:
+        table.add_row(record["name"], str(record["shape"]), record["dtype"], *(f"{record[k]:.6g}" for k in ("min", "max", "mean")))
+    Console().print(table)
+    if output is not None:
+        Console().print(f"wrote {output}")
+
+
+def verify_command(
+    artifact_dir: Annotated[Path, typer.Argument(metavar="ARTIFACT", help="An artifact directory made by `deploy`.", show_default=False)],
+    json_output: JsonOption = False,
+) -> None:
+    """Re-check an artifact's file hashes and its numerics against onnxruntime."""
+    artifact = edgesdk.load_artifact(artifact_dir)
+    result = artifact.verify()
+    if json_output:
+        _print_json({"artifact": str(artifact_dir), "files": len(artifact.manifest.files), "verification": result.model_dump(mode="json")})
+    else:
+        Console().print(f"{artifact_dir}: {len(artifact.manifest.files)} files intact; {_verification_text(result)}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("deploy")(deploy_command)
+    app.command("run")(run_command)
+    app.command("verify")(verify_command)
