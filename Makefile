@@ -27,8 +27,14 @@ $(TOOLCHAIN_STAMP): | $(STAMP)
 
 setup: $(STAMP) $(TOOLCHAIN_STAMP)
 
-demo: $(STAMP) $(TOOLCHAIN_STAMP)
-	$(BIN)/edgesdk devices
+# The bundled example: built by a deterministic script, deployed to xr-headset, summarised.
+EXAMPLE := build/examples/hand_tracker.onnx
+$(EXAMPLE): examples/make_example.py | $(STAMP)
+	@mkdir -p $(dir $@)
+	$(BIN)/python examples/make_example.py $@
+
+demo: $(STAMP) $(TOOLCHAIN_STAMP) $(EXAMPLE)
+	$(BIN)/edgesdk deploy $(EXAMPLE) --device xr-headset --input-shape frames=1,3,96,96 -o build/hand_tracker-xr-headset
 
 test: $(STAMP) $(TOOLCHAIN_STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -14,11 +14,18 @@ from edgesdk.cli import main
 BUILTIN_DEVICES = ["phone", "pc", "xr-headset", "automotive", "iot", "mcu"]
 
 
+@pytest.fixture(scope="session")
+def session_cache(tmp_path_factory) -> Path:
+    """One compile cache for the whole run: tests share builds, the user's cache is untouched."""
+    return tmp_path_factory.mktemp("edgesdk-cache")
+
+
 @pytest.fixture(autouse=True)
-def clean_environment(monkeypatch):
+def clean_environment(monkeypatch, session_cache):
     """No user plugins or profiles leak in from the machine; plugins load afresh per test."""
-    for name in ("EDGESDK_PLUGINS", "EDGESDK_PROFILE_PATH", "EDGESDK_TRACE_PLUGINS", "EDGESDK_DEBUG"):
+    for name in ("EDGESDK_PLUGINS", "EDGESDK_PROFILE_PATH", "EDGESDK_TRACE_PLUGINS", "EDGESDK_DEBUG", "EDGESDK_TEST_CRASH", "EDGESDK_COMPILE_TIMEOUT"):
         monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("EDGESDK_CACHE_DIR", str(session_cache))
     plugin_manager.reset()
     yield
     plugin_manager.reset()

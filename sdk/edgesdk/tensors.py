@@ -19,6 +19,9 @@ def load_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
     path = Path(path)
     if not path.is_file():
         raise UserInputError(f"{path}: no such file")
+    with open(path, "rb") as stream:
+        if stream.read(4) != b"PK\x03\x04":  # np.load would take any other bytes for a pickle
+            raise UserInputError(f"{path}: not a valid .npz file (not a zip archive)", hint="save arrays with numpy.savez")
     try:
         with np.load(path, allow_pickle=False) as archive:
             return {name: archive[name] for name in archive.files}

@@ -17,7 +17,7 @@ from onnx import TensorProto, helper, numpy_helper
 OPSET = 17
 
 
-class _Graph:
+class GraphBuilder:
     """Collects nodes and seeded initializers; names are generated so builders stay short."""
 
     def __init__(self, seed: int):
@@ -38,8 +38,8 @@ class _Graph:
     def weight(self, shape: tuple[int, ...], fan_in: int) -> str:
         return self.const((self.rng.standard_normal(shape) / math.sqrt(fan_in)).astype(np.float32))
 
-    def op(self, op_type: str, inputs: list[str], **attrs) -> str:
-        output = self.name(op_type.lower())
+    def op(self, op_type: str, inputs: list[str], output: str | None = None, **attrs) -> str:
+        output = output or self.name(op_type.lower())
         self.nodes.append(helper.make_node(op_type, inputs, [output], **attrs))
         return output
 
@@ -62,14 +62,14 @@ def tiny_cnn(seed: int = 0, classes: int = 10) -> onnx.ModelProto:
 
     Input `image`: [N, 3, 32, 32] with a dynamic batch N.
     """
-    g = _Graph(seed)
+    g = GraphBuilder(seed)
     x = g.op("Relu", [g.batch_norm(g.op("Conv", ["image", g.weight((16, 3, 3, 3), 27)], pads=[1, 1, 1, 1], strides=[2, 2]), 16)])
     y = g.op("Relu", [g.batch_norm(g.op("Conv", [x, g.weight((16, 1, 3, 3), 9)], pads=[1, 1, 1, 1], group=16), 16)])
     y = g.op("Conv", [y, g.weight((16, 16, 1, 1), 16), g.const(np.zeros(16, np.float32))])
     x = g.op("Relu", [g.op("Add", [x, y])])
     x = g.op("Flatten", [g.op("GlobalAveragePool", [x])])
     logits = g.op("Gemm", [x, g.weight((classes, 16), 16), g.const(np.zeros(classes, np.float32))], transB=1)
-    probs = g.op("Softmax", [logits], axis=-1)
+    probs = g.op("Softmax", [logits], "probs", axis=-1)
     return g.model(
         "tiny_cnn",
         [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["N", 3, 32, 32])],
@@ -79,11 +79,11 @@ def tiny_cnn(seed: int = 0, classes: int = 10) -> onnx.ModelProto:
 
 def mlp(seed: int = 1, features: int = 64, hidden: int = 128, classes: int = 10) -> onnx.ModelProto:
     """Two hidden dense layers with ReLU. Input `features`: [N, 64] with a dynamic batch N."""
-    g = _Graph(seed)
+    g = GraphBuilder(seed)
     x = "features"
     for fan_in, fan_out in ((features, hidden), (hidden, hidden)):
         x = g.op("Relu", [g.op("Add", [g.op("MatMul", [x, g.weight((fan_in, fan_out), fan_in)]), g.const(np.zeros(fan_out, np.float32))])])
-    logits = g.op("Gemm", [x, g.weight((hidden, classes), hidden), g.const(np.zeros(classes, np.float32))])
+    logits = g.op("Gemm", [x, g.weight((hidden, classes), hidden), g.const(np.zeros(classes, np.float32))], "logits")
     return g.model(
         "mlp",
         [helper.make_tensor_value_info("features", TensorProto.FLOAT, ["N", features])],
@@ -97,7 +97,7 @@ def transformer_block(seed: int = 2, d_model: int = 64, heads: int = 4, ffn: int
     Input `tokens`: [batch, seq, 64] with dynamic batch and seq; the head split/merge reshapes
     are computed in-graph from Shape, so they fold only once the input shape is bound.
     """
-    g = _Graph(seed)
+    g = GraphBuilder(seed)
     head_dim = d_model // heads
 
     def layer_norm(x: str) -> str:
@@ -127,7 +127,7 @@ def transformer_block(seed: int = 2, d_model: int = 64, heads: int = 4, ffn: int
     h = dense(layer_norm(x), d_model, ffn)
     erf = g.op("Erf", [g.op("Div", [h, g.const(np.array(math.sqrt(2.0), np.float32))])])
     gelu = g.op("Mul", [g.op("Mul", [h, g.const(np.array(0.5, np.float32))]), g.op("Add", [erf, g.const(np.array(1.0, np.float32))])])
-    out = g.op("Add", [x, dense(gelu, ffn, d_model)])
+    out = g.op("Add", [x, dense(gelu, ffn, d_model)], "hidden")
     return g.model(
         "transformer_block",
         [helper.make_tensor_value_info("tokens", TensorProto.FLOAT, ["batch", "seq", d_model])],
