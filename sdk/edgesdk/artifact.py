@@ -100,6 +100,11 @@ class Artifact:
     def __repr__(self) -> str:
         return f"Artifact({str(self.path)!r}, device={self.manifest.device!r}, model={self.manifest.model.name!r})"
 
+    @property
+    def inputs(self) -> list[TensorSpec]:
+        """The model's inputs, with the static shapes it was compiled for."""
+        return list(self._runner.inputs)
+
     def run(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Run the compiled model on this host; outputs keyed by the model's output names."""
         return self._runner.run(inputs)

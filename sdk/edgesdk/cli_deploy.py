@@ -32,7 +32,11 @@ def _print_json(data: Any) -> None:
 @contextlib.contextmanager
 def _progress():
     """A spinner on stderr naming the current stage; silent when stderr is not a terminal."""
-    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=Console(stderr=True), transient=True) as progress:
+    console = Console(stderr=True)
+    if not console.is_terminal:
+        yield lambda stage: None
+        return
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console, transient=True) as progress:
         task = progress.add_task("starting")
         yield lambda stage: progress.update(task, description=stage)
 

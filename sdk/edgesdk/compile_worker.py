@@ -98,7 +98,7 @@ def run_compile(
                     proc.kill()
                     proc.wait()
                     raise CompileFailed(
-                        f"TVM timed out after {timeout_s:.0f} s at stage '{stage}' for model '{model_name}'",
+                        f"TVM timed out after {timeout_s:g} s at stage '{stage}' for model '{model_name}'",
                         hint=f"raise the limit with {TIMEOUT_ENV}=SECONDS; the worker log is not kept",
                     )
                 if not selector.select(timeout=min(remaining, 1.0)):

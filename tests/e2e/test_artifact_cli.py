@@ -1,0 +1,129 @@
+"""deploy / run / verify through the real CLI entry point: artifacts, errors, cache, crash isolation."""
+
+import json
+
+import numpy as np
+import pytest
+
+from edgesdk.verify import reference_outputs
+from tests.e2e.conftest import save
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def cnn_file(tmp_path):
+    from edgesdk.testing.models import tiny_cnn
+
+    return save(tiny_cnn(), tmp_path / "cnn.onnx")
+
+
+def deploy(run_cli, model, out, *extra):
+    return run_cli("deploy", str(model), "--device", "xr-headset", "--input-shape", "image=1,3,32,32", "-o", str(out), *extra)
+
+
+def test_deploy_json_prints_only_the_manifest(run_cli, cnn_file, tmp_path):
+    code, out, err = deploy(run_cli, cnn_file, tmp_path / "a", "--json")
+    assert code == 0, err
+    manifest = json.loads(out)
+    assert manifest["device"] == "xr-headset" and manifest["verification"]["passed"] is True
+    assert set(manifest["files"]) == {"model.onnx", "params.npz", "device/cnn.so", "host/cnn.so", "verification/inputs.npz"}
+    assert manifest["model"]["inputs"] == [{"name": "image", "shape": [1, 3, 32, 32], "dtype": "float32"}]
+    assert json.loads((tmp_path / "a" / "manifest.json").read_text()) == manifest
+
+
+def test_run_matches_onnxruntime_and_verify_catches_a_changed_byte(run_cli, cnn_file, tmp_path):
+    assert deploy(run_cli, cnn_file, tmp_path / "a")[0] == 0
+    inputs = {"image": np.random.default_rng(5).standard_normal((1, 3, 32, 32)).astype(np.float32)}
+    np.savez(tmp_path / "in.npz", **inputs)
+    code, out, err = run_cli("run", str(tmp_path / "a"), "--inputs", str(tmp_path / "in.npz"), "-o", str(tmp_path / "out.npz"), "--json")
+    assert code == 0, err
+    assert json.loads(out)["outputs"][0]["shape"] == [1, 10]
+    ours = np.load(tmp_path / "out.npz")["probs"]
+    theirs = reference_outputs((tmp_path / "a" / "model.onnx").read_bytes(), inputs)["probs"]
+    assert np.abs(ours - theirs).max() <= 1e-4
+
+    code, out, err = run_cli("verify", str(tmp_path / "a"), "--json")
+    assert code == 0 and json.loads(out)["verification"]["passed"] is True
+
+    library = tmp_path / "a" / "device" / "cnn.so"
+    data = bytearray(library.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    library.write_bytes(bytes(data))
+    code, out, err = run_cli("verify", str(tmp_path / "a"))
+    assert code == 1 and out == ""
+    assert err.splitlines()[0] == f"error: {tmp_path / 'a'}: file device/cnn.so was modified (sha256 differs from the manifest)"
+
+
+def test_verify_reports_a_missing_and_an_unexpected_file(run_cli, cnn_file, tmp_path):
+    assert deploy(run_cli, cnn_file, tmp_path / "a")[0] == 0
+    (tmp_path / "a" / "extra.bin").write_bytes(b"?")
+    assert "file extra.bin is not part of the artifact" in run_cli("verify", str(tmp_path / "a"))[2]
+    (tmp_path / "a" / "extra.bin").unlink()
+    (tmp_path / "a" / "params.npz").unlink()
+    code, _, err = run_cli("verify", str(tmp_path / "a"))
+    assert code == 1 and "file params.npz is missing" in err
+
+
+def test_user_inputs_are_used_for_verification(run_cli, cnn_file, tmp_path):
+    np.savez(tmp_path / "in.npz", image=np.full((1, 3, 32, 32), 0.5, np.float32))
+    code, out, err = deploy(run_cli, cnn_file, tmp_path / "a", "--inputs", str(tmp_path / "in.npz"), "--json")
+    assert code == 0, err
+    assert json.loads(out)["verification"]["inputs"] == "user"
+    stored = np.load(tmp_path / "a" / "verification" / "inputs.npz")["image"]
+    assert (stored == 0.5).all()
+
+
+def test_redeploy_replaces_an_artifact_but_never_a_user_directory(run_cli, cnn_file, tmp_path):
+    assert deploy(run_cli, cnn_file, tmp_path / "a")[0] == 0
+    assert deploy(run_cli, cnn_file, tmp_path / "a")[0] == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "cnn.onnx"]  # no staging dirs left
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "thesis.tex").write_text("precious")
+    code, _, err = deploy(run_cli, cnn_file, mine)
+    assert code == 2 and "is not an edgesdk artifact; refusing" in err
+    assert [p.name for p in mine.iterdir()] == ["thesis.tex"]
+
+
+def test_an_identical_deploy_is_served_from_the_cache(run_cli, cnn_file, tmp_path, monkeypatch):
+    monkeypatch.setenv("EDGESDK_CACHE_DIR", str(tmp_path / "cache"))
+    cold = json.loads(deploy(run_cli, cnn_file, tmp_path / "a", "--json")[1])
+    warm = json.loads(deploy(run_cli, cnn_file, tmp_path / "b", "--json")[1])
+    assert cold["build"]["cached"] is False and cold["build"]["compile_seconds"] > 0
+    assert warm["build"]["cached"] is True and warm["build"]["compile_seconds"] == 0
+    assert warm["files"] == cold["files"]  # byte-identical artifact contents
+    # The phone profile has the same TVM target as xr-headset: the builds are the same, and shared.
+    code, out, _ = run_cli("deploy", str(cnn_file), "--device", "phone", "--input-shape", "image=1,3,32,32", "-o", str(tmp_path / "c"), "--json")
+    phone = json.loads(out)
+    assert phone["target"] == cold["target"] and phone["build"]["cached"] is True
+    assert phone["build"]["cache_key"] == cold["build"]["cache_key"]
+
+
+@pytest.mark.parametrize("stage", ["import", "build device", "build host"])
+def test_a_segfault_in_tvm_is_one_error_line(run_cli, cnn_file, tmp_path, monkeypatch, stage):
+    monkeypatch.setenv("EDGESDK_TEST_CRASH", stage)
+    code, out, err = deploy(run_cli, cnn_file, tmp_path / "a", "--no-cache")
+    assert code == 2 and out == ""
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert errors == [f"error: TVM crashed (SIGSEGV) at stage '{stage}' for model 'cnn'"]
+    assert "Traceback" not in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cnn.onnx"]  # nothing half-written
+
+
+def test_a_compile_that_hangs_is_stopped(run_cli, cnn_file, tmp_path, monkeypatch):
+    monkeypatch.setenv("EDGESDK_COMPILE_TIMEOUT", "0.2")
+    code, _, err = deploy(run_cli, cnn_file, tmp_path / "a", "--no-cache")
+    assert code == 2
+    assert err.startswith("error: TVM timed out after 0.2 s at stage ") and "for model 'cnn'" in err
+
+
+def test_a_failed_verification_exits_1_naming_the_output(run_cli, cnn_file, tmp_path, monkeypatch):
+    from edgesdk import verify
+
+    monkeypatch.setitem(verify.RELATIVE_TOLERANCE, "float32", 1e-12)
+    code, out, err = deploy(run_cli, cnn_file, tmp_path / "a")
+    assert code == 1
+    assert "numerics differ from onnxruntime" in err and "on output 'probs'" in err
+    manifest = json.loads((tmp_path / "a" / "manifest.json").read_text())
+    assert manifest["verification"]["passed"] is False  # kept for inspection, marked failed

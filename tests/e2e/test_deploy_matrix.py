@@ -1,0 +1,53 @@
+"""Every built-in device x three models: a real artifact for the ISA, verified against onnxruntime."""
+
+import shutil
+
+import numpy as np
+import pytest
+
+import edgesdk
+from edgesdk.model import random_inputs
+from edgesdk.verify import reference_outputs
+from tests.conftest import BUILTIN_DEVICES
+from tests.e2e.conftest import EM_AARCH64, EM_ARM, EM_X86_64, MODELS, elf_header
+
+pytestmark = pytest.mark.slow
+
+SHARED_LIBRARY_ISA = {"phone": EM_AARCH64, "xr-headset": EM_AARCH64, "automotive": EM_AARCH64, "iot": EM_AARCH64, "pc": EM_X86_64}
+
+
+@pytest.mark.parametrize("device", BUILTIN_DEVICES)
+@pytest.mark.parametrize("model_name", list(MODELS))
+def test_model_deploys_to_device_and_matches_onnxruntime(model_name, device, tmp_path):
+    build, shapes = MODELS[model_name]
+    artifact = edgesdk.deploy(build(), device, tmp_path / "artifact", input_shapes=shapes)
+    manifest = artifact.manifest
+
+    check = manifest.verification
+    assert check.passed and check.inputs == "random"
+    for output in check.outputs:
+        assert output.max_abs_err <= output.tolerance
+        assert output.cosine > 0.999999
+    assert manifest.device == device and manifest.model.name == model_name
+    assert manifest.build.kernels > 0 and sum(manifest.partition.units.values()) == manifest.build.kernels
+
+    files = {name: artifact.path / name for name in manifest.build.device_files}
+    if device in SHARED_LIBRARY_ISA:
+        (library,) = files.values()
+        assert elf_header(library) == (2, 3, SHARED_LIBRARY_ISA[device])
+    else:  # mcu: C kernels, the VM program, and a Cortex-M object when the toolchain is installed
+        source = artifact.path / f"device/{model_name}.c"
+        assert "#include <math.h>" in source.read_text() and "TVM_DLL int32_t" in source.read_text()
+        objects = [path for path in files.values() if path.suffix == ".o"]
+        if shutil.which("arm-none-eabi-gcc"):
+            (obj,) = objects
+            assert elf_header(obj) == (1, 1, EM_ARM)
+        else:
+            assert objects == [] and any("arm-none-eabi-gcc" in note for note in manifest.build.notes)
+
+    # The simulation runs on fresh inputs too, not only the ones verified at deploy time.
+    fresh = random_inputs(artifact.inputs, seed=123)
+    ours = artifact.run(fresh)
+    theirs = reference_outputs((artifact.path / "model.onnx").read_bytes(), fresh)
+    for name, expected in theirs.items():
+        np.testing.assert_allclose(ours[name], expected, rtol=0, atol=1e-4 * max(1.0, float(np.abs(expected).max())))
