@@ -18,25 +18,33 @@ class _Record(BaseModel):
 
 
 class TensorInfo(_Record):
+    """A model input or output as compiled: static shape, numpy dtype name."""
+
     name: str
     shape: list[int]
     dtype: str
 
 
 class ModelInfo(_Record):
-    name: str
+    """The model the artifact was made from."""
+
+    name: str = Field(description="The model file's stem (or the graph name of an in-memory model).")
     sha256: str = Field(description="SHA-256 of the model file the user gave.")
     prepared_sha256: str = Field(description="SHA-256 of the prepared model (static shapes, folded) that was compiled.")
-    opset: int
+    opset: int = Field(description="The model's standard ONNX opset.")
     inputs: list[TensorInfo]
     outputs: list[TensorInfo]
 
 
 class QuantizationInfo(_Record):
+    """The precision the model was compiled at."""
+
     scheme: str = Field(description="`none`: the model keeps its precision.")
 
 
 class Fallback(_Record):
+    """A kernel that could not run on the unit it preferred, and why."""
+
     op: str
     from_unit: str
     to_unit: str
@@ -44,11 +52,15 @@ class Fallback(_Record):
 
 
 class PartitionInfo(_Record):
+    """Which compute unit runs each compiled kernel."""
+
     units: dict[str, int] = Field(description="Kernels assigned to each compute unit.")
     fallbacks: list[Fallback] = Field(default_factory=list)
 
 
 class OutputCheck(_Record):
+    """One output compared with the reference."""
+
     name: str
     max_abs_err: float
     tolerance: float = Field(description="The largest max_abs_err that passes.")
@@ -58,6 +70,8 @@ class OutputCheck(_Record):
 
 
 class VerificationInfo(_Record):
+    """The compiled model's outputs against onnxruntime's on the same inputs (worst over outputs)."""
+
     reference: str = Field(description="What the outputs were compared with, e.g. `onnxruntime 1.32.0`.")
     inputs: Literal["random", "user"]
     max_abs_err: float
@@ -68,6 +82,8 @@ class VerificationInfo(_Record):
 
 
 class BuildInfo(_Record):
+    """How the device files and the host simulation were built."""
+
     backend: str
     toolchain: str = Field(description="What linked or compiled the device artifact.")
     device_files: list[str] = Field(description="The artifact files that go to the device.")
@@ -80,10 +96,12 @@ class BuildInfo(_Record):
 
 
 class Manifest(_Record):
-    schema_version: int = SCHEMA_VERSION
-    edgesdk_version: str
-    tvm_version: str
-    created_utc: str
+    """`manifest.json`: what an artifact directory holds and how it was made."""
+
+    schema_version: int = Field(SCHEMA_VERSION, description="Version of this layout.")
+    edgesdk_version: str = Field(description="edgesdk that made the artifact.")
+    tvm_version: str = Field(description="Apache TVM that compiled it.")
+    created_utc: str = Field(description="When, as ISO 8601 UTC.")
     device: str = Field(description="Device profile id.")
     target: dict[str, Any] = Field(description="TVM target (JSON) of the device build.")
     model: ModelInfo

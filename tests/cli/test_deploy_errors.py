@@ -1,0 +1,60 @@
+"""Bad input to deploy/run/verify: one `error:` line, exit 2, nothing written. (No compile runs.)"""
+
+import numpy as np
+import onnx
+import pytest
+
+from edgesdk.testing.models import mlp
+
+
+@pytest.fixture
+def mlp_file(tmp_path):
+    path = tmp_path / "mlp.onnx"
+    onnx.save(mlp(), path)
+    return path
+
+
+def error_lines(err: str) -> list[str]:
+    return [line for line in err.splitlines() if line.startswith("error:")]
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ([], "error: mlp: input 'features' has dynamic dimensions ['N', 64]"),
+        (["--input-shape", "features"], "error: --input-shape 'features': expected NAME=D1,D2,... with positive integers"),
+        (["--input-shape", "feature=1,64"], "error: mlp: --input-shape names no input of the model: feature"),
+        (["--input-shape", "features=1,64", "--quantize", "int8"], "error: --quantize int8: quantization is not available in this edgesdk version yet"),
+        (["--input-shape", "features=1,64", "--calibration", "c.npz"], "error: --calibration is only used with --quantize"),
+    ],
+)
+def test_deploy_input_errors(run_cli, mlp_file, tmp_path, extra, message):
+    code, out, err = run_cli("deploy", str(mlp_file), "--device", "pc", "-o", str(tmp_path / "out"), *extra)
+    assert (code, out) == (2, "")
+    assert error_lines(err) == [message]
+    assert "Traceback" not in err and not (tmp_path / "out").exists()
+
+
+def test_unknown_device(run_cli, mlp_file):
+    code, _, err = run_cli("deploy", str(mlp_file), "--device", "toaster")
+    assert code == 2 and error_lines(err)[0].startswith("error: unknown device 'toaster'")
+
+
+def test_wrong_inputs_file_is_refused_before_compiling(run_cli, mlp_file, tmp_path):
+    np.savez(tmp_path / "in.npz", features=np.zeros((2, 64), np.float32))
+    code, _, err = run_cli("deploy", str(mlp_file), "--device", "pc", "--input-shape", "features=1,64", "--inputs", str(tmp_path / "in.npz"))
+    assert code == 2
+    assert error_lines(err) == [f"error: {tmp_path / 'in.npz'}: input 'features' has shape [2, 64], the model expects [1, 64]"]
+
+
+def test_run_and_verify_need_an_artifact(run_cli, tmp_path):
+    np.savez(tmp_path / "in.npz", x=np.zeros(1))
+    code, _, err = run_cli("run", str(tmp_path), "--inputs", str(tmp_path / "in.npz"))
+    assert code == 2 and error_lines(err) == [f"error: {tmp_path}: not an edgesdk artifact (no manifest.json)"]
+    code, _, err = run_cli("verify", str(tmp_path / "absent"))
+    assert code == 2 and error_lines(err) == [f"error: {tmp_path / 'absent'}: no such artifact directory"]
+
+
+def test_deploy_needs_a_device(run_cli, mlp_file):
+    code, _, err = run_cli("deploy", str(mlp_file))
+    assert code == 2 and "Missing option '--device'" in err
