@@ -25,6 +25,14 @@ $(TOOLCHAIN_STAMP): | $(STAMP)
 	else echo "note: arm-none-eabi-gcc not found and not root: mcu artifacts will hold C source only"; fi
 	touch $(TOOLCHAIN_STAMP)
 
+# Real pretrained ONNX models that ship inside PyPI packages, for the end-to-end tests: the wheels
+# are fetched once here, pinned and without their dependencies; tests read the .onnx from the zip.
+TEST_MODELS := $(VENV)/test-models
+TEST_WHEELS := rapidocr_onnxruntime==1.4.4 nudenet==3.4.2
+$(TEST_MODELS)/.stamp: Makefile | $(STAMP)
+	$(BIN)/python -m pip download --quiet --disable-pip-version-check --no-deps --dest $(TEST_MODELS) $(TEST_WHEELS)
+	touch $@
+
 setup: $(STAMP) $(TOOLCHAIN_STAMP)
 
 # The bundled example: built by a deterministic script, deployed to xr-headset, summarised.
@@ -36,7 +44,7 @@ $(EXAMPLE): examples/make_example.py | $(STAMP)
 demo: $(STAMP) $(TOOLCHAIN_STAMP) $(EXAMPLE)
 	$(BIN)/edgesdk deploy $(EXAMPLE) --device xr-headset --input-shape frames=1,3,96,96 -o build/hand_tracker-xr-headset
 
-test: $(STAMP) $(TOOLCHAIN_STAMP)
+test: $(STAMP) $(TOOLCHAIN_STAMP) $(TEST_MODELS)/.stamp
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 clean:

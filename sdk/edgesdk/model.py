@@ -133,8 +133,11 @@ def _graph_inputs(proto: onnx.ModelProto) -> list[onnx.ValueInfoProto]:
     return [value for value in proto.graph.input if value.name not in initializers]
 
 
+ANONYMOUS_DIMS = {"", "?"}
+
+
 def _bind_shapes(name: str, proto: onnx.ModelProto, input_shapes: Mapping[str, Sequence[int]]) -> None:
-    from onnxruntime.tools.onnx_model_utils import make_input_shape_fixed
+    from onnxruntime.tools.onnx_model_utils import make_dim_param_fixed
 
     inputs = {value.name: value for value in _graph_inputs(proto)}
     unknown = sorted(set(input_shapes) - set(inputs))
@@ -143,6 +146,7 @@ def _bind_shapes(name: str, proto: onnx.ModelProto, input_shapes: Mapping[str, S
             f"{name}: --input-shape names no input of the model: {', '.join(unknown)}",
             hint=f"inputs are: {', '.join(inputs)}",
         )
+    symbols: dict[str, tuple[int, str]] = {}
     for input_name, value in inputs.items():
         dims = _dims(value)
         given = input_shapes.get(input_name)
@@ -161,7 +165,17 @@ def _bind_shapes(name: str, proto: onnx.ModelProto, input_shapes: Mapping[str, S
         clash = [(have, want) for have, want in zip(dims, given) if isinstance(have, int) and have != want]
         if clash:
             raise UserInputError(f"{name}: --input-shape {input_name}={given} contradicts the model's fixed dims {dims}")
-        make_input_shape_fixed(proto.graph, input_name, given)
+        for dim, size in zip(value.type.tensor_type.shape.dim, given):
+            symbol = dim.dim_param if not dim.HasField("dim_value") else ""
+            if symbol not in ANONYMOUS_DIMS:
+                # A named dim is one size everywhere it appears, across inputs too.
+                bound, where = symbols.setdefault(symbol, (size, input_name))
+                if bound != size:
+                    raise UserInputError(f"{name}: dim '{symbol}' is {bound} in '{where}' but {size} in '{input_name}'")
+            dim.Clear()
+            dim.dim_value = size
+    for symbol, (size, _) in symbols.items():
+        make_dim_param_fixed(proto.graph, symbol, size)
 
 
 def _fold_constants(name: str, proto: onnx.ModelProto) -> onnx.ModelProto:
