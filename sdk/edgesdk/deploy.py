@@ -49,7 +49,6 @@ from edgesdk.versions import edgesdk_version, tvm_version
 from edgesdk.verify import reference_outputs, verification
 
 OPTIONS = {"timeout_s", "cache", "profiles_dir", "seed", "on_stage"}
-HOST_TARGET = {"kind": "llvm"}
 
 
 def find_backend(profile: DeviceProfile) -> Backend:
@@ -62,10 +61,18 @@ def find_backend(profile: DeviceProfile) -> Backend:
     return serving[0]
 
 
+def _host_arch() -> str:
+    return platform.machine().lower().replace("amd64", "x86_64").replace("arm64", "aarch64")
+
+
+def _host_target() -> dict[str, Any]:
+    # Spelled like the pc profile's target, so a pc build and a host build share a cache entry.
+    return {"kind": "llvm", "mtriple": f"{_host_arch()}-linux-gnu"}
+
+
 def _runs_here(target: dict[str, Any]) -> bool:
     """Whether code for ``target`` runs on this machine (then the device build is the simulation)."""
-    arch = platform.machine().lower().replace("amd64", "x86_64").replace("arm64", "aarch64")
-    return target.get("kind") == "llvm" and str(target.get("mtriple", "")).split("-")[0] == arch
+    return target.get("kind") == "llvm" and str(target.get("mtriple", "")).split("-")[0] == _host_arch()
 
 
 def _check_quantize(quantize: str | None, calibration: Any) -> str:
@@ -90,7 +97,8 @@ def _inputs(model: Model, inputs: str | os.PathLike | Mapping[str, np.ndarray] |
 
 def _build_key(model: Model, spec: BuildSpec) -> str:
     return cache_key(
-        {"model": model.sha256, "spec": spec.model_dump(mode="json"), "edgesdk": edgesdk_version(), "tvm": tvm_version(), "pipeline": PIPELINE_VERSION}
+        # Not the role: a device build that targets this host is the host build.
+        {"model": model.sha256, "spec": spec.model_dump(mode="json", exclude={"role"}), "edgesdk": edgesdk_version(), "tvm": tvm_version(), "pipeline": PIPELINE_VERSION}
     )
 
 
@@ -164,7 +172,7 @@ def deploy(
     native = _runs_here(profile.target)
     specs = [BuildSpec(role="device", target=profile.target, emit=backend.emit, toolchain=backend.toolchain, basename=prepared.name)]
     if not native:
-        specs.append(BuildSpec(role="host", target=HOST_TARGET, emit="shared_library", toolchain=host_toolchain(), basename=prepared.name))
+        specs.append(BuildSpec(role="host", target=_host_target(), emit="shared_library", toolchain=host_toolchain(), basename=prepared.name))
     # cache=False compiles into a throw-away cache, so both paths are one.
     private = None if options.get("cache", True) else Path(tempfile.mkdtemp(prefix="edgesdk-nocache-"))
     staged = None

@@ -98,6 +98,9 @@ def test_an_identical_deploy_is_served_from_the_cache(run_cli, cnn_file, tmp_pat
     phone = json.loads(out)
     assert phone["target"] == cold["target"] and phone["build"]["cached"] is True
     assert phone["build"]["cache_key"] == cold["build"]["cache_key"]
+    # xr-headset's host simulation build is exactly what pc runs natively: pc is served too.
+    code, out, _ = run_cli("deploy", str(cnn_file), "--device", "pc", "--input-shape", "image=1,3,32,32", "-o", str(tmp_path / "d"), "--json")
+    assert code == 0 and json.loads(out)["build"]["cached"] is True
 
 
 @pytest.mark.parametrize("stage", ["import", "build device", "build host"])
