@@ -6,14 +6,26 @@ The public Python API; the ``edgesdk`` command line is a thin shell over it.
 from edgesdk.artifact import Artifact, load_artifact
 from edgesdk.deploy import deploy
 from edgesdk.device_registry import devices, get_device
-from edgesdk.model import Model, TensorSpec, load_model
-from edgesdk.manifest import Manifest
-from edgesdk.errors import CheckFailed, EdgeSDKError, ProfileError, UnknownDeviceError, UserInputError
+from edgesdk.errors import (
+    CheckFailed,
+    EdgeSDKError,
+    ProfileError,
+    UnknownDeviceError,
+    UserInputError,
+)
 from edgesdk.extensions import Backend, Pass, Template
 from edgesdk.hookspecs import hookimpl
+from edgesdk.manifest import Manifest
+from edgesdk.model import Model, TensorSpec, load_model
 from edgesdk.plugin_manager import PluginInfo, plugins
+from edgesdk.profiles import (
+    ComputeUnit,
+    DeviceProfile,
+    Interconnect,
+    Memory,
+    QuantizationRecipe,
+)
 from edgesdk.toolchains import GCC, ZigCC
-from edgesdk.profiles import ComputeUnit, DeviceProfile, Interconnect, Memory, QuantizationRecipe
 from edgesdk.versions import edgesdk_version
 
 __version__ = edgesdk_version()

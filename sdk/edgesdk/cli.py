@@ -7,7 +7,6 @@ check failed); ``--debug`` (or ``EDGESDK_DEBUG=1``) shows the traceback instead.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import sys
@@ -22,20 +21,16 @@ from rich.table import Table
 
 import edgesdk
 from edgesdk import cli_deploy, plugin_manager
+from edgesdk.cli_output import JsonOption, print_json
 from edgesdk.device_registry import device_summary
 from edgesdk.errors import EdgeSDKError
 from edgesdk.profiles import DeviceProfile
 from edgesdk.versions import tvm_version
 
-JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON on stdout, nothing else.")]
 ProfilesDirOption = Annotated[
     Path | None,
     typer.Option("--profiles-dir", help="Also read device profiles (*.yaml) from this directory."),
 ]
-
-
-def _print_json(data: Any) -> None:
-    sys.stdout.write(json.dumps(data, indent=2) + "\n")
 
 
 def _show_version(value: bool) -> None:
@@ -83,11 +78,11 @@ def devices_command(
 ) -> None:
     """List the devices you can deploy to."""
     if schema:
-        _print_json(DeviceProfile.model_json_schema())
+        print_json(DeviceProfile.model_json_schema())
         return
     profiles = edgesdk.devices(profiles_dir)
     if json_output:
-        _print_json([device_summary(profile) for profile in profiles])
+        print_json([device_summary(profile) for profile in profiles])
         return
     table = Table(box=box.SIMPLE_HEAD)
     table.add_column("id", no_wrap=True)
@@ -110,7 +105,7 @@ def plugins_command(json_output: JsonOption = False) -> None:
     """List the plugins edgesdk found, and any it had to skip."""
     infos = edgesdk.plugins()
     if json_output:
-        _print_json([info.to_json() for info in infos])
+        print_json([info.to_json() for info in infos])
         return
     table = Table("name", "version", "builtin", "hooks", "error")
     for info in infos:

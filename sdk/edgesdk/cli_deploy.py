@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import json
-import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import numpy as np
 import typer
@@ -17,16 +16,11 @@ from rich.table import Table
 
 import edgesdk
 from edgesdk.artifact import Artifact
+from edgesdk.cli_output import JsonOption, print_json
 from edgesdk.errors import UserInputError
 from edgesdk.manifest import VerificationInfo
 from edgesdk.model import parse_input_shape
 from edgesdk.tensors import load_npz, save_npz
-
-JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON on stdout, nothing else.")]
-
-
-def _print_json(data: Any) -> None:
-    sys.stdout.write(json.dumps(data, indent=2) + "\n")
 
 
 @contextlib.contextmanager
@@ -92,7 +86,7 @@ def deploy_command(
             profiles_dir=profiles_dir, cache=not no_cache, on_stage=on_stage,
         )
     if json_output:
-        _print_json(artifact.manifest.model_dump(mode="json"))
+        print_json(artifact.manifest.model_dump(mode="json"))
     else:
         Console().print(_summary(artifact))
 
@@ -115,7 +109,7 @@ def run_command(
         for name, value in outputs.items()
     ]
     if json_output:
-        _print_json({"artifact": str(artifact_dir), "outputs": records, "file": str(output) if output else None})
+        print_json({"artifact": str(artifact_dir), "outputs": records, "file": str(output) if output else None})
         return
     table = Table("output", "shape", "dtype", "min", "max", "mean", box=box.SIMPLE_HEAD)
     for record in records:
@@ -133,7 +127,7 @@ def verify_command(
     artifact = edgesdk.load_artifact(artifact_dir)
     result = artifact.verify()
     if json_output:
-        _print_json({"artifact": str(artifact_dir), "files": len(artifact.manifest.files), "verification": result.model_dump(mode="json")})
+        print_json({"artifact": str(artifact_dir), "files": len(artifact.manifest.files), "verification": result.model_dump(mode="json")})
     else:
         Console().print(f"{artifact_dir}: {len(artifact.manifest.files)} files intact; {_verification_text(result)}")
 

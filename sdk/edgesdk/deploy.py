@@ -40,13 +40,21 @@ from edgesdk.device_registry import get_device
 from edgesdk.errors import CheckFailed, UserInputError
 from edgesdk.extensions import Backend
 from edgesdk.lowering import PIPELINE_VERSION, BuildResult, BuildSpec
-from edgesdk.manifest import MANIFEST_NAME, BuildInfo, Manifest, ModelInfo, PartitionInfo, QuantizationInfo, TensorInfo
+from edgesdk.manifest import (
+    MANIFEST_NAME,
+    BuildInfo,
+    Manifest,
+    ModelInfo,
+    PartitionInfo,
+    QuantizationInfo,
+    TensorInfo,
+)
 from edgesdk.model import Model, load_model, random_inputs
 from edgesdk.profiles import DeviceProfile
 from edgesdk.tensors import check_inputs, load_npz, save_npz
 from edgesdk.toolchains import host_toolchain
-from edgesdk.versions import edgesdk_version, tvm_version
 from edgesdk.verify import reference_outputs, verification
+from edgesdk.versions import edgesdk_version, tvm_version
 
 OPTIONS = {"timeout_s", "cache", "profiles_dir", "seed", "on_stage"}
 
