@@ -28,7 +28,7 @@ from pydantic import ValidationError
 from edgesdk.errors import CheckFailed, UserInputError, describe_validation_error
 from edgesdk.manifest import MANIFEST_NAME, Manifest, VerificationInfo
 from edgesdk.model import TensorSpec
-from edgesdk.tensors import check_inputs, load_npz
+from edgesdk.tensors import check_inputs, load_npz, save_npz
 
 MODEL_FILE = "model.onnx"
 PARAMS_FILE = "params.npz"
@@ -76,10 +76,24 @@ class HostRunner:
         weights = load_npz(self.weights_file)
         self._weights = [tvm.runtime.tensor(weights[key]) for key in sorted(weights)]
 
-    def run(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def run(self, inputs: Mapping[str, np.ndarray], *, isolated: bool = False) -> dict[str, np.ndarray]:
+        """Outputs by name. ``isolated`` runs in a TVM worker process, so a crash is an error."""
+        arrays = check_inputs(inputs, self.inputs, "inputs")
+        return self._run_in_worker(arrays) if isolated else self._run_here(arrays)
+
+    def _run_in_worker(self, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        from edgesdk.tvm_worker import Job, RunTask, run_in_worker
+
+        with tempfile.TemporaryDirectory(prefix="edgesdk-run-") as scratch:
+            inputs, outputs = Path(scratch) / "inputs.npz", Path(scratch) / "outputs.npz"
+            save_npz(inputs, arrays)
+            task = RunTask(library=str(self.library), weights=str(self.weights_file), inputs=str(inputs), outputs=str(outputs), output_names=self.outputs)
+            run_in_worker(Job(run=task), Path(scratch) / "job", model_name=self.library.stem)
+            return load_npz(outputs)
+
+    def _run_here(self, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         import tvm
 
-        arrays = check_inputs(inputs, self.inputs, "inputs")
         if self._vm is None:
             self._load()
         result = self._vm["main"](*(tvm.runtime.tensor(array) for array in arrays.values()), *self._weights)
@@ -105,9 +119,13 @@ class Artifact:
         """The model's inputs, with the static shapes it was compiled for."""
         return list(self._runner.inputs)
 
-    def run(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Run the compiled model on this host; outputs keyed by the model's output names."""
-        return self._runner.run(inputs)
+    def run(self, inputs: Mapping[str, np.ndarray], *, isolated: bool = False) -> dict[str, np.ndarray]:
+        """Run the compiled model on this host; outputs keyed by the model's output names.
+
+        ``isolated=True`` runs it in a child process (TVM loaded there), so that a crash in the
+        compiled code becomes an ``EdgeSDKError`` instead of taking the caller down.
+        """
+        return self._runner.run(inputs, isolated=isolated)
 
     def check_files(self) -> None:
         """Raise ``CheckFailed`` naming the first file that is missing, changed or unexpected."""
@@ -128,7 +146,7 @@ class Artifact:
         self.check_files()
         inputs = load_npz(self.path / INPUTS_FILE)
         reference = reference_outputs((self.path / MODEL_FILE).read_bytes(), inputs)
-        result = verification(self.run(inputs), reference, user_inputs=self.manifest.verification.inputs == "user")
+        result = verification(self.run(inputs, isolated=True), reference, user_inputs=self.manifest.verification.inputs == "user")
         if not result.passed:
             raise CheckFailed(failure_message(self.path, result))
         return result

@@ -101,7 +101,7 @@ def run_command(
     artifact = edgesdk.load_artifact(artifact_dir)
     if output is not None and output.is_dir():
         raise UserInputError(f"{output}: is a directory; give a .npz file name")
-    outputs = artifact.run(load_npz(inputs))
+    outputs = artifact.run(load_npz(inputs), isolated=True)
     if output is not None:
         save_npz(output, outputs)
     records = [

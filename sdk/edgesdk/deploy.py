@@ -1,7 +1,7 @@
 """`edgesdk.deploy`: one model to one device, as a verified artifact directory.
 
 The stages: load and prepare the model (edgesdk.model) -> find the device's backend -> import and
-build through TVM in a worker process, for the device and for this host (edgesdk.compile_worker),
+build through TVM in a worker process, for the device and for this host (edgesdk.tvm_worker),
 reusing cached builds -> run the host build against onnxruntime (edgesdk.verify) -> write the
 artifact beside its destination and rename it into place (edgesdk.artifact).
 """
@@ -35,7 +35,7 @@ from edgesdk.artifact import (
     staging_dir,
 )
 from edgesdk.build_cache import BuildCache, cache_key
-from edgesdk.compile_worker import Job, run_compile
+from edgesdk.tvm_worker import Job, run_in_worker
 from edgesdk.device_registry import get_device
 from edgesdk.errors import CheckFailed, UserInputError
 from edgesdk.extensions import Backend
@@ -132,7 +132,7 @@ def _compile(
             weights_dir=str(scratch / "weights"),
             builds=[(spec, str(scratch / f"build{index}")) for index, spec in todo],
         )
-        result = run_compile(job, scratch / "job", model_name=model.name, timeout_s=timeout_s, on_stage=on_stage)
+        result = run_in_worker(job, scratch / "job", model_name=model.name, timeout_s=timeout_s, on_stage=on_stage)
         for (index, _), built in zip(todo, result.builds):
             (scratch / f"build{index}" / "build.json").write_text(built.model_dump_json())
             found[index] = cache.put("builds", keys[index], scratch / f"build{index}")
@@ -228,7 +228,7 @@ def deploy(
             ),
         )
         runner = HostRunner(staged / simulation, staged / PARAMS_FILE, prepared.inputs, [spec.name for spec in prepared.outputs])
-        result = verification(runner.run(verify_inputs), reference_outputs(prepared.serialized, verify_inputs), user_inputs=user_inputs)
+        result = verification(runner.run(verify_inputs, isolated=True), reference_outputs(prepared.serialized, verify_inputs), user_inputs=user_inputs)
         manifest = Manifest(**manifest_fields, verification=result, files=hash_tree(staged))
         on_stage("write")
         (staged / MANIFEST_NAME).write_text(manifest.model_dump_json(indent=2) + "\n")

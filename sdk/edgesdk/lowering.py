@@ -1,6 +1,6 @@
 """The one lowering routine every backend shares: ONNX -> Relax -> fused TIR -> device files.
 
-This module imports TVM and runs only inside the compile worker (``edgesdk.compile_worker``), so
+This module imports TVM and runs only inside the TVM worker process (``edgesdk.tvm_worker``), so
 a crash in TVM cannot take the caller down. Backends choose the target, what is emitted and the
 toolchain (``BuildSpec``); everything else is here, once.
 """

@@ -103,12 +103,13 @@ def test_an_identical_deploy_is_served_from_the_cache(run_cli, cnn_file, tmp_pat
     assert code == 0 and json.loads(out)["build"]["cached"] is True
 
 
-@pytest.mark.parametrize("stage", ["import", "build device", "build host"])
+@pytest.mark.parametrize("stage", ["import", "build device", "build host", "run"])
 def test_a_segfault_in_tvm_is_one_error_line(run_cli, cnn_file, tmp_path, monkeypatch, stage):
     monkeypatch.setenv("EDGESDK_TEST_CRASH", stage)
     code, out, err = deploy(run_cli, cnn_file, tmp_path / "a", "--no-cache")
     assert code == 2 and out == ""
     errors = [line for line in err.splitlines() if line.startswith("error:")]
+    # The verification run is isolated too; its worker knows the model by its library's name.
     assert errors == [f"error: TVM crashed (SIGSEGV) at stage '{stage}' for model 'cnn'"]
     assert "Traceback" not in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cnn.onnx"]  # nothing half-written
@@ -130,3 +131,11 @@ def test_a_failed_verification_exits_1_naming_the_output(run_cli, cnn_file, tmp_
     assert "numerics differ from onnxruntime" in err and "on output 'probs'" in err
     manifest = json.loads((tmp_path / "a" / "manifest.json").read_text())
     assert manifest["verification"]["passed"] is False  # kept for inspection, marked failed
+
+
+def test_a_crash_while_running_an_artifact_is_one_error_line(run_cli, cnn_file, tmp_path, monkeypatch):
+    assert deploy(run_cli, cnn_file, tmp_path / "a")[0] == 0
+    monkeypatch.setenv("EDGESDK_TEST_CRASH", "run")
+    code, out, err = run_cli("verify", str(tmp_path / "a"))
+    assert (code, out) == (2, "")
+    assert err.splitlines()[0] == "error: TVM crashed (SIGSEGV) at stage 'run' for model 'cnn'"

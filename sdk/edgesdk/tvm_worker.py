@@ -1,6 +1,7 @@
-"""TVM import and compilation in a child process, so that a crash or a hang in TVM is contained.
+"""TVM work in a child process (import, compile, and running what was compiled), so that a crash
+or a hang in TVM is contained.
 
-The parent (``run_compile``) writes a job file, starts ``python -m edgesdk.compile_worker JOB FD``
+The parent (``run_in_worker``) writes a job file, starts ``python -m edgesdk.tvm_worker JOB FD``
 and reads the stages the worker reports on a pipe (fd FD). A segfault, any other signal, a
 timeout or an error inside TVM becomes one ``EdgeSDKError`` naming the stage and the model. The
 worker's own stdout/stderr (TVM logs, the ONNX frontend's prints) go to log files beside the job.
@@ -23,20 +24,35 @@ from pydantic import BaseModel, ConfigDict
 
 from edgesdk.errors import EdgeSDKError
 from edgesdk.lowering import BuildResult, BuildSpec
+from edgesdk.model import TensorSpec
 
 DEFAULT_TIMEOUT_S = 1800.0
 TIMEOUT_ENV = "EDGESDK_COMPILE_TIMEOUT"
 
 
-class Job(BaseModel):
-    """What the worker does: import ``model`` and write weights and builds into directories."""
+class RunTask(BaseModel):
+    """Run a compiled host library on the inputs in ``inputs`` (npz); write ``outputs`` (npz)."""
 
     model_config = ConfigDict(extra="forbid")
 
-    model: str
-    shapes: dict[str, list[int]]
+    library: str
+    weights: str
+    inputs: str
+    outputs: str
+    output_names: list[str]
+
+
+class Job(BaseModel):
+    """What the worker does: import ``model`` and write weights and builds into directories; and/or
+    run a compiled library (``run``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str | None = None
+    shapes: dict[str, list[int]] = {}
     weights_dir: str | None = None
     builds: list[tuple[BuildSpec, str]] = []
+    run: RunTask | None = None
 
 
 class JobResult(BaseModel):
@@ -49,8 +65,8 @@ class JobResult(BaseModel):
     stage: str | None = None
 
 
-class CompileFailed(EdgeSDKError):
-    """TVM could not import or compile the model (bad or unsupported input: exit 2)."""
+class WorkerFailed(EdgeSDKError):
+    """TVM could not import, compile or run the model (bad or unsupported input: exit 2)."""
 
 
 # ---------------------------------------------------------------- parent side
@@ -63,7 +79,7 @@ def _signal_name(returncode: int) -> str:
         return f"signal {-returncode}"
 
 
-def run_compile(
+def run_in_worker(
     job: Job,
     job_dir: Path,
     *,
@@ -71,7 +87,7 @@ def run_compile(
     timeout_s: float | None = None,
     on_stage: Callable[[str], None] | None = None,
 ) -> JobResult:
-    """Run ``job`` in a worker process; return its result or raise ``CompileFailed``."""
+    """Run ``job`` in a worker process; return its result or raise ``WorkerFailed``."""
     timeout_s = timeout_s or float(os.environ.get(TIMEOUT_ENV, DEFAULT_TIMEOUT_S))
     job_dir.mkdir(parents=True, exist_ok=True)
     job_file, result_file = job_dir / "job.json", job_dir / "result.json"
@@ -81,7 +97,7 @@ def run_compile(
     started = time.monotonic()
     with open(job_dir / "worker.log", "wb") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "edgesdk.compile_worker", str(job_file), str(write_fd)],
+            [sys.executable, "-m", "edgesdk.tvm_worker", str(job_file), str(write_fd)],
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -96,7 +112,7 @@ def run_compile(
                 if remaining <= 0:
                     proc.kill()
                     proc.wait()
-                    raise CompileFailed(
+                    raise WorkerFailed(
                         f"TVM timed out after {timeout_s:g} s at stage '{stage}' for model '{model_name}'",
                         hint=f"raise the limit with {TIMEOUT_ENV}=SECONDS; the worker log is not kept",
                     )
@@ -113,16 +129,16 @@ def run_compile(
                         on_stage(stage)
         returncode = proc.wait()
     if returncode < 0:
-        raise CompileFailed(
+        raise WorkerFailed(
             f"TVM crashed ({_signal_name(returncode)}) at stage '{stage}' for model '{model_name}'",
-            hint="this is a TVM bug triggered by the model; try another opset or simplify the graph",
+            hint="a TVM bug triggered by this model; try another opset or simplify the graph",
         )
     if not result_file.exists():
         tail = (job_dir / "worker.log").read_text(errors="replace").strip().splitlines()[-1:] or ["no output"]
-        raise CompileFailed(f"the TVM worker exited with code {returncode} at stage '{stage}' for model '{model_name}': {tail[0]}")
+        raise WorkerFailed(f"the TVM worker exited with code {returncode} at stage '{stage}' for model '{model_name}': {tail[0]}")
     result = JobResult.model_validate_json(result_file.read_text())
     if result.error:
-        raise CompileFailed(f"TVM failed at stage '{result.stage}' for model '{model_name}': {result.error}")
+        raise WorkerFailed(f"TVM failed at stage '{result.stage}' for model '{model_name}': {result.error}")
     return result
 
 
@@ -133,18 +149,33 @@ def _work(job: Job, report: Callable[[str], None]) -> JobResult:
     from edgesdk import lowering
 
     started = time.monotonic()
-    report("import")
-    lowering.maybe_crash("import")
-    mod, weights, names, printed = lowering.import_onnx(Path(job.model), job.shapes)
-    if job.weights_dir:
-        Path(job.weights_dir).mkdir(parents=True, exist_ok=True)
-        lowering.save_weights(Path(job.weights_dir) / "params.npz", weights, names)
-    results = []
-    for spec, out_dir in job.builds:
-        report(f"build {spec.role}")
-        lowering.maybe_crash(f"build {spec.role}")
-        results.append(lowering.build(mod, spec, Path(out_dir)))
+    results, printed = [], ""
+    if job.model:
+        report("import")
+        lowering.maybe_crash("import")
+        mod, weights, names, printed = lowering.import_onnx(Path(job.model), job.shapes)
+        if job.weights_dir:
+            Path(job.weights_dir).mkdir(parents=True, exist_ok=True)
+            lowering.save_weights(Path(job.weights_dir) / "params.npz", weights, names)
+        for spec, out_dir in job.builds:
+            report(f"build {spec.role}")
+            lowering.maybe_crash(f"build {spec.role}")
+            results.append(lowering.build(mod, spec, Path(out_dir)))
+    if job.run:
+        report("run")
+        lowering.maybe_crash("run")
+        _run(job.run)
     return JobResult(builds=results, frontend_output=printed, seconds=time.monotonic() - started)
+
+
+def _run(task: RunTask) -> None:
+    from edgesdk.artifact import HostRunner
+    from edgesdk.tensors import load_npz, save_npz
+
+    inputs = load_npz(task.inputs)
+    specs = [TensorSpec(name, tuple(array.shape), array.dtype.name) for name, array in inputs.items()]
+    runner = HostRunner(Path(task.library), Path(task.weights), specs, task.output_names)
+    save_npz(task.outputs, runner.run(inputs))
 
 
 def _one_line(exc: BaseException) -> str:
