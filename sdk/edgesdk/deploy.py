@@ -9,6 +9,7 @@ artifact beside its destination and rename it into place (edgesdk.artifact).
 from __future__ import annotations
 
 import datetime
+from dataclasses import dataclass
 import os
 import platform
 import shutil
@@ -35,7 +36,7 @@ from edgesdk.artifact import (
     staging_dir,
 )
 from edgesdk.build_cache import BuildCache, cache_key
-from edgesdk.tvm_worker import Job, run_in_worker
+from edgesdk.tvm_worker import Job, RunTask, run_in_worker
 from edgesdk.device_registry import get_device
 from edgesdk.errors import CheckFailed, UserInputError
 from edgesdk.extensions import Backend
@@ -48,6 +49,7 @@ from edgesdk.manifest import (
     PartitionInfo,
     QuantizationInfo,
     TensorInfo,
+    VerificationInfo,
 )
 from edgesdk.model import Model, load_model, random_inputs
 from edgesdk.profiles import DeviceProfile
@@ -103,6 +105,10 @@ def _inputs(model: Model, inputs: str | os.PathLike | Mapping[str, np.ndarray] |
     return check_inputs(load_npz(inputs), model.inputs, str(inputs)), True
 
 
+def _read_build(path: Path) -> BuildResult:
+    return BuildResult.model_validate_json((path / "build.json").read_text())
+
+
 def _build_key(model: Model, spec: BuildSpec) -> str:
     return cache_key(
         # Not the role: a device build that targets this host is the host build.
@@ -110,35 +116,61 @@ def _build_key(model: Model, spec: BuildSpec) -> str:
     )
 
 
+@dataclass
+class _Compiled:
+    weights: Path  # directory holding params.npz
+    builds: list[tuple[Path, BuildResult]]  # per spec: its directory and what it holds
+    cached: bool
+    seconds: float
+    outputs: dict[str, np.ndarray] | None  # of the simulation on the verification inputs, if run
+
+
 def _compile(
-    model: Model, specs: Sequence[BuildSpec], cache: BuildCache, *, timeout_s: float | None, on_stage: Callable[[str], None]
-) -> tuple[Path, list[tuple[Path, BuildResult]], bool, float]:
-    """Weights and builds for ``model``: from the cache, or compiled by the worker (then cached)."""
+    model: Model,
+    specs: Sequence[BuildSpec],
+    cache: BuildCache,
+    inputs: dict[str, np.ndarray],
+    *,
+    timeout_s: float | None,
+    on_stage: Callable[[str], None],
+) -> _Compiled:
+    """Weights and builds for ``model``: from the cache, or compiled by the worker (then cached).
+
+    A worker that compiles also runs the simulation build on ``inputs``, saving a second start.
+    """
     weights_key = cache_key({"model": model.sha256, "tvm": tvm_version(), "pipeline": PIPELINE_VERSION})
     keys = [_build_key(model, spec) for spec in specs]
     weights_dir = cache.get("weights", weights_key)
     found = [cache.get("builds", key) for key in keys]
     if weights_dir is not None and all(found):
-        builds = [(path, BuildResult.model_validate_json((path / "build.json").read_text())) for path in found]
-        return weights_dir, builds, True, 0.0
+        return _Compiled(weights_dir, [(path, _read_build(path)) for path in found], True, 0.0, None)
 
     scratch = cache.staging()
     try:
         (scratch / "model.onnx").write_bytes(model.serialized)
         todo = [(index, spec) for index, spec in enumerate(specs) if not found[index]]
+        simulation = found[-1] or scratch / f"build{len(specs) - 1}"
+        save_npz(scratch / "inputs.npz", inputs)
         job = Job(
             model=str(scratch / "model.onnx"),
             shapes={spec.name: list(spec.shape) for spec in model.inputs},
             weights_dir=str(scratch / "weights"),
             builds=[(spec, str(scratch / f"build{index}")) for index, spec in todo],
+            run=RunTask(
+                library=str(simulation / specs[-1].library_name),
+                weights=str(scratch / "weights" / PARAMS_FILE),
+                inputs=str(scratch / "inputs.npz"),
+                outputs=str(scratch / "outputs.npz"),
+                output_names=[spec.name for spec in model.outputs],
+            ),
         )
         result = run_in_worker(job, scratch / "job", model_name=model.name, timeout_s=timeout_s, on_stage=on_stage)
+        outputs = load_npz(scratch / "outputs.npz")
         for (index, _), built in zip(todo, result.builds):
             (scratch / f"build{index}" / "build.json").write_text(built.model_dump_json())
             found[index] = cache.put("builds", keys[index], scratch / f"build{index}")
         weights_dir = cache.put("weights", weights_key, scratch / "weights")
-        builds = [(path, BuildResult.model_validate_json((path / "build.json").read_text())) for path in found]
-        return weights_dir, builds, False, result.seconds
+        return _Compiled(weights_dir, [(path, _read_build(path)) for path in found], False, result.seconds, outputs)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 
@@ -177,60 +209,26 @@ def deploy(
     if missing and backend.emit == "shared_library":
         raise UserInputError(f"device '{profile.id}': cannot link its library: {missing}")
 
-    native = _runs_here(profile.target)
     specs = [BuildSpec(role="device", target=profile.target, emit=backend.emit, toolchain=backend.toolchain, basename=prepared.name)]
-    if not native:
+    if not _runs_here(profile.target):
         specs.append(BuildSpec(role="host", target=_host_target(), emit="shared_library", toolchain=host_toolchain(), basename=prepared.name))
     # cache=False compiles into a throw-away cache, so both paths are one.
     private = None if options.get("cache", True) else Path(tempfile.mkdtemp(prefix="edgesdk-nocache-"))
     staged = None
     try:
-        weights_dir, builds, cached, compile_seconds = _compile(
-            prepared, specs, BuildCache(private), timeout_s=options.get("timeout_s"), on_stage=lambda stage: on_stage(f"compile: {stage}")
+        compiled = _compile(
+            prepared, specs, BuildCache(private), verify_inputs, timeout_s=options.get("timeout_s"), on_stage=lambda stage: on_stage(f"compile: {stage}")
         )
-        staged = staging_dir(destination)
         on_stage("verify")
-        (staged / MODEL_FILE).write_bytes(prepared.serialized)
-        shutil.copyfile(weights_dir / PARAMS_FILE, staged / PARAMS_FILE)
-        for (source, _), spec in zip(builds, specs):
-            shutil.copytree(source, staged / spec.role, ignore=shutil.ignore_patterns("build.json"))
-        (staged / "verification").mkdir()
-        save_npz(staged / INPUTS_FILE, verify_inputs)
-        device_build = builds[0][1]
-        simulation = f"device/{device_build.files[0]}" if native else f"host/{builds[1][1].files[0]}"
-        manifest_fields = dict(
-            edgesdk_version=edgesdk_version(),
-            tvm_version=tvm_version(),
-            created_utc=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            device=profile.id,
-            target=profile.target,
-            model=ModelInfo(
-                name=prepared.name,
-                sha256=prepared.source_sha256,
-                prepared_sha256=prepared.sha256,
-                opset=prepared.opset,
-                inputs=[TensorInfo(**spec.to_json()) for spec in prepared.inputs],
-                outputs=[TensorInfo(**spec.to_json()) for spec in prepared.outputs],
-            ),
-            quantization=QuantizationInfo(scheme=scheme),
-            # Until the partitioner (issue 5), every kernel is CPU code for the device's CPU unit.
-            partition=PartitionInfo(units={_cpu_unit(profile): device_build.kernels}),
-            build=BuildInfo(
-                backend=backend.name,
-                toolchain=device_build.toolchain,
-                device_files=[f"device/{name}" for name in device_build.files],
-                simulation_library=simulation,
-                kernels=device_build.kernels,
-                cache_key=_build_key(prepared, specs[0]),
-                cached=cached,
-                compile_seconds=round(compile_seconds, 3),
-                notes=device_build.notes,
-            ),
-        )
-        runner = HostRunner(staged / simulation, staged / PARAMS_FILE, prepared.inputs, [spec.name for spec in prepared.outputs])
-        result = verification(runner.run(verify_inputs, isolated=True), reference_outputs(prepared.serialized, verify_inputs), user_inputs=user_inputs)
-        manifest = Manifest(**manifest_fields, verification=result, files=hash_tree(staged))
+        staged = staging_dir(destination)
+        simulation = _assemble(staged, prepared, compiled, specs, verify_inputs)
+        outputs = compiled.outputs
+        if outputs is None:  # cached builds: run the simulation now, isolated like a compile
+            runner = HostRunner(staged / simulation, staged / PARAMS_FILE, prepared.inputs, [spec.name for spec in prepared.outputs])
+            outputs = runner.run(verify_inputs, isolated=True)
+        result = verification(outputs, reference_outputs(prepared.serialized, verify_inputs), user_inputs=user_inputs)
         on_stage("write")
+        manifest = _manifest(profile, backend, prepared, scheme, specs, compiled, simulation, result, files=hash_tree(staged))
         (staged / MANIFEST_NAME).write_text(manifest.model_dump_json(indent=2) + "\n")
         place(staged, destination)
     finally:
@@ -240,6 +238,63 @@ def deploy(
     if not result.passed:
         raise CheckFailed(failure_message(destination, result))
     return load_artifact(destination)
+
+
+def _assemble(staged: Path, prepared: Model, compiled: _Compiled, specs: Sequence[BuildSpec], inputs: dict[str, np.ndarray]) -> str:
+    """Copy the model, weights, builds and inputs into ``staged``; return the simulation library."""
+    (staged / MODEL_FILE).write_bytes(prepared.serialized)
+    shutil.copyfile(compiled.weights / PARAMS_FILE, staged / PARAMS_FILE)
+    for (source, _), spec in zip(compiled.builds, specs):
+        shutil.copytree(source, staged / spec.role, ignore=shutil.ignore_patterns("build.json"))
+    (staged / "verification").mkdir()
+    save_npz(staged / INPUTS_FILE, inputs)
+    # The last build is the host's; with none, the device build runs here (pc) and simulates.
+    return f"{specs[-1].role}/{compiled.builds[-1][1].files[0]}"
+
+
+def _manifest(
+    profile: DeviceProfile,
+    backend: Backend,
+    prepared: Model,
+    scheme: str,
+    specs: Sequence[BuildSpec],
+    compiled: _Compiled,
+    simulation: str,
+    result: VerificationInfo,
+    files: dict[str, str],
+) -> Manifest:
+    device_build = compiled.builds[0][1]
+    return Manifest(
+        edgesdk_version=edgesdk_version(),
+        tvm_version=tvm_version(),
+        created_utc=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        device=profile.id,
+        target=profile.target,
+        model=ModelInfo(
+            name=prepared.name,
+            sha256=prepared.source_sha256,
+            prepared_sha256=prepared.sha256,
+            opset=prepared.opset,
+            inputs=[TensorInfo(**spec.to_json()) for spec in prepared.inputs],
+            outputs=[TensorInfo(**spec.to_json()) for spec in prepared.outputs],
+        ),
+        quantization=QuantizationInfo(scheme=scheme),
+        files=files,
+        # Until the partitioner (issue 5), every kernel is CPU code for the device's CPU unit.
+        partition=PartitionInfo(units={_cpu_unit(profile): device_build.kernels}),
+        verification=result,
+        build=BuildInfo(
+            backend=backend.name,
+            toolchain=device_build.toolchain,
+            device_files=[f"device/{name}" for name in device_build.files],
+            simulation_library=simulation,
+            kernels=device_build.kernels,
+            cache_key=_build_key(prepared, specs[0]),
+            cached=compiled.cached,
+            compile_seconds=round(compiled.seconds, 3),
+            notes=device_build.notes,
+        ),
+    )
 
 
 def _cpu_unit(profile: DeviceProfile) -> str:

@@ -34,6 +34,11 @@ class BuildSpec(BaseModel):
     toolchain: Toolchain
     basename: str = Field(description="File name stem of the outputs, e.g. the model name.")
 
+    @property
+    def library_name(self) -> str:
+        """The shared library a ``shared_library`` build writes."""
+        return f"{self.basename}.so"
+
 
 class BuildResult(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -96,8 +101,8 @@ def build(mod, spec: BuildSpec, out_dir: Path) -> BuildResult:
     out_dir.mkdir(parents=True, exist_ok=True)
     stem = spec.basename
     if spec.emit == "shared_library":
-        executable.export_library(str(out_dir / f"{stem}.so"), fcompile=spec.toolchain.fcompile())
-        return BuildResult(files=[f"{stem}.so"], kernels=kernels, toolchain=spec.toolchain.describe())
+        executable.export_library(str(out_dir / spec.library_name), fcompile=spec.toolchain.fcompile())
+        return BuildResult(files=[spec.library_name], kernels=kernels, toolchain=spec.toolchain.describe())
 
     sources = [module.inspect_source() for module in executable.mod.imports if module.kind == "c"]
     (out_dir / f"{stem}.c").write_text("\n".join(sources))
