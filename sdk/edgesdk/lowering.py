@@ -7,10 +7,8 @@ toolchain (``BuildSpec``); everything else is here, once.
 
 from __future__ import annotations
 
-import contextlib
-import io
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -56,14 +54,12 @@ def import_onnx(model_path: Path, shapes: dict[str, list[int]]):
     from tvm.relax.frontend import onnx as relax_onnx
 
     proto = onnx.load(str(model_path))
-    printed = io.StringIO()
-    # The frontend prints diagnostics to stdout; keep them out of the caller's stdout.
-    with contextlib.redirect_stdout(printed):
-        mod = relax_onnx.from_onnx(proto, shape_dict=shapes, keep_params_in_input=True)
+    # The frontend prints diagnostics to stdout: in the worker, stdout is its log file.
+    mod = relax_onnx.from_onnx(proto, shape_dict=shapes, keep_params_in_input=True)
     mod, params = relax.frontend.detach_params(mod)
     weights = [array.numpy() for array in params.get("main", [])]
     names = [str(var.name) for var in mod["main"].params[len(shapes):]]
-    return mod, weights, names, printed.getvalue()
+    return mod, weights, names
 
 
 def optimize(mod, target_json: dict[str, Any]):
@@ -132,5 +128,3 @@ def maybe_crash(stage: str, environ: dict[str, str] = os.environ) -> None:  # no
 
         ctypes.string_at(0)
 
-
-StageCallback = Callable[[str], None]

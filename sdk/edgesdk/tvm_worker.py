@@ -59,7 +59,6 @@ class JobResult(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     builds: list[BuildResult] = []
-    frontend_output: str = ""
     seconds: float = 0.0
     error: str | None = None
     stage: str | None = None
@@ -149,11 +148,11 @@ def _work(job: Job, report: Callable[[str], None]) -> JobResult:
     from edgesdk import lowering
 
     started = time.monotonic()
-    results, printed = [], ""
+    results = []
     if job.model:
         report("import")
         lowering.maybe_crash("import")
-        mod, weights, names, printed = lowering.import_onnx(Path(job.model), job.shapes)
+        mod, weights, names = lowering.import_onnx(Path(job.model), job.shapes)
         if job.weights_dir:
             Path(job.weights_dir).mkdir(parents=True, exist_ok=True)
             lowering.save_weights(Path(job.weights_dir) / "params.npz", weights, names)
@@ -165,7 +164,7 @@ def _work(job: Job, report: Callable[[str], None]) -> JobResult:
         report("run")
         lowering.maybe_crash("run")
         _run(job.run)
-    return JobResult(builds=results, frontend_output=printed, seconds=time.monotonic() - started)
+    return JobResult(builds=results, seconds=time.monotonic() - started)
 
 
 def _run(task: RunTask) -> None:
