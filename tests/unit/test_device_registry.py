@@ -122,3 +122,15 @@ def test_unknown_device_hints_at_the_known_ones():
         edgesdk.get_device("toaster")
     assert caught.value.exit_code == 2
     assert "xr-headset" in caught.value.hint
+
+
+def test_backend_defaults_to_the_id_and_is_inherited_through_extends(profile_dir):
+    from edgesdk.deploy import find_backend
+
+    profile_dir("board.yaml", "extends: iot\nname: My board\n")
+    profile_dir("orphan.yaml", "extends: iot\nname: Orphan\nbackend: vendor-npu\n")
+    assert edgesdk.get_device("iot").backend_name == "iot"
+    board = edgesdk.get_device("board")
+    assert board.backend_name == "iot" and find_backend(board).name == "iot"
+    with pytest.raises(edgesdk.UserInputError, match="device 'orphan': no installed plugin provides its backend 'vendor-npu'"):
+        find_backend(edgesdk.get_device("orphan"))
