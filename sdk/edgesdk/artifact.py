@@ -5,6 +5,7 @@ Layout (the paths are recorded, with their SHA-256, in ``manifest.json``)::
     manifest.json            how and from what the artifact was made (edgesdk.manifest)
     model.onnx               the prepared model: static shapes, folded; the numerics reference
     params.npz               the weights, in the compiled function's argument order
+    analysis.json            the fused kernels in call order: op classes, FLOPs, tensors
     device/                  what goes to the device (shared library, or C source + object)
     host/                    the build of the same lowered model for this machine (simulation);
                              absent when the device build runs natively here
@@ -32,6 +33,7 @@ from edgesdk.tensors import check_inputs, load_npz, save_npz
 
 MODEL_FILE = "model.onnx"
 PARAMS_FILE = "params.npz"
+ANALYSIS_FILE = "analysis.json"
 INPUTS_FILE = "verification/inputs.npz"
 
 

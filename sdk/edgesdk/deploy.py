@@ -23,6 +23,7 @@ import onnx
 
 from edgesdk import plugin_manager
 from edgesdk.artifact import (
+    ANALYSIS_FILE,
     INPUTS_FILE,
     MODEL_FILE,
     PARAMS_FILE,
@@ -118,7 +119,7 @@ def _build_key(model: Model, spec: BuildSpec) -> str:
 
 @dataclass
 class _Compiled:
-    weights: Path  # directory holding params.npz
+    model_dir: Path  # params.npz and analysis.json
     builds: list[tuple[Path, BuildResult]]  # per spec: its directory and what it holds
     cached: bool
     seconds: float
@@ -138,12 +139,12 @@ def _compile(
 
     A worker that compiles also runs the simulation build on ``inputs``, saving a second start.
     """
-    weights_key = cache_key({"model": model.sha256, "tvm": tvm_version(), "pipeline": PIPELINE_VERSION})
+    model_key = cache_key({"model": model.sha256, "tvm": tvm_version(), "pipeline": PIPELINE_VERSION})
     keys = [_build_key(model, spec) for spec in specs]
-    weights_dir = cache.get("weights", weights_key)
+    model_dir = cache.get("models", model_key)
     found = [cache.get("builds", key) for key in keys]
-    if weights_dir is not None and all(found):
-        return _Compiled(weights_dir, [(path, _read_build(path)) for path in found], True, 0.0, None)
+    if model_dir is not None and all(found):
+        return _Compiled(model_dir, [(path, _read_build(path)) for path in found], True, 0.0, None)
 
     scratch = cache.staging()
     try:
@@ -154,11 +155,11 @@ def _compile(
         job = Job(
             model=str(scratch / "model.onnx"),
             shapes={spec.name: list(spec.shape) for spec in model.inputs},
-            weights_dir=str(scratch / "weights"),
+            model_dir=str(scratch / "model"),
             builds=[(spec, str(scratch / f"build{index}")) for index, spec in todo],
             run=RunTask(
                 library=str(simulation / specs[-1].library_name),
-                weights=str(scratch / "weights" / PARAMS_FILE),
+                weights=str(scratch / "model" / PARAMS_FILE),
                 inputs=str(scratch / "inputs.npz"),
                 outputs=str(scratch / "outputs.npz"),
                 output_names=[spec.name for spec in model.outputs],
@@ -169,8 +170,8 @@ def _compile(
         for (index, _), built in zip(todo, result.builds):
             (scratch / f"build{index}" / "build.json").write_text(built.model_dump_json())
             found[index] = cache.put("builds", keys[index], scratch / f"build{index}")
-        weights_dir = cache.put("weights", weights_key, scratch / "weights")
-        return _Compiled(weights_dir, [(path, _read_build(path)) for path in found], False, result.seconds, outputs)
+        model_dir = cache.put("models", model_key, scratch / "model")
+        return _Compiled(model_dir, [(path, _read_build(path)) for path in found], False, result.seconds, outputs)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 
@@ -243,7 +244,8 @@ def deploy(
 def _assemble(staged: Path, prepared: Model, compiled: _Compiled, specs: Sequence[BuildSpec], inputs: dict[str, np.ndarray]) -> str:
     """Copy the model, weights, builds and inputs into ``staged``; return the simulation library."""
     (staged / MODEL_FILE).write_bytes(prepared.serialized)
-    shutil.copyfile(compiled.weights / PARAMS_FILE, staged / PARAMS_FILE)
+    for name in (PARAMS_FILE, ANALYSIS_FILE):
+        shutil.copyfile(compiled.model_dir / name, staged / name)
     for (source, _), spec in zip(compiled.builds, specs):
         shutil.copytree(source, staged / spec.role, ignore=shutil.ignore_patterns("build.json"))
     (staged / "verification").mkdir()

@@ -15,10 +15,11 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from edgesdk.kernels import ModelAnalysis, analyze
 from edgesdk.toolchains import Toolchain
 
 # Bump when the lowering changes what it produces for the same inputs: it is part of cache keys.
-PIPELINE_VERSION = 1
+PIPELINE_VERSION = 2
 
 
 class BuildSpec(BaseModel):
@@ -71,6 +72,17 @@ def optimize(mod, target_json: dict[str, Any]):
     # The CPU pipeline, also for the `c` target, which TVM's default-pipeline table leaves out.
     with target:
         return cpu_generic.get_default_pipeline(target)(mod), target
+
+
+def analyze_kernels(mod) -> ModelAnalysis:
+    """The fused kernels in call order (op classes, FLOPs, tensors): see edgesdk.kernels."""
+    import tvm
+    from tvm.relax.backend import cpu_generic
+
+    target = tvm.target.Target({"kind": "llvm"})
+    with target:
+        fused = tvm.transform.Sequential(cpu_generic.library_dispatch_passes(target) + cpu_generic.legalize_passes(target))(mod)
+    return analyze(fused)
 
 
 def count_kernels(mod) -> int:

@@ -43,14 +43,14 @@ class RunTask(BaseModel):
 
 
 class Job(BaseModel):
-    """What the worker does: import ``model`` and write weights and builds into directories; and/or
-    run a compiled library (``run``)."""
+    """What the worker does: import ``model``, write its weights and kernel analysis (``model_dir``)
+    and its builds; and/or run a compiled library (``run``)."""
 
     model_config = ConfigDict(extra="forbid")
 
     model: str | None = None
     shapes: dict[str, list[int]] = {}
-    weights_dir: str | None = None
+    model_dir: str | None = None  # receives params.npz and analysis.json
     builds: list[tuple[BuildSpec, str]] = []
     run: RunTask | None = None
 
@@ -153,9 +153,12 @@ def _work(job: Job, report: Callable[[str], None]) -> JobResult:
         report("import")
         lowering.maybe_crash("import")
         mod, weights, names = lowering.import_onnx(Path(job.model), job.shapes)
-        if job.weights_dir:
-            Path(job.weights_dir).mkdir(parents=True, exist_ok=True)
-            lowering.save_weights(Path(job.weights_dir) / "params.npz", weights, names)
+        if job.model_dir:
+            report("analyze")
+            Path(job.model_dir).mkdir(parents=True, exist_ok=True)
+            lowering.save_weights(Path(job.model_dir) / "params.npz", weights, names)
+            analysis = lowering.analyze_kernels(mod)
+            (Path(job.model_dir) / "analysis.json").write_text(analysis.model_dump_json(indent=1))
         for spec, out_dir in job.builds:
             report(f"build {spec.role}")
             lowering.maybe_crash(f"build {spec.role}")

@@ -51,3 +51,22 @@ def test_model_deploys_to_device_and_matches_onnxruntime(model_name, device, tmp
     theirs = reference_outputs((artifact.path / "model.onnx").read_bytes(), fresh)
     for name, expected in theirs.items():
         np.testing.assert_allclose(ours[name], expected, rtol=0, atol=1e-4 * max(1.0, float(np.abs(expected).max())))
+
+
+def test_the_kernel_analysis_follows_the_fused_model(tmp_path):
+    from edgesdk.kernels import ModelAnalysis
+
+    build, shapes = MODELS["tiny_cnn"]
+    artifact = edgesdk.deploy(build(), "phone", tmp_path / "a", input_shapes=shapes)
+    analysis = ModelAnalysis.model_validate_json((artifact.path / "analysis.json").read_text())
+    classes = [kernel.op_class for kernel in analysis.kernels]
+    assert classes.count("conv") == 2 and classes.count("depthwise_conv") == 1
+    assert {"matmul", "softmax", "reduce"} <= set(classes)
+    # Stride-2 3x3 conv, 3 -> 16 channels, 16x16 outputs: 2 * 16*16*16 * 27 multiply-adds, + bias/relu.
+    first_conv = next(kernel for kernel in analysis.kernels if kernel.op_class == "conv")
+    assert 2 * 16 * 16 * 16 * 27 <= first_conv.flops <= 2 * 16 * 16 * 16 * 27 * 1.1
+    assert first_conv.inputs[0].source == "input" and first_conv.inputs[1].source == "weight"
+    # Every kernel's data comes from the model's inputs, its weights, or an earlier kernel.
+    for index, kernel in enumerate(analysis.kernels):
+        assert all(t.producer is None or t.producer < index for t in kernel.inputs)
+    assert analysis.kernels[-1].outputs[0].shape == [1, 10]

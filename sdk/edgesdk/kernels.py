@@ -1,0 +1,225 @@
+"""What the compiled model does, kernel by kernel: the input of partitioning and the cost model.
+
+After TVM's fusion (FuseOps + FuseTIR) a model is a sequence of kernels (TIR functions) called by
+the Relax ``main`` in order. For each call this records the op classes inside the kernel (from the
+names fusion gives kernels, e.g. ``fused_conv2d_add_relu``, and the TIR block names), its FLOPs
+(``tvm.s_tir.analysis.estimate_tir_flops``), and its tensors with their shapes, dtypes and where
+they come from (a model input, a weight, or an earlier kernel). The analysis runs in the TVM
+worker; the result is plain data (JSON), so partitioning and simulation need no TVM.
+"""
+
+from __future__ import annotations
+
+import re
+from functools import cached_property
+from typing import Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+# Relax op names (as fusion joins them into kernel names) -> the profile's op classes. Longest
+# names first, so that `layer_norm` is not read as something ending in `norm`.
+_OP_CLASSES = {
+    "conv2d_transpose": "conv",
+    "conv1d": "conv",
+    "conv2d": "conv",
+    "conv3d": "conv",
+    "matmul": "matmul",
+    "dense": "matmul",
+    "linear": "matmul",
+    "max_pool2d": "pool",
+    "avg_pool2d": "pool",
+    "adaptive_avg_pool2d": "pool",
+    "layer_norm": "normalization",
+    "batch_norm": "normalization",
+    "group_norm": "normalization",
+    "instance_norm": "normalization",
+    "rms_norm": "normalization",
+    "log_softmax": "softmax",
+    "softmax": "softmax",
+    "relu": "activation",
+    "gelu": "activation",
+    "sigmoid": "activation",
+    "tanh": "activation",
+    "erf": "activation",
+    "clip": "activation",
+    "hardswish": "activation",
+    "hard_sigmoid": "activation",
+    "silu": "activation",
+    "leakyrelu": "activation",
+    "mean": "reduce",
+    "sum": "reduce",
+    "max": "reduce",
+    "min": "reduce",
+    "prod": "reduce",
+    "variance": "reduce",
+    "argmax": "reduce",
+    "argmin": "reduce",
+    "topk": "sort",
+    "sort": "sort",
+    "argsort": "sort",
+    "take": "gather",
+    "gather_elements": "gather",
+    "gather_nd": "gather",
+    "scatter_elements": "gather",
+    "resize2d": "resize",
+    "image_resize2d": "resize",
+    "reshape": "data_movement",
+    "transpose": "data_movement",
+    "permute_dims": "data_movement",
+    "concatenate": "data_movement",
+    "concat": "data_movement",
+    "split": "data_movement",
+    "strided_slice": "data_movement",
+    "dynamic_strided_slice": "data_movement",
+    "squeeze": "data_movement",
+    "expand_dims": "data_movement",
+    "broadcast_to": "data_movement",
+    "flatten": "data_movement",
+    "tile": "data_movement",
+    "repeat": "data_movement",
+    "pad": "data_movement",
+    "astype": "elementwise",
+    "add": "elementwise",
+    "subtract": "elementwise",
+    "multiply": "elementwise",
+    "divide": "elementwise",
+    "power": "elementwise",
+    "sqrt": "elementwise",
+    "rsqrt": "elementwise",
+    "exp": "elementwise",
+    "log": "elementwise",
+    "negative": "elementwise",
+    "abs": "elementwise",
+    "maximum": "elementwise",
+    "minimum": "elementwise",
+    "where": "elementwise",
+    "equal": "elementwise",
+    "less": "elementwise",
+    "greater": "elementwise",
+    "floor": "elementwise",
+    "round": "elementwise",
+    "cast": "elementwise",
+}
+_OP_PATTERN = re.compile("|".join(sorted(map(re.escape, _OP_CLASSES), key=len, reverse=True)))
+# The order in which a kernel's classes name it: the heaviest op first.
+_WEIGHT = ["conv", "depthwise_conv", "matmul", "softmax", "normalization", "pool", "reduce", "sort", "gather", "resize", "activation", "elementwise", "data_movement", "other"]
+
+
+class Tensor(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    shape: list[int]
+    dtype: str
+    source: Literal["input", "weight", "constant", "kernel"] = "kernel"
+    producer: int | None = Field(None, description="Index of the kernel that computes it, when source is `kernel`.")
+
+    @property
+    def bytes(self) -> int:
+        return int(np.prod(self.shape, dtype=np.int64)) * np.dtype(self.dtype).itemsize
+
+
+class Kernel(BaseModel):
+    """One call of a fused kernel in the model's ``main``, in execution order."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    op_classes: list[str]
+    flops: int
+    inputs: list[Tensor]
+    outputs: list[Tensor]
+
+    @property
+    def op_class(self) -> str:
+        """The class that dominates the kernel (its heaviest op)."""
+        return self.op_classes[0]
+
+    @property
+    def bytes_read(self) -> int:
+        return sum(tensor.bytes for tensor in self.inputs)
+
+    @property
+    def bytes_written(self) -> int:
+        return sum(tensor.bytes for tensor in self.outputs)
+
+    @property
+    def dtypes(self) -> set[str]:
+        return {tensor.dtype for tensor in (*self.inputs, *self.outputs)}
+
+    @property
+    def max_rank(self) -> int:
+        return max((len(tensor.shape) for tensor in (*self.inputs, *self.outputs)), default=0)
+
+
+class ModelAnalysis(BaseModel):
+    """The kernels of a compiled model, in order."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kernels: list[Kernel]
+
+    @cached_property
+    def flops(self) -> int:
+        return sum(kernel.flops for kernel in self.kernels)
+
+
+def classify(kernel_name: str, block_names: list[str], weight_shape: list[int] | None) -> list[str]:
+    """Op classes of a kernel, heaviest first, from its fused name and its TIR block names."""
+    name = re.sub(r"\d+(?=_|$)", "", kernel_name.removeprefix("fused_"))
+    classes = {_OP_CLASSES[match] for match in _OP_PATTERN.findall(name)}
+    # A grouped convolution with one input channel per group is depthwise.
+    if "conv" in classes and any("group_conv" in block or "depthwise" in block for block in block_names):
+        if weight_shape is not None and len(weight_shape) >= 2 and weight_shape[1] == 1:
+            classes = (classes - {"conv"}) | {"depthwise_conv"}
+    return sorted(classes or {"other"}, key=_WEIGHT.index)
+
+
+def analyze(mod) -> ModelAnalysis:
+    """Analyze a Relax module after FuseTIR (TVM is imported by the caller, in the worker)."""
+    import tvm
+    from tvm import relax
+
+    main = mod["main"]
+    num_inputs = int(main.attrs["num_input"]) if main.attrs and "num_input" in main.attrs else len(main.params)
+    sources: dict = {}
+    for index, param in enumerate(main.params):
+        sources[param] = ("input" if index < num_inputs else "weight", None)
+
+    def tensor(expr, source=("kernel", None)) -> Tensor | None:
+        ty = expr.ty
+        if not isinstance(ty, relax.TensorType) or ty.shape is None:
+            return None
+        kind, producer = sources.get(expr, ("constant", None) if type(expr).__name__ == "Constant" else source)
+        return Tensor(shape=[int(d) for d in ty.shape], dtype=str(ty.dtype), source=kind, producer=producer)
+
+    kernels: list[Kernel] = []
+    for block in main.body.blocks:
+        for binding in block.bindings:
+            value = binding.value
+            if isinstance(value, relax.Call) and getattr(value.op, "name", "") == "relax.call_tir":
+                callee = mod[value.args[0]]
+                args = [t for t in (tensor(arg) for arg in value.args[1].fields) if t is not None]
+                out_types = value.ty.fields if isinstance(value.ty, relax.TupleType) else [value.ty]
+                outputs = [
+                    Tensor(shape=[int(d) for d in ty.shape], dtype=str(ty.dtype))
+                    for ty in out_types
+                    if isinstance(ty, relax.TensorType)
+                ]
+                blocks = re.findall(r'T\.s?block\("([^"]+)"', callee.script())
+                weight_shape = args[1].shape if len(args) > 1 else None
+                kernels.append(
+                    Kernel(
+                        name=value.args[0].name_hint,
+                        op_classes=classify(value.args[0].name_hint, blocks, weight_shape),
+                        flops=int(tvm.s_tir.analysis.estimate_tir_flops(tvm.IRModule({"main": callee}))),
+                        inputs=args,
+                        outputs=outputs,
+                    )
+                )
+                sources[binding.var] = ("kernel", len(kernels) - 1)
+            elif isinstance(value, relax.TupleGetItem) and value.tuple_value in sources:
+                sources[binding.var] = sources[value.tuple_value]
+            elif isinstance(value, relax.Var) and value in sources:
+                sources[binding.var] = sources[value]
+    return ModelAnalysis(kernels=kernels)
