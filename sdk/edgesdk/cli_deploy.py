@@ -56,10 +56,13 @@ def _summary(artifact: Artifact) -> Table:
     table.add_row("target", json.dumps(manifest.target))
     table.add_row("backend", f"{build.backend} ({build.toolchain})")
     table.add_row("device files", "\n".join(f"{name}  {_size(artifact.path / name)}" for name in build.device_files))
-    table.add_row("kernels", f"{build.kernels} fused kernels on {', '.join(manifest.partition.units)}")
+    units = ", ".join(f"{name} {count}" for name, count in manifest.partition.units.items())
+    fallbacks = len(manifest.partition.fallbacks)
+    table.add_row("kernels", f"{build.kernels} compiled; calls per unit: {units}" + (f" ({fallbacks} fallbacks)" if fallbacks else ""))
     table.add_row("compile", "from the cache" if build.cached else f"{build.compile_seconds:.1f} s in TVM")
     estimate = manifest.estimate
-    table.add_row("latency", f"{estimate['latency_ms']:.3g} ms (simulated)" if estimate else "not simulated yet (the device simulator is not built)")
+    if estimate:
+        table.add_row("simulated", f"{estimate.latency_ms:.3g} ms, {estimate.energy_mj:.3g} mJ, peak memory {estimate.peak_memory_bytes / 2**20:.2f} MiB")
     table.add_row("verification", _verification_text(manifest.verification))
     for note in build.notes:
         table.add_row("note", note)
@@ -76,6 +79,8 @@ def deploy_command(
     inputs: Annotated[Path | None, typer.Option("--inputs", help="Verify on these inputs (.npz, one array per model input) instead of random ones.")] = None,
     profiles_dir: Annotated[Path | None, typer.Option("--profiles-dir", help="Also read device profiles (*.yaml) from this directory.")] = None,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Compile again even if an identical build is cached.")] = False,
+    unit: Annotated[str | None, typer.Option("--unit", help="Place every kernel on this compute unit (e.g. cpu).")] = None,
+    no_fallback: Annotated[bool, typer.Option("--no-fallback", help="Fail (exit 1) if any kernel would fall back from its preferred unit.")] = False,
     json_output: JsonOption = False,
 ) -> None:
     """Compile MODEL for a device through TVM, verify it against onnxruntime, write the artifact."""
@@ -83,7 +88,7 @@ def deploy_command(
     with _progress() as on_stage:
         artifact = edgesdk.deploy(
             model, device, out, input_shapes=shapes, quantize=quantize, calibration=calibration, inputs=inputs,
-            profiles_dir=profiles_dir, cache=not no_cache, on_stage=on_stage,
+            profiles_dir=profiles_dir, cache=not no_cache, on_stage=on_stage, unit=unit, fallback=not no_fallback,
         )
     if json_output:
         print_json(artifact.manifest.model_dump(mode="json"))

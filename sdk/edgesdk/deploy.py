@@ -9,12 +9,12 @@ artifact beside its destination and rename it into place (edgesdk.artifact).
 from __future__ import annotations
 
 import datetime
-from dataclasses import dataclass
 import os
 import platform
 import shutil
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -37,10 +37,10 @@ from edgesdk.artifact import (
     staging_dir,
 )
 from edgesdk.build_cache import BuildCache, cache_key
-from edgesdk.tvm_worker import Job, RunTask, run_in_worker
 from edgesdk.device_registry import get_device
 from edgesdk.errors import CheckFailed, UserInputError
 from edgesdk.extensions import Backend
+from edgesdk.kernels import ModelAnalysis
 from edgesdk.lowering import PIPELINE_VERSION, BuildResult, BuildSpec
 from edgesdk.manifest import (
     MANIFEST_NAME,
@@ -53,13 +53,16 @@ from edgesdk.manifest import (
     VerificationInfo,
 )
 from edgesdk.model import Model, load_model, random_inputs
+from edgesdk.partition import partition
 from edgesdk.profiles import DeviceProfile
+from edgesdk.simulate import simulate
 from edgesdk.tensors import check_inputs, load_npz, save_npz
 from edgesdk.toolchains import host_toolchain
+from edgesdk.tvm_worker import Job, RunTask, run_in_worker
 from edgesdk.verify import reference_outputs, verification
 from edgesdk.versions import edgesdk_version, tvm_version
 
-OPTIONS = {"timeout_s", "cache", "profiles_dir", "seed", "on_stage"}
+OPTIONS = {"timeout_s", "cache", "profiles_dir", "seed", "on_stage", "unit", "fallback"}
 
 
 def find_backend(profile: DeviceProfile) -> Backend:
@@ -190,7 +193,9 @@ def deploy(
     """Compile ``model`` for ``device`` through TVM, verify it against onnxruntime, write the artifact.
 
     Options: ``timeout_s`` (compile time limit), ``cache`` (False to rebuild), ``profiles_dir``,
-    ``seed`` (of the random verification inputs), ``on_stage`` (a callable told each stage's name).
+    ``seed`` (of the random verification inputs), ``on_stage`` (a callable told each stage's name),
+    ``unit`` (place every kernel on this compute unit), ``fallback`` (False: fail with exit 1
+    instead of letting kernels fall back from their preferred unit).
     Raises ``CheckFailed`` (exit 1) after writing the artifact when verification fails.
     """
     unknown = sorted(set(options) - OPTIONS)
@@ -220,6 +225,10 @@ def deploy(
         compiled = _compile(
             prepared, specs, BuildCache(private), verify_inputs, timeout_s=options.get("timeout_s"), on_stage=lambda stage: on_stage(f"compile: {stage}")
         )
+        on_stage("simulate")
+        analysis = ModelAnalysis.model_validate_json((compiled.model_dir / ANALYSIS_FILE).read_text())
+        placement = partition(analysis, profile, unit=options.get("unit"), fallback=options.get("fallback", True))
+        estimate = simulate(analysis, placement, profile)
         on_stage("verify")
         staged = staging_dir(destination)
         simulation = _assemble(staged, prepared, compiled, specs, verify_inputs)
@@ -230,6 +239,12 @@ def deploy(
         result = verification(outputs, reference_outputs(prepared.serialized, verify_inputs), user_inputs=user_inputs)
         on_stage("write")
         manifest = _manifest(profile, backend, prepared, scheme, specs, compiled, simulation, result, files=hash_tree(staged))
+        manifest.partition, manifest.estimate = placement.info(), estimate
+        if set(placement.units) - {_cpu_unit(profile)}:
+            manifest.build.notes.append(
+                "the device code is CPU code; kernels placed on other units are simulated there "
+                "(edgesdk does not generate NPU/GPU code yet)"
+            )
         (staged / MANIFEST_NAME).write_text(manifest.model_dump_json(indent=2) + "\n")
         place(staged, destination)
     finally:
@@ -282,7 +297,7 @@ def _manifest(
         ),
         quantization=QuantizationInfo(scheme=scheme),
         files=files,
-        # Until the partitioner (issue 5), every kernel is CPU code for the device's CPU unit.
+        # What the device code runs on; deploy() replaces it with the simulated placement.
         partition=PartitionInfo(units={_cpu_unit(profile): device_build.kernels}),
         verification=result,
         build=BuildInfo(

@@ -95,6 +95,37 @@ class BuildInfo(_Record):
     notes: list[str] = Field(default_factory=list, description="What the build could not do here, and why.")
 
 
+class LayerCost(_Record):
+    """The simulated cost of one kernel call (docs/simulator.md)."""
+
+    index: int
+    name: str
+    op_class: str
+    unit: str
+    dtype: str
+    flops: int
+    bytes: int = Field(description="DRAM bytes moved by the kernel.")
+    spilled: bool = Field(description="Whether its working set exceeded the unit's on-chip memory.")
+    compute_ms: float
+    memory_ms: float
+    transfer_ms: float
+    latency_ms: float = Field(description="Including launch overhead and incoming transfers.")
+    energy_mj: float
+    bound: str = Field(description="`compute` or `memory`: which side of the roofline it is on.")
+
+
+class Estimate(_Record):
+    """The simulated cost of the model on the device (docs/simulator.md)."""
+
+    latency_ms: float
+    energy_mj: float
+    peak_memory_bytes: int
+    weight_bytes: int
+    flops: int
+    utilisation: dict[str, float] = Field(description="Share of the total latency each unit is busy.")
+    per_layer: list[LayerCost]
+
+
 class Manifest(_Record):
     """`manifest.json`: what an artifact directory holds and how it was made."""
 
@@ -108,8 +139,6 @@ class Manifest(_Record):
     quantization: QuantizationInfo
     files: dict[str, str] = Field(description="Every other file of the artifact: relative path -> SHA-256.")
     partition: PartitionInfo
-    estimate: dict[str, Any] | None = Field(
-        None, description="Simulated cost on the device; filled by the device simulator."
-    )
+    estimate: Estimate | None = Field(None, description="Simulated cost on the device (docs/simulator.md).")
     verification: VerificationInfo
     build: BuildInfo

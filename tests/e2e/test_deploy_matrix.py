@@ -1,5 +1,6 @@
 """Every built-in device x three models: a real artifact for the ISA, verified against onnxruntime."""
 
+import json
 import shutil
 
 import numpy as np
@@ -29,7 +30,11 @@ def test_model_deploys_to_device_and_matches_onnxruntime(model_name, device, tmp
         assert output.max_abs_err <= output.tolerance
         assert output.cosine > 0.999999
     assert manifest.device == device and manifest.model.name == model_name
-    assert manifest.build.kernels > 0 and sum(manifest.partition.units.values()) == manifest.build.kernels
+    assert manifest.build.kernels > 0
+    analysis = (artifact.path / "analysis.json").read_text()
+    calls = len(json.loads(analysis)["kernels"])
+    assert sum(manifest.partition.units.values()) == calls == len(manifest.estimate.per_layer)
+    assert manifest.estimate.latency_ms > 0 and manifest.estimate.energy_mj > 0
 
     files = {name: artifact.path / name for name in manifest.build.device_files}
     if device in SHARED_LIBRARY_ISA:
@@ -70,3 +75,18 @@ def test_the_kernel_analysis_follows_the_fused_model(tmp_path):
     for index, kernel in enumerate(analysis.kernels):
         assert all(t.producer is None or t.producer < index for t in kernel.inputs)
     assert analysis.kernels[-1].outputs[0].shape == [1, 10]
+
+
+def test_simulated_latency_orders_the_devices(tmp_path):
+    from edgesdk.kernels import ModelAnalysis
+    from edgesdk.partition import partition
+    from edgesdk.simulate import simulate
+
+    build, shapes = MODELS["transformer_block"]
+    artifact = edgesdk.deploy(build(), "pc", tmp_path / "a", input_shapes=shapes)
+    analysis = ModelAnalysis.model_validate_json((artifact.path / "analysis.json").read_text())
+    latency = {d.id: simulate(analysis, partition(analysis, d), d).latency_ms for d in edgesdk.devices()}
+    assert max(latency, key=latency.get) == "mcu"
+    # Per-layer units in the manifest are the partition's.
+    placed = partition(analysis, edgesdk.get_device("pc"))
+    assert [layer.unit for layer in artifact.manifest.estimate.per_layer] == placed.units

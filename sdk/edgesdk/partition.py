@@ -1,0 +1,81 @@
+"""Assign every fused kernel to a compute unit of the device, and say why when it falls back.
+
+Units are tried in preference order, npu -> gpu -> dsp -> cpu (within a kind, in profile order).
+A kernel runs on the first unit that supports all its op classes, the dtype it computes in (its
+output's) and the rank of its tensors. Each unit it skips is a fallback ``{op, from_unit,
+to_unit, reason}``. Memory never forces a fallback: a kernel whose working set exceeds a unit's
+on-chip memory runs there and spills to DRAM, which the cost model charges (edgesdk.simulate).
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict
+
+from edgesdk.errors import CheckFailed, UserInputError
+from edgesdk.kernels import Kernel, ModelAnalysis
+from edgesdk.manifest import Fallback, PartitionInfo
+from edgesdk.profiles import ComputeUnit, DeviceProfile
+
+UNIT_PREFERENCE = {"npu": 0, "gpu": 1, "dsp": 2, "cpu": 3}
+
+
+class Partition(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    units: list[str]  # per kernel, in call order
+    fallbacks: list[Fallback]
+
+    def info(self) -> PartitionInfo:
+        counts: dict[str, int] = {}
+        for unit in self.units:
+            counts[unit] = counts.get(unit, 0) + 1
+        return PartitionInfo(units=counts, fallbacks=self.fallbacks)
+
+
+def preference(profile: DeviceProfile) -> list[str]:
+    names = list(profile.compute_units)
+    return sorted(names, key=lambda name: (UNIT_PREFERENCE[profile.compute_units[name].kind], names.index(name)))
+
+
+def compute_dtype(kernel: Kernel) -> str:
+    return kernel.outputs[0].dtype if kernel.outputs else "float32"
+
+
+def why_not(kernel: Kernel, unit: ComputeUnit) -> str | None:
+    """Why ``unit`` cannot run ``kernel``, or None when it can."""
+    unsupported = [op for op in kernel.op_classes if not unit.supports_op_class(op)]
+    if unsupported:
+        return f"unsupported op class {', '.join(unsupported)}"
+    dtype = compute_dtype(kernel)
+    if dtype not in unit.dtypes:
+        return f"dtype {dtype} not supported (computes {', '.join(unit.dtypes)})"
+    if unit.max_rank is not None and kernel.max_rank > unit.max_rank:
+        return f"rank {kernel.max_rank} tensors exceed max rank {unit.max_rank}"
+    return None
+
+
+def partition(analysis: ModelAnalysis, profile: DeviceProfile, *, unit: str | None = None, fallback: bool = True) -> Partition:
+    """Place each kernel. ``unit`` forces one unit; ``fallback=False`` fails instead of falling back."""
+    order = preference(profile)
+    if unit is not None:
+        if unit not in profile.compute_units:
+            raise UserInputError(f"--unit {unit}: device '{profile.id}' has units {', '.join(order)}")
+        order = [unit]
+    units, fallbacks = [], []
+    for kernel in analysis.kernels:
+        placed, skipped = None, []
+        for name in order:
+            reason = why_not(kernel, profile.compute_units[name])
+            if reason is None:
+                placed = name
+                break
+            skipped.append((name, reason))
+        if placed is None:
+            reasons = "; ".join(f"{name}: {reason}" for name, reason in skipped)
+            raise CheckFailed(f"kernel {kernel.name} runs on no unit of '{profile.id}' ({reasons})")
+        fallbacks += [Fallback(op=kernel.name, from_unit=name, to_unit=placed, reason=reason) for name, reason in skipped]
+        units.append(placed)
+    if fallbacks and not fallback:
+        listed = ", ".join(sorted({f.op for f in fallbacks}))
+        raise CheckFailed(f"{len(fallbacks)} kernel(s) would fall back from their preferred unit: {listed}", hint="drop --no-fallback to allow it")
+    return Partition(units=units, fallbacks=fallbacks)

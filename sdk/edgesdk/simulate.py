@@ -1,0 +1,107 @@
+"""The device cost model: latency, energy and memory of a partitioned model, per kernel and in total.
+
+Per kernel ``k`` on unit ``u``, computing in dtype ``d`` (docs/simulator.md explains each term):
+
+- compute time  = FLOPs(k) / (peak_ops_per_s[u][d] * efficiency[u][op class of k])
+- DRAM bytes    = weight bytes read by k, plus all its activation bytes when its working set
+                  (inputs + outputs) exceeds u's on-chip memory (a spill), plus model inputs
+                  and outputs, which live in DRAM
+- memory time   = DRAM bytes / DRAM bandwidth
+- latency       = max(compute time, memory time) + launch_overhead_s[u]     (a roofline)
+- transfer      = for each input produced on another unit: bytes / interconnect bandwidth +
+                  interconnect latency, charged to the consuming kernel
+- energy        = FLOPs * energy_pj_per_op[u][d] + (DRAM + 2 x transfer bytes) * dram_energy_pj_per_byte
+
+Kernels run one after another (no overlap between units). Peak memory is the weights plus the
+largest set of activations alive at once, in call order.
+"""
+
+from __future__ import annotations
+
+from edgesdk.kernels import Kernel, ModelAnalysis
+from edgesdk.manifest import Estimate, LayerCost
+from edgesdk.partition import Partition, compute_dtype
+from edgesdk.profiles import ComputeUnit, DeviceProfile
+
+
+def _efficiency(unit: ComputeUnit, op_class: str) -> float:
+    return unit.efficiency.get(op_class, unit.efficiency["default"])
+
+
+def _peak_memory(analysis: ModelAnalysis) -> tuple[int, int]:
+    """(weight bytes, weights + most activation bytes alive at once), activations by liveness."""
+    weights = sum(t.bytes for k in analysis.kernels for t in k.inputs if t.source in ("weight", "constant"))
+    last_use: dict[int, int] = {}
+    for index, kernel in enumerate(analysis.kernels):
+        for tensor in kernel.inputs:
+            if tensor.producer is not None:
+                last_use[tensor.producer] = index
+    live, peak = 0, 0
+    inputs = sum(t.bytes for k in analysis.kernels for t in k.inputs if t.source == "input")
+    for index, kernel in enumerate(analysis.kernels):
+        live += kernel.bytes_written
+        peak = max(peak, live)
+        live -= sum(analysis.kernels[p].bytes_written for p, last in last_use.items() if last == index)
+    return weights, weights + inputs + peak
+
+
+def _layer(index: int, kernel: Kernel, unit_name: str, partition: Partition, profile: DeviceProfile, consumers: set[int]) -> LayerCost:
+    unit = profile.compute_units[unit_name]
+    dtype = compute_dtype(kernel)
+    ops_per_s = unit.peak_ops_per_s.get(dtype) or max(unit.peak_ops_per_s.values())
+    compute_s = kernel.flops / (ops_per_s * _efficiency(unit, kernel.op_class))
+
+    spilled = kernel.bytes_read + kernel.bytes_written > unit.on_chip_memory_bytes
+    dram = sum(t.bytes for t in kernel.inputs if t.source in ("weight", "constant", "input"))
+    if spilled:
+        dram += sum(t.bytes for t in kernel.inputs if t.source == "kernel") + kernel.bytes_written
+    elif index not in consumers:  # a model output is written to DRAM
+        dram += kernel.bytes_written
+    memory_s = dram / profile.memory.dram_bandwidth_bytes_per_s
+
+    crossing = [t for t in kernel.inputs if t.producer is not None and partition.units[t.producer] != unit_name]
+    transfer_bytes = sum(t.bytes for t in crossing)
+    link = profile.interconnect
+    transfer_s = transfer_bytes / link.bandwidth_bytes_per_s + link.latency_s * len(crossing)
+
+    pj_per_op = unit.energy_pj_per_op.get(dtype) or max(unit.energy_pj_per_op.values())
+    energy_pj = kernel.flops * pj_per_op + (dram + 2 * transfer_bytes) * profile.memory.dram_energy_pj_per_byte
+    latency_s = max(compute_s, memory_s) + unit.launch_overhead_s + transfer_s
+    return LayerCost(
+        index=index,
+        name=kernel.name,
+        op_class=kernel.op_class,
+        unit=unit_name,
+        dtype=dtype,
+        flops=kernel.flops,
+        bytes=dram,
+        spilled=spilled,
+        compute_ms=compute_s * 1e3,
+        memory_ms=memory_s * 1e3,
+        transfer_ms=transfer_s * 1e3,
+        latency_ms=latency_s * 1e3,
+        energy_mj=energy_pj * 1e-9,
+        bound="compute" if compute_s >= memory_s else "memory",
+    )
+
+
+def simulate(analysis: ModelAnalysis, partition: Partition, profile: DeviceProfile) -> Estimate:
+    consumers = {t.producer for k in analysis.kernels for t in k.inputs if t.producer is not None}
+    layers = [
+        _layer(index, kernel, unit, partition, profile, consumers)
+        for index, (kernel, unit) in enumerate(zip(analysis.kernels, partition.units))
+    ]
+    total_ms = sum(layer.latency_ms for layer in layers)
+    busy: dict[str, float] = {name: 0.0 for name in profile.compute_units}
+    for layer in layers:
+        busy[layer.unit] += layer.latency_ms
+    weights, peak = _peak_memory(analysis)
+    return Estimate(
+        latency_ms=total_ms,
+        energy_mj=sum(layer.energy_mj for layer in layers),
+        peak_memory_bytes=peak,
+        weight_bytes=weights,
+        flops=analysis.flops,
+        utilisation={name: (ms / total_ms if total_ms else 0.0) for name, ms in busy.items()},
+        per_layer=layers,
+    )
