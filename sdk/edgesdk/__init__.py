@@ -25,6 +25,7 @@ from edgesdk.profiles import (
     Memory,
     QuantizationRecipe,
 )
+from edgesdk.profiling import ProfileReport, profile
 from edgesdk.toolchains import GCC, ZigCC
 from edgesdk.versions import edgesdk_version
 
@@ -48,6 +49,7 @@ __all__ = [
     "Memory",
     "Pass",
     "PluginInfo",
+    "ProfileReport",
     "ProfileError",
     "QuantizationRecipe",
     "Template",
@@ -59,4 +61,5 @@ __all__ = [
     "get_device",
     "hookimpl",
     "plugins",
+    "profile",
 ]

@@ -137,7 +137,41 @@ def verify_command(
         Console().print(f"{artifact_dir}: {len(artifact.manifest.files)} files intact; {_verification_text(result)}")
 
 
+def profile_command(
+    source: Annotated[Path, typer.Argument(metavar="MODEL|ARTIFACT", help="An ONNX model, or an artifact directory.", show_default=False)],
+    device: Annotated[str | None, typer.Option("--device", "-d", help="Device id [default: the artifact's device].")] = None,
+    input_shape: Annotated[list[str] | None, typer.Option("--input-shape", help="NAME=D1,D2,... for an input with dynamic dims (repeat per input).")] = None,
+    unit: Annotated[str | None, typer.Option("--unit", help="Place every kernel on this compute unit (e.g. cpu).")] = None,
+    no_fallback: Annotated[bool, typer.Option("--no-fallback", help="Fail (exit 1) if any kernel would fall back from its preferred unit.")] = False,
+    profiles_dir: Annotated[Path | None, typer.Option("--profiles-dir", help="Also read device profiles (*.yaml) from this directory.")] = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Simulated cost of a model on a device: per kernel and in total."""
+    shapes = dict(parse_input_shape(text) for text in input_shape or [])
+    with _progress() as on_stage:
+        on_stage("analysing the model")
+        report = edgesdk.profile(source, device, input_shapes=shapes, unit=unit, fallback=not no_fallback, profiles_dir=profiles_dir)
+    if json_output:
+        print_json(report.model_dump(mode="json"))
+        return
+    estimate = report.estimate
+    table = Table("#", "kernel", "class", "unit", "MFLOP", "DRAM KiB", "ms", "bound", box=box.SIMPLE_HEAD, title=f"{report.model} on {report.device} (simulated)", title_justify="left")
+    for layer in estimate.per_layer:
+        table.add_row(
+            str(layer.index), layer.name[:40], layer.op_class, layer.unit, f"{layer.flops / 1e6:.3g}", f"{layer.bytes / 1024:.1f}",
+            f"{layer.latency_ms:.4f}", layer.bound + (", spill" if layer.spilled else ""),
+        )
+    console = Console()
+    console.print(table)
+    busy = ", ".join(f"{name} {share:.0%}" for name, share in estimate.utilisation.items())
+    console.print(
+        f"total {estimate.latency_ms:.4g} ms, {estimate.energy_mj:.4g} mJ, peak memory {estimate.peak_memory_bytes / 2**20:.2f} MiB, "
+        f"{estimate.flops / 1e6:.4g} MFLOP; busy: {busy}; {len(report.partition.fallbacks)} fallbacks"
+    )
+
+
 def register(app: typer.Typer) -> None:
     app.command("deploy")(deploy_command)
+    app.command("profile")(profile_command)
     app.command("run")(run_command)
     app.command("verify")(verify_command)

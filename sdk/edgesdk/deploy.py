@@ -121,7 +121,7 @@ def _build_key(model: Model, spec: BuildSpec) -> str:
 
 
 @dataclass
-class _Compiled:
+class Compiled:
     model_dir: Path  # params.npz and analysis.json
     builds: list[tuple[Path, BuildResult]]  # per spec: its directory and what it holds
     cached: bool
@@ -129,52 +129,55 @@ class _Compiled:
     outputs: dict[str, np.ndarray] | None  # of the simulation on the verification inputs, if run
 
 
-def _compile(
+def compile_model(
     model: Model,
     specs: Sequence[BuildSpec],
     cache: BuildCache,
-    inputs: dict[str, np.ndarray],
+    inputs: dict[str, np.ndarray] | None,
     *,
     timeout_s: float | None,
     on_stage: Callable[[str], None],
-) -> _Compiled:
-    """Weights and builds for ``model``: from the cache, or compiled by the worker (then cached).
+) -> Compiled:
+    """Weights, kernel analysis and builds for ``model``: from the cache, or made by the worker
+    (then cached). With no specs, only the model is imported and analysed.
 
-    A worker that compiles also runs the simulation build on ``inputs``, saving a second start.
+    A worker that compiles also runs the simulation build (the last spec) on ``inputs``, saving a
+    second start.
     """
     model_key = cache_key({"model": model.sha256, "tvm": tvm_version(), "pipeline": PIPELINE_VERSION})
     keys = [_build_key(model, spec) for spec in specs]
     model_dir = cache.get("models", model_key)
     found = [cache.get("builds", key) for key in keys]
     if model_dir is not None and all(found):
-        return _Compiled(model_dir, [(path, _read_build(path)) for path in found], True, 0.0, None)
+        return Compiled(model_dir, [(path, _read_build(path)) for path in found], True, 0.0, None)
 
     scratch = cache.staging()
     try:
         (scratch / "model.onnx").write_bytes(model.serialized)
         todo = [(index, spec) for index, spec in enumerate(specs) if not found[index]]
-        simulation = found[-1] or scratch / f"build{len(specs) - 1}"
-        save_npz(scratch / "inputs.npz", inputs)
         job = Job(
             model=str(scratch / "model.onnx"),
             shapes={spec.name: list(spec.shape) for spec in model.inputs},
             model_dir=str(scratch / "model"),
             builds=[(spec, str(scratch / f"build{index}")) for index, spec in todo],
-            run=RunTask(
+        )
+        if specs and inputs is not None:
+            simulation = found[-1] or scratch / f"build{len(specs) - 1}"
+            save_npz(scratch / "inputs.npz", inputs)
+            job.run = RunTask(
                 library=str(simulation / specs[-1].library_name),
                 weights=str(scratch / "model" / PARAMS_FILE),
                 inputs=str(scratch / "inputs.npz"),
                 outputs=str(scratch / "outputs.npz"),
                 output_names=[spec.name for spec in model.outputs],
-            ),
-        )
+            )
         result = run_in_worker(job, scratch / "job", model_name=model.name, timeout_s=timeout_s, on_stage=on_stage)
-        outputs = load_npz(scratch / "outputs.npz")
+        outputs = load_npz(scratch / "outputs.npz") if job.run else None
         for (index, _), built in zip(todo, result.builds):
             (scratch / f"build{index}" / "build.json").write_text(built.model_dump_json())
             found[index] = cache.put("builds", keys[index], scratch / f"build{index}")
         model_dir = cache.put("models", model_key, scratch / "model")
-        return _Compiled(model_dir, [(path, _read_build(path)) for path in found], False, result.seconds, outputs)
+        return Compiled(model_dir, [(path, _read_build(path)) for path in found], False, result.seconds, outputs)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 
@@ -222,7 +225,7 @@ def deploy(
     private = None if options.get("cache", True) else Path(tempfile.mkdtemp(prefix="edgesdk-nocache-"))
     staged = None
     try:
-        compiled = _compile(
+        compiled = compile_model(
             prepared, specs, BuildCache(private), verify_inputs, timeout_s=options.get("timeout_s"), on_stage=lambda stage: on_stage(f"compile: {stage}")
         )
         on_stage("simulate")
@@ -256,7 +259,7 @@ def deploy(
     return load_artifact(destination)
 
 
-def _assemble(staged: Path, prepared: Model, compiled: _Compiled, specs: Sequence[BuildSpec], inputs: dict[str, np.ndarray]) -> str:
+def _assemble(staged: Path, prepared: Model, compiled: Compiled, specs: Sequence[BuildSpec], inputs: dict[str, np.ndarray]) -> str:
     """Copy the model, weights, builds and inputs into ``staged``; return the simulation library."""
     (staged / MODEL_FILE).write_bytes(prepared.serialized)
     for name in (PARAMS_FILE, ANALYSIS_FILE):
@@ -275,7 +278,7 @@ def _manifest(
     prepared: Model,
     scheme: str,
     specs: Sequence[BuildSpec],
-    compiled: _Compiled,
+    compiled: Compiled,
     simulation: str,
     result: VerificationInfo,
     files: dict[str, str],

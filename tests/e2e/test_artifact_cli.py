@@ -139,3 +139,23 @@ def test_a_crash_while_running_an_artifact_is_one_error_line(run_cli, cnn_file, 
     code, out, err = run_cli("verify", str(tmp_path / "a"))
     assert (code, out) == (2, "")
     assert err.splitlines()[0] == "error: TVM crashed (SIGSEGV) at stage 'run' for model 'cnn'"
+
+
+def test_profile_a_model_and_an_artifact_on_other_devices(run_cli, cnn_file, tmp_path):
+    code, out, err = run_cli("profile", str(cnn_file), "--device", "mcu", "--input-shape", "image=1,3,32,32", "--json")
+    assert code == 0, err
+    mcu = json.loads(out)
+    assert mcu["device"] == "mcu" and mcu["partition"]["units"] == {"cpu": len(mcu["estimate"]["per_layer"])}
+    assert deploy(run_cli, cnn_file, tmp_path / "a")[0] == 0
+    code, out, _ = run_cli("profile", str(tmp_path / "a"), "--json")  # the artifact's own device
+    xr = json.loads(out)
+    assert xr["device"] == "xr-headset" and xr["estimate"]["latency_ms"] < mcu["estimate"]["latency_ms"]
+    manifest = json.loads((tmp_path / "a" / "manifest.json").read_text())
+    assert xr["estimate"] == manifest["estimate"] and xr["partition"] == manifest["partition"]
+    code, out, _ = run_cli("profile", str(tmp_path / "a"), "--device", "phone", "--unit", "cpu", "--json")
+    assert set(json.loads(out)["partition"]["units"]) == {"cpu"}
+
+
+def test_profile_needs_a_device_for_a_model(run_cli, cnn_file):
+    code, _, err = run_cli("profile", str(cnn_file), "--input-shape", "image=1,3,32,32")
+    assert code == 2 and err.startswith("error: profile: which device? give --device")
