@@ -11,7 +11,6 @@ import logging
 import os
 import sys
 import traceback
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -21,16 +20,11 @@ from rich.table import Table
 
 import edgesdk
 from edgesdk import cli_deploy, plugin_manager
-from edgesdk.cli_output import JsonOption, print_json
+from edgesdk.cli_options import JsonOption, ProfilesDirOption, print_json
 from edgesdk.device_registry import device_summary
 from edgesdk.errors import EdgeSDKError
 from edgesdk.profiles import DeviceProfile
 from edgesdk.versions import tvm_version
-
-ProfilesDirOption = Annotated[
-    Path | None,
-    typer.Option("--profiles-dir", help="Also read device profiles (*.yaml) from this directory."),
-]
 
 
 def _show_version(value: bool) -> None:

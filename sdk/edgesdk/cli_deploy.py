@@ -16,7 +16,14 @@ from rich.table import Table
 
 import edgesdk
 from edgesdk.artifact import Artifact
-from edgesdk.cli_output import JsonOption, print_json
+from edgesdk.cli_options import (
+    InputShapeOption,
+    JsonOption,
+    NoFallbackOption,
+    ProfilesDirOption,
+    UnitOption,
+    print_json,
+)
 from edgesdk.errors import UserInputError
 from edgesdk.manifest import VerificationInfo
 from edgesdk.model import parse_input_shape
@@ -75,12 +82,12 @@ def deploy_command(
     out: Annotated[Path | None, typer.Option("-o", "--out", help="Artifact directory [default: build/<model>-<device>].")] = None,
     quantize: Annotated[str | None, typer.Option("--quantize", help="none (keep the model's precision), auto or a scheme.")] = None,
     calibration: Annotated[Path | None, typer.Option("--calibration", help="Sample inputs (.npz) for quantization.")] = None,
-    input_shape: Annotated[list[str] | None, typer.Option("--input-shape", help="NAME=D1,D2,... for an input with dynamic dims (repeat per input).")] = None,
+    input_shape: InputShapeOption = None,
     inputs: Annotated[Path | None, typer.Option("--inputs", help="Verify on these inputs (.npz, one array per model input) instead of random ones.")] = None,
-    profiles_dir: Annotated[Path | None, typer.Option("--profiles-dir", help="Also read device profiles (*.yaml) from this directory.")] = None,
+    profiles_dir: ProfilesDirOption = None,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Compile again even if an identical build is cached.")] = False,
-    unit: Annotated[str | None, typer.Option("--unit", help="Place every kernel on this compute unit (e.g. cpu).")] = None,
-    no_fallback: Annotated[bool, typer.Option("--no-fallback", help="Fail (exit 1) if any kernel would fall back from its preferred unit.")] = False,
+    unit: UnitOption = None,
+    no_fallback: NoFallbackOption = False,
     json_output: JsonOption = False,
 ) -> None:
     """Compile MODEL for a device through TVM, verify it against onnxruntime, write the artifact."""
@@ -140,10 +147,10 @@ def verify_command(
 def profile_command(
     source: Annotated[Path, typer.Argument(metavar="MODEL|ARTIFACT", help="An ONNX model, or an artifact directory.", show_default=False)],
     device: Annotated[str | None, typer.Option("--device", "-d", help="Device id [default: the artifact's device].")] = None,
-    input_shape: Annotated[list[str] | None, typer.Option("--input-shape", help="NAME=D1,D2,... for an input with dynamic dims (repeat per input).")] = None,
-    unit: Annotated[str | None, typer.Option("--unit", help="Place every kernel on this compute unit (e.g. cpu).")] = None,
-    no_fallback: Annotated[bool, typer.Option("--no-fallback", help="Fail (exit 1) if any kernel would fall back from its preferred unit.")] = False,
-    profiles_dir: Annotated[Path | None, typer.Option("--profiles-dir", help="Also read device profiles (*.yaml) from this directory.")] = None,
+    input_shape: InputShapeOption = None,
+    unit: UnitOption = None,
+    no_fallback: NoFallbackOption = False,
+    profiles_dir: ProfilesDirOption = None,
     json_output: JsonOption = False,
 ) -> None:
     """Simulated cost of a model on a device: per kernel and in total."""

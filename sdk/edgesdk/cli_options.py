@@ -1,0 +1,27 @@
+"""Options that several commands share, and how JSON reaches stdout."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON on stdout, nothing else.")]
+ProfilesDirOption = Annotated[
+    Path | None, typer.Option("--profiles-dir", help="Also read device profiles (*.yaml) from this directory.")
+]
+InputShapeOption = Annotated[
+    list[str] | None,
+    typer.Option("--input-shape", help="NAME=D1,D2,... for an input with dynamic dims (repeat per input)."),
+]
+UnitOption = Annotated[str | None, typer.Option("--unit", help="Place every kernel on this compute unit (e.g. cpu).")]
+NoFallbackOption = Annotated[
+    bool, typer.Option("--no-fallback", help="Fail (exit 1) if any kernel would fall back from its preferred unit.")
+]
+
+
+def print_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2) + "\n")
