@@ -78,6 +78,13 @@ class HostRunner:
         weights = load_npz(self.weights_file)
         self._weights = [tvm.runtime.tensor(weights[key]) for key in sorted(weights)]
 
+    @property
+    def vm(self):
+        """TVM's Relax VM running the library, loaded on first use."""
+        if self._vm is None:
+            self._load()
+        return self._vm
+
     def run(self, inputs: Mapping[str, np.ndarray], *, isolated: bool = False) -> dict[str, np.ndarray]:
         """Outputs by name. ``isolated`` runs in a TVM worker process, so a crash is an error."""
         arrays = check_inputs(inputs, self.inputs, "inputs")
@@ -96,9 +103,7 @@ class HostRunner:
     def _run_here(self, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         import tvm
 
-        if self._vm is None:
-            self._load()
-        result = self._vm["main"](*(tvm.runtime.tensor(array) for array in arrays.values()), *self._weights)
+        result = self.vm["main"](*(tvm.runtime.tensor(array) for array in arrays.values()), *self._weights)
         values = [result] if hasattr(result, "numpy") else list(result)
         return {name: value.numpy() for name, value in zip(self.outputs, values)}
 
@@ -115,6 +120,16 @@ class Artifact:
 
     def __repr__(self) -> str:
         return f"Artifact({str(self.path)!r}, device={self.manifest.device!r}, model={self.manifest.model.name!r})"
+
+    @property
+    def runner(self) -> HostRunner:
+        """The host simulation (for pc, the device library itself)."""
+        return self._runner
+
+    @property
+    def runs_natively(self) -> bool:
+        """Whether the device files themselves run on this host (then they are the simulation)."""
+        return self.manifest.build.simulation_library in self.manifest.build.device_files
 
     @property
     def inputs(self) -> list[TensorSpec]:

@@ -151,23 +151,26 @@ def profile_command(
     unit: UnitOption = None,
     no_fallback: NoFallbackOption = False,
     profiles_dir: ProfilesDirOption = None,
+    measure: Annotated[bool, typer.Option("--measure", help="Also run it here and show measured times (devices whose code runs on this host, e.g. pc).")] = False,
     json_output: JsonOption = False,
 ) -> None:
     """Simulated cost of a model on a device: per kernel and in total."""
     shapes = dict(parse_input_shape(text) for text in input_shape or [])
     with _progress() as on_stage:
         on_stage("analysing the model")
-        report = edgesdk.profile(source, device, input_shapes=shapes, unit=unit, fallback=not no_fallback, profiles_dir=profiles_dir)
+        report = edgesdk.profile(source, device, input_shapes=shapes, unit=unit, fallback=not no_fallback, profiles_dir=profiles_dir, measure=measure)
     if json_output:
         print_json(report.model_dump(mode="json"))
         return
-    estimate = report.estimate
-    table = Table("#", "kernel", "class", "unit", "MFLOP", "DRAM KiB", "ms", "bound", box=box.SIMPLE_HEAD, title=f"{report.model} on {report.device} (simulated)", title_justify="left")
+    estimate, measured = report.estimate, report.measured
+    columns = ["#", "kernel", "class", "unit", "MFLOP", "DRAM KiB", "ms", "bound"] + (["measured ms"] if measured else [])
+    table = Table(*columns, box=box.SIMPLE_HEAD, title=f"{report.model} on {report.device} (simulated)", title_justify="left")
     for layer in estimate.per_layer:
-        table.add_row(
+        row = [
             str(layer.index), layer.name[:40], layer.op_class, layer.unit, f"{layer.flops / 1e6:.3g}", f"{layer.bytes / 1024:.1f}",
             f"{layer.latency_ms:.4f}", layer.bound + (", spill" if layer.spilled else ""),
-        )
+        ]
+        table.add_row(*row, *([f"{measured.per_kernel[layer.index].measured_ms:.4f}"] if measured else []))
     console = Console()
     console.print(table)
     busy = ", ".join(f"{name} {share:.0%}" for name, share in estimate.utilisation.items())
@@ -175,6 +178,8 @@ def profile_command(
         f"total {estimate.latency_ms:.4g} ms, {estimate.energy_mj:.4g} mJ, peak memory {estimate.peak_memory_bytes / 2**20:.2f} MiB, "
         f"{estimate.flops / 1e6:.4g} MFLOP; busy: {busy}; {len(report.partition.fallbacks)} fallbacks"
     )
+    if measured:
+        console.print(f"measured here: {measured.latency_ms:.4g} ms (median of {measured.repeat} runs); predicted/measured = {estimate.latency_ms / measured.latency_ms:.2f}")
 
 
 def register(app: typer.Typer) -> None:

@@ -84,7 +84,7 @@ def _host_target() -> dict[str, Any]:
     return {"kind": "llvm", "mtriple": f"{_host_arch()}-linux-gnu"}
 
 
-def _runs_here(target: dict[str, Any]) -> bool:
+def runs_here(target: dict[str, Any]) -> bool:
     """Whether code for ``target`` runs on this machine (then the device build is the simulation)."""
     return target.get("kind") == "llvm" and str(target.get("mtriple", "")).split("-")[0] == _host_arch()
 
@@ -219,7 +219,7 @@ def deploy(
         raise UserInputError(f"device '{profile.id}': cannot link its library: {missing}")
 
     specs = [BuildSpec(role="device", target=profile.target, emit=backend.emit, toolchain=backend.toolchain, basename=prepared.name)]
-    if not _runs_here(profile.target):
+    if not runs_here(profile.target):
         specs.append(BuildSpec(role="host", target=_host_target(), emit="shared_library", toolchain=host_toolchain(), basename=prepared.name))
     # cache=False compiles into a throw-away cache, so both paths are one.
     private = None if options.get("cache", True) else Path(tempfile.mkdtemp(prefix="edgesdk-nocache-"))

@@ -218,6 +218,8 @@ def analyze(mod) -> ModelAnalysis:
                     )
                 )
                 sources[binding.var] = ("kernel", len(kernels) - 1)
+            elif isinstance(value, relax.Call) and value.args and value.args[0] in sources:
+                sources[binding.var] = sources[value.args[0]]  # a view (reshape) of its input
             elif isinstance(value, relax.TupleGetItem) and value.tuple_value in sources:
                 sources[binding.var] = sources[value.tuple_value]
             elif isinstance(value, relax.Var) and value in sources:

@@ -19,7 +19,7 @@ from edgesdk.kernels import ModelAnalysis, analyze
 from edgesdk.toolchains import Toolchain
 
 # Bump when the lowering changes what it produces for the same inputs: it is part of cache keys.
-PIPELINE_VERSION = 2
+PIPELINE_VERSION = 3
 
 
 class BuildSpec(BaseModel):
@@ -77,11 +77,14 @@ def optimize(mod, target_json: dict[str, Any]):
 def analyze_kernels(mod) -> ModelAnalysis:
     """The fused kernels in call order (op classes, FLOPs, tensors): see edgesdk.kernels."""
     import tvm
+    from tvm import relax
     from tvm.relax.backend import cpu_generic
 
     target = tvm.target.Target({"kind": "llvm"})
     with target:
-        fused = tvm.transform.Sequential(cpu_generic.library_dispatch_passes(target) + cpu_generic.legalize_passes(target))(mod)
+        # RewriteDataflowReshape as in the build: reshapes become views, not kernel calls.
+        passes = [*cpu_generic.library_dispatch_passes(target), *cpu_generic.legalize_passes(target), relax.transform.RewriteDataflowReshape()]
+        fused = tvm.transform.Sequential(passes)(mod)
     return analyze(fused)
 
 

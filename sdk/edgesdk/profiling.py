@@ -7,21 +7,31 @@ deploy's); for an artifact, its ``analysis.json`` is used, on its own device or 
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import onnx
 from pydantic import BaseModel, ConfigDict
 
-from edgesdk.artifact import ANALYSIS_FILE, load_artifact, read_manifest
+from edgesdk.artifact import (
+    ANALYSIS_FILE,
+    MODEL_FILE,
+    Artifact,
+    load_artifact,
+    read_manifest,
+)
 from edgesdk.build_cache import BuildCache
-from edgesdk.deploy import compile_model
+from edgesdk.deploy import compile_model, deploy, runs_here
 from edgesdk.device_registry import get_device
 from edgesdk.errors import UserInputError
 from edgesdk.kernels import ModelAnalysis
 from edgesdk.manifest import Estimate, PartitionInfo
-from edgesdk.model import load_model
+from edgesdk.measure import Measurement
+from edgesdk.measure import measure as measure_runner
+from edgesdk.model import load_model, random_inputs
 from edgesdk.partition import partition
+from edgesdk.profiles import DeviceProfile
 from edgesdk.simulate import simulate
 
 
@@ -34,19 +44,39 @@ class ProfileReport(BaseModel):
     device: str
     estimate: Estimate
     partition: PartitionInfo
+    measured: Measurement | None = None
 
 
-def _analysis(source, input_shapes, timeout_s) -> tuple[str, ModelAnalysis, str | None]:
-    """(model name, its kernels, the artifact's device when ``source`` is an artifact)."""
-    if not isinstance(source, onnx.ModelProto) and Path(source).is_dir():
-        if read_manifest(Path(source)) is None:
-            raise UserInputError(f"{source}: neither an ONNX model nor an edgesdk artifact")
-        artifact = load_artifact(source)
-        analysis = ModelAnalysis.model_validate_json((artifact.path / ANALYSIS_FILE).read_text())
-        return artifact.manifest.model.name, analysis, artifact.manifest.device
+def _artifact(source) -> Artifact | None:
+    if isinstance(source, onnx.ModelProto) or not Path(source).is_dir():
+        return None
+    if read_manifest(Path(source)) is None:
+        raise UserInputError(f"{source}: neither an ONNX model nor an edgesdk artifact")
+    return load_artifact(source)
+
+
+def _read_analysis(artifact: Artifact) -> ModelAnalysis:
+    return ModelAnalysis.model_validate_json((artifact.path / ANALYSIS_FILE).read_text())
+
+
+def _analysis(source, input_shapes, timeout_s) -> tuple[str, ModelAnalysis]:
+    artifact = _artifact(source)
+    if artifact is not None:
+        return artifact.manifest.model.name, _read_analysis(artifact)
     prepared = load_model(source, input_shapes)
     compiled = compile_model(prepared, [], BuildCache(), None, timeout_s=timeout_s, on_stage=lambda stage: None)
-    return prepared.name, ModelAnalysis.model_validate_json((compiled.model_dir / ANALYSIS_FILE).read_text()), None
+    return prepared.name, ModelAnalysis.model_validate_json((compiled.model_dir / ANALYSIS_FILE).read_text())
+
+
+def _native_artifact(source, device: DeviceProfile, input_shapes, profiles_dir, scratch: Path) -> Artifact:
+    """An artifact of ``device`` that runs here: ``source`` itself, or a deploy of its model (cached)."""
+    if not runs_here(device.target):
+        raise UserInputError(f"--measure: code for '{device.id}' does not run on this host", hint="measure a device whose code runs here, e.g. --device pc")
+    artifact = _artifact(source)
+    if artifact is not None and artifact.manifest.device == device.id:
+        return artifact
+    model = artifact.path / MODEL_FILE if artifact else source
+    return deploy(model, device.id, scratch / "a", input_shapes=None if artifact else input_shapes, profiles_dir=profiles_dir)
 
 
 def profile(
@@ -58,12 +88,25 @@ def profile(
     fallback: bool = True,
     profiles_dir: str | os.PathLike | None = None,
     timeout_s: float | None = None,
+    measure: bool = False,
+    repeat: int = 20,
 ) -> ProfileReport:
-    """Partition and simulate ``source`` (a model, or an artifact directory) on ``device``."""
-    name, analysis, artifact_device = _analysis(source, input_shapes, timeout_s)
-    device = device or artifact_device
+    """Partition and simulate ``source`` (a model, or an artifact directory) on ``device``.
+
+    ``measure=True`` also runs the device's code here (devices whose code runs on this host, such
+    as pc) and reports measured total and per-kernel times beside the estimate.
+    """
+    artifact = _artifact(source)
+    device = device or (artifact.manifest.device if artifact else None)
     if device is None:
         raise UserInputError("profile: which device? give --device", hint="`edgesdk devices` lists them")
     profile_ = get_device(device, profiles_dir)
-    placed = partition(analysis, profile_, unit=unit, fallback=fallback)
-    return ProfileReport(model=name, device=profile_.id, estimate=simulate(analysis, placed, profile_), partition=placed.info())
+    with tempfile.TemporaryDirectory(prefix="edgesdk-measure-") as scratch:
+        # Measuring needs the device's build; its analysis is then the one of what runs.
+        native = _native_artifact(source, profile_, input_shapes, profiles_dir, Path(scratch)) if measure else None
+        name, analysis = (native.manifest.model.name, _read_analysis(native)) if native else _analysis(source, input_shapes, timeout_s)
+        placed = partition(analysis, profile_, unit=unit, fallback=fallback)
+        report = ProfileReport(model=name, device=profile_.id, estimate=simulate(analysis, placed, profile_), partition=placed.info())
+        if native:
+            report.measured = measure_runner(native.runner, random_inputs(native.inputs, seed=0), analysis, repeat)
+    return report

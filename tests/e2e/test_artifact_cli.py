@@ -159,3 +159,15 @@ def test_profile_a_model_and_an_artifact_on_other_devices(run_cli, cnn_file, tmp
 def test_profile_needs_a_device_for_a_model(run_cli, cnn_file):
     code, _, err = run_cli("profile", str(cnn_file), "--input-shape", "image=1,3,32,32")
     assert code == 2 and err.startswith("error: profile: which device? give --device")
+
+
+def test_profile_measure_runs_the_pc_build_beside_the_prediction(run_cli, cnn_file):
+    code, out, err = run_cli("profile", str(cnn_file), "--device", "pc", "--input-shape", "image=1,3,32,32", "--measure", "--json")
+    assert code == 0, err
+    report = json.loads(out)
+    measured, layers = report["measured"], report["estimate"]["per_layer"]
+    assert [k["name"] for k in measured["per_kernel"]] == [layer["name"] for layer in layers]
+    assert measured["latency_ms"] > 0 and all(k["measured_ms"] > 0 for k in measured["per_kernel"])
+    assert sum(k["measured_ms"] for k in measured["per_kernel"]) < 10 * measured["latency_ms"]
+    code, _, err = run_cli("profile", str(cnn_file), "--device", "phone", "--input-shape", "image=1,3,32,32", "--measure")
+    assert code == 2 and err.startswith("error: --measure: code for 'phone' does not run on this host")
