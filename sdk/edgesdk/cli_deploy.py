@@ -182,8 +182,30 @@ def profile_command(
         console.print(f"measured here: {measured.latency_ms:.4g} ms (median of {measured.repeat} runs); predicted/measured = {estimate.latency_ms / measured.latency_ms:.2f}")
 
 
+def calibrate_command(
+    device: Annotated[str, typer.Option("--device", "-d", help="A device whose code runs on this host.")] = "pc",
+    repeat: Annotated[int, typer.Option("--repeat", min=3, help="Timed runs per micro-benchmark.")] = 30,
+    json_output: JsonOption = False,
+) -> None:
+    """Fit a profile's efficiency and launch-overhead factors from micro-benchmarks on this host."""
+    from edgesdk.calibration import calibrate, calibration_file
+
+    with _progress() as on_stage:
+        result = calibrate(device, repeat=repeat, on_stage=on_stage)
+    if json_output:
+        print_json(result.model_dump(mode="json"))
+        return
+    table = Table("op class", "efficiency (share of peak)", box=box.SIMPLE_HEAD, title=f"{device}: fitted on this host", title_justify="left")
+    for op_class, value in result.efficiency.items():
+        table.add_row(op_class, f"{value:.4f}")
+    console = Console()
+    console.print(table)
+    console.print(f"launch overhead {result.launch_overhead_s * 1e6:.2f} us; {len(result.samples)} kernels measured; stored in {calibration_file(device)}")
+
+
 def register(app: typer.Typer) -> None:
     app.command("deploy")(deploy_command)
     app.command("profile")(profile_command)
+    app.command("calibrate")(calibrate_command)
     app.command("run")(run_command)
     app.command("verify")(verify_command)

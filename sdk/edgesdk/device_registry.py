@@ -74,6 +74,16 @@ def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
+def _with_calibration(profile: DeviceProfile) -> DeviceProfile:
+    """Apply the factors `edgesdk calibrate` fitted for this device on this host, if any."""
+    from edgesdk.calibration import stored_calibration
+
+    fitted = stored_calibration(profile.id)
+    if fitted is None or fitted.unit not in profile.compute_units:
+        return profile
+    return profile.calibrated(fitted.unit, fitted.efficiency, fitted.launch_overhead_s, fitted.created_utc)
+
+
 class _Resolver:
     """Resolves ``extends`` chains; keeps every profile it has validated."""
 
@@ -120,7 +130,7 @@ class _Resolver:
             raise ProfileError(
                 f"profile {document.source}: {describe_validation_error(exc)}"
             ) from None
-        profile = profile.with_source(document.source)
+        profile = _with_calibration(profile.with_source(document.source))
         self.ready[device_id] = profile
         return profile
 
@@ -171,7 +181,7 @@ def _plugin_profiles() -> tuple[dict[str, _Document], dict[str, DeviceProfile], 
             if isinstance(item, DeviceProfile):
                 source = ProfileSource(plugin)
                 _claim(owners, item.id, source)
-                ready[item.id] = item.with_source(source)
+                ready[item.id] = _with_calibration(item.with_source(source))
             elif isinstance(item, (str, os.PathLike, Traversable)):
                 path = Path(item) if isinstance(item, (str, os.PathLike)) else item
                 source = ProfileSource(plugin, Path(str(path)))

@@ -131,6 +131,14 @@ class Kernel(BaseModel):
     outputs: list[Tensor]
 
     @property
+    def ops(self) -> int:
+        """What the cost model counts as work: FLOPs, or one op per output element for a kernel
+        that only moves data (a transpose has no FLOPs but still takes time)."""
+        if self.flops:
+            return self.flops
+        return sum(int(np.prod(t.shape, dtype=np.int64)) for t in self.outputs)
+
+    @property
     def op_class(self) -> str:
         """The class that dominates the kernel (its heaviest op)."""
         return self.op_classes[0]

@@ -169,6 +169,7 @@ class DeviceProfile(_Strict):
     )
 
     _source: ProfileSource | None = PrivateAttr(None)
+    _calibrated_utc: str | None = PrivateAttr(None)
 
     @field_validator("target")
     @classmethod
@@ -193,6 +194,19 @@ class DeviceProfile(_Strict):
     @property
     def source(self) -> ProfileSource | None:
         return self._source
+
+    @property
+    def calibrated_utc(self) -> str | None:
+        """When a measured calibration was applied to this profile (edgesdk.calibration)."""
+        return self._calibrated_utc
+
+    def calibrated(self, unit: str, efficiency: dict[str, float], launch_overhead_s: float, when: str) -> DeviceProfile:
+        """A copy with one unit's efficiency and launch overhead replaced by fitted values."""
+        units = dict(self.compute_units)
+        units[unit] = units[unit].model_copy(update={"efficiency": efficiency, "launch_overhead_s": launch_overhead_s})
+        copy = self.model_copy(update={"compute_units": units})
+        copy._source, copy._calibrated_utc = self._source, when
+        return copy
 
     def with_source(self, source: ProfileSource) -> DeviceProfile:
         copy = self.model_copy()

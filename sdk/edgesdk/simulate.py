@@ -2,7 +2,8 @@
 
 Per kernel ``k`` on unit ``u``, computing in dtype ``d`` (docs/simulator.md explains each term):
 
-- compute time  = FLOPs(k) / (peak_ops_per_s[u][d] * efficiency[u][op class of k])
+- compute time  = ops(k) / (peak_ops_per_s[u][d] * efficiency[u][op class of k]), ops being
+                  FLOPs, or one per output element for a kernel that only moves data
 - DRAM bytes    = weight bytes read by k, plus all its activation bytes when its working set
                   (inputs + outputs) exceeds u's on-chip memory (a spill), plus model inputs
                   and outputs, which live in DRAM
@@ -49,7 +50,7 @@ def _layer(index: int, kernel: Kernel, unit_name: str, partition: Partition, pro
     unit = profile.compute_units[unit_name]
     dtype = compute_dtype(kernel)
     ops_per_s = unit.peak_ops_per_s.get(dtype) or max(unit.peak_ops_per_s.values())
-    compute_s = kernel.flops / (ops_per_s * _efficiency(unit, kernel.op_class))
+    compute_s = kernel.ops / (ops_per_s * _efficiency(unit, kernel.op_class))
 
     spilled = kernel.bytes_read + kernel.bytes_written > unit.on_chip_memory_bytes
     dram = sum(t.bytes for t in kernel.inputs if t.source in ("weight", "constant", "input"))
@@ -103,5 +104,6 @@ def simulate(analysis: ModelAnalysis, partition: Partition, profile: DeviceProfi
         weight_bytes=weights,
         flops=analysis.flops,
         utilisation={name: (ms / total_ms if total_ms else 0.0) for name, ms in busy.items()},
+        calibrated_utc=profile.calibrated_utc,
         per_layer=layers,
     )

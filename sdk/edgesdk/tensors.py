@@ -20,7 +20,9 @@ def load_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
     if not path.is_file():
         raise UserInputError(f"{path}: no such file")
     with open(path, "rb") as stream:
-        if stream.read(4) != b"PK\x03\x04":  # np.load would take any other bytes for a pickle
+        # A zip starts with a local header, or is empty (end record); np.load would take any
+        # other bytes for a pickle.
+        if stream.read(4) not in (b"PK\x03\x04", b"PK\x05\x06"):
             raise UserInputError(f"{path}: not a valid .npz file (not a zip archive)", hint="save arrays with numpy.savez")
     try:
         with np.load(path, allow_pickle=False) as archive:

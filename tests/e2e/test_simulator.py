@@ -40,3 +40,23 @@ def test_topk_on_the_phone_falls_back_to_the_cpu_and_pays_a_transfer(tmp_path):
     link = edgesdk.get_device("phone").interconnect
     assert layers["topk"].transfer_ms == pytest.approx((100 * 4 / link.bandwidth_bytes_per_s + link.latency_s) * 1e3)
     assert layers["fused_matmul_relu"].transfer_ms == 0
+
+
+def test_calibrate_fits_this_host_and_later_estimates_use_it(run_cli, tmp_path, monkeypatch):
+    import json
+
+    from edgesdk.calibration import micro_benchmarks
+    from edgesdk.testing.models import mlp
+
+    monkeypatch.setenv("EDGESDK_CACHE_DIR", str(tmp_path / "cache"))
+    code, out, err = run_cli("calibrate", "--device", "pc", "--repeat", "5", "--json")
+    assert code == 0, err
+    fitted = json.loads(out)
+    assert {sample["benchmark"] for sample in fitted["samples"]} == set(micro_benchmarks())
+    assert all(0 < value <= 1 for value in fitted["efficiency"].values())
+    assert 0 < fitted["launch_overhead_s"] < 1e-3
+    onnx.save(mlp(), tmp_path / "mlp.onnx")
+    code, out, _ = run_cli("profile", str(tmp_path / "mlp.onnx"), "--device", "pc", "--input-shape", "features=1,64", "--json")
+    assert json.loads(out)["estimate"]["calibrated_utc"] == fitted["created_utc"]
+    code, _, err = run_cli("calibrate", "--device", "phone")
+    assert code == 2 and err.startswith("error: calibrate: code for 'phone' does not run on this host")

@@ -68,3 +68,8 @@ def test_verification_summarises_the_worst_output():
     assert [check.passed for check in result.outputs] == [True, False]
     assert result.max_abs_err == pytest.approx(1e-3, rel=1e-3)
     assert result.reference.startswith("onnxruntime ")
+
+
+def test_an_empty_npz_is_valid(tmp_path):
+    save_npz(tmp_path / "none.npz", {})
+    assert load_npz(tmp_path / "none.npz") == {}

@@ -133,3 +133,65 @@ def transformer_block(seed: int = 2, d_model: int = 64, heads: int = 4, ffn: int
         [helper.make_tensor_value_info("tokens", TensorProto.FLOAT, ["batch", "seq", d_model])],
         [helper.make_tensor_value_info(out, TensorProto.FLOAT, ["batch", "seq", d_model])],
     )
+
+
+def _conv(g: GraphBuilder, x: str, cin: int, cout: int, kernel: int, stride: int = 1, group: int = 1, relu: bool = True) -> str:
+    weight = g.weight((cout, cin // group, kernel, kernel), cin // group * kernel * kernel)
+    y = g.op("Conv", [x, weight, g.const(np.zeros(cout, np.float32))], pads=[kernel // 2] * 4, strides=[stride] * 2, group=group)
+    return g.op("Relu", [y]) if relu else y
+
+
+def branchy_net(seed: int = 3) -> onnx.ModelProto:
+    """Two Inception-style blocks: four parallel branches (1x1, 3x3, 5x5, pool + 1x1) concatenated.
+
+    Input `image`: [N, 3, 64, 64].
+    """
+    g = GraphBuilder(seed)
+    x, channels = _conv(g, "image", 3, 32, 3, stride=2), 32  # 32x32
+    for width in (16, 24):
+        branches = [
+            _conv(g, x, channels, width, 1),
+            _conv(g, _conv(g, x, channels, width, 1), width, width, 3),
+            _conv(g, _conv(g, x, channels, width // 2, 1), width // 2, width, 5),
+            _conv(g, g.op("MaxPool", [x], kernel_shape=[3, 3], pads=[1, 1, 1, 1], strides=[1, 1]), channels, width, 1),
+        ]
+        x, channels = g.op("Concat", branches, axis=1), 4 * width
+    logits = g.op("Gemm", [g.op("Flatten", [g.op("GlobalAveragePool", [x])]), g.weight((10, channels), channels), g.const(np.zeros(10, np.float32))], "logits", transB=1)
+    return g.model(
+        "branchy_net",
+        [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["N", 3, 64, 64])],
+        [helper.make_tensor_value_info(logits, TensorProto.FLOAT, ["N", 10])],
+    )
+
+
+def large_spatial_net(seed: int = 4) -> onnx.ModelProto:
+    """Few channels at high resolution, like an image-enhancement or segmentation stem.
+
+    Input `image`: [N, 3, 224, 224]; output a 1-channel map [N, 1, 224, 224].
+    """
+    g = GraphBuilder(seed)
+    x = _conv(g, "image", 3, 8, 3)
+    x = _conv(g, x, 8, 8, 3)
+    y = _conv(g, x, 8, 8, 3, group=8)
+    x = g.op("Add", [x, y])
+    out = g.op("Sigmoid", [_conv(g, x, 8, 1, 1, relu=False)], "mask")
+    return g.model(
+        "large_spatial_net",
+        [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["N", 3, 224, 224])],
+        [helper.make_tensor_value_info(out, TensorProto.FLOAT, ["N", 1, 224, 224])],
+    )
+
+
+def depthwise_net(seed: int = 5) -> onnx.ModelProto:
+    """A MobileNet-style stack of depthwise-separable blocks. Input `image`: [N, 3, 96, 96]."""
+    g = GraphBuilder(seed)
+    x, channels = _conv(g, "image", 3, 16, 3, stride=2), 16  # 48x48
+    for cout, stride in ((32, 1), (64, 2), (64, 1), (128, 2), (128, 1)):
+        x = _conv(g, x, channels, channels, 3, stride=stride, group=channels)
+        x, channels = _conv(g, x, channels, cout, 1), cout
+    logits = g.op("Gemm", [g.op("Flatten", [g.op("GlobalAveragePool", [x])]), g.weight((10, channels), channels), g.const(np.zeros(10, np.float32))], "logits", transB=1)
+    return g.model(
+        "depthwise_net",
+        [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["N", 3, 96, 96])],
+        [helper.make_tensor_value_info(logits, TensorProto.FLOAT, ["N", 10])],
+    )
