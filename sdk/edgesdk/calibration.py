@@ -8,7 +8,10 @@ model (docs/simulator.md) on those measurements:
 
 - ``launch_overhead_s``: the median time of the tiniest kernels (a few elements each);
 - ``efficiency[class]``: the median, over that class's kernels, of
-  ``ops / (peak_ops_per_s x (measured time - overhead))``, clipped to (0, 1].
+  ``ops / (peak_ops_per_s x (measured time - overhead))``, clipped to (0, 1];
+- and every sample's own efficiency with its shape features, so that the simulator can
+  interpolate a kernel's efficiency from the measured kernels of its class nearest in shape
+  (``shape_efficiency``): untuned code's efficiency depends on shape far more than on class.
 
 The models you evaluate with are never used. The result is a small JSON file in the edgesdk cache
 (``<cache>/calibration/<device>.json``); the device registry applies it to that profile from then
@@ -55,22 +58,40 @@ def _weights(*shape: int) -> np.ndarray:
     return np.random.default_rng(sum(shape)).standard_normal(shape) * 0.1
 
 
-def micro_benchmarks() -> dict[str, Callable[[], onnx.ModelProto]]:
-    """One-operator models, a few sizes per op class (none of them a model we evaluate with)."""
-    conv = lambda cin, cout, k, hw, groups=1: _single_op(  # noqa: E731
+def _conv(cin: int, cout: int, k: int, hw: int, groups: int = 1) -> onnx.ModelProto:
+    return _single_op(
         f"conv_{cin}_{cout}_{k}_{hw}_{groups}", "Conv", [1, cin, hw, hw], {"w": _weights(cout, cin // groups, k, k), "b": _weights(cout)},
         pads=[k // 2] * 4, group=groups,
     )
+
+
+def _sweep(seed: int = 2026) -> dict[str, Callable[[], onnx.ModelProto]]:
+    """Seeded random shapes for the compute-heavy classes, kept under ~30 MFLOP each so that a
+    calibration takes a couple of minutes: efficiency varies with shape, not only with class."""
+    rng = np.random.default_rng(seed)
+    channels = [3, 8, 16, 24, 32, 48, 64, 96, 128, 192, 256]
+    sides = [5, 7, 10, 14, 20, 28, 40, 56]
+    found: dict[str, Callable[[], onnx.ModelProto]] = {}
+    while sum(name.startswith("conv") for name in found) < 32:
+        cin, cout = int(rng.choice(channels)), int(rng.choice(channels[1:]))
+        k, hw = int(rng.choice([1, 3, 3, 5])), int(rng.choice(sides))
+        if 2 * cin * cout * k * k * hw * hw <= 30e6:
+            found[f"conv{k}x{k}_{cin}_{cout}_{hw}"] = lambda a=(cin, cout, k, hw): _conv(*a)
+    while sum(name.startswith("dwconv") for name in found) < 10:
+        c, k, hw = int(rng.choice(channels[1:])), int(rng.choice([3, 5])), int(rng.choice(sides))
+        found[f"dwconv{k}x{k}_{c}_{hw}"] = lambda a=(c, k, hw): _conv(a[0], a[0], a[1], a[2], groups=a[0])
+    while sum(name.startswith("matmul") for name in found) < 12:
+        m, kk, n = (int(rng.choice([1, 4, 16, 64, 128, 256])), int(rng.choice([16, 64, 128, 256, 512])), int(rng.choice([16, 64, 128, 256, 512, 1000])))
+        if 2 * m * kk * n <= 30e6:
+            found[f"matmul_{m}x{kk}x{n}"] = lambda a=(m, kk, n): _single_op(f"matmul_{a}", "MatMul", [a[0], a[1]], {"w": _weights(a[1], a[2])})
+    return found
+
+
+def micro_benchmarks() -> dict[str, Callable[[], onnx.ModelProto]]:
+    """One-operator models: a seeded sweep of conv/depthwise/matmul shapes, and a few sizes of the
+    other classes (none of them a model we evaluate with)."""
     return {
-        "conv3x3_16_32_56": lambda: conv(16, 32, 3, 56),
-        "conv3x3_64_64_28": lambda: conv(64, 64, 3, 28),
-        "conv1x1_64_128_28": lambda: conv(64, 128, 1, 28),
-        "conv1x1_256_256_7": lambda: conv(256, 256, 1, 7),
-        "dwconv3x3_32_56": lambda: conv(32, 32, 3, 56, groups=32),
-        "dwconv3x3_128_14": lambda: conv(128, 128, 3, 14, groups=128),
-        "matmul_64x256x256": lambda: _single_op("matmul_a", "MatMul", [64, 256], {"w": _weights(256, 256)}),
-        "matmul_1x512x1000": lambda: _single_op("matmul_b", "MatMul", [1, 512], {"w": _weights(512, 1000)}),
-        "matmul_128x64x128": lambda: _single_op("matmul_c", "MatMul", [128, 64], {"w": _weights(64, 128)}),
+        **_sweep(),
         "add_64x56x56": lambda: _single_op("add_a", "Add", [1, 64, 56, 56], {"w": _weights(1, 64, 56, 56)}),
         "add_tiny": lambda: _single_op("add_tiny", "Add", [1, TINY_ELEMENTS], {"w": _weights(1, TINY_ELEMENTS)}),
         "relu_tiny": lambda: _single_op("relu_tiny", "Relu", [1, TINY_ELEMENTS]),
@@ -90,7 +111,9 @@ class Sample(BaseModel):
     kernel: str
     op_class: str
     ops: int
+    features: tuple[float, float, float]  # Kernel.shape_features
     measured_ms: float
+    efficiency: float = 0.0  # filled by fit()
 
 
 class Calibration(BaseModel):
@@ -123,6 +146,7 @@ def stored_calibration(device_id: str) -> Calibration | None:
 
 
 def fit(samples: list[Sample], peak_ops_per_s: float) -> tuple[float, dict[str, float]]:
+    """Fit the overhead and per-class efficiencies; also set each sample's own efficiency."""
     tiny = [s.measured_ms for s in samples if s.benchmark.endswith("_tiny")]
     overhead_s = statistics.median(tiny) * 1e-3
     by_class: dict[str, list[float]] = {}
@@ -130,7 +154,8 @@ def fit(samples: list[Sample], peak_ops_per_s: float) -> tuple[float, dict[str, 
         if sample.benchmark.endswith("_tiny"):
             continue
         busy_s = max(sample.measured_ms * 1e-3 - overhead_s, 1e-9)
-        by_class.setdefault(sample.op_class, []).append(min(1.0, sample.ops / (peak_ops_per_s * busy_s)))
+        sample.efficiency = min(1.0, sample.ops / (peak_ops_per_s * busy_s))
+        by_class.setdefault(sample.op_class, []).append(sample.efficiency)
     efficiency = {op_class: statistics.median(values) for op_class, values in by_class.items()}
     efficiency["default"] = statistics.median(efficiency.values())
     return overhead_s, efficiency
@@ -161,7 +186,9 @@ def calibrate(device: str = "pc", *, repeat: int = 30, on_stage: Callable[[str],
             analysis = ModelAnalysis.model_validate_json((artifact.path / "analysis.json").read_text())
             measured = measure(artifact.runner, random_inputs(artifact.inputs, seed=0), analysis, repeat)
             for kernel, timing in zip(analysis.kernels, measured.per_kernel):
-                samples.append(Sample(benchmark=name, kernel=kernel.name, op_class=kernel.op_class, ops=kernel.ops, measured_ms=timing.measured_ms))
+                samples.append(
+                    Sample(benchmark=name, kernel=kernel.name, op_class=kernel.op_class, ops=kernel.ops, features=kernel.shape_features, measured_ms=timing.measured_ms)
+                )
     overhead_s, efficiency = fit(samples, unit.peak_ops_per_s["float32"])
     result = Calibration(
         device=profile.id,
@@ -176,3 +203,21 @@ def calibrate(device: str = "pc", *, repeat: int = 30, on_stage: Callable[[str],
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result.model_dump(mode="json"), indent=1) + "\n")
     return result
+
+
+# Kernels of a class with at least this many samples get a shape-interpolated efficiency.
+MIN_SAMPLES_FOR_SHAPE = 6
+NEIGHBOURS = 4
+
+
+def shape_efficiency(samples: list[Sample], op_class: str, features: tuple[float, float, float]) -> float | None:
+    """Efficiency interpolated from the measured kernels of ``op_class`` nearest in (log2) shape:
+    the inverse-distance-weighted geometric mean of the nearest few. None when too few samples."""
+    own = [s for s in samples if s.op_class == op_class and s.efficiency > 0]
+    if len(own) < MIN_SAMPLES_FOR_SHAPE:
+        return None
+    point = np.log2(np.asarray(features))
+    distances = np.array([np.linalg.norm(np.log2(np.asarray(s.features)) - point) for s in own])
+    nearest = np.argsort(distances)[:NEIGHBOURS]
+    weights = 1.0 / (distances[nearest] + 0.25)
+    return float(2 ** (np.sum(weights * np.log2([own[i].efficiency for i in nearest])) / np.sum(weights)))

@@ -139,6 +139,16 @@ class Kernel(BaseModel):
         return sum(int(np.prod(t.shape, dtype=np.int64)) for t in self.outputs)
 
     @property
+    def shape_features(self) -> tuple[float, float, float]:
+        """(reduction length, output channels, output positions): what a kernel's efficiency on a
+        CPU depends on, beyond its op class. Reduction = FLOPs per output element / 2 (cin*kh*kw
+        for a convolution, K for a matmul)."""
+        out = self.outputs[0].shape if self.outputs else [1]
+        elements = max(1, int(np.prod(out, dtype=np.int64)))
+        channels = out[1] if len(out) == 4 else out[-1]
+        return max(1.0, self.flops / (2 * elements)), float(max(1, channels)), elements / max(1, channels)
+
+    @property
     def op_class(self) -> str:
         """The class that dominates the kernel (its heaviest op)."""
         return self.op_classes[0]

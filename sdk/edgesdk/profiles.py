@@ -170,6 +170,7 @@ class DeviceProfile(_Strict):
 
     _source: ProfileSource | None = PrivateAttr(None)
     _calibrated_utc: str | None = PrivateAttr(None)
+    _shape_samples: dict[str, list[Any]] = PrivateAttr(default_factory=dict)
 
     @field_validator("target")
     @classmethod
@@ -200,12 +201,20 @@ class DeviceProfile(_Strict):
         """When a measured calibration was applied to this profile (edgesdk.calibration)."""
         return self._calibrated_utc
 
-    def calibrated(self, unit: str, efficiency: dict[str, float], launch_overhead_s: float, when: str) -> DeviceProfile:
-        """A copy with one unit's efficiency and launch overhead replaced by fitted values."""
+    def shape_samples(self, unit: str) -> list[Any]:
+        """Measured kernels of a calibrated unit (edgesdk.calibration.Sample), else empty."""
+        return self._shape_samples.get(unit, [])
+
+    def calibrated(
+        self, unit: str, efficiency: dict[str, float], launch_overhead_s: float, when: str, samples: list[Any] = ()
+    ) -> DeviceProfile:
+        """A copy with one unit's efficiency and launch overhead replaced by fitted values, and its
+        measured kernels kept for shape-aware efficiency."""
         units = dict(self.compute_units)
         units[unit] = units[unit].model_copy(update={"efficiency": efficiency, "launch_overhead_s": launch_overhead_s})
         copy = self.model_copy(update={"compute_units": units})
         copy._source, copy._calibrated_utc = self._source, when
+        copy._shape_samples = {**self._shape_samples, unit: list(samples)}
         return copy
 
     def with_source(self, source: ProfileSource) -> DeviceProfile:

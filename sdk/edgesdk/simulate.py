@@ -2,8 +2,10 @@
 
 Per kernel ``k`` on unit ``u``, computing in dtype ``d`` (docs/simulator.md explains each term):
 
-- compute time  = ops(k) / (peak_ops_per_s[u][d] * efficiency[u][op class of k]), ops being
-                  FLOPs, or one per output element for a kernel that only moves data
+- compute time  = ops(k) / (peak_ops_per_s[u][d] * efficiency), ops being FLOPs, or one per
+                  output element for a kernel that only moves data; efficiency is the profile's
+                  figure for k's op class, or, on a calibrated unit, interpolated from the
+                  measured kernels of that class nearest in shape (edgesdk.calibration)
 - DRAM bytes    = weight bytes read by k, plus all its activation bytes when its working set
                   (inputs + outputs) exceeds u's on-chip memory (a spill), plus model inputs
                   and outputs, which live in DRAM
@@ -22,11 +24,17 @@ from __future__ import annotations
 from edgesdk.kernels import Kernel, ModelAnalysis
 from edgesdk.manifest import Estimate, LayerCost
 from edgesdk.partition import Partition, compute_dtype
-from edgesdk.profiles import ComputeUnit, DeviceProfile
+from edgesdk.profiles import DeviceProfile
 
 
-def _efficiency(unit: ComputeUnit, op_class: str) -> float:
-    return unit.efficiency.get(op_class, unit.efficiency["default"])
+def _efficiency(profile: DeviceProfile, unit_name: str, kernel: Kernel) -> float:
+    """Calibrated units interpolate from measured kernels of similar shape; else the class's figure."""
+    from edgesdk.calibration import shape_efficiency
+
+    samples = profile.shape_samples(unit_name)
+    fitted = shape_efficiency(samples, kernel.op_class, kernel.shape_features) if samples else None
+    unit = profile.compute_units[unit_name]
+    return fitted if fitted is not None else unit.efficiency.get(kernel.op_class, unit.efficiency["default"])
 
 
 def _peak_memory(analysis: ModelAnalysis) -> tuple[int, int]:
@@ -50,7 +58,7 @@ def _layer(index: int, kernel: Kernel, unit_name: str, partition: Partition, pro
     unit = profile.compute_units[unit_name]
     dtype = compute_dtype(kernel)
     ops_per_s = unit.peak_ops_per_s.get(dtype) or max(unit.peak_ops_per_s.values())
-    compute_s = kernel.ops / (ops_per_s * _efficiency(unit, kernel.op_class))
+    compute_s = kernel.ops / (ops_per_s * _efficiency(profile, unit_name, kernel))
 
     spilled = kernel.bytes_read + kernel.bytes_written > unit.on_chip_memory_bytes
     dram = sum(t.bytes for t in kernel.inputs if t.source in ("weight", "constant", "input"))

@@ -5,7 +5,7 @@ from edgesdk.calibration import Calibration, Sample, calibration_file, fit, micr
 
 
 def sample(benchmark, op_class, ops, ms):
-    return Sample(benchmark=benchmark, kernel=benchmark, op_class=op_class, ops=ops, measured_ms=ms)
+    return Sample(benchmark=benchmark, kernel=benchmark, op_class=op_class, ops=ops, features=(1.0, 1.0, 1.0), measured_ms=ms)
 
 
 def test_fit_inverts_the_cost_model():
@@ -65,3 +65,19 @@ def test_a_corrupt_calibration_file_is_ignored(tmp_path, monkeypatch):
     monkeypatch.setenv("EDGESDK_CACHE_DIR", str(tmp_path))
     write_calibration().write_text("{not json")
     assert edgesdk.get_device("pc").calibrated_utc is None
+
+
+def test_shape_efficiency_interpolates_from_the_nearest_measured_kernels():
+    from edgesdk.calibration import shape_efficiency
+
+    def measured(reduction, efficiency):
+        s = sample(f"conv_{reduction}", "conv", 1, 1.0)
+        return s.model_copy(update={"features": (float(reduction), 32.0, 100.0), "efficiency": efficiency})
+
+    # Efficiency falls with the reduction length: 10% at 8, 1% at 512.
+    samples = [measured(r, e) for r, e in [(8, 0.1), (16, 0.08), (32, 0.05), (64, 0.03), (128, 0.02), (256, 0.015), (512, 0.01)]]
+    assert shape_efficiency(samples, "conv", (8.0, 32.0, 100.0)) == pytest.approx(0.1, rel=0.35)
+    assert shape_efficiency(samples, "conv", (512.0, 32.0, 100.0)) == pytest.approx(0.01, rel=0.35)
+    assert shape_efficiency(samples, "conv", (8.0, 32.0, 100.0)) > shape_efficiency(samples, "conv", (512.0, 32.0, 100.0))
+    assert shape_efficiency(samples[:3], "conv", (8.0, 32.0, 100.0)) is None  # too few samples
+    assert shape_efficiency(samples, "matmul", (8.0, 32.0, 100.0)) is None
