@@ -12,10 +12,7 @@ Ratios > 1 mean slower than onnxruntime. Nothing here is asserted; the numbers a
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
-import statistics
 import sys
 import tempfile
 import time
@@ -25,8 +22,10 @@ import onnxruntime as ort
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "examples"))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import edgesdk  # noqa: E402
+from _common import median_ms, write_result  # noqa: E402
 from edgesdk.model import random_inputs  # noqa: E402
 from edgesdk.testing.models import mlp, tiny_cnn, transformer_block  # noqa: E402
 from make_example import hand_tracker  # noqa: E402
@@ -37,17 +36,6 @@ MODELS = {
     "transformer_block": (transformer_block, {"tokens": [1, 64, 64]}),
     "hand_tracker": (hand_tracker, {"frames": [1, 3, 96, 96]}),
 }
-
-
-def timed(function, repeat: int) -> float:
-    """Median wall time in milliseconds over ``repeat`` calls, after one warm-up call."""
-    function()
-    samples = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        function()
-        samples.append((time.perf_counter() - start) * 1e3)
-    return statistics.median(samples)
 
 
 def bench(name: str, repeat: int, scratch: Path) -> dict:
@@ -66,8 +54,8 @@ def bench(name: str, repeat: int, scratch: Path) -> dict:
     pc = edgesdk.load_artifact(scratch / f"{name}-pc")
     inputs = random_inputs(pc.inputs, seed=1)
     session = ort.InferenceSession(str(pc.path / "model.onnx"), providers=["CPUExecutionProvider"])
-    record["pc_tvm_ms"] = round(timed(lambda: pc.run(inputs), repeat), 4)
-    record["onnxruntime_ms"] = round(timed(lambda: session.run(None, inputs), repeat), 4)
+    record["pc_tvm_ms"] = round(median_ms(lambda: pc.run(inputs), repeat), 4)
+    record["onnxruntime_ms"] = round(median_ms(lambda: session.run(None, inputs), repeat), 4)
     record["tvm_over_onnxruntime"] = round(record["pc_tvm_ms"] / record["onnxruntime_ms"], 2)
     record["kernels"] = pc.manifest.build.kernels
     return record
@@ -88,16 +76,7 @@ def main() -> None:
             f"{r['model']:<18} {r['cold_deploy_s_pc']:>9.2f} {r['cold_deploy_s_xr-headset']:>9.2f} "
             f"{r['warm_deploy_s_xr-headset']:>9.2f} {r['pc_tvm_ms']:>9.3f} {r['onnxruntime_ms']:>9.3f} {r['tvm_over_onnxruntime']:>8.2f}"
         )
-    result = {
-        "benchmark": "deploy",
-        "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
-        "versions": {"edgesdk": edgesdk.__version__, "onnxruntime": ort.__version__},
-        "repeat": args.repeat,
-        "models": records,
-    }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {args.out}")
+    write_result(args.out, {"benchmark": "deploy", "repeat": args.repeat, "models": records})
 
 
 if __name__ == "__main__":

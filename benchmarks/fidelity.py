@@ -13,12 +13,10 @@ latency on the same model is printed beside, for scale.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
 import tempfile
-import time
 import zipfile
 from pathlib import Path
 
@@ -28,8 +26,10 @@ import onnxruntime as ort
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "examples"))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import edgesdk  # noqa: E402
+from _common import median_ms, write_result  # noqa: E402
 from edgesdk.calibration import calibrate  # noqa: E402
 from edgesdk.kernels import ModelAnalysis  # noqa: E402
 from edgesdk.measure import measure  # noqa: E402
@@ -69,13 +69,7 @@ def spearman(a: list[float], b: list[float]) -> float:
 
 def onnxruntime_ms(path: Path, inputs: dict, repeat: int) -> float:
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    session.run(None, inputs)
-    samples = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        session.run(None, inputs)
-        samples.append((time.perf_counter() - start) * 1e3)
-    return statistics.median(samples)
+    return median_ms(lambda: session.run(None, inputs), repeat)
 
 
 def main() -> None:
@@ -118,17 +112,8 @@ def main() -> None:
     for r in records:
         print(f"{r['model']:<28} {r['kernels']:>7} {r['predicted_ms']:>9.3f} {r['measured_ms']:>9.3f} {r['ratio']:>9.2f} {r['kernel_rank_correlation']:>7.2f} {r['onnxruntime_ms']:>8.3f}")
     print(f"median error {summary['median_error']:.1%}, p90 {summary['p90_error']:.1%}, worst {summary['worst_error']:.1%}; median kernel rank correlation {summary['median_kernel_rank_correlation']:.2f}")
-    result = {
-        "benchmark": "fidelity",
-        "device": "pc",
-        "calibration": {"launch_overhead_s": calibration.launch_overhead_s, "efficiency": calibration.efficiency, "created_utc": calibration.created_utc},
-        "repeat": args.repeat,
-        "summary": summary,
-        "models": records,
-    }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {args.out}")
+    calibrated = {"launch_overhead_s": calibration.launch_overhead_s, "efficiency": calibration.efficiency, "created_utc": calibration.created_utc}
+    write_result(args.out, {"benchmark": "fidelity", "device": "pc", "calibration": calibrated, "repeat": args.repeat, "summary": summary, "models": records})
 
 
 if __name__ == "__main__":
