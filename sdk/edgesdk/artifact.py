@@ -167,12 +167,16 @@ class Artifact:
 
     def verify(self) -> VerificationInfo:
         """Re-check every file's hash, then the numerics against onnxruntime on the stored inputs."""
+        from edgesdk.precision import SCHEME_TOLERANCE
         from edgesdk.verify import reference_outputs, verification
 
         self.check_files()
         inputs = load_npz(self.path / INPUTS_FILE)
         reference = reference_outputs((self.path / MODEL_FILE).read_bytes(), inputs)
-        result = verification(self.run(inputs, isolated=True), reference, user_inputs=self.manifest.verification.inputs == "user")
+        result = verification(
+            self.run(inputs, isolated=True), reference, user_inputs=self.manifest.verification.inputs == "user",
+            float_rtol=SCHEME_TOLERANCE.get(self.manifest.quantization.scheme),
+        )
         if not result.passed:
             raise CheckFailed(failure_message(self.path, result))
         return result

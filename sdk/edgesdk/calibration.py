@@ -1,17 +1,19 @@
 """`edgesdk calibrate`: fit a profile's efficiency and overhead factors from micro-benchmarks here.
 
-Only a device whose code runs on this host (pc) can be calibrated by measurement. Each
-micro-benchmark is a one-operator ONNX model (convolutions, depthwise convolutions, matmuls,
-elementwise, softmax, pooling, normalization, reductions, copies) of a few sizes, deployed through
-the normal pipeline and measured kernel by kernel (edgesdk.measure). The fit inverts the cost
-model (docs/simulator.md) on those measurements:
+Only a device whose code runs on this host (pc) can be calibrated by measurement. The suite
+(``micro_benchmarks``) is about 120 single operators: a seeded sweep of convolution, depthwise
+convolution and matmul shapes, and a few sizes of the other classes. They are compiled through the
+normal pipeline into a few models of independent branches, each operator called twice (the second,
+warm call is measured, kernel by kernel: edgesdk.measure). The fit inverts the cost model
+(docs/simulator.md) on those measurements:
 
 - ``launch_overhead_s``: the median time of the tiniest kernels (a few elements each);
 - ``efficiency[class]``: the median, over that class's kernels, of
   ``ops / (peak_ops_per_s x (measured time - overhead))``, clipped to (0, 1];
-- and every sample's own efficiency with its shape features, so that the simulator can
-  interpolate a kernel's efficiency from the measured kernels of its class nearest in shape
-  (``shape_efficiency``): untuned code's efficiency depends on shape far more than on class.
+- every sample's own efficiency with its loop-nest features, and per class the feature weights
+  that predict the samples best: the simulator interpolates a kernel's efficiency from the
+  measured kernels most like it (edgesdk.efficiency_model), since untuned code's efficiency
+  depends on its loop nest far more than on its class.
 
 The models you evaluate with are never used. The result is a small JSON file in the edgesdk cache
 (``<cache>/calibration/<device>.json``); the device registry applies it to that profile from then
@@ -28,7 +30,9 @@ import platform
 import statistics
 import tempfile
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -36,84 +40,116 @@ from onnx import TensorProto, helper, numpy_helper
 from pydantic import BaseModel, ConfigDict
 
 from edgesdk.build_cache import cache_root
+from edgesdk.efficiency_model import Sample, choose_weights, efficiency_features, interpolate
 from edgesdk.errors import UserInputError
-from edgesdk.kernels import ModelAnalysis
+from edgesdk.kernels import Kernel, ModelAnalysis
 
 NO_CALIBRATION_ENV = "EDGESDK_NO_CALIBRATION"
 TINY_ELEMENTS = 256
+SUITE_MODEL_OPS = 40  # operators per compiled calibration model
 
 
-def _single_op(name: str, op: str, x_shape: list[int], weights: dict[str, np.ndarray] | None = None, **attrs) -> onnx.ModelProto:
-    initializers = [numpy_helper.from_array(array.astype(np.float32), key) for key, array in (weights or {}).items()]
-    node = helper.make_node(op, ["x", *(weights or {})], ["y"], **attrs)
-    graph = helper.make_graph(
-        [node], name, [helper.make_tensor_value_info("x", TensorProto.FLOAT, x_shape)],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], initializers,
+@dataclass(frozen=True)
+class MicroOp:
+    """One operator of the calibration suite: ``op`` applied to an input of ``x_shape``."""
+
+    name: str
+    op: str
+    x_shape: tuple[int, ...]
+    weights: tuple[tuple[int, ...], ...] = ()
+    attrs: tuple[tuple[str, Any], ...] = ()
+
+    def nodes(self, index: int) -> tuple[list[onnx.NodeProto], onnx.ValueInfoProto, list[onnx.TensorProto]]:
+        rng = np.random.default_rng(index)
+        names = [f"w{index}_{n}" for n in range(len(self.weights))]
+        initializers = [
+            numpy_helper.from_array((rng.standard_normal(shape) * 0.1 + (1.0 if self.op == "LayerNormalization" and n == 0 else 0.0)).astype(np.float32), name)
+            for n, (name, shape) in enumerate(zip(names, self.weights))
+        ]
+        # Twice: the second call finds its input and weights in cache, as a kernel of a model does
+        # (its input was just written by its producer; its weights were read in the last run).
+        nodes = [helper.make_node(self.op, [f"x{index}", *names], [f"{out}{index}"], name=f"{self.name}_{out}", **dict(self.attrs)) for out in "yz"]
+        return nodes, helper.make_tensor_value_info(f"x{index}", TensorProto.FLOAT, list(self.x_shape)), initializers
+
+
+def suite_model(ops: list[MicroOp], name: str = "calibration") -> onnx.ModelProto:
+    """Independent one-operator branches in one model: one compile measures many kernels."""
+    nodes, inputs, initializers = [], [], []
+    for index, op in enumerate(ops):
+        op_nodes, value_info, weights = op.nodes(index)
+        nodes += op_nodes
+        inputs.append(value_info)
+        initializers += weights
+    outputs = [helper.make_tensor_value_info(f"{out}{index}", TensorProto.FLOAT, None) for index in range(len(ops)) for out in "yz"]
+    model = helper.make_model(helper.make_graph(nodes, name, inputs, outputs, initializers), opset_imports=[helper.make_opsetid("", 17)])
+    return onnx.shape_inference.infer_shapes(model, strict_mode=True)  # gives the outputs their shapes
+
+
+def _conv(cin: int, cout: int, k: int, h: int, w: int, stride: int = 1, groups: int = 1) -> tuple[MicroOp, int]:
+    """A convolution and its FLOPs."""
+    op = MicroOp(
+        f"conv{k}x{k}s{stride}g{groups}_{cin}_{cout}_{h}x{w}", "Conv", (1, cin, h, w), ((cout, cin // groups, k, k), (cout,)),
+        (("pads", (k // 2,) * 4), ("group", groups), ("strides", (stride, stride))),
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    return onnx.shape_inference.infer_shapes(model, strict_mode=True)  # gives `y` its shape
+    return op, 2 * (cin // groups) * cout * k * k * -(-h // stride) * -(-w // stride)
 
 
-def _weights(*shape: int) -> np.ndarray:
-    return np.random.default_rng(sum(shape)).standard_normal(shape) * 0.1
+MAX_FLOPS = 60e6  # per micro-benchmark, so that a calibration takes about a minute
 
 
-def _conv(cin: int, cout: int, k: int, hw: int, groups: int = 1) -> onnx.ModelProto:
-    return _single_op(
-        f"conv_{cin}_{cout}_{k}_{hw}_{groups}", "Conv", [1, cin, hw, hw], {"w": _weights(cout, cin // groups, k, k), "b": _weights(cout)},
-        pads=[k // 2] * 4, group=groups,
-    )
+def _sweep(rng: np.random.Generator) -> list[MicroOp]:
+    """Seeded random shapes for the compute-heavy classes: the speed of compiled loop code depends
+    on its loop nest (reduction length, innermost extent, strides), not only on its class."""
+    channels = [3, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256]
+    sides = [5, 7, 8, 10, 14, 16, 20, 28, 30, 32, 40, 56, 64, 112, 224]
+    found: dict[str, MicroOp] = {}
 
+    def add(op: MicroOp, flops: float) -> None:
+        if flops <= MAX_FLOPS:
+            found[op.name] = op
 
-def _sweep(seed: int = 2026) -> dict[str, Callable[[], onnx.ModelProto]]:
-    """Seeded random shapes for the compute-heavy classes, kept under ~30 MFLOP each so that a
-    calibration takes a couple of minutes: efficiency varies with shape, not only with class."""
-    rng = np.random.default_rng(seed)
-    channels = [3, 8, 16, 24, 32, 48, 64, 96, 128, 192, 256]
-    sides = [5, 7, 10, 14, 20, 28, 40, 56]
-    found: dict[str, Callable[[], onnx.ModelProto]] = {}
-    while sum(name.startswith("conv") for name in found) < 32:
+    def side() -> int:
+        return int(rng.choice(sides))
+
+    while sum(op.op == "Conv" and "g1_" in name for name, op in found.items()) < 48:
         cin, cout = int(rng.choice(channels)), int(rng.choice(channels[1:]))
-        k, hw = int(rng.choice([1, 3, 3, 5])), int(rng.choice(sides))
-        if 2 * cin * cout * k * k * hw * hw <= 30e6:
-            found[f"conv{k}x{k}_{cin}_{cout}_{hw}"] = lambda a=(cin, cout, k, hw): _conv(*a)
-    while sum(name.startswith("dwconv") for name in found) < 10:
-        c, k, hw = int(rng.choice(channels[1:])), int(rng.choice([3, 5])), int(rng.choice(sides))
-        found[f"dwconv{k}x{k}_{c}_{hw}"] = lambda a=(c, k, hw): _conv(a[0], a[0], a[1], a[2], groups=a[0])
-    while sum(name.startswith("matmul") for name in found) < 12:
-        m, kk, n = (int(rng.choice([1, 4, 16, 64, 128, 256])), int(rng.choice([16, 64, 128, 256, 512])), int(rng.choice([16, 64, 128, 256, 512, 1000])))
-        if 2 * m * kk * n <= 30e6:
-            found[f"matmul_{m}x{kk}x{n}"] = lambda a=(m, kk, n): _single_op(f"matmul_{a}", "MatMul", [a[0], a[1]], {"w": _weights(a[1], a[2])})
-    return found
+        k, stride = int(rng.choice([1, 1, 3, 3, 5])), int(rng.choice([1, 1, 1, 2]))
+        add(*_conv(cin, cout, k, side(), side(), stride))
+    while sum("g1_" not in name for name in found) < 16:
+        c, k, stride = int(rng.choice(channels[1:])), int(rng.choice([3, 5])), int(rng.choice([1, 1, 2]))
+        add(*_conv(c, c, k, side(), side(), stride, groups=c))
+    while sum(op.op == "MatMul" for op in found.values()) < 40:
+        batch = int(rng.choice([1, 1, 1, 4, 8]))
+        m, kk, n = int(rng.choice([1, 4, 16, 64, 128, 256])), int(rng.choice([16, 32, 64, 128, 256, 512])), int(rng.choice([16, 64, 128, 256, 512, 1000]))
+        shape = (batch, m, kk) if batch > 1 else (m, kk)
+        add(MicroOp(f"matmul_{batch}x{m}x{kk}x{n}", "MatMul", shape, ((*shape[:-2], kk, n),)), 2 * batch * m * kk * n)
+    # Loops whose reduction strides by a multiple of 4 KiB (32x32 or 64x64 float planes, a
+    # 3x3 convolution padded to 32x32, 1024 matmul columns): rare in a random sweep, slow.
+    for cin, cout, k, hw in [(32, 16, 1, 32), (64, 32, 1, 32), (128, 16, 1, 32), (32, 32, 1, 64), (16, 16, 3, 30), (48, 24, 3, 30)]:
+        add(*_conv(cin, cout, k, hw, hw))
+    for m, kk in [(16, 64), (64, 256)]:
+        add(MicroOp(f"matmul_1x{m}x{kk}x1024", "MatMul", (m, kk), ((kk, 1024),)), 2 * m * kk * 1024)
+    return list(found.values())
 
 
-def micro_benchmarks() -> dict[str, Callable[[], onnx.ModelProto]]:
-    """One-operator models: a seeded sweep of conv/depthwise/matmul shapes, and a few sizes of the
-    other classes (none of them a model we evaluate with)."""
-    return {
-        **_sweep(),
-        "add_64x56x56": lambda: _single_op("add_a", "Add", [1, 64, 56, 56], {"w": _weights(1, 64, 56, 56)}),
-        "add_tiny": lambda: _single_op("add_tiny", "Add", [1, TINY_ELEMENTS], {"w": _weights(1, TINY_ELEMENTS)}),
-        "relu_tiny": lambda: _single_op("relu_tiny", "Relu", [1, TINY_ELEMENTS]),
-        "sigmoid_32x28x28": lambda: _single_op("sigmoid", "Sigmoid", [1, 32, 28, 28]),
-        "softmax_16x1000": lambda: _single_op("softmax", "Softmax", [16, 1000], axis=-1),
-        "maxpool_32x56": lambda: _single_op("maxpool", "MaxPool", [1, 32, 56, 56], kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1]),
-        "layernorm_64x256": lambda: _single_op("layernorm", "LayerNormalization", [64, 256], {"s": _weights(256) + 1, "b": _weights(256)}, axis=-1),
-        "mean_64x28x28": lambda: _single_op("gap", "GlobalAveragePool", [1, 64, 28, 28]),
-        "transpose_64x56x56": lambda: _single_op("transpose", "Transpose", [1, 64, 56, 56], perm=[0, 2, 3, 1]),
-    }
-
-
-class Sample(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    benchmark: str
-    kernel: str
-    op_class: str
-    ops: int
-    features: tuple[float, float, float]  # Kernel.shape_features
-    measured_ms: float
-    efficiency: float = 0.0  # filled by fit()
+def micro_benchmarks(seed: int = 2026) -> list[MicroOp]:
+    """The calibration suite: a seeded sweep of conv/depthwise/matmul shapes, and a few sizes of
+    the other classes. None of them is a model we evaluate with."""
+    return [
+        *_sweep(np.random.default_rng(seed)),
+        MicroOp("add_64x56x56", "Add", (1, 64, 56, 56), ((1, 64, 56, 56),)),
+        MicroOp("add_tiny", "Add", (1, TINY_ELEMENTS), ((1, TINY_ELEMENTS),)),
+        MicroOp("relu_tiny", "Relu", (1, TINY_ELEMENTS)),
+        *(MicroOp(f"{op.lower()}_{c}x{hw}", op, (1, c, hw, hw)) for op, c, hw in [("Sigmoid", 32, 28), ("Sigmoid", 8, 112), ("Tanh", 64, 14), ("Erf", 16, 56), ("Exp", 128, 7)]),
+        *(MicroOp(f"softmax_{rows}x{n}", "Softmax", (rows, n), attrs=(("axis", -1),)) for rows, n in [(16, 1000), (256, 64), (4, 4096)]),
+        *(
+            MicroOp(f"maxpool{k}s{s}_{c}x{hw}", "MaxPool", (1, c, hw, hw), attrs=(("kernel_shape", (k, k)), ("strides", (s, s)), ("pads", (k // 2,) * 4)))
+            for k, s, c, hw in [(3, 2, 32, 56), (2, 2, 64, 28), (5, 1, 16, 20)]
+        ),
+        *(MicroOp(f"layernorm_{rows}x{n}", "LayerNormalization", (rows, n), ((n,), (n,)), (("axis", -1),)) for rows, n in [(64, 256), (196, 96)]),
+        *(MicroOp(f"mean_{c}x{hw}", "GlobalAveragePool", (1, c, hw, hw)) for c, hw in [(64, 28), (256, 7), (16, 112)]),
+        *(MicroOp(f"transpose_{c}x{hw}", "Transpose", (1, c, hw, hw), attrs=(("perm", (0, 2, 3, 1)),)) for c, hw in [(64, 56), (16, 14)]),
+    ]
 
 
 class Calibration(BaseModel):
@@ -127,7 +163,12 @@ class Calibration(BaseModel):
     host: str
     launch_overhead_s: float
     efficiency: dict[str, float]
+    feature_weights: dict[str, dict[str, float]]  # per op class (efficiency_model.choose_weights)
     samples: list[Sample]
+
+    def efficiency_of(self, kernel: Kernel) -> float | None:
+        """The kernel's efficiency interpolated from the measured kernels most like it, or None."""
+        return interpolate(self.samples, self.feature_weights, kernel)
 
 
 def calibration_file(device_id: str) -> Path:
@@ -146,12 +187,13 @@ def stored_calibration(device_id: str) -> Calibration | None:
 
 
 def fit(samples: list[Sample], peak_ops_per_s: float) -> tuple[float, dict[str, float]]:
-    """Fit the overhead and per-class efficiencies; also set each sample's own efficiency."""
-    tiny = [s.measured_ms for s in samples if s.benchmark.endswith("_tiny")]
+    """Fit the overhead and per-class efficiencies; also set each sample's own efficiency (which
+    ``choose_weights`` and ``interpolate`` then use)."""
+    tiny = [s.measured_ms for s in samples if s.ops <= TINY_ELEMENTS]
     overhead_s = statistics.median(tiny) * 1e-3
     by_class: dict[str, list[float]] = {}
     for sample in samples:
-        if sample.benchmark.endswith("_tiny"):
+        if sample.ops <= TINY_ELEMENTS:
             continue
         busy_s = max(sample.measured_ms * 1e-3 - overhead_s, 1e-9)
         sample.efficiency = min(1.0, sample.ops / (peak_ops_per_s * busy_s))
@@ -178,16 +220,21 @@ def calibrate(device: str = "pc", *, repeat: int = 30, on_stage: Callable[[str],
     unit_name = next(name for name, unit in profile.compute_units.items() if unit.kind == "cpu")
     unit = profile.compute_units[unit_name]
     samples: list[Sample] = []
+    suite = micro_benchmarks()
+    groups = [suite[start : start + SUITE_MODEL_OPS] for start in range(0, len(suite), SUITE_MODEL_OPS)]
     with tempfile.TemporaryDirectory(prefix="edgesdk-calibrate-") as scratch:
-        for name, build in micro_benchmarks().items():
+        for number, ops in enumerate(groups, 1):
             if on_stage:
-                on_stage(f"measuring {name}")
-            artifact = deploy(build(), device, Path(scratch) / name)
+                on_stage(f"measuring micro-benchmarks {number}/{len(groups)}")
+            artifact = deploy(suite_model(ops, f"calibration{number}"), device, Path(scratch) / str(number))
             analysis = ModelAnalysis.model_validate_json((artifact.path / "analysis.json").read_text())
             measured = measure(artifact.runner, random_inputs(artifact.inputs, seed=0), analysis, repeat)
-            for kernel, timing in zip(analysis.kernels, measured.per_kernel):
+            calls = list(zip(analysis.kernels, measured.per_kernel))
+            for (first, _), (kernel, timing) in zip(calls, calls[1:]):
+                if kernel.name != first.name:
+                    continue  # keep the second, warm call of each operator
                 samples.append(
-                    Sample(benchmark=name, kernel=kernel.name, op_class=kernel.op_class, ops=kernel.ops, features=kernel.shape_features, measured_ms=timing.measured_ms)
+                    Sample(kernel=kernel.name, op_class=kernel.op_class, ops=kernel.ops, features=efficiency_features(kernel), measured_ms=timing.measured_ms)
                 )
     overhead_s, efficiency = fit(samples, unit.peak_ops_per_s["float32"])
     result = Calibration(
@@ -197,27 +244,10 @@ def calibrate(device: str = "pc", *, repeat: int = 30, on_stage: Callable[[str],
         host=f"{platform.machine()} {platform.processor() or platform.platform()} ({os.cpu_count()} cpus)",
         launch_overhead_s=overhead_s,
         efficiency=efficiency,
+        feature_weights=choose_weights(samples),
         samples=samples,
     )
     path = calibration_file(profile.id)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result.model_dump(mode="json"), indent=1) + "\n")
     return result
-
-
-# Kernels of a class with at least this many samples get a shape-interpolated efficiency.
-MIN_SAMPLES_FOR_SHAPE = 6
-NEIGHBOURS = 4
-
-
-def shape_efficiency(samples: list[Sample], op_class: str, features: tuple[float, float, float]) -> float | None:
-    """Efficiency interpolated from the measured kernels of ``op_class`` nearest in (log2) shape:
-    the inverse-distance-weighted geometric mean of the nearest few. None when too few samples."""
-    own = [s for s in samples if s.op_class == op_class and s.efficiency > 0]
-    if len(own) < MIN_SAMPLES_FOR_SHAPE:
-        return None
-    point = np.log2(np.asarray(features))
-    distances = np.array([np.linalg.norm(np.log2(np.asarray(s.features)) - point) for s in own])
-    nearest = np.argsort(distances)[:NEIGHBOURS]
-    weights = 1.0 / (distances[nearest] + 0.25)
-    return float(2 ** (np.sum(weights * np.log2([own[i].efficiency for i in nearest])) / np.sum(weights)))

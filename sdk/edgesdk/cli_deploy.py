@@ -21,6 +21,7 @@ from edgesdk.cli_options import (
     JsonOption,
     NoFallbackOption,
     ProfilesDirOption,
+    QuantizeOption,
     UnitOption,
     print_json,
 )
@@ -80,7 +81,7 @@ def deploy_command(
     model: Annotated[Path, typer.Argument(help="The ONNX model file.", show_default=False)],
     device: Annotated[str, typer.Option("--device", "-d", help="Device id (see `edgesdk devices`).", show_default=False)],
     out: Annotated[Path | None, typer.Option("-o", "--out", help="Artifact directory [default: build/<model>-<device>].")] = None,
-    quantize: Annotated[str | None, typer.Option("--quantize", help="none (keep the model's precision), auto or a scheme.")] = None,
+    quantize: QuantizeOption = None,
     calibration: Annotated[Path | None, typer.Option("--calibration", help="Sample inputs (.npz) for quantization.")] = None,
     input_shape: InputShapeOption = None,
     inputs: Annotated[Path | None, typer.Option("--inputs", help="Verify on these inputs (.npz, one array per model input) instead of random ones.")] = None,
@@ -148,6 +149,7 @@ def profile_command(
     source: Annotated[Path, typer.Argument(metavar="MODEL|ARTIFACT", help="An ONNX model, or an artifact directory.", show_default=False)],
     device: Annotated[str | None, typer.Option("--device", "-d", help="Device id [default: the artifact's device].")] = None,
     input_shape: InputShapeOption = None,
+    quantize: QuantizeOption = None,
     unit: UnitOption = None,
     no_fallback: NoFallbackOption = False,
     profiles_dir: ProfilesDirOption = None,
@@ -158,7 +160,7 @@ def profile_command(
     shapes = dict(parse_input_shape(text) for text in input_shape or [])
     with _progress() as on_stage:
         on_stage("analysing the model")
-        report = edgesdk.profile(source, device, input_shapes=shapes, unit=unit, fallback=not no_fallback, profiles_dir=profiles_dir, measure=measure)
+        report = edgesdk.profile(source, device, input_shapes=shapes, quantize=quantize, unit=unit, fallback=not no_fallback, profiles_dir=profiles_dir, measure=measure)
     if json_output:
         print_json(report.model_dump(mode="json"))
         return

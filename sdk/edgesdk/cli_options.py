@@ -17,6 +17,9 @@ InputShapeOption = Annotated[
     list[str] | None,
     typer.Option("--input-shape", help="NAME=D1,D2,... for an input with dynamic dims (repeat per input)."),
 ]
+QuantizeOption = Annotated[
+    str | None, typer.Option("--quantize", help="Precision: none (keep the model's), fp16; integer schemes come later.")
+]
 UnitOption = Annotated[str | None, typer.Option("--unit", help="Place every kernel on this compute unit (e.g. cpu).")]
 NoFallbackOption = Annotated[
     bool, typer.Option("--no-fallback", help="Fail (exit 1) if any kernel would fall back from its preferred unit.")

@@ -54,6 +54,7 @@ from edgesdk.manifest import (
 )
 from edgesdk.model import Model, load_model, random_inputs
 from edgesdk.partition import partition
+from edgesdk.precision import SCHEME_TOLERANCE, apply_scheme, check_scheme, weight_bytes
 from edgesdk.profiles import DeviceProfile
 from edgesdk.simulate import simulate
 from edgesdk.tensors import check_inputs, load_npz, save_npz
@@ -87,18 +88,6 @@ def _host_target() -> dict[str, Any]:
 def runs_here(target: dict[str, Any]) -> bool:
     """Whether code for ``target`` runs on this machine (then the device build is the simulation)."""
     return target.get("kind") == "llvm" and str(target.get("mtriple", "")).split("-")[0] == _host_arch()
-
-
-def _check_quantize(quantize: str | None, calibration: Any) -> str:
-    scheme = "none" if quantize is None else str(quantize)
-    if scheme != "none":
-        raise UserInputError(
-            f"--quantize {scheme}: quantization is not available in this edgesdk version yet",
-            hint="deploy without --quantize (or --quantize none) to keep the model's precision",
-        )
-    if calibration is not None:
-        raise UserInputError("--calibration is only used with --quantize", hint="drop --calibration")
-    return scheme
 
 
 def _inputs(model: Model, inputs: str | os.PathLike | Mapping[str, np.ndarray] | None, seed: int) -> tuple[dict[str, np.ndarray], bool]:
@@ -209,8 +198,9 @@ def deploy(
     on_stage("load")
     profile = get_device(device, options.get("profiles_dir"))
     backend = find_backend(profile)
-    scheme = _check_quantize(quantize, calibration)
+    scheme = check_scheme(quantize, calibration)
     prepared = load_model(model, input_shapes)
+    lowered = apply_scheme(prepared, scheme)
     verify_inputs, user_inputs = _inputs(prepared, inputs, int(options.get("seed", 0)))
     destination = Path(out) if out is not None else Path("build") / f"{prepared.name}-{profile.id}"
     check_destination(destination)
@@ -226,7 +216,7 @@ def deploy(
     staged = None
     try:
         compiled = compile_model(
-            prepared, specs, BuildCache(private), verify_inputs, timeout_s=options.get("timeout_s"), on_stage=lambda stage: on_stage(f"compile: {stage}")
+            lowered, specs, BuildCache(private), verify_inputs, timeout_s=options.get("timeout_s"), on_stage=lambda stage: on_stage(f"compile: {stage}")
         )
         on_stage("simulate")
         analysis = ModelAnalysis.model_validate_json((compiled.model_dir / ANALYSIS_FILE).read_text())
@@ -239,9 +229,11 @@ def deploy(
         if outputs is None:  # cached builds: run the simulation now, isolated like a compile
             runner = HostRunner(staged / simulation, staged / PARAMS_FILE, prepared.inputs, [spec.name for spec in prepared.outputs])
             outputs = runner.run(verify_inputs, isolated=True)
-        result = verification(outputs, reference_outputs(prepared.serialized, verify_inputs), user_inputs=user_inputs)
+        result = verification(
+            outputs, reference_outputs(prepared.serialized, verify_inputs), user_inputs=user_inputs, float_rtol=SCHEME_TOLERANCE.get(scheme)
+        )
         on_stage("write")
-        manifest = _manifest(profile, backend, prepared, scheme, specs, compiled, simulation, result, files=hash_tree(staged))
+        manifest = _manifest(profile, backend, prepared, lowered, scheme, specs, compiled, simulation, result, files=hash_tree(staged))
         manifest.partition, manifest.estimate = placement.info(), estimate
         if set(placement.units) - {_cpu_unit(profile)}:
             manifest.build.notes.append(
@@ -276,6 +268,7 @@ def _manifest(
     profile: DeviceProfile,
     backend: Backend,
     prepared: Model,
+    lowered: Model,
     scheme: str,
     specs: Sequence[BuildSpec],
     compiled: Compiled,
@@ -298,7 +291,7 @@ def _manifest(
             inputs=[TensorInfo(**spec.to_json()) for spec in prepared.inputs],
             outputs=[TensorInfo(**spec.to_json()) for spec in prepared.outputs],
         ),
-        quantization=QuantizationInfo(scheme=scheme),
+        quantization=QuantizationInfo(scheme=scheme, weight_bytes=weight_bytes(lowered.proto), float_weight_bytes=weight_bytes(prepared.proto)),
         files=files,
         # What the device code runs on; deploy() replaces it with the simulated placement.
         partition=PartitionInfo(units={_cpu_unit(profile): device_build.kernels}),
@@ -309,10 +302,10 @@ def _manifest(
             device_files=[f"device/{name}" for name in device_build.files],
             simulation_library=simulation,
             kernels=device_build.kernels,
-            cache_key=_build_key(prepared, specs[0]),
+            cache_key=_build_key(lowered, specs[0]),
             cached=compiled.cached,
             compile_seconds=round(compiled.seconds, 3),
-            notes=device_build.notes,
+            notes=[*lowered.notes[len(prepared.notes) :], *device_build.notes],
         ),
     )
 

@@ -81,7 +81,7 @@ def _with_calibration(profile: DeviceProfile) -> DeviceProfile:
     fitted = stored_calibration(profile.id)
     if fitted is None or fitted.unit not in profile.compute_units:
         return profile
-    return profile.calibrated(fitted.unit, fitted.efficiency, fitted.launch_overhead_s, fitted.created_utc, fitted.samples)
+    return profile.calibrated(fitted.unit, fitted.efficiency, fitted.launch_overhead_s, fitted.created_utc, fitted)
 
 
 class _Resolver:

@@ -119,6 +119,21 @@ class Tensor(BaseModel):
         return int(np.prod(self.shape, dtype=np.int64)) * np.dtype(self.dtype).itemsize
 
 
+class LoopNest(BaseModel):
+    """The loop nest of a kernel's main block (the one with the most iterations): what the speed of
+    compiled loop code depends on, beyond the FLOP count (edgesdk.efficiency_model uses it)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    iterations: int = Field(description="Iterations of the block's loop nest.")
+    reduction: int = Field(description="Product of its reduction loop extents (1 if none).")
+    inner_extent: int = Field(description="Extent of its innermost spatial loop.")
+    inner_stride_bytes: int = Field(description="Largest stride (bytes) of a read along the innermost spatial loop.")
+    reduction_extents: list[int] = Field(description="Extent of each reduction loop (extent > 1, outer to inner).")
+    reduction_strides_bytes: list[int] = Field(description="Per reduction loop (extent > 1, outer to inner), the largest read stride in bytes.")
+    transcendentals: int = Field(0, description="Calls of exp, erf, tanh, sigmoid, log, pow or sqrt in the kernel's code.")
+
+
 class Kernel(BaseModel):
     """One call of a fused kernel in the model's ``main``, in execution order."""
 
@@ -129,6 +144,7 @@ class Kernel(BaseModel):
     flops: int
     inputs: list[Tensor]
     outputs: list[Tensor]
+    nest: LoopNest | None = None
 
     @property
     def ops(self) -> int:
@@ -137,16 +153,6 @@ class Kernel(BaseModel):
         if self.flops:
             return self.flops
         return sum(int(np.prod(t.shape, dtype=np.int64)) for t in self.outputs)
-
-    @property
-    def shape_features(self) -> tuple[float, float, float]:
-        """(reduction length, output channels, output positions): what a kernel's efficiency on a
-        CPU depends on, beyond its op class. Reduction = FLOPs per output element / 2 (cin*kh*kw
-        for a convolution, K for a matmul)."""
-        out = self.outputs[0].shape if self.outputs else [1]
-        elements = max(1, int(np.prod(out, dtype=np.int64)))
-        channels = out[1] if len(out) == 4 else out[-1]
-        return max(1.0, self.flops / (2 * elements)), float(max(1, channels)), elements / max(1, channels)
 
     @property
     def op_class(self) -> str:
@@ -193,6 +199,68 @@ def classify(kernel_name: str, block_names: list[str], weight_shape: list[int] |
     return sorted(classes or {"other"}, key=_WEIGHT.index)
 
 
+def loop_nest(func, script: str) -> LoopNest | None:
+    """The main block's loop nest of a TIR function (``script``: its TVMScript text), or None for a
+    function with no blocks or one TVM's schedule API cannot read (TVM is imported by the caller,
+    in the worker)."""
+    import tvm
+
+    try:
+        nest = _loop_nest(tvm.s_tir.Schedule(tvm.IRModule({"main": func})))
+    except (ValueError, RuntimeError, IndexError):  # how TVM's FFI reports a schedule error
+        return None
+    if nest is not None:
+        nest.transcendentals = len(_TRANSCENDENTAL.findall(script))
+    return nest
+
+
+_TRANSCENDENTAL = re.compile(r"\bT\.(?:exp|exp2|erf|tanh|sigmoid|log|log2|pow|sqrt|rsqrt)\(")
+
+
+def _loop_nest(schedule) -> LoopNest | None:
+    import tvm
+    from tvm.sym import detect_linear_equation
+
+    best = None
+    for block_rv in schedule.get_child_blocks(schedule.get_sblock("root", "main")):
+        block = schedule.get(block_rv)
+        iterations = int(np.prod([int(schedule.get(loop).extent) for loop in schedule.get_loops(block_rv)], dtype=np.int64))
+        axes = [(axis.var, int(axis.dom.extent), int(axis.iter_type)) for axis in block.iter_vars]
+        reduction = int(np.prod([extent for _, extent, kind in axes if kind == REDUCE], dtype=np.int64))
+        if best is None or (iterations, reduction) > best[0]:
+            best = ((iterations, reduction), block, axes)
+    if best is None:
+        return None
+    (iterations, reduction), block, axes = best
+
+    def stride_bytes(var) -> int:
+        """The largest distance in memory between two reads one step of ``var`` apart."""
+        largest = 0
+        for read in block.reads:
+            shape = [int(dim) for dim in read.source.shape]
+            strides = np.cumprod([1, *shape[:0:-1]])[::-1]
+            step = 0
+            for extent, stride in zip(read.region, strides):
+                coefficients = detect_linear_equation(extent.min, [var])
+                step += int(coefficients[0]) * int(stride) if len(coefficients) else 0
+            largest = max(largest, abs(step) * tvm.runtime.DataType(read.source.dtype).bits // 8)
+        return largest
+
+    spatial = [var for var, extent, kind in axes if kind == SPATIAL and extent > 1]
+    reduced = [(var, extent) for var, extent, kind in axes if kind == REDUCE and extent > 1]
+    return LoopNest(
+        iterations=iterations,
+        reduction=reduction,
+        inner_extent=next((extent for var, extent, kind in reversed(axes) if kind == SPATIAL and extent > 1), 1),
+        inner_stride_bytes=stride_bytes(spatial[-1]) if spatial else 0,
+        reduction_extents=[extent for _, extent in reduced],
+        reduction_strides_bytes=[stride_bytes(var) for var, _ in reduced],
+    )
+
+
+SPATIAL, REDUCE = 0, 2  # tirx IterVar kinds
+
+
 def analyze(mod) -> ModelAnalysis:
     """Analyze a Relax module after FuseTIR (TVM is imported by the caller, in the worker)."""
     import tvm
@@ -224,7 +292,8 @@ def analyze(mod) -> ModelAnalysis:
                     for ty in out_types
                     if isinstance(ty, relax.TensorType)
                 ]
-                blocks = re.findall(r'T\.s?block\("([^"]+)"', callee.script())
+                script = callee.script()
+                blocks = re.findall(r'T\.s?block\("([^"]+)"', script)
                 weight_shape = args[1].shape if len(args) > 1 else None
                 kernels.append(
                     Kernel(
@@ -233,6 +302,7 @@ def analyze(mod) -> ModelAnalysis:
                         flops=int(tvm.s_tir.analysis.estimate_tir_flops(tvm.IRModule({"main": callee}))),
                         inputs=args,
                         outputs=outputs,
+                        nest=loop_nest(callee, script),
                     )
                 )
                 sources[binding.var] = ("kernel", len(kernels) - 1)

@@ -19,7 +19,7 @@ from edgesdk.kernels import ModelAnalysis, analyze
 from edgesdk.toolchains import Toolchain
 
 # Bump when the lowering changes what it produces for the same inputs: it is part of cache keys.
-PIPELINE_VERSION = 3
+PIPELINE_VERSION = 4
 
 
 class BuildSpec(BaseModel):

@@ -39,7 +39,9 @@ class ModelInfo(_Record):
 class QuantizationInfo(_Record):
     """The precision the model was compiled at."""
 
-    scheme: str = Field(description="`none`: the model keeps its precision.")
+    scheme: str = Field(description="`none`: the model keeps its precision; `fp16`: weights and computation in half precision.")
+    weight_bytes: int = Field(0, description="Bytes of the compiled model's weights.")
+    float_weight_bytes: int = Field(0, description="Bytes of the weights at the model's own precision.")
 
 
 class Fallback(_Record):

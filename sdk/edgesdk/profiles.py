@@ -170,7 +170,7 @@ class DeviceProfile(_Strict):
 
     _source: ProfileSource | None = PrivateAttr(None)
     _calibrated_utc: str | None = PrivateAttr(None)
-    _shape_samples: dict[str, list[Any]] = PrivateAttr(default_factory=dict)
+    _shape_models: dict[str, Any] = PrivateAttr(default_factory=dict)
 
     @field_validator("target")
     @classmethod
@@ -201,20 +201,21 @@ class DeviceProfile(_Strict):
         """When a measured calibration was applied to this profile (edgesdk.calibration)."""
         return self._calibrated_utc
 
-    def shape_samples(self, unit: str) -> list[Any]:
-        """Measured kernels of a calibrated unit (edgesdk.calibration.Sample), else empty."""
-        return self._shape_samples.get(unit, [])
+    def shape_model(self, unit: str) -> Any | None:
+        """A calibrated unit's shape-aware efficiency (an object with ``efficiency_of(kernel)``, see
+        edgesdk.efficiency_model), else None."""
+        return self._shape_models.get(unit)
 
     def calibrated(
-        self, unit: str, efficiency: dict[str, float], launch_overhead_s: float, when: str, samples: list[Any] = ()
+        self, unit: str, efficiency: dict[str, float], launch_overhead_s: float, when: str, shape_model: Any = None
     ) -> DeviceProfile:
         """A copy with one unit's efficiency and launch overhead replaced by fitted values, and its
-        measured kernels kept for shape-aware efficiency."""
+        shape-aware efficiency model."""
         units = dict(self.compute_units)
         units[unit] = units[unit].model_copy(update={"efficiency": efficiency, "launch_overhead_s": launch_overhead_s})
         copy = self.model_copy(update={"compute_units": units})
         copy._source, copy._calibrated_utc = self._source, when
-        copy._shape_samples = {**self._shape_samples, unit: list(samples)}
+        copy._shape_models = {**self._shape_models, unit: shape_model}
         return copy
 
     def with_source(self, source: ProfileSource) -> DeviceProfile:

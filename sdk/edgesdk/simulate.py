@@ -5,7 +5,7 @@ Per kernel ``k`` on unit ``u``, computing in dtype ``d`` (docs/simulator.md expl
 - compute time  = ops(k) / (peak_ops_per_s[u][d] * efficiency), ops being FLOPs, or one per
                   output element for a kernel that only moves data; efficiency is the profile's
                   figure for k's op class, or, on a calibrated unit, interpolated from the
-                  measured kernels of that class nearest in shape (edgesdk.calibration)
+                  measured kernels of that class most like it (edgesdk.efficiency_model)
 - DRAM bytes    = weight bytes read by k, plus all its activation bytes when its working set
                   (inputs + outputs) exceeds u's on-chip memory (a spill), plus model inputs
                   and outputs, which live in DRAM
@@ -28,11 +28,9 @@ from edgesdk.profiles import DeviceProfile
 
 
 def _efficiency(profile: DeviceProfile, unit_name: str, kernel: Kernel) -> float:
-    """Calibrated units interpolate from measured kernels of similar shape; else the class's figure."""
-    from edgesdk.calibration import shape_efficiency
-
-    samples = profile.shape_samples(unit_name)
-    fitted = shape_efficiency(samples, kernel.op_class, kernel.shape_features) if samples else None
+    """Calibrated units interpolate from measured kernels like this one; else the class's figure."""
+    model = profile.shape_model(unit_name)
+    fitted = model.efficiency_of(kernel) if model is not None else None
     unit = profile.compute_units[unit_name]
     return fitted if fitted is not None else unit.efficiency.get(kernel.op_class, unit.efficiency["default"])
 

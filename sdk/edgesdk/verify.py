@@ -35,15 +35,17 @@ def reference_name() -> str:
     return f"onnxruntime {ort.__version__}"
 
 
-def tolerance(reference: np.ndarray) -> float:
+def tolerance(reference: np.ndarray, float_rtol: float | None = None) -> float:
+    """``float_rtol`` replaces the float tolerance (a reduced-precision deploy's)."""
     rtol = RELATIVE_TOLERANCE.get(reference.dtype.name)
     if rtol is None:
         return 0.0
+    rtol = max(rtol, float_rtol or 0.0)
     scale = float(np.max(np.abs(reference))) if reference.size else 0.0
     return rtol * max(1.0, scale)
 
 
-def compare(name: str, actual: np.ndarray, reference: np.ndarray) -> OutputCheck:
+def compare(name: str, actual: np.ndarray, reference: np.ndarray, float_rtol: float | None = None) -> OutputCheck:
     if actual.shape != reference.shape:
         return OutputCheck(name=name, max_abs_err=math.inf, tolerance=0.0, cosine=0.0, psnr_db=None, passed=False)
     a, r = actual.astype(np.float64).ravel(), reference.astype(np.float64).ravel()
@@ -53,15 +55,15 @@ def compare(name: str, actual: np.ndarray, reference: np.ndarray) -> OutputCheck
     mse = float(np.mean((a - r) ** 2)) if a.size else 0.0
     peak = float(np.max(np.abs(r))) if r.size else 0.0
     psnr = 10 * math.log10(peak**2 / mse) if mse > 0 and peak > 0 else None
-    limit = tolerance(reference)
+    limit = tolerance(reference, float_rtol)
     passed = bool(np.all(np.isfinite(a) == np.isfinite(r))) and err <= limit
     return OutputCheck(name=name, max_abs_err=err, tolerance=limit, cosine=cosine, psnr_db=psnr, passed=passed)
 
 
 def verification(
-    actual: Mapping[str, np.ndarray], reference: Mapping[str, np.ndarray], *, user_inputs: bool
+    actual: Mapping[str, np.ndarray], reference: Mapping[str, np.ndarray], *, user_inputs: bool, float_rtol: float | None = None
 ) -> VerificationInfo:
-    checks = [compare(name, np.asarray(actual[name]), np.asarray(ref)) for name, ref in reference.items()]
+    checks = [compare(name, np.asarray(actual[name]), np.asarray(ref), float_rtol) for name, ref in reference.items()]
     psnrs = [check.psnr_db for check in checks if check.psnr_db is not None]
     return VerificationInfo(
         reference=reference_name(),

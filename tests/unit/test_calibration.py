@@ -1,11 +1,12 @@
 import pytest
 
 import edgesdk
-from edgesdk.calibration import Calibration, Sample, calibration_file, fit, micro_benchmarks
+from edgesdk.calibration import Calibration, calibration_file, fit, micro_benchmarks, suite_model
+from edgesdk.efficiency_model import FEATURES, Sample
 
 
-def sample(benchmark, op_class, ops, ms):
-    return Sample(benchmark=benchmark, kernel=benchmark, op_class=op_class, ops=ops, features=(1.0, 1.0, 1.0), measured_ms=ms)
+def sample(kernel, op_class, ops, ms):
+    return Sample(kernel=kernel, op_class=op_class, ops=ops, features=(1.0,) * len(FEATURES), measured_ms=ms)
 
 
 def test_fit_inverts_the_cost_model():
@@ -25,20 +26,23 @@ def test_fit_inverts_the_cost_model():
     assert efficiency["default"] == pytest.approx(0.035)
 
 
-def test_micro_benchmarks_are_valid_single_op_models():
+def test_the_micro_benchmark_suite_builds_valid_models_with_each_operator_twice():
     from edgesdk.model import load_model
 
-    benchmarks = micro_benchmarks()
-    assert len(benchmarks) >= 15 and sum(name.endswith("_tiny") for name in benchmarks) >= 2
-    for build in benchmarks.values():
-        model = load_model(build())
-        assert len(model.proto.graph.node) == 1
+    suite = micro_benchmarks()
+    assert len(suite) >= 100 and len({op.name for op in suite}) == len(suite)
+    assert suite == micro_benchmarks()  # seeded: the same suite every time
+    assert sum(op.name.endswith("_tiny") for op in suite) >= 2
+    assert {op.op for op in suite} >= {"Conv", "MatMul", "Softmax", "MaxPool", "LayerNormalization", "Erf", "Transpose"}
+    model = load_model(suite_model(suite[:5] + suite[-12:]))
+    ops = [node.op_type for node in model.proto.graph.node]
+    assert ops == [op.op for op in suite[:5] + suite[-12:] for _ in range(2)]
 
 
 def write_calibration(device="pc"):
     calibration = Calibration(
         device=device, unit="cpu", created_utc="2026-01-01T00:00:00+00:00", host="test", launch_overhead_s=7e-6,
-        efficiency={"default": 0.01, "conv": 0.02}, samples=[],
+        efficiency={"default": 0.01, "conv": 0.02}, feature_weights={}, samples=[],
     )
     path = calibration_file(device)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -67,17 +71,52 @@ def test_a_corrupt_calibration_file_is_ignored(tmp_path, monkeypatch):
     assert edgesdk.get_device("pc").calibrated_utc is None
 
 
-def test_shape_efficiency_interpolates_from_the_nearest_measured_kernels():
-    from edgesdk.calibration import shape_efficiency
+def test_calibration_efficiency_comes_from_the_nearest_measured_kernels():
+    from edgesdk.efficiency_model import efficiency_features
+    from edgesdk.kernels import Kernel, LoopNest, Tensor
+
+    def conv(reduction):
+        nest = LoopNest(iterations=reduction * 4096, reduction=reduction, inner_extent=64, inner_stride_bytes=4, reduction_strides_bytes=[16384])
+        return Kernel(name=f"conv_{reduction}", op_classes=["conv"], flops=2 * reduction * 4096, inputs=[], outputs=[Tensor(shape=[1, 1, 64, 64], dtype="float32")], nest=nest)
 
     def measured(reduction, efficiency):
-        s = sample(f"conv_{reduction}", "conv", 1, 1.0)
-        return s.model_copy(update={"features": (float(reduction), 32.0, 100.0), "efficiency": efficiency})
+        kernel = conv(reduction)
+        return Sample(kernel=kernel.name, op_class="conv", ops=kernel.ops, features=efficiency_features(kernel), measured_ms=1.0, efficiency=efficiency)
 
     # Efficiency falls with the reduction length: 10% at 8, 1% at 512.
     samples = [measured(r, e) for r, e in [(8, 0.1), (16, 0.08), (32, 0.05), (64, 0.03), (128, 0.02), (256, 0.015), (512, 0.01)]]
-    assert shape_efficiency(samples, "conv", (8.0, 32.0, 100.0)) == pytest.approx(0.1, rel=0.35)
-    assert shape_efficiency(samples, "conv", (512.0, 32.0, 100.0)) == pytest.approx(0.01, rel=0.35)
-    assert shape_efficiency(samples, "conv", (8.0, 32.0, 100.0)) > shape_efficiency(samples, "conv", (512.0, 32.0, 100.0))
-    assert shape_efficiency(samples[:3], "conv", (8.0, 32.0, 100.0)) is None  # too few samples
-    assert shape_efficiency(samples, "matmul", (8.0, 32.0, 100.0)) is None
+    weights = {"conv": dict.fromkeys(FEATURES, 1.0)}
+    calibration = Calibration(device="pc", unit="cpu", created_utc="", host="", launch_overhead_s=0, efficiency={}, feature_weights=weights, samples=samples)
+    assert calibration.efficiency_of(conv(8)) == pytest.approx(0.1, rel=0.1)
+    assert calibration.efficiency_of(conv(512)) == pytest.approx(0.01, rel=0.1)
+    assert 0.03 < calibration.efficiency_of(conv(48)) < 0.05  # between its neighbours
+    assert calibration.model_copy(update={"samples": samples[:3]}).efficiency_of(conv(8)) is None  # too few samples
+    matmul = conv(8).model_copy(update={"op_classes": ["matmul"]})
+    assert calibration.efficiency_of(matmul) is None
+
+
+def test_feature_weights_are_chosen_by_leave_one_out_error_and_ignore_noise():
+    import numpy as np
+
+    from edgesdk.efficiency_model import choose_weights, loo_error
+
+    rng = np.random.default_rng(0)
+    samples = []
+    for index in range(40):
+        features = rng.uniform(0, 8, len(FEATURES))
+        efficiency = 0.1 * 2 ** -features[0]  # only the first feature matters
+        samples.append(Sample(kernel=f"k{index}", op_class="conv", ops=1, features=tuple(features), measured_ms=1.0, efficiency=efficiency))
+    chosen = choose_weights(samples)["conv"]
+    assert chosen[FEATURES[0]] > 0 and max(chosen[name] for name in FEATURES[1:]) <= chosen[FEATURES[0]] / 4
+    data = (np.array([s.features for s in samples]), np.log2([s.efficiency for s in samples]))
+    assert loo_error(*data, chosen) < loo_error(*data, dict.fromkeys(FEATURES, 1.0)) / 2
+
+
+def test_l1_set_overflow_of_strided_reductions():
+    from edgesdk.efficiency_model import l1_set_overflow
+
+    assert l1_set_overflow(4, 1000) == 1  # contiguous
+    assert l1_set_overflow(4096, 32) == 4  # 32 steps all in one 8-way set
+    assert l1_set_overflow(2048, 64) == 4  # two sets: 16 lines
+    assert l1_set_overflow(256, 64) == 1  # 16 sets hold 128 lines
+    assert l1_set_overflow(4000, 512) == 1  # spreads over every set

@@ -35,3 +35,27 @@ def test_kernel_byte_counts_and_totals():
     analysis = ModelAnalysis(kernels=[kernel, kernel])
     assert analysis.flops == 2000
     assert ModelAnalysis.model_validate_json(analysis.model_dump_json()) == analysis
+
+
+def test_loop_nest_features_of_lowered_kernels(tmp_path):
+    """The main block's loops, read off TVM's TIR: a 1x1 convolution over 32x32 planes strides by
+    4 KiB along its channel reduction; a depthwise 3x3 reduces over 9 taps; GELU's erf is counted."""
+    import onnx
+
+    from edgesdk.calibration import MicroOp, suite_model
+    from edgesdk.lowering import analyze_kernels, import_onnx
+
+    ops = [
+        MicroOp("pointwise", "Conv", (1, 32, 32, 32), ((16, 32, 1, 1),)),
+        MicroOp("depthwise", "Conv", (1, 8, 20, 20), ((8, 1, 3, 3),), (("group", 8), ("pads", (1, 1, 1, 1)), ("strides", (2, 2)))),
+        MicroOp("erf", "Erf", (4, 64)),
+    ]
+    onnx.save(suite_model(ops), tmp_path / "m.onnx")
+    mod, _, _ = import_onnx(tmp_path / "m.onnx", {f"x{i}": list(op.x_shape) for i, op in enumerate(ops)})
+    pointwise, _, depthwise, _, erf, _ = analyze_kernels(mod).kernels
+    assert pointwise.nest.reduction == 32 and pointwise.nest.inner_extent == 32
+    assert pointwise.nest.reduction_strides_bytes == [32 * 32 * 4] and pointwise.nest.reduction_extents == [32]
+    assert pointwise.nest.inner_stride_bytes == 4
+    assert depthwise.op_class == "depthwise_conv" and depthwise.nest.reduction == 9
+    assert depthwise.nest.inner_extent == 10 and depthwise.nest.inner_stride_bytes == 2 * 4  # stride 2
+    assert erf.nest.transcendentals == 1 and erf.nest.reduction == 1
