@@ -76,7 +76,7 @@ def test_calibration_efficiency_comes_from_the_nearest_measured_kernels():
     from edgesdk.kernels import Kernel, LoopNest, Tensor
 
     def conv(reduction):
-        nest = LoopNest(iterations=reduction * 4096, reduction=reduction, inner_extent=64, inner_stride_bytes=4, reduction_strides_bytes=[16384])
+        nest = LoopNest(iterations=reduction * 4096, reduction=reduction, inner_extent=64, inner_stride_bytes=4, reduction_extents=[reduction], reduction_strides_bytes=[4])
         return Kernel(name=f"conv_{reduction}", op_classes=["conv"], flops=2 * reduction * 4096, inputs=[], outputs=[Tensor(shape=[1, 1, 64, 64], dtype="float32")], nest=nest)
 
     def measured(reduction, efficiency):
