@@ -8,7 +8,8 @@ the input shape (`--input-shape frames=1,3,96,96`) and fold that subgraph. Weigh
 random: the example shows the pipeline, not accuracy.
 """
 
-import sys
+import argparse
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -50,6 +51,6 @@ def hand_tracker(seed: int = 7) -> onnx.ModelProto:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 2:
-        sys.exit("usage: python examples/make_example.py OUT.onnx")
-    onnx.save(hand_tracker(), sys.argv[1])
+    parser = argparse.ArgumentParser(description="Write the hand_tracker example model.")
+    parser.add_argument("out", type=Path, help="where to write it (.onnx)")
+    onnx.save(hand_tracker(), parser.parse_args().out)
