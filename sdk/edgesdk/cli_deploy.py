@@ -17,11 +17,13 @@ from rich.table import Table
 import edgesdk
 from edgesdk.artifact import Artifact
 from edgesdk.cli_options import (
+    CalibrationOption,
     InputShapeOption,
     JsonOption,
     NoFallbackOption,
     ProfilesDirOption,
     QuantizeOption,
+    RangeMethodOption,
     UnitOption,
     print_json,
 )
@@ -82,7 +84,8 @@ def deploy_command(
     device: Annotated[str, typer.Option("--device", "-d", help="Device id (see `edgesdk devices`).", show_default=False)],
     out: Annotated[Path | None, typer.Option("-o", "--out", help="Artifact directory [default: build/<model>-<device>].")] = None,
     quantize: QuantizeOption = None,
-    calibration: Annotated[Path | None, typer.Option("--calibration", help="Sample inputs (.npz) for quantization.")] = None,
+    calibration: CalibrationOption = None,
+    range_method: RangeMethodOption = "minmax",
     input_shape: InputShapeOption = None,
     inputs: Annotated[Path | None, typer.Option("--inputs", help="Verify on these inputs (.npz, one array per model input) instead of random ones.")] = None,
     profiles_dir: ProfilesDirOption = None,
@@ -95,7 +98,7 @@ def deploy_command(
     shapes = dict(parse_input_shape(text) for text in input_shape or [])
     with _progress() as on_stage:
         artifact = edgesdk.deploy(
-            model, device, out, input_shapes=shapes, quantize=quantize, calibration=calibration, inputs=inputs,
+            model, device, out, input_shapes=shapes, quantize=quantize, calibration=calibration, range_method=range_method, inputs=inputs,
             profiles_dir=profiles_dir, cache=not no_cache, on_stage=on_stage, unit=unit, fallback=not no_fallback,
         )
     if json_output:
@@ -150,6 +153,7 @@ def profile_command(
     device: Annotated[str | None, typer.Option("--device", "-d", help="Device id [default: the artifact's device].")] = None,
     input_shape: InputShapeOption = None,
     quantize: QuantizeOption = None,
+    calibration: CalibrationOption = None,
     unit: UnitOption = None,
     no_fallback: NoFallbackOption = False,
     profiles_dir: ProfilesDirOption = None,
@@ -160,7 +164,7 @@ def profile_command(
     shapes = dict(parse_input_shape(text) for text in input_shape or [])
     with _progress() as on_stage:
         on_stage("analysing the model")
-        report = edgesdk.profile(source, device, input_shapes=shapes, quantize=quantize, unit=unit, fallback=not no_fallback, profiles_dir=profiles_dir, measure=measure)
+        report = edgesdk.profile(source, device, input_shapes=shapes, quantize=quantize, calibration=calibration, unit=unit, fallback=not no_fallback, profiles_dir=profiles_dir, measure=measure)
     if json_output:
         print_json(report.model_dump(mode="json"))
         return

@@ -18,8 +18,12 @@ InputShapeOption = Annotated[
     typer.Option("--input-shape", help="NAME=D1,D2,... for an input with dynamic dims (repeat per input)."),
 ]
 QuantizeOption = Annotated[
-    str | None, typer.Option("--quantize", help="Precision: none (keep the model's), fp16; integer schemes come later.")
+    str | None, typer.Option("--quantize", help="Precision: none (keep the model's), fp16, or int8 (needs --calibration).")
 ]
+CalibrationOption = Annotated[
+    Path | None, typer.Option("--calibration", help="Sample inputs for int8 (.npz: per input, N samples stacked on a new first axis).")
+]
+RangeMethodOption = Annotated[str, typer.Option("--range-method", help="How int8 activation ranges are calibrated: minmax, percentile or mse.")]
 UnitOption = Annotated[str | None, typer.Option("--unit", help="Place every kernel on this compute unit (e.g. cpu).")]
 NoFallbackOption = Annotated[
     bool, typer.Option("--no-fallback", help="Fail (exit 1) if any kernel would fall back from its preferred unit.")

@@ -49,12 +49,13 @@ from edgesdk.manifest import (
     ModelInfo,
     PartitionInfo,
     QuantizationInfo,
+    QuantizedLayer,
     TensorInfo,
     VerificationInfo,
 )
 from edgesdk.model import Model, load_model, random_inputs
-from edgesdk.partition import partition
-from edgesdk.precision import SCHEME_TOLERANCE, apply_scheme, check_scheme, weight_bytes
+from edgesdk.partition import ARITHMETIC_CLASSES, compute_dtype, partition
+from edgesdk.precision import SCHEME_TOLERANCE, Precision, apply_scheme, check_scheme, weight_bytes
 from edgesdk.profiles import DeviceProfile
 from edgesdk.simulate import simulate
 from edgesdk.tensors import check_inputs, load_npz, save_npz
@@ -63,7 +64,7 @@ from edgesdk.tvm_worker import Job, RunTask, run_in_worker
 from edgesdk.verify import reference_outputs, verification
 from edgesdk.versions import edgesdk_version, tvm_version
 
-OPTIONS = {"timeout_s", "cache", "profiles_dir", "seed", "on_stage", "unit", "fallback"}
+OPTIONS = {"range_method", "timeout_s", "cache", "profiles_dir", "seed", "on_stage", "unit", "fallback"}
 
 
 def find_backend(profile: DeviceProfile) -> Backend:
@@ -200,8 +201,12 @@ def deploy(
     backend = find_backend(profile)
     scheme = check_scheme(quantize, calibration)
     prepared = load_model(model, input_shapes)
-    lowered = apply_scheme(prepared, scheme)
+    on_stage("quantize" if scheme != "none" else "load")
+    precision = apply_scheme(prepared, scheme, calibration, options.get("range_method", "minmax"))
+    lowered = precision.compiled
     verify_inputs, user_inputs = _inputs(prepared, inputs, int(options.get("seed", 0)))
+    if precision.samples and inputs is None:
+        verify_inputs = precision.samples[0]  # in the calibrated range, unlike random inputs
     destination = Path(out) if out is not None else Path("build") / f"{prepared.name}-{profile.id}"
     check_destination(destination)
     missing = backend.toolchain.missing()
@@ -224,16 +229,16 @@ def deploy(
         estimate = simulate(analysis, placement, profile)
         on_stage("verify")
         staged = staging_dir(destination)
-        simulation = _assemble(staged, prepared, compiled, specs, verify_inputs)
+        simulation = _assemble(staged, precision.reference, compiled, specs, verify_inputs)
         outputs = compiled.outputs
         if outputs is None:  # cached builds: run the simulation now, isolated like a compile
             runner = HostRunner(staged / simulation, staged / PARAMS_FILE, prepared.inputs, [spec.name for spec in prepared.outputs])
             outputs = runner.run(verify_inputs, isolated=True)
         result = verification(
-            outputs, reference_outputs(prepared.serialized, verify_inputs), user_inputs=user_inputs, float_rtol=SCHEME_TOLERANCE.get(scheme)
+            outputs, reference_outputs(precision.reference.serialized, verify_inputs), user_inputs=user_inputs, float_rtol=SCHEME_TOLERANCE.get(scheme)
         )
         on_stage("write")
-        manifest = _manifest(profile, backend, prepared, lowered, scheme, specs, compiled, simulation, result, files=hash_tree(staged))
+        manifest = _manifest(profile, backend, prepared, precision, analysis, specs, compiled, simulation, result, files=hash_tree(staged))
         manifest.partition, manifest.estimate = placement.info(), estimate
         if set(placement.units) - {_cpu_unit(profile)}:
             manifest.build.notes.append(
@@ -268,8 +273,8 @@ def _manifest(
     profile: DeviceProfile,
     backend: Backend,
     prepared: Model,
-    lowered: Model,
-    scheme: str,
+    precision: Precision,
+    analysis: ModelAnalysis,
     specs: Sequence[BuildSpec],
     compiled: Compiled,
     simulation: str,
@@ -291,7 +296,7 @@ def _manifest(
             inputs=[TensorInfo(**spec.to_json()) for spec in prepared.inputs],
             outputs=[TensorInfo(**spec.to_json()) for spec in prepared.outputs],
         ),
-        quantization=QuantizationInfo(scheme=scheme, weight_bytes=weight_bytes(lowered.proto), float_weight_bytes=weight_bytes(prepared.proto)),
+        quantization=_quantization_info(prepared, precision, analysis),
         files=files,
         # What the device code runs on; deploy() replaces it with the simulated placement.
         partition=PartitionInfo(units={_cpu_unit(profile): device_build.kernels}),
@@ -302,11 +307,32 @@ def _manifest(
             device_files=[f"device/{name}" for name in device_build.files],
             simulation_library=simulation,
             kernels=device_build.kernels,
-            cache_key=_build_key(lowered, specs[0]),
+            cache_key=_build_key(precision.compiled, specs[0]),
             cached=compiled.cached,
             compile_seconds=round(compiled.seconds, 3),
-            notes=[*lowered.notes[len(prepared.notes) :], *device_build.notes],
+            notes=[*precision.compiled.notes[len(prepared.notes) :], *device_build.notes],
         ),
+    )
+
+
+def _quantization_info(prepared: Model, precision: Precision, analysis: ModelAnalysis) -> QuantizationInfo:
+    layers = [
+        QuantizedLayer(
+            name=kernel.name,
+            op_class=kernel.op_class,
+            weight_dtype=max((t for t in kernel.inputs if t.source in ("weight", "constant")), key=lambda t: t.bytes, default=kernel.outputs[0]).dtype,
+            compute_dtype=compute_dtype(kernel),
+        )
+        for kernel in analysis.kernels
+        if kernel.op_class in ARITHMETIC_CLASSES
+    ]
+    return QuantizationInfo(
+        scheme=precision.scheme,
+        range_method=precision.range_method,
+        weight_bytes=weight_bytes(precision.compiled.proto),
+        float_weight_bytes=weight_bytes(prepared.proto),
+        layers=layers,
+        accuracy=precision.accuracy,
     )
 
 

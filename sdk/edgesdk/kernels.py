@@ -132,6 +132,7 @@ class LoopNest(BaseModel):
     reduction_extents: list[int] = Field(description="Extent of each reduction loop (extent > 1, outer to inner).")
     reduction_strides_bytes: list[int] = Field(description="Per reduction loop (extent > 1, outer to inner), the largest read stride in bytes.")
     transcendentals: int = Field(0, description="Calls of exp, erf, tanh, sigmoid, log, pow or sqrt in the kernel's code.")
+    operand_dtype: str = Field("", description="Dtype of the block's first operand: int8 for an integer convolution whose kernel outputs float.")
 
 
 class Kernel(BaseModel):
@@ -255,6 +256,7 @@ def _loop_nest(schedule) -> LoopNest | None:
         inner_stride_bytes=stride_bytes(spatial[-1]) if spatial else 0,
         reduction_extents=[extent for _, extent in reduced],
         reduction_strides_bytes=[stride_bytes(var) for var, _ in reduced],
+        operand_dtype=str(block.reads[0].source.dtype) if block.reads else "",
     )
 
 
@@ -276,7 +278,7 @@ def analyze(mod) -> ModelAnalysis:
         ty = expr.ty
         if not isinstance(ty, relax.TensorType) or ty.shape is None:
             return None
-        kind, producer = sources.get(expr, ("constant", None) if type(expr).__name__ == "Constant" else source)
+        kind, producer = sources.get(expr, ("constant", None) if isinstance(expr, tvm.ir.expr.Constant) else source)
         return Tensor(shape=[int(d) for d in ty.shape], dtype=str(ty.dtype), source=kind, producer=producer)
 
     kernels: list[Kernel] = []

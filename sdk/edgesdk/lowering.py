@@ -16,10 +16,11 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from edgesdk.kernels import ModelAnalysis, analyze
+from edgesdk.quantization.integer_ops import integerize
 from edgesdk.toolchains import Toolchain
 
 # Bump when the lowering changes what it produces for the same inputs: it is part of cache keys.
-PIPELINE_VERSION = 4
+PIPELINE_VERSION = 5
 
 
 class BuildSpec(BaseModel):
@@ -59,7 +60,10 @@ def import_onnx(model_path: Path, shapes: dict[str, list[int]]):
     mod = relax_onnx.from_onnx(proto, shape_dict=shapes, keep_params_in_input=True)
     mod, params = relax.frontend.detach_params(mod)
     weights = [array.numpy() for array in params.get("main", [])]
-    names = [str(var.name) for var in mod["main"].params[len(shapes):]]
+    weight_vars = mod["main"].params[len(shapes):]
+    # Quantized (QDQ) models: their convolutions and matmuls become integer kernels.
+    mod, _ = integerize(mod, dict(zip(weight_vars, weights)))
+    names = [str(var.name) for var in weight_vars]
     return mod, weights, names
 
 

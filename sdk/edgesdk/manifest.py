@@ -9,6 +9,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from edgesdk.quantization.accuracy import Accuracy
+
 SCHEMA_VERSION = 1
 MANIFEST_NAME = "manifest.json"
 
@@ -36,12 +38,24 @@ class ModelInfo(_Record):
     outputs: list[TensorInfo]
 
 
-class QuantizationInfo(_Record):
-    """The precision the model was compiled at."""
+class QuantizedLayer(_Record):
+    """A convolution or matmul kernel and the precision it runs at."""
 
-    scheme: str = Field(description="`none`: the model keeps its precision; `fp16`: weights and computation in half precision.")
+    name: str
+    op_class: str
+    weight_dtype: str
+    compute_dtype: str = Field(description="What its multiplications take: int8 for an integer kernel.")
+
+
+class QuantizationInfo(_Record):
+    """The precision the model was compiled at (edgesdk.precision)."""
+
+    scheme: str = Field(description="`none`: the model keeps its precision; `fp16`: half precision; `int8`: W8A8 integer kernels.")
+    range_method: str | None = Field(None, description="How activation ranges were calibrated (`minmax`, `percentile`, `mse`).")
     weight_bytes: int = Field(0, description="Bytes of the compiled model's weights.")
     float_weight_bytes: int = Field(0, description="Bytes of the weights at the model's own precision.")
+    layers: list[QuantizedLayer] = Field(default_factory=list, description="Every convolution and matmul kernel.")
+    accuracy: Accuracy | None = Field(None, description="Agreement with the float model on the calibration samples (calibrated schemes).")
 
 
 class Fallback(_Record):

@@ -37,7 +37,14 @@ def preference(profile: DeviceProfile) -> list[str]:
     return sorted(names, key=lambda name: (UNIT_PREFERENCE[profile.compute_units[name].kind], names.index(name)))
 
 
+ARITHMETIC_CLASSES = ("conv", "depthwise_conv", "matmul")
+
+
 def compute_dtype(kernel: Kernel) -> str:
+    """The dtype a kernel computes in: a convolution's or matmul's operands (an integer conv whose
+    fused epilogue dequantizes still multiplies int8), else its output's."""
+    if kernel.op_class in ARITHMETIC_CLASSES and kernel.nest is not None and kernel.nest.operand_dtype:
+        return kernel.nest.operand_dtype
     return kernel.outputs[0].dtype if kernel.outputs else "float32"
 
 

@@ -1,43 +1,66 @@
 """The precision a model is compiled at (``--quantize``).
 
-``none`` keeps the model's own precision. ``fp16`` converts weights and computation to half
-precision with onnxconverter-common (the Microsoft converter onnxruntime's own tools use); the
-model's inputs and outputs keep their declared types, cast at the edges, so callers feed and read
-the same arrays as before. The integer schemes (int8, w8a16, w4a16, w4a8, vq) arrive with the
-quantization toolkit (issue 6) and are refused with a clear error until then.
+- ``none`` keeps the model's own precision.
+- ``fp16`` converts weights and computation to half precision with onnxconverter-common (the
+  converter onnxruntime's own tools use); inputs and outputs keep their declared types, cast at
+  the edges. Its numerics are checked against onnxruntime running the original model.
+- ``int8`` (W8A8) quantizes on the user's sample inputs (``--calibration NPZ``) into a QDQ model
+  (edgesdk.quantization.ptq); the lowering turns it into integer kernels. Its numerics are checked
+  against onnxruntime running that QDQ model, which is also the artifact's ``model.onnx``; its
+  agreement with the float model on the samples is recorded as ``quantization.accuracy``.
 
-Numerics of a reduced-precision deploy are checked against onnxruntime running the original
-model, with a tolerance that fits the precision (``SCHEME_TOLERANCE``).
+The other schemes of the roadmap (w8a16, w4a16, w4a8, vq, auto) are refused with a clear error.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import os
+from collections.abc import Mapping
 
 import numpy as np
 import onnx
 
 from edgesdk.errors import UserInputError
 from edgesdk.model import Model
+from edgesdk.quantization.accuracy import Accuracy
 
-AVAILABLE = ("none", "fp16")
-PLANNED = ("int8", "w8a16", "w4a16", "w4a8", "vq", "auto")
-# Relative tolerance of float outputs against the original model (scaled like edgesdk.verify's):
-# fp16 keeps 11 significant bits (~5e-4), and errors grow through a network's layers.
-SCHEME_TOLERANCE = {"fp16": 2e-2}
+AVAILABLE = ("none", "fp16", "int8")
+PLANNED = ("w8a16", "w4a16", "w4a8", "vq", "auto")
+CALIBRATED = ("int8",)  # schemes that need --calibration
+# Relative tolerance of float outputs (scaled like edgesdk.verify's). fp16 keeps 11 significant
+# bits (~5e-4) and errors grow through a network's layers; int8 kernels may round a value one
+# step apart from onnxruntime's, and a step can move an output by a few percent of its range.
+SCHEME_TOLERANCE = {"fp16": 2e-2, "int8": 5e-2}
+
+Calibration = str | os.PathLike | Mapping[str, np.ndarray] | None
 
 
-def check_scheme(quantize: str | None, calibration: object) -> str:
+@dataclasses.dataclass
+class Precision:
+    scheme: str
+    compiled: Model  # what TVM compiles
+    reference: Model  # what onnxruntime runs for the numerics check: the artifact's model.onnx
+    samples: list[dict[str, np.ndarray]]  # calibration inputs, if any
+    range_method: str | None = None
+    accuracy: Accuracy | None = None
+
+
+def check_scheme(quantize: str | None, calibration: Calibration) -> str:
     scheme = "none" if quantize is None else str(quantize)
     if scheme in PLANNED:
         raise UserInputError(
-            f"--quantize {scheme}: integer quantization is not available in this edgesdk version yet",
-            hint=f"use --quantize {' or '.join(AVAILABLE)}",
+            f"--quantize {scheme}: this scheme is not available in this edgesdk version yet",
+            hint=f"use --quantize {', '.join(AVAILABLE)}",
         )
     if scheme not in AVAILABLE:
         raise UserInputError(f"--quantize {scheme}: unknown scheme", hint=f"schemes: {', '.join(AVAILABLE + PLANNED)}")
-    if calibration is not None:
-        raise UserInputError("--calibration is only used by integer schemes", hint="drop --calibration")
+    if scheme in CALIBRATED and calibration is None:
+        raise UserInputError(
+            f"--quantize {scheme} needs calibration data", hint="give --calibration NPZ: a few hundred representative inputs, one array per model input"
+        )
+    if scheme not in CALIBRATED and calibration is not None:
+        raise UserInputError(f"--calibration is only used by calibrated schemes ({', '.join(CALIBRATED)})", hint="drop --calibration")
     return scheme
 
 
@@ -45,13 +68,26 @@ def weight_bytes(proto: onnx.ModelProto) -> int:
     return sum(int(np.prod(t.dims, dtype=np.int64)) * onnx.helper.tensor_dtype_to_np_dtype(t.data_type).itemsize for t in proto.graph.initializer)
 
 
-def apply_scheme(model: Model, scheme: str) -> Model:
-    """The model to compile for ``scheme`` (``model`` itself for ``none``)."""
+def apply_scheme(model: Model, scheme: str, calibration: Calibration = None, range_method: str = "minmax") -> Precision:
+    """What to compile and what to check it against, for ``scheme``."""
     if scheme == "none":
-        return model
-    from onnxconverter_common import float16
+        return Precision(scheme, model, model, [])
+    if scheme == "fp16":
+        from onnxconverter_common import float16
 
-    # keep_io_types: fp32 in and out, cast once at each edge. The converter can warn about values
-    # out of fp16 range (it clamps them); those show up in the numerics check.
-    proto = float16.convert_float_to_float16(onnx.ModelProto.FromString(model.serialized), keep_io_types=True)
-    return dataclasses.replace(model, proto=proto, notes=[*model.notes, "weights and computation in float16 (inputs and outputs keep their types)"])
+        # keep_io_types: fp32 in and out, cast once at each edge. Values out of fp16 range are
+        # clamped by the converter; the numerics check shows their effect.
+        proto = float16.convert_float_to_float16(onnx.ModelProto.FromString(model.serialized), keep_io_types=True)
+        notes = [*model.notes, "weights and computation in float16 (inputs and outputs keep their types)"]
+        return Precision(scheme, dataclasses.replace(model, proto=proto, notes=notes), model, [])
+    from edgesdk.quantization.accuracy import measure_agreement
+    from edgesdk.quantization.ptq import calibration_samples, quantize_int8
+    from edgesdk.tensors import load_npz
+
+    origin = "--calibration" if isinstance(calibration, Mapping) else str(calibration)
+    arrays = calibration if isinstance(calibration, Mapping) else load_npz(calibration)
+    samples = calibration_samples(arrays, model.inputs, origin)
+    quantized = quantize_int8(model, samples, range_method)
+    quantized.notes = [*model.notes, f"int8 (W8A8) from {len(samples)} calibration samples, {range_method} ranges"]
+    accuracy = measure_agreement(quantized.serialized, model.serialized, samples)
+    return Precision(scheme, quantized, quantized, samples, range_method, accuracy)

@@ -8,7 +8,7 @@ may differ by more in absolute terms than one that stays within 1. Floats compar
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import numpy as np
 
@@ -17,8 +17,9 @@ from edgesdk.manifest import OutputCheck, VerificationInfo
 RELATIVE_TOLERANCE = {"float32": 1e-4, "float64": 1e-4, "float16": 1e-2, "bfloat16": 2e-2}
 
 
-def reference_outputs(model_bytes: bytes, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """onnxruntime's outputs (CPU provider, basic optimizations only, like the prepared model)."""
+def reference_runner(model_bytes: bytes) -> Callable[[Mapping[str, np.ndarray]], dict[str, np.ndarray]]:
+    """A function from inputs to onnxruntime's outputs (CPU provider, basic optimizations only,
+    like the prepared model)."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -26,7 +27,11 @@ def reference_outputs(model_bytes: bytes, inputs: Mapping[str, np.ndarray]) -> d
     options.log_severity_level = 3
     session = ort.InferenceSession(model_bytes, options, providers=["CPUExecutionProvider"])
     names = [output.name for output in session.get_outputs()]
-    return dict(zip(names, session.run(names, dict(inputs))))
+    return lambda inputs: dict(zip(names, session.run(names, dict(inputs))))
+
+
+def reference_outputs(model_bytes: bytes, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    return reference_runner(model_bytes)(inputs)
 
 
 def reference_name() -> str:

@@ -24,9 +24,11 @@ def error_lines(err: str) -> list[str]:
         ([], "error: mlp: input 'features' has dynamic dimensions ['N', 64]"),
         (["--input-shape", "features"], "error: --input-shape 'features': expected NAME=D1,D2,... with positive integers"),
         (["--input-shape", "feature=1,64"], "error: mlp: --input-shape names no input of the model: feature"),
-        (["--input-shape", "features=1,64", "--quantize", "int8"], "error: --quantize int8: integer quantization is not available in this edgesdk version yet"),
+        (["--input-shape", "features=1,64", "--quantize", "int8"], "error: --quantize int8 needs calibration data"),
+        (["--input-shape", "features=1,64", "--quantize", "w4a16"], "error: --quantize w4a16: this scheme is not available in this edgesdk version yet"),
         (["--input-shape", "features=1,64", "--quantize", "int3"], "error: --quantize int3: unknown scheme"),
-        (["--input-shape", "features=1,64", "--calibration", "c.npz"], "error: --calibration is only used by integer schemes"),
+        (["--input-shape", "features=1,64", "--calibration", "c.npz"], "error: --calibration is only used by calibrated schemes (int8)"),
+        (["--input-shape", "features=1,64", "--quantize", "int8", "--calibration", "missing.npz"], "error: missing.npz: no such file"),
     ],
 )
 def test_deploy_input_errors(run_cli, mlp_file, tmp_path, extra, message):

@@ -1,0 +1,1 @@
+"""Quantization: the precision a model is compiled at, and the integer kernels that run it."""

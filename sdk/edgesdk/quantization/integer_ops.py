@@ -1,0 +1,154 @@
+"""Rewrite quantize/dequantize (QDQ) patterns into integer convolutions and matmuls, in Relax.
+
+TVM's ONNX frontend imports a QDQ model as fake quantization: every conv runs in float32 between
+a dequantize and a quantize. This pass turns
+
+    quantize(relu?(conv2d(dequantize(xq, sx, zx), dequantize(wq, sw, 0)) + bias?), sy, zy)
+
+(and the same around ``matmul``, whose weight may be transposed) into
+
+    acc = conv2d(pad(xq, value=zx), wq, out_dtype=int32)    int8 x int8 -> int32 accumulation
+          - zx * sum(wq over each output channel's window)  zero point of the input, exactly
+    quantize(relu?(float(acc) * (sx * sw) + bias), sy, zy)  requantization (per output channel)
+
+so the arithmetic of the layer is integer; only the per-channel rescale is float, as in
+onnxruntime's own integer kernels. Weights must be symmetric (zero point 0, as every per-channel
+scheme produces); anything else is left as it was, still correct, in float. TVM is imported by
+the caller (the worker).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass
+class IntegerReport:
+    """How many conv/matmul layers became integer, and which stayed float."""
+
+    integer: list[str] = field(default_factory=list)
+    kept_float: list[str] = field(default_factory=list)
+
+
+def integerize(mod, known: dict | None = None):
+    """Return ``(module, IntegerReport)`` with QDQ conv2d/matmul patterns made integer.
+    ``known`` maps parameters of ``main`` (weights kept as inputs) to their numpy values."""
+    import tvm
+    from tvm import relax
+    from tvm.relax.expr_functor import PyExprMutator, mutator
+
+    known = known or {}
+
+    def _const(expr):
+        expr = value(expr)
+        if isinstance(expr, tvm.ir.expr.Constant):
+            return expr.value.numpy()
+        return known.get(expr)
+
+    def _fold(expr):
+        """The value of a reshape/dequantize chain over known tensors, or None."""
+        known_value = _const(expr)
+        if known_value is not None:
+            return known_value
+        name = op_name(expr)
+        call = value(expr)
+        if name == "relax.reshape":
+            inner = _fold(call.args[0])
+            return None if inner is None else inner.reshape([int(d) for d in call.ty.shape])
+        if name == "relax.dequantize" and int(call.attrs.axis) in (0, -1):
+            q, scale, zero = (_const(arg) for arg in call.args)
+            if q is None or scale is None or zero is None or q.ndim != 1:
+                return None
+            return ((q.astype(np.float32) - zero.astype(np.float32)) * scale.astype(np.float32)).astype(np.float32)
+        return None
+
+    main = mod["main"]
+    definitions = relax.analysis.get_var2val(main)
+    report = IntegerReport()
+
+    def value(expr):
+        """What a variable is bound to (dataflow normal form), else the expression itself."""
+        return definitions.get(expr, expr) if isinstance(expr, relax.Var) else expr
+
+    def op_name(expr) -> str:
+        expr = value(expr)
+        return expr.op.name if isinstance(expr, relax.Call) and isinstance(expr.op, tvm.ir.Op) else ""
+
+    @mutator
+    class Rewriter(PyExprMutator):
+        def visit_call_(self, call):  # noqa: N802 - TVM's visitor naming
+            rewritten = self._rewrite(call)
+            return rewritten if rewritten is not None else super().visit_call_(call)
+
+        def _rewrite(self, quantize):
+            if op_name(quantize) != "relax.quantize":
+                return None
+            inner, relu = quantize.args[0], False
+            if op_name(inner) == "relax.nn.relu":
+                inner, relu = value(inner).args[0], True
+            bias = None
+            if op_name(inner) == "relax.add":
+                left, right = value(inner).args
+                if op_name(left) in ("relax.nn.conv2d", "relax.matmul"):
+                    inner, bias = left, right
+                elif op_name(right) in ("relax.nn.conv2d", "relax.matmul"):
+                    inner, bias = right, left
+            layer = value(inner)
+            kind = op_name(inner)
+            if kind not in ("relax.nn.conv2d", "relax.matmul"):
+                return None
+            data, weight = layer.args
+            transposed = op_name(weight) == "relax.permute_dims"
+            if transposed:
+                weight = value(weight).args[0]
+            if op_name(data) != "relax.dequantize" or op_name(weight) != "relax.dequantize":
+                report.kept_float.append(str(kind))
+                return None
+            xq, sx, zx = value(data).args
+            wq, sw, zw = value(weight).args
+            weight_var = self.visit_expr(wq)  # the int8 weights, as a constant or a parameter
+            sx, zx, wq_np, sw, zw = _const(sx), _const(zx), _const(wq), _const(sw), _const(zw)
+            if any(v is None for v in (sx, zx, wq_np, sw, zw)) or sx.size != 1 or np.any(zw != 0) or wq_np.dtype != np.int8:
+                report.kept_float.append(str(kind))
+                return None
+            if str(value(data).args[0].ty.dtype) not in ("int8", "uint8"):
+                report.kept_float.append(str(kind))
+                return None
+            xq = self.visit_expr(xq)
+            emit = self.builder_.emit
+            zero = int(zx.reshape(-1)[0])
+            weights = wq_np.astype(np.int32)
+            if kind == "relax.nn.conv2d":
+                attrs = layer.attrs
+                if str(attrs.data_layout) != "NCHW" or str(attrs.kernel_layout) != "OIHW":
+                    report.kept_float.append(str(kind))
+                    return None
+                top, left, bottom, right = (int(p) for p in attrs.padding)
+                if any((top, left, bottom, right)):
+                    xq = emit(relax.op.nn.pad(xq, [0, 0, 0, 0, top, bottom, left, right], pad_value=float(zero)))
+                acc = emit(relax.op.nn.conv2d(xq, weight_var, strides=attrs.strides, padding=0, dilation=attrs.dilation, groups=int(attrs.groups), out_dtype="int32"))
+                channel_shape = (1, -1, 1, 1)
+                window_sums = weights.sum(axis=(1, 2, 3))
+            else:
+                acc = emit(relax.op.matmul(xq, emit(relax.op.permute_dims(weight_var)) if transposed else weight_var, out_dtype="int32"))
+                channel_shape = (1, -1)
+                window_sums = weights.sum(axis=1) if transposed else weights.sum(axis=0)
+            if zero:
+                acc = emit(relax.op.subtract(acc, relax.const((zero * window_sums).reshape(channel_shape).astype(np.int32))))
+            scale = (sx.reshape(-1)[0] * sw.astype(np.float32).reshape(-1)).reshape(channel_shape if sw.size > 1 else (1,) * len(channel_shape))
+            y = emit(relax.op.multiply(emit(relax.op.astype(acc, "float32")), relax.const(scale.astype(np.float32))))
+            if bias is not None:
+                folded = _fold(bias)  # a quantized bias, dequantized once here, not at every run
+                y = emit(relax.op.add(y, relax.const(folded) if folded is not None else self.visit_expr(bias)))
+            if relu:
+                y = emit(relax.op.nn.relu(y))
+            call = value(quantize)
+            report.integer.append(str(kind))
+            return relax.op.quantize(y, self.visit_expr(call.args[1]), self.visit_expr(call.args[2]), axis=int(call.attrs.axis), out_dtype=str(call.attrs.out_dtype))
+
+    rewritten = Rewriter(mod).visit_expr(main)
+    mod = mod.__class__({**{gv: f for gv, f in mod.functions.items()}, mod.get_global_var("main"): rewritten})
+    mod = relax.transform.DeadCodeElimination()(mod)
+    return mod, report

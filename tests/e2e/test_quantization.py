@@ -1,0 +1,109 @@
+"""int8 quantization end to end: QDQ models become integer kernels, checked in the lowered TIR."""
+
+import json
+import re
+
+import numpy as np
+import onnx
+import pytest
+
+import edgesdk
+from edgesdk.testing.models import depthwise_net, tiny_cnn
+
+pytestmark = pytest.mark.slow
+
+SHAPES = {"image": [1, 3, 32, 32]}
+
+
+def calibration(n=16, shape=(3, 32, 32), seed=0):
+    return {"image": np.random.default_rng(seed).standard_normal((n, *shape)).astype(np.float32)}
+
+
+def ort_qdq_model(tmp_path):
+    """tiny_cnn quantized by onnxruntime's own quantize_static (QDQ, per-channel int8)."""
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+
+    from edgesdk.model import load_model
+
+    onnx.save(load_model(tiny_cnn(), SHAPES).proto, tmp_path / "fp32.onnx")
+    samples = iter([{"image": x[None]} for x in calibration()["image"]])
+
+    class Reader:
+        def get_next(self):
+            return next(samples, None)
+
+    quantize_static(
+        str(tmp_path / "fp32.onnx"), str(tmp_path / "qdq.onnx"), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+        activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+    )
+    return tmp_path / "qdq.onnx"
+
+
+def integer_blocks(path, shapes):
+    """Per conv/matmul block of the lowered TIR: (block name, dtypes of the buffers it reads,
+    dtype of the buffer it accumulates into)."""
+    import tvm
+
+    from edgesdk.lowering import import_onnx, optimize
+
+    mod, _, _ = import_onnx(path, shapes)
+    lowered, _ = optimize(mod, {"kind": "llvm"})
+    found = []
+    for global_var, func in lowered.functions.items():
+        if not isinstance(func, tvm.tirx.PrimFunc):
+            continue
+        schedule = tvm.s_tir.Schedule(tvm.IRModule({"main": func}))
+        for block_rv in schedule.get_child_blocks(schedule.get_sblock("root", "main")):
+            block = schedule.get(block_rv)
+            if re.match(r"(group_)?conv2d|(NT_)?matmul", block.name_hint):
+                found.append((block.name_hint, {str(r.source.dtype) for r in block.reads}, str(block.writes[0].source.dtype)))
+    return found
+
+
+def test_an_onnxruntime_qdq_model_deploys_with_integer_kernels(tmp_path):
+    qdq = ort_qdq_model(tmp_path)
+    artifact = edgesdk.deploy(qdq, "phone", tmp_path / "a")
+    check = artifact.manifest.verification
+    assert check.passed and check.max_abs_err <= 2 / 255  # within two output steps of onnxruntime's integer reference
+    layers = artifact.manifest.quantization.layers
+    assert len(layers) == 4 and all(layer.compute_dtype == "int8" for layer in layers)
+    assert {layer.unit for layer in artifact.manifest.estimate.per_layer if layer.op_class in ("conv", "depthwise_conv", "matmul")} == {"npu"}
+    artifact.verify()  # model.onnx is the QDQ model: the reference again
+
+
+def test_lowered_tir_multiplies_int8_and_accumulates_int32(tmp_path):
+    """Read the TIR itself: the conv/matmul blocks of an int8 deploy cast int8 operands and write
+    int32 accumulators, for at least 90% of them."""
+    from edgesdk.model import load_model
+    from edgesdk.precision import apply_scheme
+
+    prepared = load_model(depthwise_net(), {"image": [1, 3, 96, 96]})
+    precision = apply_scheme(prepared, "int8", calibration(8, (3, 96, 96)))
+    onnx.save(precision.compiled.proto, tmp_path / "int8.onnx")
+    blocks = integer_blocks(tmp_path / "int8.onnx", {"image": [1, 3, 96, 96]})
+    assert len(blocks) == 12  # 11 convolutions (6 depthwise) and the classifier's matmul
+    integer = [name for name, operands, accumulator in blocks if operands == {"int8"} and accumulator == "int32"]
+    assert len(integer) / len(blocks) >= 0.9, blocks
+
+    fp32 = tmp_path / "fp32.onnx"
+    onnx.save(prepared.proto, fp32)
+    assert {(frozenset(operands), accumulator) for _, operands, accumulator in integer_blocks(fp32, {"image": [1, 3, 96, 96]})} == {(frozenset({"float32"}), "float32")}
+
+
+def test_int8_deploy_from_the_cli_records_scheme_layers_and_accuracy(tmp_path, run_cli):
+    onnx.save(tiny_cnn(), tmp_path / "m.onnx")
+    np.savez(tmp_path / "cal.npz", **calibration(32))
+    code, out, err = run_cli(
+        "deploy", str(tmp_path / "m.onnx"), "--device", "phone", "--input-shape", "image=1,3,32,32", "--quantize", "int8",
+        "--calibration", str(tmp_path / "cal.npz"), "--range-method", "percentile", "-o", str(tmp_path / "a"), "--json",
+    )
+    assert code == 0, err
+    quantization = json.loads(out)["quantization"]
+    assert quantization["scheme"] == "int8" and quantization["range_method"] == "percentile"
+    assert quantization["weight_bytes"] < 0.6 * quantization["float_weight_bytes"]
+    accuracy = quantization["accuracy"]
+    assert accuracy["samples"] == 32 and accuracy["outputs"][0]["top1_agreement"] >= 0.9 and accuracy["outputs"][0]["cosine"] > 0.99
+    code, _, err = run_cli("verify", str(tmp_path / "a"))
+    assert code == 0, err
+    code, _, err = run_cli("deploy", str(tmp_path / "m.onnx"), "--device", "phone", "--input-shape", "image=1,3,32,32", "--quantize", "int8")
+    assert code == 2 and err.startswith("error: --quantize int8 needs calibration data")

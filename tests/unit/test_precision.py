@@ -1,0 +1,73 @@
+"""Scheme checks and calibration data handling (no TVM)."""
+
+import numpy as np
+import pytest
+
+from edgesdk.errors import UserInputError
+from edgesdk.model import TensorSpec
+from edgesdk.precision import check_scheme
+from edgesdk.quantization.ptq import _mse_range, calibration_samples
+
+
+@pytest.mark.parametrize(
+    ("scheme", "calibration", "message"),
+    [
+        ("int8", None, "--quantize int8 needs calibration data"),
+        ("fp16", "c.npz", "--calibration is only used by calibrated schemes (int8)"),
+        ("w4a16", None, "--quantize w4a16: this scheme is not available in this edgesdk version yet"),
+        ("int3", None, "--quantize int3: unknown scheme"),
+    ],
+)
+def test_scheme_errors(scheme, calibration, message):
+    with pytest.raises(UserInputError) as error:
+        check_scheme(scheme, calibration)
+    assert str(error.value).startswith(message)
+
+
+def test_schemes_that_need_no_data_pass():
+    assert check_scheme(None, None) == "none" and check_scheme("fp16", None) == "fp16" and check_scheme("int8", "c.npz") == "int8"
+
+
+SPECS = [TensorSpec("image", (1, 3, 8, 8), "float32"), TensorSpec("scale", (1,), "float32")]
+
+
+def test_calibration_samples_split_stacked_arrays_and_accept_one_sample():
+    rng = np.random.default_rng(0)
+    stacked = {"image": rng.standard_normal((5, 3, 8, 8)), "scale": rng.standard_normal((5, 1))}
+    samples = calibration_samples(stacked, SPECS, "cal.npz")
+    assert len(samples) == 5 and samples[2]["image"].shape == (1, 3, 8, 8) and samples[2]["image"].dtype == np.float32
+    np.testing.assert_array_equal(samples[4]["image"][0], stacked["image"][4].astype(np.float32))
+    with_batch_axis = {"image": rng.standard_normal((4, 1, 3, 8, 8)), "scale": rng.standard_normal((4, 1))}
+    assert len(calibration_samples(with_batch_axis, SPECS, "cal.npz")) == 4
+    single = {"image": rng.standard_normal((1, 3, 8, 8)), "scale": np.ones(1)}
+    assert len(calibration_samples(single, SPECS, "cal.npz")) == 1
+
+
+@pytest.mark.parametrize(
+    ("arrays", "message"),
+    [
+        ({"image": np.zeros((5, 3, 9, 9)), "scale": np.zeros((5, 1))}, "cal.npz: input 'image' has shape [5, 3, 9, 9]; calibration wants N samples of [1, 3, 8, 8]"),
+        ({"image": np.zeros((5, 3, 8, 8)), "scale": np.zeros((4, 1))}, "cal.npz: inputs hold different numbers of samples: [4, 5]"),
+        ({"image": np.zeros((5, 3, 8, 8))}, "cal.npz: inputs do not match the model (missing scale)"),
+    ],
+)
+def test_bad_calibration_data_is_a_clear_error(arrays, message):
+    with pytest.raises(UserInputError) as error:
+        calibration_samples(arrays, SPECS, "cal.npz")
+    assert str(error.value).startswith(message)
+
+
+@pytest.mark.parametrize("distribution", ["normal", "laplace", "uniform", "relu"])
+def test_mse_range_never_quantizes_worse_than_minmax(distribution):
+    rng = np.random.default_rng(1)
+    values = {"normal": rng.standard_normal(50_000), "laplace": rng.laplace(size=50_000), "uniform": rng.uniform(-1, 3, 50_000), "relu": np.maximum(rng.standard_normal(50_000), 0)}[distribution]
+
+    def error(low, high):
+        low, high = min(low, 0.0), max(high, 0.0)
+        scale = (high - low) / 255
+        zero = np.round(-128 - low / scale)
+        return np.mean(((np.clip(np.round(values / scale) + zero, -128, 127) - zero) * scale - values) ** 2)
+
+    low, high = _mse_range(values)
+    assert min(values.min(), 0) <= low <= 0 <= high <= values.max()
+    assert error(low, high) <= error(values.min(), values.max())
