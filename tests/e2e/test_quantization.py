@@ -107,3 +107,36 @@ def test_int8_deploy_from_the_cli_records_scheme_layers_and_accuracy(tmp_path, r
     assert code == 0, err
     code, _, err = run_cli("deploy", str(tmp_path / "m.onnx"), "--device", "phone", "--input-shape", "image=1,3,32,32", "--quantize", "int8")
     assert code == 2 and err.startswith("error: --quantize int8 needs calibration data")
+
+
+@pytest.fixture(scope="module")
+def digits():
+    """The digits CNN, trained here in a few seconds (seeded), with its held-out split."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "examples"))
+    from digits import train_digits_cnn
+
+    return train_digits_cnn()
+
+
+def heldout_top1(artifact, digits) -> float:
+    images, labels = digits.heldout
+    logits = np.stack([artifact.run({"digits": image[None]})["logits"] for image in images])
+    return float(np.mean(logits.reshape(len(labels), -1).argmax(axis=1) == labels))
+
+
+def test_digits_cnn_int8_on_the_phone_keeps_its_accuracy_with_a_quarter_of_the_weights(tmp_path, digits):
+    fp32 = edgesdk.deploy(digits.model, "phone", tmp_path / "fp32")
+    int8 = edgesdk.deploy(digits.model, "phone", tmp_path / "int8", quantize="int8", calibration=digits.calibration())
+    accuracy_fp32, accuracy_int8 = heldout_top1(fp32, digits), heldout_top1(int8, digits)
+    assert accuracy_fp32 > 0.95  # a real classifier: 540 held-out digits
+    assert accuracy_fp32 - accuracy_int8 <= 0.005  # the artifact itself, not onnxruntime, was run
+    quantization = int8.manifest.quantization
+    assert quantization.weight_bytes <= 0.27 * quantization.float_weight_bytes
+    assert all(layer.compute_dtype == "int8" for layer in quantization.layers) and len(quantization.layers) == 5
+    assert int8.manifest.estimate.latency_ms < fp32.manifest.estimate.latency_ms
+    assert int8.manifest.estimate.energy_mj < fp32.manifest.estimate.energy_mj
+    agreement = quantization.accuracy.outputs[0]
+    assert agreement.top1_agreement >= 0.97 and quantization.accuracy.samples == 200
