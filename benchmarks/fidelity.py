@@ -97,7 +97,7 @@ def main() -> None:
                     "measured_ms": round(measured.latency_ms, 4),
                     "error": round(abs(predicted.latency_ms / measured.latency_ms - 1), 4),
                     "ratio": round(predicted.latency_ms / measured.latency_ms, 3),
-                    "kernel_rank_correlation": round(spearman([l.latency_ms for l in predicted.per_layer], [k.measured_ms for k in measured.per_kernel]), 3),
+                    "kernel_rank_correlation": round(spearman([layer.latency_ms for layer in predicted.per_layer], [k.measured_ms for k in measured.per_kernel]), 3),
                     "onnxruntime_ms": round(onnxruntime_ms(artifact.path / "model.onnx", inputs, args.repeat), 4),
                 }
             )

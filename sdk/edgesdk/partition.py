@@ -5,6 +5,8 @@ A kernel runs on the first unit that supports all its op classes, the dtype it c
 output's) and the rank of its tensors. Each unit it skips is a fallback ``{op, from_unit,
 to_unit, reason}``. Memory never forces a fallback: a kernel whose working set exceeds a unit's
 on-chip memory runs there and spills to DRAM, which the cost model charges (edgesdk.simulate).
+A kernel no unit supports goes to the CPU when the CPU runs its op classes: a CPU computes any
+dtype in software (fp16 without fp16 arithmetic runs widened to fp32, and is costed so).
 """
 
 from __future__ import annotations
@@ -48,14 +50,14 @@ def compute_dtype(kernel: Kernel) -> str:
     return kernel.outputs[0].dtype if kernel.outputs else "float32"
 
 
-def why_not(kernel: Kernel, unit: ComputeUnit) -> str | None:
-    """Why ``unit`` cannot run ``kernel``, or None when it can."""
+def why_not(kernel: Kernel, unit: ComputeUnit, *, dtype: bool = True) -> str | None:
+    """Why ``unit`` cannot run ``kernel``, or None when it can (``dtype=False``: ignoring dtypes)."""
     unsupported = [op for op in kernel.op_classes if not unit.supports_op_class(op)]
     if unsupported:
         return f"unsupported op class {', '.join(unsupported)}"
-    dtype = compute_dtype(kernel)
-    if dtype not in unit.dtypes:
-        return f"dtype {dtype} not supported (computes {', '.join(unit.dtypes)})"
+    computes = compute_dtype(kernel)
+    if dtype and computes not in unit.dtypes:
+        return f"dtype {computes} not supported (computes {', '.join(unit.dtypes)})"
     if unit.max_rank is not None and kernel.max_rank > unit.max_rank:
         return f"rank {kernel.max_rank} tensors exceed max rank {unit.max_rank}"
     return None
@@ -78,8 +80,14 @@ def partition(analysis: ModelAnalysis, profile: DeviceProfile, *, unit: str | No
                 break
             skipped.append((name, reason))
         if placed is None:
-            reasons = "; ".join(f"{name}: {reason}" for name, reason in skipped)
-            raise CheckFailed(f"kernel {kernel.name} runs on no unit of '{profile.id}' ({reasons})")
+            # A CPU runs anything in software (fp16 on a core without fp16 arithmetic is widened to
+            # fp32): the last resort, when the kernel's op classes are ones it runs.
+            cpu = next((name for name in order if profile.compute_units[name].kind == "cpu" and why_not(kernel, profile.compute_units[name], dtype=False) is None), None)
+            if cpu is None:
+                reasons = "; ".join(f"{name}: {reason}" for name, reason in skipped)
+                raise CheckFailed(f"kernel {kernel.name} runs on no unit of '{profile.id}' ({reasons})")
+            placed = cpu
+            skipped = [(name, reason) for name, reason in skipped if name != cpu]
         fallbacks += [Fallback(op=kernel.name, from_unit=name, to_unit=placed, reason=reason) for name, reason in skipped]
         units.append(placed)
     if fallbacks and not fallback:

@@ -35,6 +35,12 @@ def _efficiency(profile: DeviceProfile, unit_name: str, kernel: Kernel) -> float
     return fitted if fitted is not None else unit.efficiency.get(kernel.op_class, unit.efficiency["default"])
 
 
+def _figure(per_dtype: dict[str, float], dtype: str, conservative) -> float:
+    """A unit's figure for ``dtype``; a dtype it lacks runs widened to float32 (software fp16 on a
+    CPU without fp16 arithmetic), else at its most conservative figure."""
+    return per_dtype.get(dtype) or per_dtype.get("float32") or conservative(per_dtype.values())
+
+
 def _peak_memory(analysis: ModelAnalysis) -> tuple[int, int]:
     """(weight bytes, weights + most activation bytes alive at once), activations by liveness."""
     weights = sum(t.bytes for k in analysis.kernels for t in k.inputs if t.source in ("weight", "constant"))
@@ -55,7 +61,7 @@ def _peak_memory(analysis: ModelAnalysis) -> tuple[int, int]:
 def _layer(index: int, kernel: Kernel, unit_name: str, partition: Partition, profile: DeviceProfile, consumers: set[int]) -> LayerCost:
     unit = profile.compute_units[unit_name]
     dtype = compute_dtype(kernel)
-    ops_per_s = unit.peak_ops_per_s.get(dtype) or max(unit.peak_ops_per_s.values())
+    ops_per_s = _figure(unit.peak_ops_per_s, dtype, min)
     compute_s = kernel.ops / (ops_per_s * _efficiency(profile, unit_name, kernel))
 
     spilled = kernel.bytes_read + kernel.bytes_written > unit.on_chip_memory_bytes
@@ -71,7 +77,7 @@ def _layer(index: int, kernel: Kernel, unit_name: str, partition: Partition, pro
     link = profile.interconnect
     transfer_s = transfer_bytes / link.bandwidth_bytes_per_s + link.latency_s * len(crossing)
 
-    pj_per_op = unit.energy_pj_per_op.get(dtype) or max(unit.energy_pj_per_op.values())
+    pj_per_op = _figure(unit.energy_pj_per_op, dtype, max)
     energy_pj = kernel.flops * pj_per_op + (dram + 2 * transfer_bytes) * profile.memory.dram_energy_pj_per_byte
     latency_s = max(compute_s, memory_s) + unit.launch_overhead_s + transfer_s
     return LayerCost(

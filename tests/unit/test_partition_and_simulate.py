@@ -83,3 +83,12 @@ def test_the_mcu_is_the_slowest_device():
     model = small_model()
     latency = {d.id: simulate(model, partition(model, d), d).latency_ms for d in edgesdk.devices()}
     assert max(latency, key=latency.get) == "mcu"
+
+
+def test_a_dtype_no_unit_computes_runs_on_the_cpu_widened_to_float32():
+    mcu = edgesdk.get_device("mcu")
+    assert "float16" not in mcu.compute_units["cpu"].dtypes
+    placed = partition(small_model("float16"), mcu)
+    assert placed.units == ["cpu", "cpu", "cpu"] and placed.fallbacks == []
+    fp16, fp32 = simulate(small_model("float16"), placed, mcu), simulate(small_model("float32"), placed, mcu)
+    assert fp16.per_layer[0].compute_ms == pytest.approx(fp32.per_layer[0].compute_ms)  # at the float32 rate
