@@ -26,6 +26,7 @@ from edgesdk.profiles import (
     QuantizationRecipe,
 )
 from edgesdk.profiling import ProfileReport, profile
+from edgesdk.quantization.tool import QuantizeReport, quantize
 from edgesdk.toolchains import GCC, ZigCC
 from edgesdk.versions import edgesdk_version
 
@@ -62,4 +63,6 @@ __all__ = [
     "hookimpl",
     "plugins",
     "profile",
+    "quantize",
+    "QuantizeReport",
 ]

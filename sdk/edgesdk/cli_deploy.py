@@ -209,9 +209,42 @@ def calibrate_command(
     console.print(f"launch overhead {result.launch_overhead_s * 1e6:.2f} us; {len(result.samples)} kernels measured; stored in {calibration_file(device)}")
 
 
+def quantize_command(
+    model: Annotated[Path, typer.Argument(help="The ONNX model file.", show_default=False)],
+    calibration: Annotated[Path, typer.Option("--calibration", help="Sample inputs (.npz: per input, N samples stacked on a new first axis).", show_default=False)],
+    out: Annotated[Path, typer.Option("-o", "--out", help="The QDQ model to write (*.onnx); its encodings go beside it.", show_default=False)],
+    scheme: Annotated[str, typer.Option("--scheme", help="Quantization scheme (int8).")] = "int8",
+    range_method: RangeMethodOption = "minmax",
+    input_shape: InputShapeOption = None,
+    analyze: Annotated[bool, typer.Option("--analyze", help="Measure every conv/matmul layer's sensitivity.")] = False,
+    max_drop: Annotated[float | None, typer.Option("--max-drop", help="Keep the most sensitive layers in float until the drop (points) is at most this.")] = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Quantize a model to an int8 QDQ ONNX model (+ encodings JSON), optionally mixed precision."""
+    shapes = dict(parse_input_shape(text) for text in input_shape or [])
+    with _progress() as on_stage:
+        on_stage("quantizing")
+        report = edgesdk.quantize(model, calibration, out, scheme=scheme, input_shapes=shapes, range_method=range_method, analyze=analyze, max_drop=max_drop)
+    if json_output:
+        print_json(report.model_dump(mode="json"))
+        return
+    console = Console()
+    if report.sensitivity:
+        table = Table("layer", "drop alone (pt)", box=box.SIMPLE_HEAD, title="sensitivity: each layer quantized alone", title_justify="left")
+        for layer in report.sensitivity:
+            table.add_row(layer.node, f"{layer.drop_pt:.2f}")
+        console.print(table)
+    kept = f"; kept in float: {', '.join(report.float_layers)}" if report.float_layers else ""
+    console.print(f"{report.output}: int8 ({report.range_method} ranges, {report.samples} samples), drop {report.drop_pt:.2f} pt vs float{kept}")
+    console.print(f"encodings: {report.encodings}")
+    if report.max_drop_met is False:
+        raise typer.Exit(1)
+
+
 def register(app: typer.Typer) -> None:
     app.command("deploy")(deploy_command)
     app.command("profile")(profile_command)
     app.command("calibrate")(calibrate_command)
+    app.command("quantize")(quantize_command)
     app.command("run")(run_command)
     app.command("verify")(verify_command)

@@ -140,3 +140,53 @@ def test_digits_cnn_int8_on_the_phone_keeps_its_accuracy_with_a_quarter_of_the_w
     assert int8.manifest.estimate.energy_mj < fp32.manifest.estimate.energy_mj
     agreement = quantization.accuracy.outputs[0]
     assert agreement.top1_agreement >= 0.97 and quantization.accuracy.samples == 200
+
+
+def outlier_mlp() -> onnx.ModelProto:
+    """x -> MatMul -> Relu -> MatMul -> logits for inputs whose first feature is 1000x larger than
+    the rest (its weights 1000x smaller): per-tensor int8 on the input flattens every other
+    feature, so quantizing the first layer breaks the classifier; the second is harmless."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(3)
+    w1, w2 = rng.standard_normal((16, 64)).astype(np.float32), rng.standard_normal((64, 10)).astype(np.float32)
+    w1[0, :] /= 1000
+    nodes = [
+        helper.make_node("MatMul", ["x", "w1"], ["h"], name="hidden"),
+        helper.make_node("Relu", ["h"], ["r"], name="relu"),
+        helper.make_node("MatMul", ["r", "w2"], ["logits"], name="classifier"),
+    ]
+    graph = helper.make_graph(
+        nodes, "outlier_mlp", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 16])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 10])], [numpy_helper.from_array(w1, "w1"), numpy_helper.from_array(w2, "w2")],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def outlier_inputs(n=64):
+    x = np.random.default_rng(4).standard_normal((n, 16)).astype(np.float32)
+    x[:, 0] *= 1000
+    return x
+
+
+def test_quantize_finds_the_sensitive_layer_and_keeps_it_float_to_meet_the_budget(tmp_path, run_cli):
+    onnx.save(outlier_mlp(), tmp_path / "mlp.onnx")
+    np.savez(tmp_path / "cal.npz", x=outlier_inputs())
+    args = ["quantize", str(tmp_path / "mlp.onnx"), "--calibration", str(tmp_path / "cal.npz"), "--json"]
+    code, out, err = run_cli(*args, "-o", str(tmp_path / "all.onnx"))
+    assert code == 0, err
+    full = json.loads(out)
+    assert full["drop_pt"] > 10  # fully int8, the classifier breaks
+    code, out, err = run_cli(*args, "-o", str(tmp_path / "mixed.onnx"), "--analyze", "--max-drop", "2")
+    assert code == 0, err
+    mixed = json.loads(out)
+    assert [layer["node"] for layer in mixed["sensitivity"]] == ["hidden", "classifier"] and mixed["sensitivity"][0]["drop_pt"] > 10
+    assert mixed["float_layers"] == ["hidden"] and mixed["drop_pt"] <= 2 and mixed["max_drop_met"]
+    encodings = json.loads((tmp_path / "mixed.encodings.json").read_text())
+    assert set(encodings["param_encodings"]) == {"w2"} and len(encodings["param_encodings"]["w2"]) == 10  # per output channel
+    assert all(entry["bitwidth"] == 8 for entries in encodings["activation_encodings"].values() for entry in entries)
+    # The mixed model deploys: the hidden layer in float, the classifier integer.
+    artifact = edgesdk.deploy(tmp_path / "mixed.onnx", "phone", tmp_path / "a")
+    assert [layer.compute_dtype for layer in artifact.manifest.quantization.layers] == ["float32", "int8"]
+    code, _, err = run_cli(*args, "-o", str(tmp_path / "mixed.onnx"))
+    assert code == 2 and "the file exists; edgesdk does not overwrite it" in err

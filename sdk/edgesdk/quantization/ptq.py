@@ -114,6 +114,24 @@ def _activation_values(model: Model, samples: list[dict[str, np.ndarray]]) -> di
     return {name: np.concatenate(parts) for name, parts in collected.items()}
 
 
+QUANTIZABLE = ("Conv", "MatMul", "Gemm")
+
+
+def named_nodes(proto: onnx.ModelProto) -> onnx.ModelProto:
+    """A copy whose every node has a name (``<op>_<index>`` when it had none): quantizer options
+    name nodes."""
+    copy = onnx.ModelProto.FromString(proto.SerializeToString())
+    for index, node in enumerate(copy.graph.node):
+        if not node.name:
+            node.name = f"{node.op_type}_{index}"
+    return copy
+
+
+def quantizable_nodes(proto: onnx.ModelProto) -> list[str]:
+    """Names of the convolutions and matmuls, the layers int8 makes integer, in graph order."""
+    return [node.name for node in named_nodes(proto).graph.node if node.op_type in QUANTIZABLE]
+
+
 class _Reader:
     """onnxruntime's CalibrationDataReader protocol over our samples."""
 
@@ -127,8 +145,11 @@ class _Reader:
         pass
 
 
-def quantize_int8(model: Model, samples: list[dict[str, np.ndarray]], range_method: str = "minmax") -> Model:
-    """The W8A8 QDQ model of ``model``, calibrated on ``samples``."""
+def quantize_int8(
+    model: Model, samples: list[dict[str, np.ndarray]], range_method: str = "minmax", *, only: Sequence[str] | None = None, keep_float: Sequence[str] = ()
+) -> Model:
+    """The W8A8 QDQ model of ``model``, calibrated on ``samples``. ``only`` quantizes just these
+    nodes (by name); ``keep_float`` leaves these nodes in float (mixed precision)."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
     if range_method not in RANGE_METHODS:
@@ -146,12 +167,13 @@ def quantize_int8(model: Model, samples: list[dict[str, np.ndarray]], range_meth
     logging.getLogger().setLevel(logging.ERROR)  # its pre-processing advice goes to the root logger
     with tempfile.TemporaryDirectory(prefix="edgesdk-ptq-") as scratch:
         source, target = Path(scratch) / "model.onnx", Path(scratch) / "qdq.onnx"
-        source.write_bytes(model.serialized)
+        source.write_bytes(named_nodes(model.proto).SerializeToString())
         try:
             with contextlib.redirect_stdout(io.StringIO()):  # its calibrators print progress
                 quantize_static(
                     str(source), str(target), _Reader(samples), quant_format=QuantFormat.QDQ, per_channel=True,
                     activation_type=QuantType.QInt8, weight_type=QuantType.QInt8, calibrate_method=method, extra_options=extra,
+                    nodes_to_quantize=list(only) if only is not None else None, nodes_to_exclude=list(keep_float),
                 )
         except Exception as exc:  # onnxruntime's quantizer raises many kinds; the user gets one line
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]

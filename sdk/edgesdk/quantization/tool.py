@@ -1,0 +1,147 @@
+"""`edgesdk quantize`: an int8 QDQ model to deploy or to run in onnxruntime, with its encodings,
+per-layer sensitivity and mixed precision under an accuracy budget.
+
+Accuracy here is agreement with the float model on the calibration samples (no labels needed):
+the *drop* of a quantized model, in points, is the share of samples whose top-1 class changes
+(outputs that are one score vector per sample), else ``100 x (1 - cosine)`` of its worst output.
+
+- ``--analyze``: every convolution and matmul is quantized alone and its drop measured: the
+  layers that hurt most come first.
+- ``--max-drop X``: start from the fully quantized model; while its drop exceeds X points, keep
+  the most sensitive remaining layer in float (by the analysis) and quantize again.
+- The output is a QDQ ONNX model (onnxruntime runs it; ``edgesdk deploy`` turns it into integer
+  kernels) and ``<out>.encodings.json``: per tensor, AIMET-style ``bitwidth``, ``scale``,
+  ``offset`` (``real = scale x (q + offset)``), ``is_symmetric``; weights per channel.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+from pydantic import BaseModel, ConfigDict, Field
+
+from edgesdk.errors import UserInputError
+from edgesdk.model import Model
+from edgesdk.quantization.accuracy import Accuracy, measure_agreement
+from edgesdk.quantization.ptq import quantizable_nodes, quantize_int8
+
+
+class LayerSensitivity(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    node: str
+    drop_pt: float = Field(description="Drop (points) with only this layer quantized.")
+
+
+class QuantizeReport(BaseModel):
+    """What `edgesdk quantize --json` prints."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str
+    scheme: str
+    range_method: str
+    output: str
+    encodings: str
+    samples: int
+    drop_pt: float = Field(description="Drop of the written model, in points.")
+    accuracy: Accuracy
+    float_layers: list[str] = Field(default_factory=list, description="Layers kept in float to meet --max-drop.")
+    sensitivity: list[LayerSensitivity] = Field(default_factory=list, description="--analyze: per layer, most sensitive first.")
+    max_drop_met: bool | None = None
+
+
+def drop(accuracy: Accuracy) -> float:
+    """Points lost against the float model (see the module docstring)."""
+    worst = 0.0
+    for output in accuracy.outputs:
+        lost = 100 * (1 - output.top1_agreement) if output.top1_agreement is not None else 100 * (1 - output.cosine)
+        worst = max(worst, lost)
+    return worst
+
+
+def _measure(quantized: Model, model: Model, samples) -> tuple[float, Accuracy]:
+    accuracy = measure_agreement(quantized.serialized, model.serialized, samples)
+    return drop(accuracy), accuracy
+
+
+def sensitivity(model: Model, samples, range_method: str) -> list[LayerSensitivity]:
+    layers = [LayerSensitivity(node=node, drop_pt=_measure(quantize_int8(model, samples, range_method, only=[node]), model, samples)[0]) for node in quantizable_nodes(model.proto)]
+    return sorted(layers, key=lambda layer: -layer.drop_pt)
+
+
+def encodings(qdq: onnx.ModelProto) -> dict:
+    """AIMET-style encodings of a QDQ model: activations per tensor, weights per channel."""
+    values = {init.name: numpy_helper.to_array(init) for init in qdq.graph.initializer}
+    activations, params = {}, {}
+    for node in qdq.graph.node:
+        if node.op_type not in ("QuantizeLinear", "DequantizeLinear") or len(node.input) < 3:
+            continue
+        scale, zero = values.get(node.input[1]), values.get(node.input[2])
+        if scale is None or zero is None:
+            continue
+        bits = 8 * zero.dtype.itemsize
+        entries = [
+            {"bitwidth": bits, "dtype": "int", "scale": float(s), "offset": -int(z), "is_symmetric": str(bool(np.all(zero == 0)))}
+            for s, z in zip(np.atleast_1d(scale), np.broadcast_to(np.atleast_1d(zero), np.atleast_1d(scale).shape))
+        ]
+        if node.op_type == "QuantizeLinear":
+            activations[node.input[0]] = entries
+        elif node.input[0] in values and values[node.input[0]].ndim > 1:  # a quantized weight
+            params[node.input[0].removesuffix("_quantized")] = entries
+    return {"version": "1.0.0", "activation_encodings": activations, "param_encodings": params}
+
+
+def quantize_model(
+    model: Model, samples, out: Path, *, range_method: str = "minmax", analyze: bool = False, max_drop: float | None = None
+) -> QuantizeReport:
+    """Quantize ``model`` to int8 on ``samples``, write the QDQ model to ``out`` and its encodings
+    beside it; optionally analyse sensitivity and keep layers in float to meet ``max_drop``."""
+    if out.suffix != ".onnx":
+        raise UserInputError(f"-o {out}: the output is an ONNX model", hint="name it *.onnx")
+    encodings_path = out.with_name(out.stem + ".encodings.json")
+    for path in (out, encodings_path):
+        if path.exists():
+            raise UserInputError(f"{path}: the file exists; edgesdk does not overwrite it", hint="choose another -o or remove it")
+    quantized = quantize_int8(model, samples, range_method)
+    current, accuracy = _measure(quantized, model, samples)
+    layers = sensitivity(model, samples, range_method) if analyze or max_drop is not None else []
+    kept: list[str] = []
+    if max_drop is not None:
+        for layer in layers:
+            if current <= max_drop:
+                break
+            kept.append(layer.node)
+            quantized = quantize_int8(model, samples, range_method, keep_float=kept)
+            current, accuracy = _measure(quantized, model, samples)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = out.with_name(f".{out.name}.partial")
+    staging.write_bytes(quantized.serialized)
+    encodings_path.write_text(json.dumps(encodings(quantized.proto), indent=1) + "\n")
+    staging.rename(out)
+    return QuantizeReport(
+        model=model.name, scheme="int8", range_method=range_method, output=str(out), encodings=str(encodings_path), samples=len(samples),
+        drop_pt=round(current, 4), accuracy=accuracy, float_layers=kept, sensitivity=layers if analyze else [],
+        max_drop_met=None if max_drop is None else current <= max_drop,
+    )
+
+
+def quantize(
+    source, calibration, out, *, scheme: str = "int8", input_shapes=None, range_method: str = "minmax", analyze: bool = False, max_drop: float | None = None
+) -> QuantizeReport:
+    """The Python face of `edgesdk quantize`: ``source`` a model path or proto, ``calibration`` an
+    .npz path or a dict of stacked samples (edgesdk.quantization.ptq.calibration_samples)."""
+    from edgesdk.model import load_model
+    from edgesdk.quantization.ptq import calibration_samples
+    from edgesdk.tensors import load_npz
+
+    if scheme != "int8":
+        raise UserInputError(f"--scheme {scheme}: edgesdk quantize writes int8 QDQ models for now", hint="use --scheme int8")
+    model = load_model(source, input_shapes)
+    arrays = calibration if isinstance(calibration, dict) else load_npz(calibration)
+    samples = calibration_samples(arrays, model.inputs, "--calibration" if isinstance(calibration, dict) else str(calibration))
+    return quantize_model(model, samples, Path(out), range_method=range_method, analyze=analyze, max_drop=max_drop)
