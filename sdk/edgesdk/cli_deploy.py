@@ -18,6 +18,7 @@ import edgesdk
 from edgesdk.artifact import Artifact
 from edgesdk.cli_options import (
     CalibrationOption,
+    EqualizeOption,
     InputShapeOption,
     JsonOption,
     NoFallbackOption,
@@ -86,6 +87,7 @@ def deploy_command(
     quantize: QuantizeOption = None,
     calibration: CalibrationOption = None,
     range_method: RangeMethodOption = "minmax",
+    equalize: EqualizeOption = False,
     input_shape: InputShapeOption = None,
     inputs: Annotated[Path | None, typer.Option("--inputs", help="Verify on these inputs (.npz, one array per model input) instead of random ones.")] = None,
     profiles_dir: ProfilesDirOption = None,
@@ -98,7 +100,7 @@ def deploy_command(
     shapes = dict(parse_input_shape(text) for text in input_shape or [])
     with _progress() as on_stage:
         artifact = edgesdk.deploy(
-            model, device, out, input_shapes=shapes, quantize=quantize, calibration=calibration, range_method=range_method, inputs=inputs,
+            model, device, out, input_shapes=shapes, quantize=quantize, calibration=calibration, range_method=range_method, equalize=equalize, inputs=inputs,
             profiles_dir=profiles_dir, cache=not no_cache, on_stage=on_stage, unit=unit, fallback=not no_fallback,
         )
     if json_output:
@@ -215,6 +217,7 @@ def quantize_command(
     out: Annotated[Path, typer.Option("-o", "--out", help="The QDQ model to write (*.onnx); its encodings go beside it.", show_default=False)],
     scheme: Annotated[str, typer.Option("--scheme", help="Quantization scheme (int8).")] = "int8",
     range_method: RangeMethodOption = "minmax",
+    equalize: EqualizeOption = False,
     input_shape: InputShapeOption = None,
     analyze: Annotated[bool, typer.Option("--analyze", help="Measure every conv/matmul layer's sensitivity.")] = False,
     max_drop: Annotated[float | None, typer.Option("--max-drop", help="Keep the most sensitive layers in float until the drop (points) is at most this.")] = None,
@@ -224,7 +227,7 @@ def quantize_command(
     shapes = dict(parse_input_shape(text) for text in input_shape or [])
     with _progress() as on_stage:
         on_stage("quantizing")
-        report = edgesdk.quantize(model, calibration, out, scheme=scheme, input_shapes=shapes, range_method=range_method, analyze=analyze, max_drop=max_drop)
+        report = edgesdk.quantize(model, calibration, out, scheme=scheme, input_shapes=shapes, range_method=range_method, analyze=analyze, max_drop=max_drop, equalize=equalize)
     if json_output:
         print_json(report.model_dump(mode="json"))
         return

@@ -23,6 +23,7 @@ QuantizeOption = Annotated[
 CalibrationOption = Annotated[
     Path | None, typer.Option("--calibration", help="Sample inputs for int8 (.npz: per input, N samples stacked on a new first axis).")
 ]
+EqualizeOption = Annotated[bool, typer.Option("--equalize", help="int8: cross-layer equalization of Conv-ReLU-Conv pairs before quantizing.")]
 RangeMethodOption = Annotated[str, typer.Option("--range-method", help="How int8 activation ranges are calibrated: minmax, percentile or mse.")]
 UnitOption = Annotated[str | None, typer.Option("--unit", help="Place every kernel on this compute unit (e.g. cpu).")]
 NoFallbackOption = Annotated[

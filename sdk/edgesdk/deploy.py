@@ -64,7 +64,7 @@ from edgesdk.tvm_worker import Job, RunTask, run_in_worker
 from edgesdk.verify import reference_outputs, verification
 from edgesdk.versions import edgesdk_version, tvm_version
 
-OPTIONS = {"range_method", "timeout_s", "cache", "profiles_dir", "seed", "on_stage", "unit", "fallback"}
+OPTIONS = {"range_method", "equalize", "timeout_s", "cache", "profiles_dir", "seed", "on_stage", "unit", "fallback"}
 
 
 def find_backend(profile: DeviceProfile) -> Backend:
@@ -199,10 +199,10 @@ def deploy(
     on_stage("load")
     profile = get_device(device, options.get("profiles_dir"))
     backend = find_backend(profile)
-    scheme = check_scheme(quantize, calibration)
+    scheme = check_scheme(quantize, calibration, bool(options.get("equalize", False)))
     prepared = load_model(model, input_shapes)
     on_stage("quantize" if scheme != "none" else "load")
-    precision = apply_scheme(prepared, scheme, calibration, options.get("range_method", "minmax"))
+    precision = apply_scheme(prepared, scheme, calibration, options.get("range_method", "minmax"), bool(options.get("equalize", False)))
     lowered = precision.compiled
     verify_inputs, user_inputs = _inputs(prepared, inputs, int(options.get("seed", 0)))
     if precision.samples and inputs is None:

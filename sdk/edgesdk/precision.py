@@ -46,7 +46,7 @@ class Precision:
     accuracy: Accuracy | None = None
 
 
-def check_scheme(quantize: str | None, calibration: Calibration) -> str:
+def check_scheme(quantize: str | None, calibration: Calibration, equalize: bool = False) -> str:
     scheme = "none" if quantize is None else str(quantize)
     if scheme in PLANNED:
         raise UserInputError(
@@ -61,6 +61,8 @@ def check_scheme(quantize: str | None, calibration: Calibration) -> str:
         )
     if scheme not in CALIBRATED and calibration is not None:
         raise UserInputError(f"--calibration is only used by calibrated schemes ({', '.join(CALIBRATED)})", hint="drop --calibration")
+    if scheme not in CALIBRATED and equalize:
+        raise UserInputError(f"--equalize is only used by calibrated schemes ({', '.join(CALIBRATED)})", hint="drop --equalize")
     return scheme
 
 
@@ -68,7 +70,7 @@ def weight_bytes(proto: onnx.ModelProto) -> int:
     return sum(int(np.prod(t.dims, dtype=np.int64)) * onnx.helper.tensor_dtype_to_np_dtype(t.data_type).itemsize for t in proto.graph.initializer)
 
 
-def apply_scheme(model: Model, scheme: str, calibration: Calibration = None, range_method: str = "minmax") -> Precision:
+def apply_scheme(model: Model, scheme: str, calibration: Calibration = None, range_method: str = "minmax", equalize: bool = False) -> Precision:
     """What to compile and what to check it against, for ``scheme``."""
     if scheme == "none":
         return Precision(scheme, model, model, [])
@@ -87,7 +89,8 @@ def apply_scheme(model: Model, scheme: str, calibration: Calibration = None, ran
     origin = "--calibration" if isinstance(calibration, Mapping) else str(calibration)
     arrays = calibration if isinstance(calibration, Mapping) else load_npz(calibration)
     samples = calibration_samples(arrays, model.inputs, origin)
-    quantized = quantize_int8(model, samples, range_method)
-    quantized.notes = [*model.notes, f"int8 (W8A8) from {len(samples)} calibration samples, {range_method} ranges"]
+    quantized = quantize_int8(model, samples, range_method, equalize=equalize)
+    equalized = ", cross-layer equalized" if equalize else ""
+    quantized.notes = [*model.notes, f"int8 (W8A8) from {len(samples)} calibration samples, {range_method} ranges{equalized}"]
     accuracy = measure_agreement(quantized.serialized, model.serialized, samples)
     return Precision(scheme, quantized, quantized, samples, range_method, accuracy)

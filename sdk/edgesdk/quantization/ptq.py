@@ -17,6 +17,7 @@ matmuls into integer kernels (edgesdk.quantization.integer_ops).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 import logging
 import tempfile
@@ -146,10 +147,21 @@ class _Reader:
 
 
 def quantize_int8(
-    model: Model, samples: list[dict[str, np.ndarray]], range_method: str = "minmax", *, only: Sequence[str] | None = None, keep_float: Sequence[str] = ()
+    model: Model,
+    samples: list[dict[str, np.ndarray]],
+    range_method: str = "minmax",
+    *,
+    only: Sequence[str] | None = None,
+    keep_float: Sequence[str] = (),
+    equalize: bool = False,
 ) -> Model:
     """The W8A8 QDQ model of ``model``, calibrated on ``samples``. ``only`` quantizes just these
-    nodes (by name); ``keep_float`` leaves these nodes in float (mixed precision)."""
+    nodes (by name); ``keep_float`` leaves these nodes in float (mixed precision); ``equalize``
+    applies cross-layer equalization first (edgesdk.quantization.equalize)."""
+    if equalize:
+        from edgesdk.quantization.equalize import equalize as equalize_layers
+
+        model = dataclasses.replace(model, proto=equalize_layers(model.proto)[0])
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
     if range_method not in RANGE_METHODS:

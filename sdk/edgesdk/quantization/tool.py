@@ -69,8 +69,11 @@ def _measure(quantized: Model, model: Model, samples) -> tuple[float, Accuracy]:
     return drop(accuracy), accuracy
 
 
-def sensitivity(model: Model, samples, range_method: str) -> list[LayerSensitivity]:
-    layers = [LayerSensitivity(node=node, drop_pt=_measure(quantize_int8(model, samples, range_method, only=[node]), model, samples)[0]) for node in quantizable_nodes(model.proto)]
+def sensitivity(model: Model, samples, range_method: str, equalize: bool = False) -> list[LayerSensitivity]:
+    layers = [
+        LayerSensitivity(node=node, drop_pt=_measure(quantize_int8(model, samples, range_method, only=[node], equalize=equalize), model, samples)[0])
+        for node in quantizable_nodes(model.proto)
+    ]
     return sorted(layers, key=lambda layer: -layer.drop_pt)
 
 
@@ -97,7 +100,7 @@ def encodings(qdq: onnx.ModelProto) -> dict:
 
 
 def quantize_model(
-    model: Model, samples, out: Path, *, range_method: str = "minmax", analyze: bool = False, max_drop: float | None = None
+    model: Model, samples, out: Path, *, range_method: str = "minmax", analyze: bool = False, max_drop: float | None = None, equalize: bool = False
 ) -> QuantizeReport:
     """Quantize ``model`` to int8 on ``samples``, write the QDQ model to ``out`` and its encodings
     beside it; optionally analyse sensitivity and keep layers in float to meet ``max_drop``."""
@@ -107,16 +110,16 @@ def quantize_model(
     for path in (out, encodings_path):
         if path.exists():
             raise UserInputError(f"{path}: the file exists; edgesdk does not overwrite it", hint="choose another -o or remove it")
-    quantized = quantize_int8(model, samples, range_method)
+    quantized = quantize_int8(model, samples, range_method, equalize=equalize)
     current, accuracy = _measure(quantized, model, samples)
-    layers = sensitivity(model, samples, range_method) if analyze or max_drop is not None else []
+    layers = sensitivity(model, samples, range_method, equalize) if analyze or max_drop is not None else []
     kept: list[str] = []
     if max_drop is not None:
         for layer in layers:
             if current <= max_drop:
                 break
             kept.append(layer.node)
-            quantized = quantize_int8(model, samples, range_method, keep_float=kept)
+            quantized = quantize_int8(model, samples, range_method, keep_float=kept, equalize=equalize)
             current, accuracy = _measure(quantized, model, samples)
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = out.with_name(f".{out.name}.partial")
@@ -131,7 +134,16 @@ def quantize_model(
 
 
 def quantize(
-    source, calibration, out, *, scheme: str = "int8", input_shapes=None, range_method: str = "minmax", analyze: bool = False, max_drop: float | None = None
+    source,
+    calibration,
+    out,
+    *,
+    scheme: str = "int8",
+    input_shapes=None,
+    range_method: str = "minmax",
+    analyze: bool = False,
+    max_drop: float | None = None,
+    equalize: bool = False,
 ) -> QuantizeReport:
     """The Python face of `edgesdk quantize`: ``source`` a model path or proto, ``calibration`` an
     .npz path or a dict of stacked samples (edgesdk.quantization.ptq.calibration_samples)."""
@@ -144,4 +156,4 @@ def quantize(
     model = load_model(source, input_shapes)
     arrays = calibration if isinstance(calibration, dict) else load_npz(calibration)
     samples = calibration_samples(arrays, model.inputs, "--calibration" if isinstance(calibration, dict) else str(calibration))
-    return quantize_model(model, samples, Path(out), range_method=range_method, analyze=analyze, max_drop=max_drop)
+    return quantize_model(model, samples, Path(out), range_method=range_method, analyze=analyze, max_drop=max_drop, equalize=equalize)
