@@ -133,6 +133,18 @@ def quantizable_nodes(proto: onnx.ModelProto) -> list[str]:
     return [node.name for node in named_nodes(proto).graph.node if node.op_type in QUANTIZABLE]
 
 
+@contextlib.contextmanager
+def _quiet_root_logger():
+    """onnxruntime's quantizer logs advice on the root logger: silence it for the call only."""
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        root.setLevel(level)
+
+
 class _Reader:
     """onnxruntime's CalibrationDataReader protocol over our samples."""
 
@@ -176,12 +188,11 @@ def quantize_int8(
             low, high = _mse_range(values)
             overrides[name] = [{"rmin": np.float32(low), "rmax": np.float32(high)}]
         extra["TensorQuantOverrides"] = overrides
-    logging.getLogger().setLevel(logging.ERROR)  # its pre-processing advice goes to the root logger
     with tempfile.TemporaryDirectory(prefix="edgesdk-ptq-") as scratch:
         source, target = Path(scratch) / "model.onnx", Path(scratch) / "qdq.onnx"
         source.write_bytes(named_nodes(model.proto).SerializeToString())
         try:
-            with contextlib.redirect_stdout(io.StringIO()):  # its calibrators print progress
+            with contextlib.redirect_stdout(io.StringIO()), _quiet_root_logger():  # progress and pre-processing advice
                 quantize_static(
                     str(source), str(target), _Reader(samples), quant_format=QuantFormat.QDQ, per_channel=True,
                     activation_type=QuantType.QInt8, weight_type=QuantType.QInt8, calibrate_method=method, extra_options=extra,
