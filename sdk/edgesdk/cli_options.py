@@ -18,13 +18,15 @@ InputShapeOption = Annotated[
     typer.Option("--input-shape", help="NAME=D1,D2,... for an input with dynamic dims (repeat per input)."),
 ]
 QuantizeOption = Annotated[
-    str | None, typer.Option("--quantize", help="Precision: none (keep the model's), fp16, or int8 (needs --calibration).")
+    str | None, typer.Option("--quantize", help="Precision: none (keep the model's), fp16, int8 (needs --calibration), or auto (the device's recipe).")
 ]
 CalibrationOption = Annotated[
     Path | None, typer.Option("--calibration", help="Sample inputs for int8 (.npz: per input, N samples stacked on a new first axis).")
 ]
 EqualizeOption = Annotated[bool, typer.Option("--equalize", help="int8: cross-layer equalization of Conv-ReLU-Conv pairs before quantizing.")]
-RangeMethodOption = Annotated[str, typer.Option("--range-method", help="How int8 activation ranges are calibrated: minmax, percentile or mse.")]
+RangeMethodOption = Annotated[
+    str | None, typer.Option("--range-method", help="How int8 activation ranges are calibrated: minmax, percentile or mse [default: minmax; auto: the profile's].")
+]
 UnitOption = Annotated[str | None, typer.Option("--unit", help="Place every kernel on this compute unit (e.g. cpu).")]
 NoFallbackOption = Annotated[
     bool, typer.Option("--no-fallback", help="Fail (exit 1) if any kernel would fall back from its preferred unit.")

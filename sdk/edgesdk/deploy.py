@@ -55,7 +55,7 @@ from edgesdk.manifest import (
 )
 from edgesdk.model import Model, load_model, random_inputs
 from edgesdk.partition import ARITHMETIC_CLASSES, compute_dtype, partition
-from edgesdk.precision import SCHEME_TOLERANCE, Precision, apply_scheme, check_scheme, weight_bytes
+from edgesdk.precision import SCHEME_TOLERANCE, Precision, apply_scheme, check_scheme, resolve, weight_bytes
 from edgesdk.profiles import DeviceProfile
 from edgesdk.simulate import simulate
 from edgesdk.tensors import check_inputs, load_npz, save_npz
@@ -199,10 +199,13 @@ def deploy(
     on_stage("load")
     profile = get_device(device, options.get("profiles_dir"))
     backend = find_backend(profile)
-    scheme = check_scheme(quantize, calibration, bool(options.get("equalize", False)))
+    auto = quantize == "auto"
+    quantize, range_method = resolve(quantize, options.get("range_method"), profile)
+    equalize = bool(options.get("equalize", False))
+    scheme = check_scheme(quantize, calibration, equalize, auto_for=profile.id if auto else None)
     prepared = load_model(model, input_shapes)
     on_stage("quantize" if scheme != "none" else "load")
-    precision = apply_scheme(prepared, scheme, calibration, options.get("range_method", "minmax"), bool(options.get("equalize", False)))
+    precision = apply_scheme(prepared, scheme, calibration, range_method, equalize)
     lowered = precision.compiled
     verify_inputs, user_inputs = _inputs(prepared, inputs, int(options.get("seed", 0)))
     if precision.samples and inputs is None:

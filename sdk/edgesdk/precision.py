@@ -9,7 +9,9 @@
   against onnxruntime running that QDQ model, which is also the artifact's ``model.onnx``; its
   agreement with the float model on the samples is recorded as ``quantization.accuracy``.
 
-The other schemes of the roadmap (w8a16, w4a16, w4a8, vq, auto) are refused with a clear error.
+``auto`` applies the device profile's recommended recipe (``quantization:`` in its YAML: scheme and
+range method). The other schemes of the roadmap (w8a16, w4a16, w4a8, vq) are refused with a clear
+error.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from edgesdk.model import Model
 from edgesdk.quantization.accuracy import Accuracy
 
 AVAILABLE = ("none", "fp16", "int8")
-PLANNED = ("w8a16", "w4a16", "w4a8", "vq", "auto")
+PLANNED = ("w8a16", "w4a16", "w4a8", "vq")
 CALIBRATED = ("int8",)  # schemes that need --calibration
 # Relative tolerance of float outputs (scaled like edgesdk.verify's). fp16 keeps 11 significant
 # bits (~5e-4) and errors grow through a network's layers; int8 kernels may round a value one
@@ -46,18 +48,28 @@ class Precision:
     accuracy: Accuracy | None = None
 
 
-def check_scheme(quantize: str | None, calibration: Calibration, equalize: bool = False) -> str:
+def resolve(quantize: str | None, range_method: str | None, profile) -> tuple[str | None, str]:
+    """``--quantize`` and ``--range-method`` with ``auto`` replaced by ``profile``'s recipe."""
+    if quantize == "auto":
+        recipe = profile.quantization
+        return recipe.scheme, range_method or recipe.range_method
+    return quantize, range_method or "minmax"
+
+
+def check_scheme(quantize: str | None, calibration: Calibration, equalize: bool = False, *, auto_for: str | None = None) -> str:
+    """The scheme, or a clear error. ``auto_for``: the device whose recipe chose ``quantize``."""
     scheme = "none" if quantize is None else str(quantize)
+    chosen = f"--quantize auto ({auto_for}'s recipe: {scheme})" if auto_for else f"--quantize {scheme}"
     if scheme in PLANNED:
         raise UserInputError(
-            f"--quantize {scheme}: this scheme is not available in this edgesdk version yet",
+            f"{chosen}: this scheme is not available in this edgesdk version yet",
             hint=f"use --quantize {', '.join(AVAILABLE)}",
         )
     if scheme not in AVAILABLE:
-        raise UserInputError(f"--quantize {scheme}: unknown scheme", hint=f"schemes: {', '.join(AVAILABLE + PLANNED)}")
+        raise UserInputError(f"{chosen}: unknown scheme", hint=f"schemes: {', '.join(AVAILABLE + PLANNED)}, auto")
     if scheme in CALIBRATED and calibration is None:
         raise UserInputError(
-            f"--quantize {scheme} needs calibration data", hint="give --calibration NPZ: a few hundred representative inputs, one array per model input"
+            f"{chosen} needs calibration data", hint="give --calibration NPZ: a few hundred representative inputs, one array per model input"
         )
     if scheme not in CALIBRATED and calibration is not None:
         raise UserInputError(f"--calibration is only used by calibrated schemes ({', '.join(CALIBRATED)})", hint="drop --calibration")

@@ -103,6 +103,12 @@ def test_int8_deploy_from_the_cli_records_scheme_layers_and_accuracy(tmp_path, r
     assert quantization["weight_bytes"] < 0.6 * quantization["float_weight_bytes"]
     accuracy = quantization["accuracy"]
     assert accuracy["samples"] == 32 and accuracy["outputs"][0]["top1_agreement"] >= 0.9 and accuracy["outputs"][0]["cosine"] > 0.99
+    code, out, err = run_cli(
+        "deploy", str(tmp_path / "m.onnx"), "--device", "phone", "--input-shape", "image=1,3,32,32", "--quantize", "auto",
+        "--calibration", str(tmp_path / "cal.npz"), "-o", str(tmp_path / "auto"), "--json",
+    )
+    assert code == 0, err
+    assert (json.loads(out)["quantization"]["scheme"], json.loads(out)["quantization"]["range_method"]) == ("int8", "percentile")  # the phone's recipe
     code, _, err = run_cli("verify", str(tmp_path / "a"))
     assert code == 0, err
     code, _, err = run_cli("deploy", str(tmp_path / "m.onnx"), "--device", "phone", "--input-shape", "image=1,3,32,32", "--quantize", "int8")

@@ -71,3 +71,17 @@ def test_mse_range_never_quantizes_worse_than_minmax(distribution):
     low, high = _mse_range(values)
     assert min(values.min(), 0) <= low <= 0 <= high <= values.max()
     assert error(low, high) <= error(values.min(), values.max())
+
+
+def test_auto_takes_the_device_recipe_and_an_explicit_range_method_wins():
+    import edgesdk
+    from edgesdk.precision import resolve
+
+    phone = edgesdk.get_device("phone")
+    assert (phone.quantization.scheme, phone.quantization.range_method) == ("int8", "percentile")
+    assert resolve("auto", None, phone) == ("int8", "percentile")
+    assert resolve("auto", "mse", phone) == ("int8", "mse")
+    assert resolve("fp16", None, phone) == ("fp16", "minmax") and resolve(None, None, phone) == (None, "minmax")
+    with pytest.raises(UserInputError) as error:
+        check_scheme("w4a16", None, auto_for="my-board")
+    assert str(error.value).startswith("--quantize auto (my-board's recipe: w4a16): this scheme is not available")

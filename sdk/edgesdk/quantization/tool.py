@@ -140,7 +140,7 @@ def quantize(
     *,
     scheme: str = "int8",
     input_shapes=None,
-    range_method: str = "minmax",
+    range_method: str | None = None,
     analyze: bool = False,
     max_drop: float | None = None,
     equalize: bool = False,
@@ -156,4 +156,4 @@ def quantize(
     model = load_model(source, input_shapes)
     arrays = calibration if isinstance(calibration, dict) else load_npz(calibration)
     samples = calibration_samples(arrays, model.inputs, "--calibration" if isinstance(calibration, dict) else str(calibration))
-    return quantize_model(model, samples, Path(out), range_method=range_method, analyze=analyze, max_drop=max_drop, equalize=equalize)
+    return quantize_model(model, samples, Path(out), range_method=range_method or "minmax", analyze=analyze, max_drop=max_drop, equalize=equalize)
