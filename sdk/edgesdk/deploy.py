@@ -204,9 +204,9 @@ def deploy(
     equalize = bool(options.get("equalize", False))
     scheme = check_scheme(quantize, calibration, equalize, auto_for=profile.id if auto else None)
     prepared = load_model(model, input_shapes)
-    on_stage("quantize" if scheme != "none" else "load")
+    if scheme != "none":
+        on_stage("quantize")
     precision = apply_scheme(prepared, scheme, calibration, range_method, equalize)
-    lowered = precision.compiled
     verify_inputs, user_inputs = _inputs(prepared, inputs, int(options.get("seed", 0)))
     if precision.samples and inputs is None:
         verify_inputs = precision.samples[0]  # in the calibrated range, unlike random inputs
@@ -224,7 +224,7 @@ def deploy(
     staged = None
     try:
         compiled = compile_model(
-            lowered, specs, BuildCache(private), verify_inputs, timeout_s=options.get("timeout_s"), on_stage=lambda stage: on_stage(f"compile: {stage}")
+            precision.compiled, specs, BuildCache(private), verify_inputs, timeout_s=options.get("timeout_s"), on_stage=lambda stage: on_stage(f"compile: {stage}")
         )
         on_stage("simulate")
         analysis = ModelAnalysis.model_validate_json((compiled.model_dir / ANALYSIS_FILE).read_text())
