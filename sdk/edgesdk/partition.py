@@ -46,8 +46,14 @@ def compute_dtype(kernel: Kernel) -> str:
     """The dtype a kernel computes in: a convolution's or matmul's operands (an integer conv whose
     fused epilogue dequantizes still multiplies int8), else its output's."""
     if kernel.op_class in ARITHMETIC_CLASSES and kernel.nest is not None and kernel.nest.operand_dtype:
-        return kernel.nest.operand_dtype
-    return kernel.outputs[0].dtype if kernel.outputs else "float32"
+        dtype = kernel.nest.operand_dtype
+    else:
+        dtype = kernel.outputs[0].dtype if kernel.outputs else "float32"
+    return SAME_RATE.get(dtype, dtype)
+
+
+# Unsigned integers run on the same multipliers as the signed ones of their width.
+SAME_RATE = {"uint8": "int8", "uint16": "int16"}
 
 
 def why_not(kernel: Kernel, unit: ComputeUnit, *, dtype: bool = True) -> str | None:

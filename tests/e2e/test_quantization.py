@@ -19,8 +19,8 @@ def calibration(n=16, shape=(3, 32, 32), seed=0):
     return {"image": np.random.default_rng(seed).standard_normal((n, *shape)).astype(np.float32)}
 
 
-def ort_qdq_model(tmp_path):
-    """tiny_cnn quantized by onnxruntime's own quantize_static (QDQ, per-channel int8)."""
+def ort_qdq_model(tmp_path, activations="QInt8"):
+    """tiny_cnn quantized by onnxruntime's own quantize_static (QDQ, per-channel int8 weights)."""
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
 
     from edgesdk.model import load_model
@@ -34,7 +34,7 @@ def ort_qdq_model(tmp_path):
 
     quantize_static(
         str(tmp_path / "fp32.onnx"), str(tmp_path / "qdq.onnx"), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-        activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+        activation_type=getattr(QuantType, activations), weight_type=QuantType.QInt8,
     )
     return tmp_path / "qdq.onnx"
 
@@ -60,13 +60,14 @@ def integer_blocks(path, shapes):
     return found
 
 
-def test_an_onnxruntime_qdq_model_deploys_with_integer_kernels(tmp_path):
-    qdq = ort_qdq_model(tmp_path)
+@pytest.mark.parametrize("activations", ["QInt8", "QUInt8"])
+def test_an_onnxruntime_qdq_model_deploys_with_integer_kernels(tmp_path, activations):
+    qdq = ort_qdq_model(tmp_path, activations)
     artifact = edgesdk.deploy(qdq, "phone", tmp_path / "a")
     check = artifact.manifest.verification
     assert check.passed and check.max_abs_err <= 2 / 255  # within two output steps of onnxruntime's integer reference
     layers = artifact.manifest.quantization.layers
-    assert len(layers) == 4 and all(layer.compute_dtype == "int8" for layer in layers)
+    assert len(layers) == 4 and all(layer.compute_dtype == "int8" for layer in layers)  # uint8 x int8 runs at the int8 rate
     assert {layer.unit for layer in artifact.manifest.estimate.per_layer if layer.op_class in ("conv", "depthwise_conv", "matmul")} == {"npu"}
     artifact.verify()  # model.onnx is the QDQ model: the reference again
 
