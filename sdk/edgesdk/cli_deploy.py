@@ -171,11 +171,11 @@ def profile_command(
         print_json(report.model_dump(mode="json"))
         return
     estimate, measured = report.estimate, report.measured
-    columns = ["#", "kernel", "class", "unit", "MFLOP", "DRAM KiB", "ms", "bound"] + (["measured ms"] if measured else [])
+    columns = ["#", "kernel", "class", "unit", "dtype", "MFLOP", "DRAM KiB", "ms", "bound"] + (["measured ms"] if measured else [])
     table = Table(*columns, box=box.SIMPLE_HEAD, title=f"{report.model} on {report.device} (simulated)", title_justify="left")
     for layer in estimate.per_layer:
         row = [
-            str(layer.index), layer.name[:40], layer.op_class, layer.unit, f"{layer.flops / 1e6:.3g}", f"{layer.bytes / 1024:.1f}",
+            str(layer.index), layer.name[:40], layer.op_class, layer.unit, layer.dtype, f"{layer.flops / 1e6:.3g}", f"{layer.bytes / 1024:.1f}",
             f"{layer.latency_ms:.4f}", layer.bound + (", spill" if layer.spilled else ""),
         ]
         table.add_row(*row, *([f"{measured.per_kernel[layer.index].measured_ms:.4f}"] if measured else []))
