@@ -113,7 +113,11 @@ def integerize(mod, known: dict | None = None):
             if any(v is None for v in (sx, zx, wq_np, sw, zw)) or sx.size != 1 or np.any(zw != 0) or wq_np.dtype != np.int8:
                 report.kept_float.append(str(kind))
                 return None
-            if str(value(data).args[0].ty.dtype) not in ("int8", "uint8"):
+            # Per-channel scales must run along the output channels: axis 0 of a conv's (O, I, kh, kw)
+            # or a transposed matmul weight's (N, K), axis 1 of a matmul weight's (K, N).
+            channel_axis = 1 if kind == "relax.matmul" and not transposed else 0
+            per_channel_ok = sw.size == 1 or int(value(weight).attrs.axis) % wq_np.ndim == channel_axis
+            if str(value(data).args[0].ty.dtype) not in ("int8", "uint8") or not per_channel_ok or (kind == "relax.matmul" and wq_np.ndim != 2):
                 report.kept_float.append(str(kind))
                 return None
             xq = self.visit_expr(xq)
