@@ -55,6 +55,7 @@ from edgesdk.manifest import (
 )
 from edgesdk.model import Model, load_model, random_inputs
 from edgesdk.partition import ARITHMETIC_CLASSES, compute_dtype, partition
+from edgesdk.quantization.accuracy import measure_agreement
 from edgesdk.precision import SCHEME_TOLERANCE, Precision, apply_scheme, check_scheme, resolve, weight_bytes
 from edgesdk.profiles import DeviceProfile
 from edgesdk.simulate import simulate
@@ -335,7 +336,8 @@ def _quantization_info(prepared: Model, precision: Precision, analysis: ModelAna
         weight_bytes=weight_bytes(precision.compiled.proto),
         float_weight_bytes=weight_bytes(prepared.proto),
         layers=layers,
-        accuracy=precision.accuracy,
+        # Only deploys measure it (profile needs no accuracy): both models run on every sample.
+        accuracy=measure_agreement(precision.reference.serialized, prepared.serialized, precision.samples) if precision.samples else None,
     )
 
 

@@ -62,7 +62,7 @@ def import_onnx(model_path: Path, shapes: dict[str, list[int]]):
     weights = [array.numpy() for array in params.get("main", [])]
     weight_vars = mod["main"].params[len(shapes):]
     # Quantized (QDQ) models: their convolutions and matmuls become integer kernels.
-    mod, _ = integerize(mod, dict(zip(weight_vars, weights)))
+    mod = integerize(mod, dict(zip(weight_vars, weights)))
     names = [str(var.name) for var in weight_vars]
     return mod, weights, names
 

@@ -6,8 +6,8 @@
   the edges. Its numerics are checked against onnxruntime running the original model.
 - ``int8`` (W8A8) quantizes on the user's sample inputs (``--calibration NPZ``) into a QDQ model
   (edgesdk.quantization.ptq); the lowering turns it into integer kernels. Its numerics are checked
-  against onnxruntime running that QDQ model, which is also the artifact's ``model.onnx``; its
-  agreement with the float model on the samples is recorded as ``quantization.accuracy``.
+  against onnxruntime running that QDQ model, which is also the artifact's ``model.onnx``; a
+  deploy records its agreement with the float model on the samples as ``quantization.accuracy``.
 
 ``auto`` applies the device profile's recommended recipe (``quantization:`` in its YAML: scheme and
 range method). The other schemes of the roadmap (w8a16, w4a16, w4a8, vq) are refused with a clear
@@ -25,7 +25,6 @@ import onnx
 
 from edgesdk.errors import UserInputError
 from edgesdk.model import Model
-from edgesdk.quantization.accuracy import Accuracy
 
 AVAILABLE = ("none", "fp16", "int8")
 PLANNED = ("w8a16", "w4a16", "w4a8", "vq")
@@ -45,7 +44,6 @@ class Precision:
     reference: Model  # what onnxruntime runs for the numerics check: the artifact's model.onnx
     samples: list[dict[str, np.ndarray]]  # calibration inputs, if any
     range_method: str | None = None
-    accuracy: Accuracy | None = None
 
 
 def resolve(quantize: str | None, range_method: str | None, profile) -> tuple[str | None, str]:
@@ -94,15 +92,10 @@ def apply_scheme(model: Model, scheme: str, calibration: Calibration = None, ran
         proto = float16.convert_float_to_float16(onnx.ModelProto.FromString(model.serialized), keep_io_types=True)
         notes = [*model.notes, "weights and computation in float16 (inputs and outputs keep their types)"]
         return Precision(scheme, dataclasses.replace(model, proto=proto, notes=notes), model, [])
-    from edgesdk.quantization.accuracy import measure_agreement
-    from edgesdk.quantization.ptq import calibration_samples, quantize_int8
-    from edgesdk.tensors import load_npz
+    from edgesdk.quantization.ptq import load_calibration, quantize_int8
 
-    origin = "--calibration" if isinstance(calibration, Mapping) else str(calibration)
-    arrays = calibration if isinstance(calibration, Mapping) else load_npz(calibration)
-    samples = calibration_samples(arrays, model.inputs, origin)
+    samples = load_calibration(calibration, model.inputs)
     quantized = quantize_int8(model, samples, range_method, equalize=equalize)
     equalized = ", cross-layer equalized" if equalize else ""
     quantized.notes = [*model.notes, f"int8 (W8A8) from {len(samples)} calibration samples, {range_method} ranges{equalized}"]
-    accuracy = measure_agreement(quantized.serialized, model.serialized, samples)
-    return Precision(scheme, quantized, quantized, samples, range_method, accuracy)
+    return Precision(scheme, quantized, quantized, samples, range_method)

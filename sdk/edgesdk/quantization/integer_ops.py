@@ -19,21 +19,11 @@ the caller (the worker).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import numpy as np
 
 
-@dataclass
-class IntegerReport:
-    """How many conv/matmul layers became integer, and which stayed float."""
-
-    integer: list[str] = field(default_factory=list)
-    kept_float: list[str] = field(default_factory=list)
-
-
 def integerize(mod, known: dict | None = None):
-    """Return ``(module, IntegerReport)`` with QDQ conv2d/matmul patterns made integer.
+    """``mod`` with its QDQ conv2d/matmul patterns made integer.
     ``known`` maps parameters of ``main`` (weights kept as inputs) to their numpy values."""
     import tvm
     from tvm import relax
@@ -66,7 +56,6 @@ def integerize(mod, known: dict | None = None):
 
     main = mod["main"]
     definitions = relax.analysis.get_var2val(main)
-    report = IntegerReport()
 
     def value(expr):
         """What a variable is bound to (dataflow normal form), else the expression itself."""
@@ -104,21 +93,18 @@ def integerize(mod, known: dict | None = None):
             if transposed:
                 weight = value(weight).args[0]
             if op_name(data) != "relax.dequantize" or op_name(weight) != "relax.dequantize":
-                report.kept_float.append(str(kind))
                 return None
             xq, sx, zx = value(data).args
             wq, sw, zw = value(weight).args
             weight_var = self.visit_expr(wq)  # the int8 weights, as a constant or a parameter
             sx, zx, wq_np, sw, zw = _const(sx), _const(zx), _const(wq), _const(sw), _const(zw)
             if any(v is None for v in (sx, zx, wq_np, sw, zw)) or sx.size != 1 or np.any(zw != 0) or wq_np.dtype != np.int8:
-                report.kept_float.append(str(kind))
                 return None
             # Per-channel scales must run along the output channels: axis 0 of a conv's (O, I, kh, kw)
             # or a transposed matmul weight's (N, K), axis 1 of a matmul weight's (K, N).
             channel_axis = 1 if kind == "relax.matmul" and not transposed else 0
             per_channel_ok = sw.size == 1 or int(value(weight).attrs.axis) % wq_np.ndim == channel_axis
             if str(value(data).args[0].ty.dtype) not in ("int8", "uint8") or not per_channel_ok or (kind == "relax.matmul" and wq_np.ndim != 2):
-                report.kept_float.append(str(kind))
                 return None
             xq = self.visit_expr(xq)
             emit = self.builder_.emit
@@ -127,7 +113,6 @@ def integerize(mod, known: dict | None = None):
             if kind == "relax.nn.conv2d":
                 attrs = layer.attrs
                 if str(attrs.data_layout) != "NCHW" or str(attrs.kernel_layout) != "OIHW":
-                    report.kept_float.append(str(kind))
                     return None
                 top, left, bottom, right = (int(p) for p in attrs.padding)
                 if any((top, left, bottom, right)):
@@ -149,10 +134,9 @@ def integerize(mod, known: dict | None = None):
             if relu:
                 y = emit(relax.op.nn.relu(y))
             call = value(quantize)
-            report.integer.append(str(kind))
             return relax.op.quantize(y, self.visit_expr(call.args[1]), self.visit_expr(call.args[2]), axis=int(call.attrs.axis), out_dtype=str(call.attrs.out_dtype))
 
     rewritten = Rewriter(mod).visit_expr(main)
     mod = mod.__class__({**{gv: f for gv, f in mod.functions.items()}, mod.get_global_var("main"): rewritten})
     mod = relax.transform.DeadCodeElimination()(mod)
-    return mod, report
+    return mod

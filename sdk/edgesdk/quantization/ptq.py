@@ -71,6 +71,15 @@ def calibration_samples(arrays: Mapping[str, np.ndarray], specs: Sequence[Tensor
     return samples
 
 
+def load_calibration(calibration, specs: Sequence[TensorSpec]) -> list[dict[str, np.ndarray]]:
+    """Per-run inputs from ``--calibration``: an .npz path (no pickle) or a mapping of arrays."""
+    from edgesdk.tensors import load_npz
+
+    if isinstance(calibration, Mapping):
+        return calibration_samples(calibration, specs, "--calibration")
+    return calibration_samples(load_npz(calibration), specs, str(calibration))
+
+
 def _mse_range(values: np.ndarray) -> tuple[float, float]:
     """The clipping range with the least int8 quantization error on ``values``: each side of the
     min/max range shrunk by one of MSE_CANDIDATES (on a subsample of at most MSE_SAMPLE values)."""

@@ -148,12 +148,10 @@ def quantize(
     """The Python face of `edgesdk quantize`: ``source`` a model path or proto, ``calibration`` an
     .npz path or a dict of stacked samples (edgesdk.quantization.ptq.calibration_samples)."""
     from edgesdk.model import load_model
-    from edgesdk.quantization.ptq import calibration_samples
-    from edgesdk.tensors import load_npz
+    from edgesdk.quantization.ptq import load_calibration
 
     if scheme != "int8":
         raise UserInputError(f"--scheme {scheme}: edgesdk quantize writes int8 QDQ models for now", hint="use --scheme int8")
     model = load_model(source, input_shapes)
-    arrays = calibration if isinstance(calibration, dict) else load_npz(calibration)
-    samples = calibration_samples(arrays, model.inputs, "--calibration" if isinstance(calibration, dict) else str(calibration))
+    samples = load_calibration(calibration, model.inputs)
     return quantize_model(model, samples, Path(out), range_method=range_method or "minmax", analyze=analyze, max_drop=max_drop, equalize=equalize)
