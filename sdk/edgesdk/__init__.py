@@ -4,6 +4,7 @@ The public Python API; the ``edgesdk`` command line is a thin shell over it.
 """
 
 from edgesdk.artifact import Artifact, load_artifact
+from edgesdk.comparing import CompareReport, compare
 from edgesdk.deploy import deploy
 from edgesdk.device_registry import devices, get_device
 from edgesdk.errors import (
@@ -34,6 +35,8 @@ __version__ = edgesdk_version()
 
 __all__ = [
     "Artifact",
+    "CompareReport",
+    "compare",
     "Manifest",
     "Model",
     "TensorSpec",

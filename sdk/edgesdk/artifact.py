@@ -174,7 +174,7 @@ class Artifact:
         inputs = load_npz(self.path / INPUTS_FILE)
         reference = reference_outputs((self.path / MODEL_FILE).read_bytes(), inputs)
         result = verification(
-            self.run(inputs, isolated=True), reference, user_inputs=self.manifest.verification.inputs == "user",
+            self.run(inputs, isolated=True), reference, inputs=self.manifest.verification.inputs,
             float_rtol=SCHEME_TOLERANCE.get(self.manifest.quantization.scheme),
         )
         if not result.passed:

@@ -19,6 +19,7 @@ from edgesdk.artifact import Artifact
 from edgesdk.cli_options import (
     CalibrationOption,
     EqualizeOption,
+    GroupSizeOption,
     InputShapeOption,
     JsonOption,
     NoFallbackOption,
@@ -88,6 +89,7 @@ def deploy_command(
     calibration: CalibrationOption = None,
     range_method: RangeMethodOption = None,
     equalize: EqualizeOption = False,
+    group_size: GroupSizeOption = None,
     input_shape: InputShapeOption = None,
     inputs: Annotated[Path | None, typer.Option("--inputs", help="Verify on these inputs (.npz, one array per model input) instead of random ones.")] = None,
     profiles_dir: ProfilesDirOption = None,
@@ -100,7 +102,7 @@ def deploy_command(
     shapes = dict(parse_input_shape(text) for text in input_shape or [])
     with _progress() as on_stage:
         artifact = edgesdk.deploy(
-            model, device, out, input_shapes=shapes, quantize=quantize, calibration=calibration, range_method=range_method, equalize=equalize, inputs=inputs,
+            model, device, out, input_shapes=shapes, quantize=quantize, calibration=calibration, range_method=range_method, equalize=equalize, group_size=group_size, inputs=inputs,
             profiles_dir=profiles_dir, cache=not no_cache, on_stage=on_stage, unit=unit, fallback=not no_fallback,
         )
     if json_output:
@@ -156,6 +158,9 @@ def profile_command(
     input_shape: InputShapeOption = None,
     quantize: QuantizeOption = None,
     calibration: CalibrationOption = None,
+    range_method: RangeMethodOption = None,
+    equalize: EqualizeOption = False,
+    group_size: GroupSizeOption = None,
     unit: UnitOption = None,
     no_fallback: NoFallbackOption = False,
     profiles_dir: ProfilesDirOption = None,
@@ -166,7 +171,10 @@ def profile_command(
     shapes = dict(parse_input_shape(text) for text in input_shape or [])
     with _progress() as on_stage:
         on_stage("analysing the model")
-        report = edgesdk.profile(source, device, input_shapes=shapes, quantize=quantize, calibration=calibration, unit=unit, fallback=not no_fallback, profiles_dir=profiles_dir, measure=measure)
+        report = edgesdk.profile(
+            source, device, input_shapes=shapes, quantize=quantize, calibration=calibration, range_method=range_method, equalize=equalize, group_size=group_size,
+            unit=unit, fallback=not no_fallback, profiles_dir=profiles_dir, measure=measure,
+        )
     if json_output:
         print_json(report.model_dump(mode="json"))
         return
@@ -214,20 +222,21 @@ def calibrate_command(
 def quantize_command(
     model: Annotated[Path, typer.Argument(help="The ONNX model file.", show_default=False)],
     calibration: Annotated[Path, typer.Option("--calibration", help="Sample inputs (.npz: per input, N samples stacked on a new first axis).", show_default=False)],
-    out: Annotated[Path, typer.Option("-o", "--out", help="The QDQ model to write (*.onnx); its encodings go beside it.", show_default=False)],
-    scheme: Annotated[str, typer.Option("--scheme", help="Quantization scheme (int8).")] = "int8",
+    out: Annotated[Path, typer.Option("-o", "--out", help="The quantized model to write (*.onnx); its encodings go beside it.", show_default=False)],
+    scheme: Annotated[str, typer.Option("--scheme", help="Quantization scheme: int8, w8a16 or w4a16.")] = "int8",
     range_method: RangeMethodOption = None,
     equalize: EqualizeOption = False,
+    group_size: GroupSizeOption = None,
     input_shape: InputShapeOption = None,
     analyze: Annotated[bool, typer.Option("--analyze", help="Measure every conv/matmul layer's sensitivity.")] = False,
     max_drop: Annotated[float | None, typer.Option("--max-drop", help="Keep the most sensitive layers in float until the drop (points) is at most this.")] = None,
     json_output: JsonOption = False,
 ) -> None:
-    """Quantize a model to an int8 QDQ ONNX model (+ encodings JSON), optionally mixed precision."""
+    """Quantize a model to an ONNX model onnxruntime runs (+ encodings JSON), optionally mixed precision."""
     shapes = dict(parse_input_shape(text) for text in input_shape or [])
     with _progress() as on_stage:
         on_stage("quantizing")
-        report = edgesdk.quantize(model, calibration, out, scheme=scheme, input_shapes=shapes, range_method=range_method, analyze=analyze, max_drop=max_drop, equalize=equalize)
+        report = edgesdk.quantize(model, calibration, out, scheme=scheme, input_shapes=shapes, range_method=range_method, analyze=analyze, max_drop=max_drop, equalize=equalize, group_size=group_size)
     if json_output:
         print_json(report.model_dump(mode="json"))
         return
@@ -238,10 +247,47 @@ def quantize_command(
             table.add_row(layer.node, f"{layer.drop_pt:.2f}")
         console.print(table)
     kept = f"; kept in float: {', '.join(report.float_layers)}" if report.float_layers else ""
-    console.print(f"{report.output}: int8 ({report.range_method} ranges, {report.samples} samples), drop {report.drop_pt:.2f} pt vs float{kept}")
+    how = f"{report.range_method} ranges" if report.range_method else f"groups of {report.group_size}" if report.group_size else "per channel"
+    console.print(f"{report.output}: {report.scheme} ({how}, {report.samples} samples), drop {report.drop_pt:.2f} pt vs float{kept}")
     console.print(f"encodings: {report.encodings}")
     if report.max_drop_met is False:
         raise typer.Exit(1)
+
+
+def compare_command(
+    model: Annotated[Path, typer.Argument(help="The ONNX model file.", show_default=False)],
+    devices: Annotated[str, typer.Option("--devices", help="all, or device ids separated by commas.")] = "all",
+    quantize: Annotated[
+        str | None, typer.Option("--quantize", help="Precisions to compare, separated by commas (e.g. none,int8,w4a16; auto: each device's recipe).")
+    ] = None,
+    calibration: CalibrationOption = None,
+    range_method: RangeMethodOption = None,
+    equalize: EqualizeOption = False,
+    group_size: GroupSizeOption = None,
+    input_shape: InputShapeOption = None,
+    profiles_dir: ProfilesDirOption = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Simulated cost of one model on many devices, at one or more precisions."""
+    shapes = dict(parse_input_shape(text) for text in input_shape or [])
+    with _progress() as on_stage:
+        on_stage("analysing the model")
+        report = edgesdk.compare(
+            model, devices, quantize=quantize, calibration=calibration, input_shapes=shapes, range_method=range_method, equalize=equalize,
+            group_size=group_size, profiles_dir=profiles_dir,
+        )
+    if json_output:
+        print_json(report.model_dump(mode="json"))
+        return
+    table = Table("device", "precision", "ms", "speed-up", "mJ", "peak MiB", "weights KiB", "kernels per unit", box=box.SIMPLE_HEAD,
+                  title=f"{report.model} (simulated; speed-up vs the first precision)", title_justify="left")  # fmt: skip
+    for row in report.rows:
+        units = ", ".join(f"{unit} {count}" for unit, count in row.units.items()) + (f" ({row.fallbacks} fell back)" if row.fallbacks else "")
+        table.add_row(
+            row.device, row.scheme, f"{row.latency_ms:.3g}", f"{row.speedup:.2f}x", f"{row.energy_mj:.3g}", f"{row.peak_memory_bytes / 2**20:.2f}",
+            f"{row.weight_bytes / 1024:.1f}", units,
+        )  # fmt: skip
+    Console().print(table)
 
 
 def register(app: typer.Typer) -> None:
@@ -249,5 +295,6 @@ def register(app: typer.Typer) -> None:
     app.command("profile")(profile_command)
     app.command("calibrate")(calibrate_command)
     app.command("quantize")(quantize_command)
+    app.command("compare")(compare_command)
     app.command("run")(run_command)
     app.command("verify")(verify_command)

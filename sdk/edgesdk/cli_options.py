@@ -18,14 +18,21 @@ InputShapeOption = Annotated[
     typer.Option("--input-shape", help="NAME=D1,D2,... for an input with dynamic dims (repeat per input)."),
 ]
 QuantizeOption = Annotated[
-    str | None, typer.Option("--quantize", help="Precision: none (keep the model's), fp16, int8 (needs --calibration), or auto (the device's recipe).")
+    str | None,
+    typer.Option(
+        "--quantize", help="Precision: none (keep the model's), fp16, int8 (needs --calibration), w8a16, w4a16 (int8/int4 weights, fp16 activations), or auto (the device's recipe)."
+    ),
 ]
 CalibrationOption = Annotated[
-    Path | None, typer.Option("--calibration", help="Sample inputs for int8 (.npz: per input, N samples stacked on a new first axis).")
+    Path | None,
+    typer.Option("--calibration", help="Sample inputs (.npz: per input, N samples stacked on a new first axis): int8 calibrates on them; every scheme reports its accuracy on them."),
 ]
 EqualizeOption = Annotated[bool, typer.Option("--equalize", help="int8: cross-layer equalization of Conv-ReLU-Conv pairs before quantizing.")]
 RangeMethodOption = Annotated[
     str | None, typer.Option("--range-method", help="How int8 activation ranges are calibrated: minmax, percentile or mse [default: minmax; auto: the profile's].")
+]
+GroupSizeOption = Annotated[
+    int | None, typer.Option("--group-size", help="w4a16/w8a16: weights per scale along the reduction axis, e.g. 32, 64, 128 [default: w4a16 32, w8a16 per output channel].")
 ]
 UnitOption = Annotated[str | None, typer.Option("--unit", help="Place every kernel on this compute unit (e.g. cpu).")]
 NoFallbackOption = Annotated[

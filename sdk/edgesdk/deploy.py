@@ -56,7 +56,8 @@ from edgesdk.manifest import (
 from edgesdk.model import Model, load_model, random_inputs
 from edgesdk.partition import ARITHMETIC_CLASSES, compute_dtype, partition
 from edgesdk.quantization.accuracy import measure_agreement
-from edgesdk.precision import SCHEME_TOLERANCE, Precision, apply_scheme, check_scheme, resolve, weight_bytes
+from edgesdk.quantization.packed_kernels import packed_weight_dtype
+from edgesdk.precision import SCHEME_TOLERANCE, Precision, apply_scheme, recipe, weight_bytes
 from edgesdk.profiles import DeviceProfile
 from edgesdk.simulate import simulate
 from edgesdk.tensors import check_inputs, load_npz, save_npz
@@ -65,7 +66,7 @@ from edgesdk.tvm_worker import Job, RunTask, run_in_worker
 from edgesdk.verify import reference_outputs, verification
 from edgesdk.versions import edgesdk_version, tvm_version
 
-OPTIONS = {"range_method", "equalize", "timeout_s", "cache", "profiles_dir", "seed", "on_stage", "unit", "fallback"}
+OPTIONS = {"range_method", "equalize", "group_size", "timeout_s", "cache", "profiles_dir", "seed", "on_stage", "unit", "fallback"}
 
 
 def find_backend(profile: DeviceProfile) -> Backend:
@@ -186,7 +187,8 @@ def deploy(
 ) -> Artifact:
     """Compile ``model`` for ``device`` through TVM, verify it against onnxruntime, write the artifact.
 
-    Options: ``timeout_s`` (compile time limit), ``cache`` (False to rebuild), ``profiles_dir``,
+    Options: ``range_method``, ``equalize``, ``group_size`` (see edgesdk.precision.recipe),
+    ``timeout_s`` (compile time limit), ``cache`` (False to rebuild), ``profiles_dir``,
     ``seed`` (of the random verification inputs), ``on_stage`` (a callable told each stage's name),
     ``unit`` (place every kernel on this compute unit), ``fallback`` (False: fail with exit 1
     instead of letting kernels fall back from their preferred unit).
@@ -200,17 +202,18 @@ def deploy(
     on_stage("load")
     profile = get_device(device, options.get("profiles_dir"))
     backend = find_backend(profile)
-    auto = quantize == "auto"
-    quantize, range_method = resolve(quantize, options.get("range_method"), profile)
-    equalize = bool(options.get("equalize", False))
-    scheme = check_scheme(quantize, calibration, equalize, auto_for=profile.id if auto else None)
+    chosen = recipe(
+        quantize, calibration, profile, range_method=options.get("range_method"), equalize=bool(options.get("equalize", False)), group_size=options.get("group_size")
+    )
+    scheme = chosen.scheme
     prepared = load_model(model, input_shapes)
     if scheme != "none":
         on_stage("quantize")
-    precision = apply_scheme(prepared, scheme, calibration, range_method, equalize)
+    precision = apply_scheme(prepared, chosen, calibration)
     verify_inputs, user_inputs = _inputs(prepared, inputs, int(options.get("seed", 0)))
+    inputs_kind = "user" if user_inputs else "random"
     if precision.samples and inputs is None:
-        verify_inputs = precision.samples[0]  # in the calibrated range, unlike random inputs
+        verify_inputs, inputs_kind = precision.samples[0], "calibration"  # in the calibrated range, unlike random inputs
     destination = Path(out) if out is not None else Path("build") / f"{prepared.name}-{profile.id}"
     check_destination(destination)
     missing = backend.toolchain.missing()
@@ -239,7 +242,7 @@ def deploy(
             runner = HostRunner(staged / simulation, staged / PARAMS_FILE, prepared.inputs, [spec.name for spec in prepared.outputs])
             outputs = runner.run(verify_inputs, isolated=True)
         result = verification(
-            outputs, reference_outputs(precision.reference.serialized, verify_inputs), user_inputs=user_inputs, float_rtol=SCHEME_TOLERANCE.get(scheme)
+            outputs, reference_outputs(precision.reference.serialized, verify_inputs), inputs=inputs_kind, float_rtol=SCHEME_TOLERANCE.get(scheme)
         )
         on_stage("write")
         manifest = _manifest(profile, backend, prepared, precision, analysis, specs, compiled, simulation, result, files=hash_tree(staged))
@@ -324,7 +327,8 @@ def _quantization_info(prepared: Model, precision: Precision, analysis: ModelAna
         QuantizedLayer(
             name=kernel.name,
             op_class=kernel.op_class,
-            weight_dtype=max((t for t in kernel.inputs if t.source in ("weight", "constant")), key=lambda t: t.bytes, default=kernel.outputs[0]).dtype,
+            weight_dtype=packed_weight_dtype(kernel.name)
+            or max((t for t in kernel.inputs if t.source in ("weight", "constant")), key=lambda t: t.bytes, default=kernel.outputs[0]).dtype,
             compute_dtype=compute_dtype(kernel),
         )
         for kernel in analysis.kernels
@@ -332,12 +336,13 @@ def _quantization_info(prepared: Model, precision: Precision, analysis: ModelAna
     ]
     return QuantizationInfo(
         scheme=precision.scheme,
-        range_method=precision.range_method,
+        range_method=precision.recipe.range_method,
+        group_size=precision.recipe.group_size,
         weight_bytes=weight_bytes(precision.compiled.proto),
         float_weight_bytes=weight_bytes(prepared.proto),
         layers=layers,
         # Only deploys measure it (profile needs no accuracy): both models run on every sample.
-        accuracy=measure_agreement(precision.reference.serialized, prepared.serialized, precision.samples) if precision.samples else None,
+        accuracy=measure_agreement(precision.compiled.serialized, prepared.serialized, precision.samples) if precision.samples else None,
     )
 
 

@@ -297,14 +297,20 @@ def analyze(mod) -> ModelAnalysis:
                 script = callee.script()
                 blocks = re.findall(r'T\.s?block\("([^"]+)"', script)
                 weight_shape = args[1].shape if len(args) > 1 else None
+                nest = loop_nest(callee, script)
+                flops = int(tvm.s_tir.analysis.estimate_tir_flops(tvm.IRModule({"main": callee})))
+                if "packed_" in value.args[0].name_hint and nest is not None:
+                    # TVM counts the unpacking of packed int4/int8 weights as arithmetic; a device
+                    # does one multiply-add per weight use, like the float layer (+ the epilogue).
+                    flops = 2 * nest.iterations + int(np.prod(outputs[0].shape)) * len(blocks)
                 kernels.append(
                     Kernel(
                         name=value.args[0].name_hint,
                         op_classes=classify(value.args[0].name_hint, blocks, weight_shape),
-                        flops=int(tvm.s_tir.analysis.estimate_tir_flops(tvm.IRModule({"main": callee}))),
+                        flops=flops,
                         inputs=args,
                         outputs=outputs,
-                        nest=loop_nest(callee, script),
+                        nest=nest,
                     )
                 )
                 sources[binding.var] = ("kernel", len(kernels) - 1)

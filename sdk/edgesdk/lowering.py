@@ -17,10 +17,11 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from edgesdk.kernels import ModelAnalysis, analyze
 from edgesdk.quantization.integer_ops import integerize
+from edgesdk.quantization.packed_kernels import extract_blocked_weights, unpack_in_kernels
 from edgesdk.toolchains import Toolchain
 
 # Bump when the lowering changes what it produces for the same inputs: it is part of cache keys.
-PIPELINE_VERSION = 5
+PIPELINE_VERSION = 7
 
 
 class BuildSpec(BaseModel):
@@ -55,16 +56,17 @@ def import_onnx(model_path: Path, shapes: dict[str, list[int]]):
     from tvm import relax
     from tvm.relax.frontend import onnx as relax_onnx
 
-    proto = onnx.load(str(model_path))
+    # Group-wise quantized weights (int4/int8 blocked dequantize): read here, packed below.
+    proto, blocked = extract_blocked_weights(onnx.load(str(model_path)))
     # The frontend prints diagnostics to stdout: in the worker, stdout is its log file.
     mod = relax_onnx.from_onnx(proto, shape_dict=shapes, keep_params_in_input=True)
     mod, params = relax.frontend.detach_params(mod)
-    weights = [array.numpy() for array in params.get("main", [])]
-    weight_vars = mod["main"].params[len(shapes):]
+    known = dict(zip(mod["main"].params[len(shapes):], (array.numpy() for array in params.get("main", []))))
     # Quantized (QDQ) models: their convolutions and matmuls become integer kernels.
-    mod = integerize(mod, dict(zip(weight_vars, weights)))
-    names = [str(var.name) for var in weight_vars]
-    return mod, weights, names
+    mod = integerize(mod, known)
+    mod, known = unpack_in_kernels(mod, known, blocked)
+    weight_vars = mod["main"].params[len(shapes):]
+    return mod, [known[var] for var in weight_vars], [str(var.name) for var in weight_vars]
 
 
 def optimize(mod, target_json: dict[str, Any]):

@@ -43,19 +43,23 @@ class QuantizedLayer(_Record):
 
     name: str
     op_class: str
-    weight_dtype: str
+    weight_dtype: str = Field(description="How its weights are stored: int4 is packed two per byte.")
     compute_dtype: str = Field(description="What its multiplications take: int8 for an integer kernel.")
 
 
 class QuantizationInfo(_Record):
     """The precision the model was compiled at (edgesdk.precision)."""
 
-    scheme: str = Field(description="`none`: the model keeps its precision; `fp16`: half precision; `int8`: W8A8 integer kernels.")
+    scheme: str = Field(
+        description="`none`: the model keeps its precision; `fp16`: half precision; `int8`: W8A8 integer kernels; "
+        "`w8a16`/`w4a16`: int8/int4 weights, group-wise, with float16 activations."
+    )
     range_method: str | None = Field(None, description="How activation ranges were calibrated (`minmax`, `percentile`, `mse`).")
+    group_size: int | None = Field(None, description="Weight-only schemes: weights per scale along the reduction axis (null: per output channel).")
     weight_bytes: int = Field(0, description="Bytes of the compiled model's weights.")
     float_weight_bytes: int = Field(0, description="Bytes of the weights at the model's own precision.")
     layers: list[QuantizedLayer] = Field(default_factory=list, description="Every convolution and matmul kernel.")
-    accuracy: Accuracy | None = Field(None, description="Agreement with the float model on the calibration samples (calibrated schemes).")
+    accuracy: Accuracy | None = Field(None, description="Agreement of the compiled model with the float model on the `--calibration` samples, when given.")
 
 
 class Fallback(_Record):
@@ -89,7 +93,7 @@ class VerificationInfo(_Record):
     """The compiled model's outputs against onnxruntime's on the same inputs (worst over outputs)."""
 
     reference: str = Field(description="What the outputs were compared with, e.g. `onnxruntime 1.32.0`.")
-    inputs: Literal["random", "user"]
+    inputs: Literal["random", "user", "calibration"] = Field(description="Random inputs, the user's (`--inputs`), or the first `--calibration` sample.")
     max_abs_err: float
     cosine: float
     psnr_db: float | None

@@ -5,13 +5,17 @@
   converter onnxruntime's own tools use); inputs and outputs keep their declared types, cast at
   the edges. Its numerics are checked against onnxruntime running the original model.
 - ``int8`` (W8A8) quantizes on the user's sample inputs (``--calibration NPZ``) into a QDQ model
-  (edgesdk.quantization.ptq); the lowering turns it into integer kernels. Its numerics are checked
-  against onnxruntime running that QDQ model, which is also the artifact's ``model.onnx``; a
-  deploy records its agreement with the float model on the samples as ``quantization.accuracy``.
+  (edgesdk.quantization.ptq); the lowering turns it into integer kernels.
+- ``w4a16`` and ``w8a16`` quantize only the weights, group-wise (``--group-size``), and compute
+  with float16 activations (edgesdk.quantization.weight_only); the kernels read the packed
+  integers. They need no calibration data.
+
+Quantized schemes compile, and are checked against onnxruntime running, one quantized ONNX model
+(the artifact's ``model.onnx``). Given ``--calibration`` (any scheme but ``none``), a deploy records
+the agreement of what it compiled with the float model on the samples as ``quantization.accuracy``.
 
 ``auto`` applies the device profile's recommended recipe (``quantization:`` in its YAML: scheme and
-range method). The other schemes of the roadmap (w8a16, w4a16, w4a8, vq) are refused with a clear
-error.
+range method). The other schemes of the roadmap (w4a8, vq) are refused with a clear error.
 """
 
 from __future__ import annotations
@@ -26,76 +30,129 @@ import onnx
 from edgesdk.errors import UserInputError
 from edgesdk.model import Model
 
-AVAILABLE = ("none", "fp16", "int8")
-PLANNED = ("w8a16", "w4a16", "w4a8", "vq")
+AVAILABLE = ("none", "fp16", "int8", "w8a16", "w4a16")
+PLANNED = ("w4a8", "vq")
 CALIBRATED = ("int8",)  # schemes that need --calibration
+WEIGHT_ONLY = {"w8a16": 8, "w4a16": 4}  # scheme -> weight bits
+DEFAULT_GROUP = {"w4a16": 32, "w8a16": None}  # None: one group per output channel
 # Relative tolerance of float outputs (scaled like edgesdk.verify's). fp16 keeps 11 significant
 # bits (~5e-4) and errors grow through a network's layers; int8 kernels may round a value one
 # step apart from onnxruntime's, and a step can move an output by a few percent of its range.
-SCHEME_TOLERANCE = {"fp16": 2e-2, "int8": 5e-2}
+# The weight-only schemes compute in float16 as fp16 does.
+SCHEME_TOLERANCE = {"fp16": 2e-2, "int8": 5e-2, "w8a16": 2e-2, "w4a16": 2e-2}
 
 Calibration = str | os.PathLike | Mapping[str, np.ndarray] | None
 
 
+@dataclasses.dataclass(frozen=True)
+class Recipe:
+    """How to quantize: a checked ``--quantize`` with its options."""
+
+    scheme: str = "none"
+    range_method: str | None = None  # calibrated schemes
+    equalize: bool = False  # calibrated schemes
+    group_size: int | None = None  # weight-only schemes; None: per output channel
+
+
 @dataclasses.dataclass
 class Precision:
-    scheme: str
+    recipe: Recipe
     compiled: Model  # what TVM compiles
     reference: Model  # what onnxruntime runs for the numerics check: the artifact's model.onnx
     samples: list[dict[str, np.ndarray]]  # calibration inputs, if any
-    range_method: str | None = None
+
+    @property
+    def scheme(self) -> str:
+        return self.recipe.scheme
 
 
-def resolve(quantize: str | None, range_method: str | None, profile) -> tuple[str | None, str]:
-    """``--quantize`` and ``--range-method`` with ``auto`` replaced by ``profile``'s recipe."""
+def recipe(
+    quantize: str | None,
+    calibration: Calibration,
+    profile,
+    *,
+    range_method: str | None = None,
+    equalize: bool = False,
+    group_size: int | None = None,
+) -> Recipe:
+    """The recipe ``--quantize`` and its options ask for on ``profile`` (``auto``: the profile's
+    recommended one; an explicit option wins over it), or a clear error."""
+    auto_for = None
     if quantize == "auto":
-        recipe = profile.quantization
-        return recipe.scheme, range_method or recipe.range_method
-    return quantize, range_method or "minmax"
-
-
-def check_scheme(quantize: str | None, calibration: Calibration, equalize: bool = False, *, auto_for: str | None = None) -> str:
-    """The scheme, or a clear error. ``auto_for``: the device whose recipe chose ``quantize``."""
+        quantize, auto_for = profile.quantization.scheme, profile.id
+        range_method = range_method or profile.quantization.range_method
     scheme = "none" if quantize is None else str(quantize)
     chosen = f"--quantize auto ({auto_for}'s recipe: {scheme})" if auto_for else f"--quantize {scheme}"
     if scheme in PLANNED:
-        raise UserInputError(
-            f"{chosen}: this scheme is not available in this edgesdk version yet",
-            hint=f"use --quantize {', '.join(AVAILABLE)}",
-        )
+        raise UserInputError(f"{chosen}: this scheme is not available in this edgesdk version yet", hint=f"use --quantize {', '.join(AVAILABLE)}")
     if scheme not in AVAILABLE:
         raise UserInputError(f"{chosen}: unknown scheme", hint=f"schemes: {', '.join(AVAILABLE + PLANNED)}, auto")
     if scheme in CALIBRATED and calibration is None:
         raise UserInputError(
             f"{chosen} needs calibration data", hint="give --calibration NPZ: a few hundred representative inputs, one array per model input"
         )
-    if scheme not in CALIBRATED and calibration is not None:
-        raise UserInputError(f"--calibration is only used by calibrated schemes ({', '.join(CALIBRATED)})", hint="drop --calibration")
+    if scheme == "none" and calibration is not None:
+        raise UserInputError("--calibration: nothing is quantized", hint="give --quantize, or drop --calibration")
     if scheme not in CALIBRATED and equalize:
         raise UserInputError(f"--equalize is only used by calibrated schemes ({', '.join(CALIBRATED)})", hint="drop --equalize")
-    return scheme
+    if scheme not in WEIGHT_ONLY and group_size is not None:
+        raise UserInputError(f"--group-size is only used by weight-only schemes ({', '.join(WEIGHT_ONLY)})", hint="drop --group-size")
+    if group_size is not None and group_size <= 0:
+        raise UserInputError(f"--group-size {group_size}: must be a positive number of weights")
+    return Recipe(
+        scheme,
+        range_method=(range_method or "minmax") if scheme in CALIBRATED else None,
+        equalize=equalize,
+        group_size=group_size if group_size is not None else DEFAULT_GROUP.get(scheme),
+    )
+
+
+_BITS = {onnx.TensorProto.INT4: 4, onnx.TensorProto.UINT4: 4}
 
 
 def weight_bytes(proto: onnx.ModelProto) -> int:
-    return sum(int(np.prod(t.dims, dtype=np.int64)) * onnx.helper.tensor_dtype_to_np_dtype(t.data_type).itemsize for t in proto.graph.initializer)
+    """Bytes of the model's initializers as stored (int4: two per byte)."""
+    total = 0
+    for tensor in proto.graph.initializer:
+        bits = _BITS.get(tensor.data_type) or 8 * onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type).itemsize
+        total += -(-int(np.prod(tensor.dims, dtype=np.int64)) * bits // 8)
+    return total
 
 
-def apply_scheme(model: Model, scheme: str, calibration: Calibration = None, range_method: str = "minmax", equalize: bool = False) -> Precision:
-    """What to compile and what to check it against, for ``scheme``."""
-    if scheme == "none":
-        return Precision(scheme, model, model, [])
-    if scheme == "fp16":
-        from onnxconverter_common import float16
+def apply_scheme(model: Model, chosen: Recipe, calibration: Calibration = None) -> Precision:
+    """What to compile and what to check it against, for ``chosen``."""
+    from edgesdk.quantization.ptq import load_calibration
 
-        # keep_io_types: fp32 in and out, cast once at each edge. Values out of fp16 range are
-        # clamped by the converter; the numerics check shows their effect.
-        proto = float16.convert_float_to_float16(onnx.ModelProto.FromString(model.serialized), keep_io_types=True)
-        notes = [*model.notes, "weights and computation in float16 (inputs and outputs keep their types)"]
-        return Precision(scheme, dataclasses.replace(model, proto=proto, notes=notes), model, [])
-    from edgesdk.quantization.ptq import load_calibration, quantize_int8
+    samples = load_calibration(calibration, model.inputs) if calibration is not None else []
+    if chosen.scheme == "none":
+        return Precision(chosen, model, model, [])
+    if chosen.scheme == "fp16":
+        return Precision(chosen, to_float16(model), model, samples)
+    quantized = quantized_model(model, chosen, samples)
+    return Precision(chosen, quantized, quantized, samples)
 
-    samples = load_calibration(calibration, model.inputs)
-    quantized = quantize_int8(model, samples, range_method, equalize=equalize)
-    equalized = ", cross-layer equalized" if equalize else ""
-    quantized.notes = [*model.notes, f"int8 (W8A8) from {len(samples)} calibration samples, {range_method} ranges{equalized}"]
-    return Precision(scheme, quantized, quantized, samples, range_method)
+
+def to_float16(model: Model) -> Model:
+    from onnxconverter_common import float16
+
+    # keep_io_types: fp32 in and out, cast once at each edge. Values out of fp16 range are
+    # clamped by the converter; the numerics check shows their effect.
+    proto = float16.convert_float_to_float16(onnx.ModelProto.FromString(model.serialized), keep_io_types=True)
+    notes = [*model.notes, "weights and computation in float16 (inputs and outputs keep their types)"]
+    return dataclasses.replace(model, proto=proto, notes=notes)
+
+
+def quantized_model(model: Model, chosen: Recipe, samples, *, only=None, keep_float=()) -> Model:
+    """The quantized ONNX model of ``chosen`` (QDQ, or blocked-dequantize weights), which both
+    onnxruntime and the lowering run; ``only``/``keep_float`` name the conv/matmul nodes to
+    quantize / to leave in float."""
+    if chosen.scheme in WEIGHT_ONLY:
+        from edgesdk.quantization.weight_only import quantize_weight_only
+
+        return quantize_weight_only(model, WEIGHT_ONLY[chosen.scheme], chosen.group_size, only=only, keep_float=keep_float)
+    from edgesdk.quantization.ptq import quantize_int8
+
+    quantized = quantize_int8(model, samples, chosen.range_method, only=only, keep_float=keep_float, equalize=chosen.equalize)
+    equalized = ", cross-layer equalized" if chosen.equalize else ""
+    quantized.notes = [*model.notes, f"int8 (W8A8) from {len(samples)} calibration samples, {chosen.range_method} ranges{equalized}"]
+    return quantized

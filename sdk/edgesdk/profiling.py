@@ -31,7 +31,7 @@ from edgesdk.measure import Measurement
 from edgesdk.measure import measure as measure_runner
 from edgesdk.model import load_model, random_inputs
 from edgesdk.partition import partition
-from edgesdk.precision import Calibration, apply_scheme, check_scheme, resolve
+from edgesdk.precision import Calibration, Recipe, apply_scheme, recipe
 from edgesdk.profiles import DeviceProfile
 from edgesdk.simulate import simulate
 
@@ -60,16 +60,16 @@ def _read_analysis(artifact: Artifact) -> ModelAnalysis:
     return ModelAnalysis.model_validate_json((artifact.path / ANALYSIS_FILE).read_text())
 
 
-def _analysis(source, input_shapes, scheme: str, calibration, range_method: str, timeout_s) -> tuple[str, ModelAnalysis]:
+def _analysis(source, input_shapes, chosen: Recipe, calibration, timeout_s) -> tuple[str, ModelAnalysis]:
     artifact = _artifact(source)
     if artifact is not None:
         return artifact.manifest.model.name, _read_analysis(artifact)
-    prepared = apply_scheme(load_model(source, input_shapes), scheme, calibration, range_method).compiled
+    prepared = apply_scheme(load_model(source, input_shapes), chosen, calibration).compiled
     compiled = compile_model(prepared, [], BuildCache(), None, timeout_s=timeout_s, on_stage=lambda stage: None)
     return prepared.name, ModelAnalysis.model_validate_json((compiled.model_dir / ANALYSIS_FILE).read_text())
 
 
-def _native_artifact(source, device: DeviceProfile, input_shapes, scheme: str, calibration, range_method: str, profiles_dir, scratch: Path) -> Artifact:
+def _native_artifact(source, device: DeviceProfile, input_shapes, chosen: Recipe, calibration, profiles_dir, scratch: Path) -> Artifact:
     """An artifact of ``device`` that runs here: ``source`` itself, or a deploy of its model (cached)."""
     if not runs_here(device.target):
         raise UserInputError(f"--measure: code for '{device.id}' does not run on this host", hint="measure a device whose code runs here, e.g. --device pc")
@@ -77,7 +77,10 @@ def _native_artifact(source, device: DeviceProfile, input_shapes, scheme: str, c
     if artifact is not None and artifact.manifest.device == device.id:
         return artifact
     model = artifact.path / MODEL_FILE if artifact else source
-    return deploy(model, device.id, scratch / "a", input_shapes=None if artifact else input_shapes, quantize=scheme, calibration=calibration, range_method=range_method, profiles_dir=profiles_dir)
+    return deploy(
+        model, device.id, scratch / "a", input_shapes=None if artifact else input_shapes, quantize=chosen.scheme, calibration=calibration,
+        range_method=chosen.range_method, equalize=chosen.equalize, group_size=chosen.group_size, profiles_dir=profiles_dir,
+    )
 
 
 def profile(
@@ -87,6 +90,9 @@ def profile(
     input_shapes: Mapping[str, Sequence[int]] | None = None,
     quantize: str | None = None,
     calibration: Calibration = None,
+    range_method: str | None = None,
+    equalize: bool = False,
+    group_size: int | None = None,
     unit: str | None = None,
     fallback: bool = True,
     profiles_dir: str | os.PathLike | None = None,
@@ -105,9 +111,8 @@ def profile(
     if device is None:
         raise UserInputError("profile: which device? give --device", hint="`edgesdk devices` lists them")
     profile_ = get_device(device, profiles_dir)
-    auto = quantize == "auto"
-    quantize, range_method = resolve(quantize, None, profile_)
-    scheme = check_scheme(quantize, calibration, auto_for=profile_.id if auto else None)
+    chosen = recipe(quantize, calibration, profile_, range_method=range_method, equalize=equalize, group_size=group_size)
+    scheme = chosen.scheme
     if artifact is not None and quantize is not None and scheme != artifact.manifest.quantization.scheme:
         raise UserInputError(
             f"--quantize {scheme}: {source} was deployed with --quantize {artifact.manifest.quantization.scheme}",
@@ -115,8 +120,8 @@ def profile(
         )
     with tempfile.TemporaryDirectory(prefix="edgesdk-measure-") as scratch:
         # Measuring needs the device's build; its analysis is then the one of what runs.
-        native = _native_artifact(source, profile_, input_shapes, scheme, calibration, range_method, profiles_dir, Path(scratch)) if measure else None
-        name, analysis = (native.manifest.model.name, _read_analysis(native)) if native else _analysis(source, input_shapes, scheme, calibration, range_method, timeout_s)
+        native = _native_artifact(source, profile_, input_shapes, chosen, calibration, profiles_dir, Path(scratch)) if measure else None
+        name, analysis = (native.manifest.model.name, _read_analysis(native)) if native else _analysis(source, input_shapes, chosen, calibration, timeout_s)
         placed = partition(analysis, profile_, unit=unit, fallback=fallback)
         report = ProfileReport(model=name, device=profile_.id, estimate=simulate(analysis, placed, profile_), partition=placed.info())
         if native:

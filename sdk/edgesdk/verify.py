@@ -66,13 +66,13 @@ def compare(name: str, actual: np.ndarray, reference: np.ndarray, float_rtol: fl
 
 
 def verification(
-    actual: Mapping[str, np.ndarray], reference: Mapping[str, np.ndarray], *, user_inputs: bool, float_rtol: float | None = None
+    actual: Mapping[str, np.ndarray], reference: Mapping[str, np.ndarray], *, inputs: str, float_rtol: float | None = None
 ) -> VerificationInfo:
     checks = [compare(name, np.asarray(actual[name]), np.asarray(ref), float_rtol) for name, ref in reference.items()]
     psnrs = [check.psnr_db for check in checks if check.psnr_db is not None]
     return VerificationInfo(
         reference=reference_name(),
-        inputs="user" if user_inputs else "random",
+        inputs=inputs,
         max_abs_err=max((check.max_abs_err for check in checks), default=0.0),
         cosine=min((check.cosine for check in checks), default=1.0),
         psnr_db=min(psnrs) if psnrs else None,

@@ -76,10 +76,10 @@ def test_lowered_tir_multiplies_int8_and_accumulates_int32(tmp_path):
     """Read the TIR itself: the conv/matmul blocks of an int8 deploy cast int8 operands and write
     int32 accumulators, for at least 90% of them."""
     from edgesdk.model import load_model
-    from edgesdk.precision import apply_scheme
+    from edgesdk.precision import Recipe, apply_scheme
 
     prepared = load_model(depthwise_net(), {"image": [1, 3, 96, 96]})
-    precision = apply_scheme(prepared, "int8", calibration(8, (3, 96, 96)))
+    precision = apply_scheme(prepared, Recipe("int8", range_method="minmax"), calibration(8, (3, 96, 96)))
     onnx.save(precision.compiled.proto, tmp_path / "int8.onnx")
     blocks = integer_blocks(tmp_path / "int8.onnx", {"image": [1, 3, 96, 96]})
     assert len(blocks) == 12  # 11 convolutions (6 depthwise) and the classifier's matmul
@@ -197,3 +197,66 @@ def test_quantize_finds_the_sensitive_layer_and_keeps_it_float_to_meet_the_budge
     assert [layer.compute_dtype for layer in artifact.manifest.quantization.layers] == ["float32", "int8"]
     code, _, err = run_cli(*args, "-o", str(tmp_path / "mixed.onnx"))
     assert code == 2 and "the file exists; edgesdk does not overwrite it" in err
+
+
+def test_digits_cnn_w4a16_and_w8a16_on_the_phone_keep_accuracy_with_packed_weights(tmp_path, digits):
+    fp32 = edgesdk.deploy(digits.model, "phone", tmp_path / "fp32")
+    accuracy_fp32 = heldout_top1(fp32, digits)
+    w4 = edgesdk.deploy(digits.model, "phone", tmp_path / "w4", quantize="w4a16", calibration=digits.calibration())
+    assert accuracy_fp32 - heldout_top1(w4, digits) <= 0.015  # the artifact itself, on 540 held-out digits
+    quantization = w4.manifest.quantization
+    assert quantization.group_size == 32 and quantization.weight_bytes <= 0.16 * quantization.float_weight_bytes
+    assert [(layer.weight_dtype, layer.compute_dtype) for layer in quantization.layers] == [("int4", "float16")] * 5
+    assert quantization.accuracy.outputs[0].top1_agreement >= 0.97 and w4.manifest.verification.inputs == "calibration"
+    # The artifact's weights are the packed bytes and float16 scales; no float copy of a weight.
+    with np.load(w4.path / "params.npz", allow_pickle=False) as weights:
+        arrays = {name: weights[name] for name in weights.files}
+    packed = {name: a for name, a in arrays.items() if name.endswith("_packed")}
+    assert len(packed) == 5 and all(a.dtype == np.uint8 for a in packed.values())
+    assert sum(a.size for a in packed.values()) * 2 >= 47_000 > max(a.size for a in arrays.values() if a.dtype != np.uint8) * 20
+    assert w4.manifest.estimate.latency_ms < fp32.manifest.estimate.latency_ms  # fp16 on the NPU, not fp32 on the GPU
+    w4.verify()
+
+    w8 = edgesdk.deploy(digits.model, "phone", tmp_path / "w8", quantize="w8a16")
+    assert accuracy_fp32 - heldout_top1(w8, digits) <= 0.005
+    assert [(layer.weight_dtype, layer.compute_dtype) for layer in w8.manifest.quantization.layers] == [("int8", "float16")] * 5
+    assert w8.manifest.quantization.weight_bytes <= 0.27 * w8.manifest.quantization.float_weight_bytes
+
+
+def test_lowered_tir_reads_packed_int4_weights_inside_the_conv_and_matmul_loops(tmp_path, digits):
+    """The TIR of a w4a16 model: every conv/matmul block reads a uint8 buffer of half the layer's
+    weights (two per byte) and float16 scales, and main takes no float weight of a layer."""
+    from edgesdk.lowering import import_onnx
+    from edgesdk.model import load_model
+    from edgesdk.precision import Recipe, apply_scheme
+
+    precision = apply_scheme(load_model(digits.model), Recipe("w4a16", group_size=32))
+    onnx.save(precision.compiled.proto, tmp_path / "w4.onnx")
+    blocks = integer_blocks(tmp_path / "w4.onnx", {"digits": [1, 1, 8, 8]})
+    assert len(blocks) == 5 and all(operands == {"float16", "uint8"} for _, operands, _ in blocks), blocks
+    mod, weights, names = import_onnx(tmp_path / "w4.onnx", {"digits": [1, 1, 8, 8]})
+    rows_by_depth = [(16, 9), (32, 144), (32, 288), (64, 512), (10, 64)]  # output channels x reduction length
+    packed = sorted(a.shape for a, name in zip(weights, names) if name.endswith("_packed"))
+    assert packed == sorted((rows, -(-depth // 2)) for rows, depth in rows_by_depth)  # a row of odd length pads one nibble
+    rest = [a for a, name in zip(weights, names) if not name.endswith("_packed")]  # scales and biases
+    assert all(a.dtype == np.float16 for a in rest) and sum(a.size for a in rest) < sum(r * d for r, d in rows_by_depth) / 16
+
+
+def test_compare_shows_each_precision_on_each_device(tmp_path, run_cli):
+    onnx.save(tiny_cnn(), tmp_path / "m.onnx")
+    np.savez(tmp_path / "cal.npz", **calibration(8))
+    args = ["compare", str(tmp_path / "m.onnx"), "--input-shape", "image=1,3,32,32", "--calibration", str(tmp_path / "cal.npz")]
+    code, out, err = run_cli(*args, "--devices", "phone,mcu", "--quantize", "none,int8,w4a16", "--json")
+    assert code == 0, err
+    rows = {(row["device"], row["scheme"]): row for row in json.loads(out)["rows"]}
+    assert list(rows) == [(d, s) for d in ("phone", "mcu") for s in ("none", "int8", "w4a16")]
+    for device in ("phone", "mcu"):
+        none, int8, w4 = (rows[(device, s)] for s in ("none", "int8", "w4a16"))
+        assert none["speedup"] == 1.0 and int8["speedup"] == pytest.approx(none["latency_ms"] / int8["latency_ms"])
+        assert w4["weight_bytes"] < int8["weight_bytes"] < none["weight_bytes"] / 2  # a tiny model: scales and biases weigh in
+    assert "npu" in rows[("phone", "int8")]["units"] and "npu" not in rows[("phone", "none")]["units"]  # the NPU computes no fp32
+    assert rows[("mcu", "w4a16")]["units"] == {"cpu": rows[("mcu", "w4a16")]["units"]["cpu"]}
+    code, out, err = run_cli(*args, "--devices", "phone,nowhere")
+    assert code == 2 and "unknown device 'nowhere'" in err
+    code, out, err = run_cli(*args, "--quantize", "none,int3")
+    assert code == 2 and err.startswith("error: --quantize int3: unknown scheme")

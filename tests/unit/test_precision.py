@@ -5,27 +5,35 @@ import pytest
 
 from edgesdk.errors import UserInputError
 from edgesdk.model import TensorSpec
-from edgesdk.precision import check_scheme
+from edgesdk.precision import Recipe, recipe
 from edgesdk.quantization.ptq import _mse_range, calibration_samples
 
 
 @pytest.mark.parametrize(
-    ("scheme", "calibration", "message"),
+    ("scheme", "calibration", "options", "message"),
     [
-        ("int8", None, "--quantize int8 needs calibration data"),
-        ("fp16", "c.npz", "--calibration is only used by calibrated schemes (int8)"),
-        ("w4a16", None, "--quantize w4a16: this scheme is not available in this edgesdk version yet"),
-        ("int3", None, "--quantize int3: unknown scheme"),
+        ("int8", None, {}, "--quantize int8 needs calibration data"),
+        (None, "c.npz", {}, "--calibration: nothing is quantized"),
+        ("w4a16", None, {"equalize": True}, "--equalize is only used by calibrated schemes (int8)"),
+        ("int8", "c.npz", {"group_size": 32}, "--group-size is only used by weight-only schemes (w8a16, w4a16)"),
+        ("w4a16", None, {"group_size": 0}, "--group-size 0: must be a positive number of weights"),
+        ("vq", None, {}, "--quantize vq: this scheme is not available in this edgesdk version yet"),
+        ("int3", None, {}, "--quantize int3: unknown scheme"),
     ],
 )
-def test_scheme_errors(scheme, calibration, message):
+def test_scheme_errors(scheme, calibration, options, message):
     with pytest.raises(UserInputError) as error:
-        check_scheme(scheme, calibration)
+        recipe(scheme, calibration, None, **options)
     assert str(error.value).startswith(message)
 
 
-def test_schemes_that_need_no_data_pass():
-    assert check_scheme(None, None) == "none" and check_scheme("fp16", None) == "fp16" and check_scheme("int8", "c.npz") == "int8"
+def test_recipes_fill_in_their_defaults():
+    assert recipe(None, None, None) == Recipe("none")
+    assert recipe("fp16", "c.npz", None) == Recipe("fp16")  # calibration data: only to report accuracy
+    assert recipe("int8", "c.npz", None) == Recipe("int8", range_method="minmax")
+    assert recipe("w4a16", None, None) == Recipe("w4a16", group_size=32)
+    assert recipe("w4a16", None, None, group_size=128) == Recipe("w4a16", group_size=128)
+    assert recipe("w8a16", None, None) == Recipe("w8a16", group_size=None)  # per output channel
 
 
 SPECS = [TensorSpec("image", (1, 3, 8, 8), "float32"), TensorSpec("scale", (1,), "float32")]
@@ -75,13 +83,11 @@ def test_mse_range_never_quantizes_worse_than_minmax(distribution):
 
 def test_auto_takes_the_device_recipe_and_an_explicit_range_method_wins():
     import edgesdk
-    from edgesdk.precision import resolve
 
     phone = edgesdk.get_device("phone")
     assert (phone.quantization.scheme, phone.quantization.range_method) == ("int8", "percentile")
-    assert resolve("auto", None, phone) == ("int8", "percentile")
-    assert resolve("auto", "mse", phone) == ("int8", "mse")
-    assert resolve("fp16", None, phone) == ("fp16", "minmax") and resolve(None, None, phone) == (None, "minmax")
+    assert recipe("auto", "c.npz", phone) == Recipe("int8", range_method="percentile")
+    assert recipe("auto", "c.npz", phone, range_method="mse") == Recipe("int8", range_method="mse")
     with pytest.raises(UserInputError) as error:
-        check_scheme("w4a16", None, auto_for="my-board")
-    assert str(error.value).startswith("--quantize auto (my-board's recipe: w4a16): this scheme is not available")
+        recipe("auto", None, phone)
+    assert str(error.value).startswith("--quantize auto (phone's recipe: int8) needs calibration data")

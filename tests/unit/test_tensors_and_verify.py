@@ -63,7 +63,7 @@ def test_compare_metrics():
 
 def test_verification_summarises_the_worst_output():
     a = np.ones(4, np.float32)
-    result = verification({"a": a, "b": a + 1e-3}, {"a": a, "b": a}, user_inputs=True)
+    result = verification({"a": a, "b": a + 1e-3}, {"a": a, "b": a}, inputs="user")
     assert result.inputs == "user" and not result.passed
     assert [check.passed for check in result.outputs] == [True, False]
     assert result.max_abs_err == pytest.approx(1e-3, rel=1e-3)

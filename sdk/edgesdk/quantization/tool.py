@@ -1,5 +1,6 @@
-"""`edgesdk quantize`: an int8 QDQ model to deploy or to run in onnxruntime, with its encodings,
-per-layer sensitivity and mixed precision under an accuracy budget.
+"""`edgesdk quantize`: a quantized ONNX model (int8 QDQ, or w8a16/w4a16 blocked-dequantize
+weights) to deploy or to run in onnxruntime, with its encodings, per-layer sensitivity and mixed
+precision under an accuracy budget.
 
 Accuracy here is agreement with the float model on the calibration samples (no labels needed):
 the *drop* of a quantized model, in points, is the share of samples whose top-1 class changes
@@ -9,9 +10,10 @@ the *drop* of a quantized model, in points, is the share of samples whose top-1 
   layers that hurt most come first.
 - ``--max-drop X``: start from the fully quantized model; while its drop exceeds X points, keep
   the most sensitive remaining layer in float (by the analysis) and quantize again.
-- The output is a QDQ ONNX model (onnxruntime runs it; ``edgesdk deploy`` turns it into integer
-  kernels) and ``<out>.encodings.json``: per tensor, AIMET-style ``bitwidth``, ``scale``,
-  ``offset`` (``real = scale x (q + offset)``), ``is_symmetric``; weights per channel.
+- The output is an ONNX model (onnxruntime runs it; ``edgesdk deploy`` turns it into integer or
+  packed-weight kernels) and ``<out>.encodings.json``: per tensor, AIMET-style ``bitwidth``,
+  ``scale``, ``offset`` (``real = scale x (q + offset)``), ``is_symmetric``; weights per channel
+  (int8) or per group of ``group_size`` weights along the reduction axis (w8a16/w4a16).
 """
 
 from __future__ import annotations
@@ -27,7 +29,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from edgesdk.errors import UserInputError
 from edgesdk.model import Model
 from edgesdk.quantization.accuracy import Accuracy, measure_agreement
-from edgesdk.quantization.ptq import quantizable_nodes, quantize_int8
+from edgesdk.precision import WEIGHT_ONLY, Recipe, quantized_model
+from edgesdk.quantization.ptq import quantizable_nodes
 
 
 class LayerSensitivity(BaseModel):
@@ -44,7 +47,8 @@ class QuantizeReport(BaseModel):
 
     model: str
     scheme: str
-    range_method: str
+    range_method: str | None
+    group_size: int | None
     output: str
     encodings: str
     samples: int
@@ -69,28 +73,31 @@ def _measure(quantized: Model, model: Model, samples) -> tuple[float, Accuracy]:
     return drop(accuracy), accuracy
 
 
-def sensitivity(model: Model, samples, range_method: str, equalize: bool = False) -> list[LayerSensitivity]:
+def sensitivity(model: Model, samples, chosen: Recipe) -> list[LayerSensitivity]:
     layers = [
-        LayerSensitivity(node=node, drop_pt=_measure(quantize_int8(model, samples, range_method, only=[node], equalize=equalize), model, samples)[0])
+        LayerSensitivity(node=node, drop_pt=_measure(quantized_model(model, chosen, samples, only=[node]), model, samples)[0])
         for node in quantizable_nodes(model.proto)
     ]
     return sorted(layers, key=lambda layer: -layer.drop_pt)
 
 
 def encodings(qdq: onnx.ModelProto) -> dict:
-    """AIMET-style encodings of a QDQ model: activations per tensor, weights per channel."""
+    """AIMET-style encodings of a quantized model: activations per tensor, weights per channel
+    or per group (in the order of the scale tensor's elements)."""
     values = {init.name: numpy_helper.to_array(init) for init in qdq.graph.initializer}
+    bits_of = {init.name: _BITS.get(init.data_type, 8) for init in qdq.graph.initializer}
     activations, params = {}, {}
     for node in qdq.graph.node:
-        if node.op_type not in ("QuantizeLinear", "DequantizeLinear") or len(node.input) < 3:
+        if node.op_type not in ("QuantizeLinear", "DequantizeLinear") or len(node.input) < 2:
             continue
-        scale, zero = values.get(node.input[1]), values.get(node.input[2])
+        scale = values.get(node.input[1])
+        zero = values.get(node.input[2]) if len(node.input) > 2 else np.zeros((), np.int8)
         if scale is None or zero is None:
             continue
-        bits = 8 * zero.dtype.itemsize
+        bits = bits_of.get(node.input[0]) if node.op_type == "DequantizeLinear" and node.input[0] in values else 8 * zero.dtype.itemsize
         entries = [
             {"bitwidth": bits, "dtype": "int", "scale": float(s), "offset": -int(z), "is_symmetric": str(bool(np.all(zero == 0)))}
-            for s, z in zip(np.atleast_1d(scale), np.broadcast_to(np.atleast_1d(zero), np.atleast_1d(scale).shape))
+            for s, z in zip(np.ravel(scale), np.ravel(np.broadcast_to(zero, np.shape(scale))))
         ]
         if node.op_type == "QuantizeLinear":
             activations[node.input[0]] = entries
@@ -99,27 +106,28 @@ def encodings(qdq: onnx.ModelProto) -> dict:
     return {"version": "1.0.0", "activation_encodings": activations, "param_encodings": params}
 
 
-def quantize_model(
-    model: Model, samples, out: Path, *, range_method: str = "minmax", analyze: bool = False, max_drop: float | None = None, equalize: bool = False
-) -> QuantizeReport:
-    """Quantize ``model`` to int8 on ``samples``, write the QDQ model to ``out`` and its encodings
-    beside it; optionally analyse sensitivity and keep layers in float to meet ``max_drop``."""
+_BITS = {onnx.TensorProto.INT4: 4, onnx.TensorProto.UINT4: 4}
+
+
+def quantize_model(model: Model, samples, out: Path, chosen: Recipe, *, analyze: bool = False, max_drop: float | None = None) -> QuantizeReport:
+    """Quantize ``model`` as ``chosen`` says (measured on ``samples``), write it to ``out`` and its
+    encodings beside it; optionally analyse sensitivity and keep layers in float to meet ``max_drop``."""
     if out.suffix != ".onnx":
         raise UserInputError(f"-o {out}: the output is an ONNX model", hint="name it *.onnx")
     encodings_path = out.with_name(out.stem + ".encodings.json")
     for path in (out, encodings_path):
         if path.exists():
             raise UserInputError(f"{path}: the file exists; edgesdk does not overwrite it", hint="choose another -o or remove it")
-    quantized = quantize_int8(model, samples, range_method, equalize=equalize)
+    quantized = quantized_model(model, chosen, samples)
     current, accuracy = _measure(quantized, model, samples)
-    layers = sensitivity(model, samples, range_method, equalize) if analyze or max_drop is not None else []
+    layers = sensitivity(model, samples, chosen) if analyze or max_drop is not None else []
     kept: list[str] = []
     if max_drop is not None:
         for layer in layers:
             if current <= max_drop:
                 break
             kept.append(layer.node)
-            quantized = quantize_int8(model, samples, range_method, keep_float=kept, equalize=equalize)
+            quantized = quantized_model(model, chosen, samples, keep_float=kept)
             current, accuracy = _measure(quantized, model, samples)
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = out.with_name(f".{out.name}.partial")
@@ -127,7 +135,7 @@ def quantize_model(
     encodings_path.write_text(json.dumps(encodings(quantized.proto), indent=1) + "\n")
     staging.rename(out)
     return QuantizeReport(
-        model=model.name, scheme="int8", range_method=range_method, output=str(out), encodings=str(encodings_path), samples=len(samples),
+        model=model.name, scheme=chosen.scheme, range_method=chosen.range_method, group_size=chosen.group_size, output=str(out), encodings=str(encodings_path), samples=len(samples),
         drop_pt=round(current, 4), accuracy=accuracy, float_layers=kept, sensitivity=layers if analyze else [],
         max_drop_met=None if max_drop is None else current <= max_drop,
     )
@@ -144,14 +152,18 @@ def quantize(
     analyze: bool = False,
     max_drop: float | None = None,
     equalize: bool = False,
+    group_size: int | None = None,
 ) -> QuantizeReport:
     """The Python face of `edgesdk quantize`: ``source`` a model path or proto, ``calibration`` an
     .npz path or a dict of stacked samples (edgesdk.quantization.ptq.calibration_samples)."""
     from edgesdk.model import load_model
     from edgesdk.quantization.ptq import load_calibration
 
-    if scheme != "int8":
-        raise UserInputError(f"--scheme {scheme}: edgesdk quantize writes int8 QDQ models for now", hint="use --scheme int8")
+    from edgesdk.precision import recipe
+
+    if scheme not in ("int8", *WEIGHT_ONLY):
+        raise UserInputError(f"--scheme {scheme}: edgesdk quantize writes int8, {', '.join(WEIGHT_ONLY)} models", hint="use --scheme int8")
+    chosen = recipe(scheme, calibration, None, range_method=range_method, equalize=equalize, group_size=group_size)
     model = load_model(source, input_shapes)
     samples = load_calibration(calibration, model.inputs)
-    return quantize_model(model, samples, Path(out), range_method=range_method or "minmax", analyze=analyze, max_drop=max_drop, equalize=equalize)
+    return quantize_model(model, samples, Path(out), chosen, analyze=analyze, max_drop=max_drop)

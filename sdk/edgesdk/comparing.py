@@ -1,0 +1,113 @@
+"""`edgesdk.compare`: one model on many devices, at one or more precisions, simulated side by side.
+
+Each precision is compiled (analysed) once per recipe, not once per device; every device then
+partitions and simulates the same kernels (edgesdk.partition, edgesdk.simulate). ``auto`` resolves
+per device, so devices whose recipes differ get their own quantized model.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+
+import onnx
+from pydantic import BaseModel, ConfigDict, Field
+
+from edgesdk.device_registry import devices as all_devices
+from edgesdk.device_registry import get_device
+from edgesdk.errors import UserInputError
+from edgesdk.kernels import ModelAnalysis
+from edgesdk.partition import partition
+from edgesdk.precision import CALIBRATED, WEIGHT_ONLY, Calibration, Recipe, recipe
+from edgesdk.simulate import simulate
+
+
+class CompareRow(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    device: str
+    scheme: str = Field(description="The precision simulated (`auto` resolved to the device's recipe).")
+    latency_ms: float
+    energy_mj: float
+    peak_memory_bytes: int
+    weight_bytes: int
+    units: dict[str, int] = Field(description="Kernels per compute unit.")
+    fallbacks: int = Field(description="Kernels that could not run on the unit they preferred.")
+    speedup: float = Field(description="Latency of the first precision asked for on this device / this latency.")
+
+
+class CompareReport(BaseModel):
+    """What `edgesdk compare --json` prints."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str
+    rows: list[CompareRow]
+
+
+def _device_ids(devices: str | Sequence[str], profiles_dir) -> list[str]:
+    if isinstance(devices, str):
+        if devices == "all":
+            return [profile.id for profile in all_devices(profiles_dir)]
+        devices = [d.strip() for d in devices.split(",") if d.strip()]
+    if not devices:
+        raise UserInputError("--devices: no device given", hint="--devices all, or a comma-separated list of ids (`edgesdk devices`)")
+    return list(dict.fromkeys(devices))
+
+
+def _schemes(quantize: str | Sequence[str] | None) -> list[str]:
+    if quantize is None:
+        return ["none"]
+    if isinstance(quantize, str):
+        quantize = quantize.split(",")
+    schemes = [s.strip() for s in quantize if s.strip()]
+    return list(dict.fromkeys(schemes)) or ["none"]
+
+
+def compare(
+    source: str | os.PathLike | onnx.ModelProto,
+    devices: str | Sequence[str] = "all",
+    *,
+    quantize: str | Sequence[str] | None = None,
+    calibration: Calibration = None,
+    input_shapes: Mapping[str, Sequence[int]] | None = None,
+    range_method: str | None = None,
+    equalize: bool = False,
+    group_size: int | None = None,
+    profiles_dir: str | os.PathLike | None = None,
+    timeout_s: float | None = None,
+) -> CompareReport:
+    """Simulate ``source`` on each of ``devices`` ("all", ids, or "a,b") at each precision of
+    ``quantize`` (a scheme, a list, or "none,int8,w4a16"); the options go to the schemes that use
+    them (see edgesdk.precision.recipe)."""
+    from edgesdk.profiling import _analysis, _artifact
+
+    if _artifact(source) is not None:
+        raise UserInputError(f"{source}: compare takes an ONNX model", hint="give the artifact's model.onnx")
+    profiles = [get_device(device, profiles_dir) for device in _device_ids(devices, profiles_dir)]
+    analyses: dict[Recipe, tuple[str, ModelAnalysis]] = {}
+    rows: list[CompareRow] = []
+    for profile in profiles:
+        first_latency = None
+        for scheme in _schemes(quantize):
+            resolved = profile.quantization.scheme if scheme == "auto" else scheme
+            chosen = recipe(
+                scheme, calibration if resolved != "none" else None, profile,
+                range_method=range_method if resolved in CALIBRATED else None, equalize=equalize and resolved in CALIBRATED,
+                group_size=group_size if resolved in WEIGHT_ONLY else None,
+            )  # fmt: skip
+            if chosen not in analyses:
+                analyses[chosen] = _analysis(source, input_shapes, chosen, calibration if chosen.scheme != "none" else None, timeout_s)
+            name, analysis = analyses[chosen]
+            placed = partition(analysis, profile)
+            estimate = simulate(analysis, placed, profile)
+            first_latency = first_latency or estimate.latency_ms
+            info = placed.info()
+            rows.append(
+                CompareRow(
+                    device=profile.id, scheme=chosen.scheme, latency_ms=estimate.latency_ms, energy_mj=estimate.energy_mj,
+                    peak_memory_bytes=estimate.peak_memory_bytes, weight_bytes=estimate.weight_bytes, units=info.units,
+                    fallbacks=len(info.fallbacks), speedup=first_latency / estimate.latency_ms if estimate.latency_ms else 1.0,
+                )
+            )  # fmt: skip
+    return CompareReport(model=next(iter(analyses.values()))[0], rows=rows)

@@ -1,0 +1,294 @@
+"""Group-wise quantized weights (int4/int8 blocked DequantizeLinear) as packed kernel operands.
+
+An ONNX model with weight-only quantization stores each conv/matmul weight as an integer tensor
+and a blocked ``DequantizeLinear`` (opset 21, ``block_size``). TVM's ONNX frontend cannot read
+int4 tensors and would dequantize the weights into float once at compile time anyway. So:
+
+1. ``extract_blocked_weights`` (before the frontend) replaces each such dequantize over constants
+   by a float initializer with the same values (what a layer left unmatched computes with, still
+   correct) and remembers the integers, scales and zero points under that initializer's name;
+2. ``unpack_in_kernels`` (on the imported Relax module) replaces every conv2d/matmul reading such
+   a weight by a TE kernel whose operands are the *packed* integers (int4: two per byte) and the
+   per-group scales, unpacked inside the reduction loop; the float copy is dropped from the
+   module's parameters, so the artifact's weights are the packed ones.
+
+TVM is imported by the caller (the worker).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+PREFIX = "edgesdk_blocked_"
+
+
+@dataclasses.dataclass
+class BlockedWeight:
+    """A weight as ``rows`` output channels x ``depth`` reduction elements, grouped along depth."""
+
+    values: np.ndarray  # int32 (rows, depth): the stored integers
+    scales: np.ndarray  # (rows, groups), float16 or float32
+    zero_points: np.ndarray | None  # int32 (rows, groups), or None for symmetric
+    group: int
+    bits: int
+    signed: bool
+    axis: int  # 1: the float parameter is (rows, depth); 0: it is (depth, rows)
+
+    def packed(self) -> np.ndarray:
+        """int4: uint8 (rows, ceil(depth/2)), element 2j in the low nibble of byte j, stored with an
+        offset of 8 when signed. int8/uint8: the integers as they are."""
+        if self.bits == 8:
+            return self.values.astype(np.int8 if self.signed else np.uint8)
+        nibbles = (self.values + (8 if self.signed else 0)).astype(np.uint8)
+        if nibbles.shape[1] % 2:
+            nibbles = np.pad(nibbles, ((0, 0), (0, 1)))
+        return (nibbles[:, 0::2] | (nibbles[:, 1::2] << 4)).astype(np.uint8)
+
+
+_INTEGER_BITS = {onnx.TensorProto.INT4: (4, True), onnx.TensorProto.UINT4: (4, False), onnx.TensorProto.INT8: (8, True), onnx.TensorProto.UINT8: (8, False)}
+
+
+def extract_blocked_weights(proto: onnx.ModelProto) -> tuple[onnx.ModelProto, dict[str, BlockedWeight]]:
+    """``proto`` without its blocked dequantizes of 2-D integer constants (each replaced by a float
+    initializer ``edgesdk_blocked_<i>``, folding a following Cast), and what they held."""
+    initializers = {init.name: init for init in proto.graph.initializer}
+    consumers: dict[str, list[onnx.NodeProto]] = {}
+    for node in proto.graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    table: dict[str, BlockedWeight] = {}
+    drop_nodes, drop_inits, new_inits, renames = set(), set(), [], {}
+    for node in proto.graph.node:
+        block = next((a.i for a in node.attribute if a.name == "block_size"), 0)
+        if node.op_type != "DequantizeLinear" or block <= 0 or not all(name in initializers for name in node.input if name):
+            continue
+        stored = initializers[node.input[0]]
+        if stored.data_type not in _INTEGER_BITS or len(stored.dims) != 2:
+            continue
+        bits, signed = _INTEGER_BITS[stored.data_type]
+        axis = next((a.i for a in node.attribute if a.name == "axis"), 1) % 2
+        values = numpy_helper.to_array(stored).astype(np.int32)
+        scales = numpy_helper.to_array(initializers[node.input[1]])
+        zero = numpy_helper.to_array(initializers[node.input[2]]).astype(np.int32) if len(node.input) > 2 and node.input[2] else None
+        if axis == 0:  # (depth, rows) -> (rows, depth)
+            values, scales, zero = values.T, scales.T, None if zero is None else zero.T
+        weight = BlockedWeight(values, np.ascontiguousarray(scales), None if zero is None or not zero.any() else zero, int(block), bits, signed, axis)
+        floats = _dequantized(weight).astype(scales.dtype)
+        output = node.output[0]
+        users = consumers.get(output, [])
+        if len(users) == 1 and users[0].op_type == "Cast":
+            cast = users[0]
+            floats = floats.astype(onnx.helper.tensor_dtype_to_np_dtype(next(a.i for a in cast.attribute if a.name == "to")))
+            drop_nodes.add(id(cast))
+            output = cast.output[0]
+        name = f"{PREFIX}{len(table)}"
+        renames[output] = name
+        new_inits.append(numpy_helper.from_array(floats if axis == 1 else floats.T, name))
+        table[name] = weight
+        drop_nodes.add(id(node))
+        drop_inits.update(n for n in node.input if n)
+    if not table:
+        return proto, table
+    copy = onnx.ModelProto()
+    copy.CopyFrom(proto)
+    graph = copy.graph
+    kept = [node for node in proto.graph.node if id(node) not in drop_nodes]
+    del graph.node[:]
+    for node in kept:
+        node = onnx.NodeProto.FromString(node.SerializeToString())
+        for index, name in enumerate(node.input):
+            node.input[index] = renames.get(name, name)
+        graph.node.append(node)
+    still_used = {name for node in graph.node for name in node.input}
+    keep = [init for init in proto.graph.initializer if init.name not in drop_inits or init.name in still_used]
+    del graph.initializer[:]
+    graph.initializer.extend([*keep, *new_inits])
+    return copy, table
+
+
+def _dequantized(weight: BlockedWeight) -> np.ndarray:
+    """float32 (rows, depth): (values - zero point) * scale, per group."""
+    depth = weight.values.shape[1]
+
+    def spread(per_group):
+        return np.repeat(per_group, weight.group, axis=1)[:, :depth]
+
+    values = weight.values - (spread(weight.zero_points) if weight.zero_points is not None else 0)
+    return values.astype(np.float32) * spread(weight.scales.astype(np.float32))
+
+
+def unpack_in_kernels(mod, known: dict, table: dict[str, BlockedWeight]):
+    """``mod`` with its conv2d/matmul over ``table``'s weights reading packed integers, and the
+    parameter values (``known``: var -> array) of its new ``main``."""
+    import tvm
+    from tvm import relax
+    from tvm.relax.expr_functor import PyExprMutator, mutator
+
+    if not table:
+        return mod, known
+    main = mod["main"]
+    definitions = relax.analysis.get_var2val(main)
+    by_name = {str(var.name): var for var in main.params if str(var.name) in table}
+    known = dict(known)
+    added: list = []
+
+    def value(expr):
+        return definitions.get(expr, expr) if isinstance(expr, relax.Var) else expr
+
+    def op_name(expr) -> str:
+        expr = value(expr)
+        return expr.op.name if isinstance(expr, relax.Call) and isinstance(expr.op, tvm.ir.Op) else ""
+
+    def blocked(expr, through: str):
+        """The table entry behind ``expr`` seen through one ``through`` op (or none), or None."""
+        seen = None
+        if op_name(expr) == through:
+            seen, expr = value(expr), value(expr).args[0]
+        if isinstance(expr, relax.Var) and str(expr.name) in by_name and by_name[str(expr.name)].same_as(expr):
+            return table[str(expr.name)], seen
+        return None, None
+
+    @mutator
+    class Rewriter(PyExprMutator):
+        def visit_call_(self, call):  # noqa: N802 - TVM's visitor naming
+            rewritten = self._rewrite(call)
+            return rewritten if rewritten is not None else super().visit_call_(call)
+
+        def _operands(self, weight: BlockedWeight, stem: str):
+            packed, scales = weight.packed(), weight.scales
+            operands = [packed, scales] + ([weight.zero_points.astype(np.int32)] if weight.zero_points is not None else [])
+            made = []
+            for suffix, array in zip(("packed", "scales", "zero_points"), operands):
+                var = relax.Var(f"{stem}_{suffix}", relax.TensorType(list(array.shape), str(array.dtype)))
+                known[var] = array
+                added.append(var)
+                made.append(var)
+            return made
+
+        def _rewrite(self, call):
+            kind = op_name(call)
+            if kind == "relax.matmul":
+                weight, transposed = blocked(call.args[1], "relax.permute_dims")
+                # x @ W with W stored (depth, rows), or x @ W.T with W stored (rows, depth) (Gemm transB)
+                if weight is None or weight.axis != (0 if transposed is None else 1):
+                    return None
+                if transposed is not None and [int(a) for a in transposed.attrs.axes] != [1, 0]:
+                    return None
+                data = self.visit_expr(call.args[0])
+                rows = weight.values.shape[0]
+                if int(call.ty.shape[-1]) != rows:
+                    return None
+                operands = self._operands(weight, f"w{len(added)}")
+                return self._cast(call, self.builder_.emit_te(_matmul_te, data, *operands, **_layout(weight), primfunc_name_hint=f"matmul_{_packed_name(weight)}"))
+            if kind == "relax.nn.conv2d":
+                attrs = call.attrs
+                weight, reshape = blocked(call.args[1], "relax.reshape")
+                if weight is None or weight.axis != 1 or str(attrs.data_layout) != "NCHW" or str(attrs.kernel_layout) != "OIHW":
+                    return None
+                shape = [int(d) for d in call.args[1].ty.shape]
+                if shape[0] != weight.values.shape[0] or int(np.prod(shape[1:])) != weight.values.shape[1]:
+                    return None
+                data = self.visit_expr(call.args[0])
+                operands = self._operands(weight, f"w{len(added)}")
+                groups = int(attrs.groups)
+                name = "depthwise_conv2d" if groups > 1 and shape[1] == 1 else "group_conv2d" if groups > 1 else "conv2d"
+                accumulated = self.builder_.emit_te(
+                    _conv2d_te, data, *operands, **_layout(weight), kernel=shape, padding=[int(p) for p in attrs.padding], strides=[int(s) for s in attrs.strides],
+                    dilation=[int(d) for d in attrs.dilation], groups=groups, primfunc_name_hint=f"{name}_{_packed_name(weight)}",
+                )
+                return self._cast(call, accumulated)
+            return None
+
+        def _cast(self, call, accumulated):
+            """The float32 accumulator in the layer's dtype: a separate op, fused into the kernel."""
+            dtype = str(call.ty.dtype)
+            return accumulated if dtype == "float32" else relax.op.astype(accumulated, dtype)
+
+    rewriter = Rewriter(mod)
+    body = rewriter.visit_expr(main)
+    built = rewriter.builder_.get()
+    num_inputs = int(main.attrs["num_input"])
+    function = relax.Function([*main.params, *added], body.body, body.ret_ty, body.is_pure, main.attrs)
+    built["main"] = function
+    built = relax.transform.DeadCodeElimination()(built)
+    used = relax.analysis.free_vars(built["main"].body)
+    params = [*main.params[:num_inputs], *(p for p in [*main.params[num_inputs:], *added] if any(p.same_as(u) for u in used))]
+    built["main"] = relax.Function(params, built["main"].body, built["main"].ret_ty, built["main"].is_pure, main.attrs)
+    return built, {var: array for var, array in known.items() if any(var.same_as(p) for p in params)}
+
+
+def _packed_name(weight: BlockedWeight) -> str:
+    return f"packed_{'' if weight.signed else 'u'}int{weight.bits}"
+
+
+def packed_weight_dtype(kernel_name: str) -> str | None:
+    """The weight dtype of a kernel this module made (its name says it; TVM may append digits)."""
+    found = re.search(r"packed_(u?int)(4|8)", kernel_name)
+    return found.group(1) + found.group(2) if found else None
+
+
+def _layout(weight: BlockedWeight) -> dict:
+    """What a kernel needs to know of ``weight`` to unpack it."""
+    return {"rows": int(weight.values.shape[0]), "depth": int(weight.values.shape[1]), "group": weight.group, "bits": weight.bits, "signed": weight.signed}
+
+
+def _weight_value(packed, scales, zero_points, row, k, *, group: int, bits: int, signed: bool, **_):
+    """The float32 weight at (row, k), unpacked from the kernel's operands (a TE expression)."""
+    from tvm import tirx
+
+    if bits == 4:
+        shift = tirx.Cast("uint8", k % 2) * tirx.const(4, "uint8")
+        nibble = (packed[row, k // 2] >> shift) & tirx.const(15, "uint8")
+        integer = nibble.astype("int32") - (8 if signed else 0)
+    else:
+        integer = packed[row, k].astype("int32")
+    if zero_points is not None:
+        integer = integer - zero_points[row, k // group]
+    value = integer.astype("float32") * scales[row, k // group].astype("float32")
+    # DequantizeLinear produces the scale's type: round as it does.
+    return value.astype(scales.dtype).astype("float32") if scales.dtype != "float32" else value
+
+
+def _matmul_te(data, packed, scales, *rest, rows: int, depth: int, **layout):
+    from tvm import te
+
+    zero_points = rest[0] if rest else None
+    k = te.reduce_axis((0, depth), name="k")
+    shape = [*data.shape[:-1], rows]
+
+    def compute(*index):
+        row = index[-1]
+        product = data[(*index[:-1], k)].astype("float32") * _weight_value(packed, scales, zero_points, row, k, **layout)
+        return te.sum(product, axis=k)
+
+    return te.compute(shape, compute, name="matmul_packed")
+
+
+def _conv2d_te(data, packed, scales, *rest, kernel, padding, strides, dilation, groups: int, **layout):
+    """NCHW convolution, zero padding read in place; weight element (o, (c*kh + y)*kw + x)."""
+    from tvm import te, tirx
+
+    zero_points = rest[0] if rest else None
+    batch, _, height, width = (int(d) for d in data.shape)
+    out_channels, per_group, kh, kw = kernel
+    top, left, bottom, right = padding
+    out_h = (height + top + bottom - (kh - 1) * dilation[0] - 1) // strides[0] + 1
+    out_w = (width + left + right - (kw - 1) * dilation[1] - 1) // strides[1] + 1
+    c = te.reduce_axis((0, per_group), name="c")
+    y = te.reduce_axis((0, kh), name="y")
+    x = te.reduce_axis((0, kw), name="x")
+    outs_per_group = out_channels // groups
+
+    def compute(n, o, i, j):
+        row, col = i * strides[0] + y * dilation[0] - top, j * strides[1] + x * dilation[1] - left
+        inside = tirx.all(row >= 0, row < height, col >= 0, col < width)
+        channel = (o // outs_per_group) * per_group + c
+        pixel = te.if_then_else(inside, data[n, channel, row, col].astype("float32"), tirx.const(0.0, "float32"))
+        return te.sum(pixel * _weight_value(packed, scales, zero_points, o, (c * kh + y) * kw + x, **layout), axis=[c, y, x])
+
+    return te.compute((batch, out_channels, out_h, out_w), compute, name="conv2d_packed")

@@ -1,0 +1,85 @@
+"""Group-wise weight quantization and int4 packing (numpy and onnxruntime; no TVM)."""
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from edgesdk.model import load_model
+from edgesdk.precision import weight_bytes
+from edgesdk.quantization.packed_kernels import extract_blocked_weights
+from edgesdk.quantization.weight_only import quantize_rows, quantize_weight_only
+from edgesdk.testing.models import tiny_cnn
+
+
+@pytest.mark.parametrize(("bits", "group"), [(4, 32), (4, 64), (8, None)])
+def test_group_wise_quantization_bounds_the_error_by_half_a_step(bits, group):
+    weights = np.random.default_rng(0).standard_normal((16, 200)).astype(np.float32)
+    quantized = quantize_rows("w", weights, bits, group)
+    size = quantized.group
+    assert size == (group or 200) and quantized.scales.shape == (16, -(-200 // size)) and quantized.scales.dtype == np.float16
+    top = 2 ** (bits - 1) - 1
+    assert quantized.values.min() >= -top - 1 and quantized.values.max() <= top
+    steps = np.repeat(quantized.scales.astype(np.float32), size, axis=1)[:, :200]
+    assert np.all(np.abs(quantized.dequantized() - weights) <= 0.5 * steps + 1e-3 * np.abs(weights) + 1e-6)
+    # Each group's largest weight is representable: the scale follows the group, not the row.
+    assert np.allclose(np.abs(quantized.values[:, :size]).max(axis=1), top)
+
+
+def test_int4_packs_two_weights_per_byte_and_unpacks_exactly():
+    quantized = quantize_rows("w", np.random.default_rng(1).standard_normal((8, 37)).astype(np.float32), 4, 32)
+    blocked = extract_blocked_weights(_blocked_matmul(quantized))[1]["edgesdk_blocked_0"]
+    packed = blocked.packed()
+    assert packed.dtype == np.uint8 and packed.shape == (8, 19)  # 37 weights -> 19 bytes a row
+    low, high = (packed & 15).astype(np.int32) - 8, (packed >> 4).astype(np.int32) - 8
+    unpacked = np.stack([low, high], axis=2).reshape(8, 38)[:, :37]
+    np.testing.assert_array_equal(unpacked, quantized.values)
+
+
+def _blocked_matmul(quantized) -> onnx.ModelProto:
+    """y = x @ W.T with W (8, 37) as a blocked int4 DequantizeLinear (opset 21)."""
+    stored = helper.make_tensor("wq", TensorProto.INT4, list(quantized.values.shape), quantized.values.ravel().tolist())
+    nodes = [
+        helper.make_node("DequantizeLinear", ["wq", "ws"], ["w16"], axis=1, block_size=quantized.group),
+        helper.make_node("Cast", ["w16"], ["w"], to=TensorProto.FLOAT),
+        helper.make_node("Gemm", ["x", "w"], ["y"], transB=1),
+    ]
+    graph = helper.make_graph(
+        nodes, "blocked", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 37])], [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8])],
+        [stored, numpy_helper.from_array(quantized.scales, "ws")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)])
+    model.ir_version = 10
+    return model
+
+
+def test_the_lowering_reads_blocked_dequantize_as_float_weights_plus_what_it_packs():
+    quantized = quantize_rows("w", np.random.default_rng(2).standard_normal((8, 37)).astype(np.float32), 4, 32)
+    model = _blocked_matmul(quantized)
+    stripped, table = extract_blocked_weights(model)
+    assert [node.op_type for node in stripped.graph.node] == ["Gemm"]  # dequantize and cast folded
+    floats = numpy_helper.to_array(next(i for i in stripped.graph.initializer if i.name == "edgesdk_blocked_0"))
+    assert floats.dtype == np.float32 and floats.shape == (8, 37)
+    x = np.random.default_rng(3).standard_normal((1, 37)).astype(np.float32)
+    run = lambda proto: ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]  # noqa: E731
+    np.testing.assert_allclose(run(stripped), run(model), rtol=1e-5, atol=1e-5)
+    assert table["edgesdk_blocked_0"].axis == 1 and table["edgesdk_blocked_0"].bits == 4
+
+
+def test_w4a16_model_runs_in_onnxruntime_with_packed_int4_weights():
+    model = load_model(tiny_cnn(), {"image": [1, 3, 32, 32]})
+    w4 = quantize_weight_only(model, 4, 32)
+    types = {init.data_type for init in w4.proto.graph.initializer}
+    assert TensorProto.INT4 in types and TensorProto.FLOAT not in types  # float16 scales and biases
+    assert weight_bytes(w4.proto) < 0.2 * weight_bytes(model.proto)
+    x = np.random.default_rng(4).standard_normal((1, 3, 32, 32)).astype(np.float32)
+    run = lambda proto: ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"image": x})[0]  # noqa: E731
+    reference, quantized = run(model.proto), run(w4.proto)
+    assert quantized.dtype == np.float32  # inputs and outputs keep their types
+    cosine = float(np.sum(reference * quantized) / np.linalg.norm(reference) / np.linalg.norm(quantized))
+    assert cosine > 0.99
+    # A layer kept in float keeps float (16-bit) weights.
+    first_conv = next(node.name for node in w4.proto.graph.node if node.op_type == "Conv")
+    partial = quantize_weight_only(model, 4, 32, keep_float=[first_conv])
+    assert sum(i.data_type == TensorProto.INT4 for i in partial.proto.graph.initializer) == sum(i.data_type == TensorProto.INT4 for i in w4.proto.graph.initializer) - 1
