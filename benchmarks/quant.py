@@ -3,10 +3,10 @@
     .venv/bin/python benchmarks/quant.py [--repeat N] [--out benchmarks/results/quant.json]
 
 The model is the digits CNN (examples/digits.py: trained here, seeded, ~5 s). Per scheme (none,
-fp16, int8 with each range method): top-1 on the 540 held-out digits, run by the pc artifact
+fp16, int8 with each range method, w8a16, w4a16 with group sizes 32/64/128, w4a8): top-1 on the 540 held-out digits, run by the pc artifact
 itself; weight bytes against fp32; the simulated latency and energy on every built-in device; and
 on pc the measured latency of the artifact beside onnxruntime running the artifact's model.onnx
-(the original model for none and fp16, the QDQ model for int8), in the same run. Ratios > 1 mean
+(the original model for none and fp16, the quantized model otherwise), in the same run. Ratios > 1 mean
 slower than onnxruntime (x86 has no fp16 arithmetic: TVM's fp16 code converts at every op).
 Nothing is asserted.
 """
@@ -27,10 +27,16 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 import edgesdk  # noqa: E402
 from _common import median_ms, write_result  # noqa: E402
 from digits import INPUT, top1, train_digits_cnn  # noqa: E402
+from edgesdk.precision import CALIBRATED  # noqa: E402
 from edgesdk.verify import reference_runner  # noqa: E402
 
 DEVICES = ["phone", "pc", "xr-headset", "automotive", "iot", "mcu"]
-SCHEMES = [("none", None), ("fp16", None), ("int8", "minmax"), ("int8", "percentile"), ("int8", "mse")]
+# (name, deploy options); calibrated schemes also get the calibration samples
+SCHEMES = [
+    ("none", {}), ("fp16", {}), ("int8/minmax", {"range_method": "minmax"}), ("int8/percentile", {"range_method": "percentile"}),
+    ("int8/mse", {"range_method": "mse"}), ("w8a16", {}), ("w4a16/32", {"group_size": 32}), ("w4a16/64", {"group_size": 64}),
+    ("w4a16/128", {"group_size": 128}), ("w4a8/32", {"range_method": "minmax", "group_size": 32}),
+]  # fmt: skip
 
 
 def main() -> None:
@@ -43,11 +49,9 @@ def main() -> None:
     one = {INPUT: images[:1]}
     records = []
     with tempfile.TemporaryDirectory(prefix="edgesdk-quant-") as scratch:
-        for scheme, method in SCHEMES:
-            options = {"quantize": scheme}
-            if method:
-                options |= {"calibration": digits.calibration(), "range_method": method}
-            name = scheme if method is None else f"{scheme}/{method}"
+        for name, extra in SCHEMES:
+            scheme = name.split("/")[0]
+            options = {"quantize": scheme, **extra} | ({"calibration": digits.calibration()} if scheme in CALIBRATED else {})
             pc = edgesdk.deploy(digits.model, "pc", Path(scratch) / name.replace("/", "-"), **options)
             logits = np.stack([pc.run({INPUT: image[None]})["logits"] for image in images])
             reference = reference_runner((pc.path / "model.onnx").read_bytes())
@@ -55,7 +59,7 @@ def main() -> None:
             quantization = pc.manifest.quantization
             simulated = {}
             for device in DEVICES:
-                estimate = edgesdk.profile(digits.model, device, quantize=scheme, calibration=digits.calibration() if method else None).estimate
+                estimate = edgesdk.profile(digits.model, device, **options).estimate
                 simulated[device] = {"latency_ms": round(estimate.latency_ms, 5), "energy_mj": round(estimate.energy_mj, 7)}
             artifact_ms, ort_ms = median_ms(call, args.repeat), median_ms(lambda: reference(one), args.repeat)
             records.append(
@@ -65,6 +69,7 @@ def main() -> None:
                     "weight_bytes": quantization.weight_bytes,
                     "weight_ratio": round(quantization.weight_bytes / quantization.float_weight_bytes, 3),
                     "integer_layers": sum(layer.compute_dtype.startswith(("int", "uint")) for layer in quantization.layers),
+                    "integer_weight_layers": sum(layer.weight_dtype.startswith(("int", "uint")) for layer in quantization.layers),
                     "layers": len(quantization.layers),
                     "simulated": simulated,
                     "pc_measured_ms": round(artifact_ms, 4),

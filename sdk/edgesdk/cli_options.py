@@ -20,7 +20,7 @@ InputShapeOption = Annotated[
 QuantizeOption = Annotated[
     str | None,
     typer.Option(
-        "--quantize", help="Precision: none (keep the model's), fp16, int8 (needs --calibration), w8a16, w4a16 (int8/int4 weights, fp16 activations), or auto (the device's recipe)."
+        "--quantize", help="Precision: none (keep the model's), fp16, int8 (needs --calibration), w8a16, w4a16 (int8/int4 weights, fp16 activations), w4a8 (needs --calibration), or auto (the device's recipe)."
     ),
 ]
 CalibrationOption = Annotated[
@@ -32,7 +32,7 @@ RangeMethodOption = Annotated[
     str | None, typer.Option("--range-method", help="How int8 activation ranges are calibrated: minmax, percentile or mse [default: minmax; auto: the profile's].")
 ]
 GroupSizeOption = Annotated[
-    int | None, typer.Option("--group-size", help="w4a16/w8a16: weights per scale along the reduction axis, e.g. 32, 64, 128 [default: w4a16 32, w8a16 per output channel].")
+    int | None, typer.Option("--group-size", help="w4a16/w8a16/w4a8: weights per scale along the reduction axis, e.g. 32, 64, 128 [default: 32; w8a16 per output channel].")
 ]
 UnitOption = Annotated[str | None, typer.Option("--unit", help="Place every kernel on this compute unit (e.g. cpu).")]
 NoFallbackOption = Annotated[

@@ -18,7 +18,7 @@ from edgesdk.device_registry import get_device
 from edgesdk.errors import UserInputError
 from edgesdk.kernels import ModelAnalysis
 from edgesdk.partition import partition
-from edgesdk.precision import CALIBRATED, WEIGHT_ONLY, Calibration, Recipe, recipe
+from edgesdk.precision import CALIBRATED, GROUPED, Calibration, Recipe, recipe
 from edgesdk.simulate import simulate
 
 
@@ -94,7 +94,7 @@ def compare(
             chosen = recipe(
                 scheme, calibration if resolved != "none" else None, profile,
                 range_method=range_method if resolved in CALIBRATED else None, equalize=equalize and resolved in CALIBRATED,
-                group_size=group_size if resolved in WEIGHT_ONLY else None,
+                group_size=group_size if resolved in GROUPED else None,
             )  # fmt: skip
             if chosen not in analyses:
                 analyses[chosen] = _analysis(source, input_shapes, chosen, calibration if chosen.scheme != "none" else None, timeout_s)

@@ -100,6 +100,8 @@ _OP_CLASSES = {
     "floor": "elementwise",
     "round": "elementwise",
     "cast": "elementwise",
+    "quantize": "elementwise",
+    "dequantize": "elementwise",
 }
 _OP_PATTERN = re.compile("|".join(sorted(map(re.escape, _OP_CLASSES), key=len, reverse=True)))
 # The order in which a kernel's classes name it: the heaviest op first.

@@ -52,10 +52,10 @@ class QuantizationInfo(_Record):
 
     scheme: str = Field(
         description="`none`: the model keeps its precision; `fp16`: half precision; `int8`: W8A8 integer kernels; "
-        "`w8a16`/`w4a16`: int8/int4 weights, group-wise, with float16 activations."
+        "`w8a16`/`w4a16`: int8/int4 weights, group-wise, with float16 activations; `w4a8`: int4 weights, int8 activations."
     )
     range_method: str | None = Field(None, description="How activation ranges were calibrated (`minmax`, `percentile`, `mse`).")
-    group_size: int | None = Field(None, description="Weight-only schemes: weights per scale along the reduction axis (null: per output channel).")
+    group_size: int | None = Field(None, description="Group-wise schemes: weights per scale along the reduction axis (null: per output channel).")
     weight_bytes: int = Field(0, description="Bytes of the compiled model's weights.")
     float_weight_bytes: int = Field(0, description="Bytes of the weights at the model's own precision.")
     layers: list[QuantizedLayer] = Field(default_factory=list, description="Every convolution and matmul kernel.")

@@ -6,6 +6,8 @@
   the edges. Its numerics are checked against onnxruntime running the original model.
 - ``int8`` (W8A8) quantizes on the user's sample inputs (``--calibration NPZ``) into a QDQ model
   (edgesdk.quantization.ptq); the lowering turns it into integer kernels.
+- ``w4a8`` is int8 with its weights requantized to int4 in groups (``--group-size``): the
+  kernels multiply int8 activations by unpacked int4 weights into int32 sums per group.
 - ``w4a16`` and ``w8a16`` quantize only the weights, group-wise (``--group-size``), and compute
   with float16 activations (edgesdk.quantization.weight_only); the kernels read the packed
   integers. They need no calibration data.
@@ -15,7 +17,7 @@ Quantized schemes compile, and are checked against onnxruntime running, one quan
 the agreement of what it compiled with the float model on the samples as ``quantization.accuracy``.
 
 ``auto`` applies the device profile's recommended recipe (``quantization:`` in its YAML: scheme and
-range method). The other schemes of the roadmap (w4a8, vq) are refused with a clear error.
+range method). ``vq`` (roadmap) is refused with a clear error.
 """
 
 from __future__ import annotations
@@ -30,16 +32,17 @@ import onnx
 from edgesdk.errors import UserInputError
 from edgesdk.model import Model
 
-AVAILABLE = ("none", "fp16", "int8", "w8a16", "w4a16")
-PLANNED = ("w4a8", "vq")
-CALIBRATED = ("int8",)  # schemes that need --calibration
+AVAILABLE = ("none", "fp16", "int8", "w8a16", "w4a16", "w4a8")
+PLANNED = ("vq",)
+CALIBRATED = ("int8", "w4a8")  # schemes that need --calibration
 WEIGHT_ONLY = {"w8a16": 8, "w4a16": 4}  # scheme -> weight bits
-DEFAULT_GROUP = {"w4a16": 32, "w8a16": None}  # None: one group per output channel
+GROUPED = ("w8a16", "w4a16", "w4a8")  # schemes with --group-size
+DEFAULT_GROUP = {"w4a16": 32, "w8a16": None, "w4a8": 32}  # None: one group per output channel
 # Relative tolerance of float outputs (scaled like edgesdk.verify's). fp16 keeps 11 significant
 # bits (~5e-4) and errors grow through a network's layers; int8 kernels may round a value one
 # step apart from onnxruntime's, and a step can move an output by a few percent of its range.
 # The weight-only schemes compute in float16 as fp16 does.
-SCHEME_TOLERANCE = {"fp16": 2e-2, "int8": 5e-2, "w8a16": 2e-2, "w4a16": 2e-2}
+SCHEME_TOLERANCE = {"fp16": 2e-2, "int8": 5e-2, "w4a8": 5e-2, "w8a16": 2e-2, "w4a16": 2e-2}
 
 Calibration = str | os.PathLike | Mapping[str, np.ndarray] | None
 
@@ -95,8 +98,8 @@ def recipe(
         raise UserInputError("--calibration: nothing is quantized", hint="give --quantize, or drop --calibration")
     if scheme not in CALIBRATED and equalize:
         raise UserInputError(f"--equalize is only used by calibrated schemes ({', '.join(CALIBRATED)})", hint="drop --equalize")
-    if scheme not in WEIGHT_ONLY and group_size is not None:
-        raise UserInputError(f"--group-size is only used by weight-only schemes ({', '.join(WEIGHT_ONLY)})", hint="drop --group-size")
+    if scheme not in GROUPED and group_size is not None:
+        raise UserInputError(f"--group-size is only used by group-wise schemes ({', '.join(GROUPED)})", hint="drop --group-size")
     if group_size is not None and group_size <= 0:
         raise UserInputError(f"--group-size {group_size}: must be a positive number of weights")
     return Recipe(
@@ -154,5 +157,13 @@ def quantized_model(model: Model, chosen: Recipe, samples, *, only=None, keep_fl
 
     quantized = quantize_int8(model, samples, chosen.range_method, only=only, keep_float=keep_float, equalize=chosen.equalize)
     equalized = ", cross-layer equalized" if chosen.equalize else ""
-    quantized.notes = [*model.notes, f"int8 (W8A8) from {len(samples)} calibration samples, {chosen.range_method} ranges{equalized}"]
+    what = "int8 (W8A8)"
+    if chosen.scheme == "w4a8":
+        from edgesdk.quantization.weight_only import with_int4_weights
+
+        proto, count = with_int4_weights(quantized.proto, model.proto, chosen.group_size)
+        quantized = dataclasses.replace(quantized, proto=proto)
+        grouping = f"groups of {chosen.group_size}" if chosen.group_size else "per output channel"
+        what = f"int4 weights ({count} layers, {grouping}) with int8 activations (W4A8)"
+    quantized.notes = [*model.notes, f"{what} from {len(samples)} calibration samples, {chosen.range_method} ranges{equalized}"]
     return quantized

@@ -30,7 +30,7 @@ def error_lines(err: str) -> list[str]:
         (["--input-shape", "features=1,64", "--quantize", "int3"], "error: --quantize int3: unknown scheme"),
         (["--input-shape", "features=1,64", "--calibration", "c.npz"], "error: --calibration: nothing is quantized"),
         (["--input-shape", "features=1,64", "--quantize", "int8", "--calibration", "missing.npz"], "error: missing.npz: no such file"),
-        (["--input-shape", "features=1,64", "--quantize", "fp16", "--equalize"], "error: --equalize is only used by calibrated schemes (int8)"),
+        (["--input-shape", "features=1,64", "--quantize", "fp16", "--equalize"], "error: --equalize is only used by calibrated schemes (int8, w4a8)"),
         (["--input-shape", "features=1,64", "--quantize", "auto"], "error: --quantize auto (pc's recipe: int8) needs calibration data"),
     ],
 )

@@ -199,7 +199,7 @@ def test_quantize_finds_the_sensitive_layer_and_keeps_it_float_to_meet_the_budge
     assert code == 2 and "the file exists; edgesdk does not overwrite it" in err
 
 
-def test_digits_cnn_w4a16_and_w8a16_on_the_phone_keep_accuracy_with_packed_weights(tmp_path, digits):
+def test_digits_cnn_w4a16_w8a16_w4a8_on_the_phone_keep_accuracy_with_packed_weights(tmp_path, digits):
     fp32 = edgesdk.deploy(digits.model, "phone", tmp_path / "fp32")
     accuracy_fp32 = heldout_top1(fp32, digits)
     w4 = edgesdk.deploy(digits.model, "phone", tmp_path / "w4", quantize="w4a16", calibration=digits.calibration())
@@ -222,6 +222,11 @@ def test_digits_cnn_w4a16_and_w8a16_on_the_phone_keep_accuracy_with_packed_weigh
     assert [(layer.weight_dtype, layer.compute_dtype) for layer in w8.manifest.quantization.layers] == [("int8", "float16")] * 5
     assert w8.manifest.quantization.weight_bytes <= 0.27 * w8.manifest.quantization.float_weight_bytes
 
+    w4a8 = edgesdk.deploy(digits.model, "phone", tmp_path / "w4a8", quantize="w4a8", calibration=digits.calibration())
+    assert accuracy_fp32 - heldout_top1(w4a8, digits) <= 0.015
+    assert [(layer.weight_dtype, layer.compute_dtype) for layer in w4a8.manifest.quantization.layers] == [("int4", "int8")] * 5
+    assert w4a8.manifest.quantization.weight_bytes <= 0.16 * w4a8.manifest.quantization.float_weight_bytes
+
 
 def test_lowered_tir_reads_packed_int4_weights_inside_the_conv_and_matmul_loops(tmp_path, digits):
     """The TIR of a w4a16 model: every conv/matmul block reads a uint8 buffer of half the layer's
@@ -240,6 +245,13 @@ def test_lowered_tir_reads_packed_int4_weights_inside_the_conv_and_matmul_loops(
     assert packed == sorted((rows, -(-depth // 2)) for rows, depth in rows_by_depth)  # a row of odd length pads one nibble
     rest = [a for a, name in zip(weights, names) if not name.endswith("_packed")]  # scales and biases
     assert all(a.dtype == np.float16 for a in rest) and sum(a.size for a in rest) < sum(r * d for r, d in rows_by_depth) / 16
+
+    # w4a8: int8 activations times unpacked int4 weights, summed in int32 per group of weights.
+    precision = apply_scheme(load_model(digits.model), Recipe("w4a8", range_method="minmax", group_size=32), digits.calibration(16))
+    onnx.save(precision.compiled.proto, tmp_path / "w4a8.onnx")
+    blocks = integer_blocks(tmp_path / "w4a8.onnx", {"digits": [1, 1, 8, 8]})
+    sums = [(operands, accumulator) for name, operands, accumulator in blocks if name.endswith("_int_groups")]
+    assert sums == [({"int8", "uint8"}, "int32")] * 5, blocks
 
 
 def test_compare_shows_each_precision_on_each_device(tmp_path, run_cli):

@@ -144,6 +144,12 @@ def unpack_in_kernels(mod, known: dict, table: dict[str, BlockedWeight]):
         expr = value(expr)
         return expr.op.name if isinstance(expr, relax.Call) and isinstance(expr.op, tvm.ir.Op) else ""
 
+    def constant(expr):
+        expr = value(expr)
+        if isinstance(expr, tvm.ir.expr.Constant):
+            return expr.value.numpy()
+        return known.get(expr)
+
     def blocked(expr, through: str):
         """The table entry behind ``expr`` seen through one ``through`` op (or none), or None."""
         seen = None
@@ -170,6 +176,28 @@ def unpack_in_kernels(mod, known: dict, table: dict[str, BlockedWeight]):
                 made.append(var)
             return made
 
+        def _integer_input(self, data):
+            """``data`` = dequantize(xq) of int8/uint8 with a scalar scale and zero point: the
+            kernel then takes xq and accumulates in int32 (w4a8); else None."""
+            if op_name(data) != "relax.dequantize":
+                return None
+            xq, scale, zero = value(data).args
+            scale, zero = constant(scale), constant(zero)
+            if scale is None or zero is None or scale.size != 1 or str(xq.ty.dtype) not in ("int8", "uint8"):
+                return None
+            return self.visit_expr(xq), {"input_scale": float(scale.reshape(-1)[0]), "input_zero": int(zero.reshape(-1)[0])}
+
+        def _emit(self, call, make, data, weight: BlockedWeight, name: str, **kwargs):
+            integer = self._integer_input(data)
+            operands = self._operands(weight, f"w{len(added)}")
+            if integer is not None:
+                xq, quantization = integer
+                accumulated = self.builder_.emit_te(make, xq, *operands, **_layout(weight), **kwargs, **quantization, primfunc_name_hint=f"{name}_int8_{_packed_name(weight)}")
+            else:
+                accumulated = self.builder_.emit_te(make, self.visit_expr(data), *operands, **_layout(weight), **kwargs, primfunc_name_hint=f"{name}_{_packed_name(weight)}")
+            dtype = str(call.ty.dtype)  # the float32 result in the layer's dtype: an op fused into the kernel
+            return accumulated if dtype == "float32" else relax.op.astype(accumulated, dtype)
+
         def _rewrite(self, call):
             kind = op_name(call)
             if kind == "relax.matmul":
@@ -179,12 +207,9 @@ def unpack_in_kernels(mod, known: dict, table: dict[str, BlockedWeight]):
                     return None
                 if transposed is not None and [int(a) for a in transposed.attrs.axes] != [1, 0]:
                     return None
-                data = self.visit_expr(call.args[0])
-                rows = weight.values.shape[0]
-                if int(call.ty.shape[-1]) != rows:
+                if int(call.ty.shape[-1]) != weight.values.shape[0]:
                     return None
-                operands = self._operands(weight, f"w{len(added)}")
-                return self._cast(call, self.builder_.emit_te(_matmul_te, data, *operands, **_layout(weight), primfunc_name_hint=f"matmul_{_packed_name(weight)}"))
+                return self._emit(call, _matmul_te, call.args[0], weight, "matmul")
             if kind == "relax.nn.conv2d":
                 attrs = call.attrs
                 weight, reshape = blocked(call.args[1], "relax.reshape")
@@ -193,21 +218,13 @@ def unpack_in_kernels(mod, known: dict, table: dict[str, BlockedWeight]):
                 shape = [int(d) for d in call.args[1].ty.shape]
                 if shape[0] != weight.values.shape[0] or int(np.prod(shape[1:])) != weight.values.shape[1]:
                     return None
-                data = self.visit_expr(call.args[0])
-                operands = self._operands(weight, f"w{len(added)}")
                 groups = int(attrs.groups)
                 name = "depthwise_conv2d" if groups > 1 and shape[1] == 1 else "group_conv2d" if groups > 1 else "conv2d"
-                accumulated = self.builder_.emit_te(
-                    _conv2d_te, data, *operands, **_layout(weight), kernel=shape, padding=[int(p) for p in attrs.padding], strides=[int(s) for s in attrs.strides],
-                    dilation=[int(d) for d in attrs.dilation], groups=groups, primfunc_name_hint=f"{name}_{_packed_name(weight)}",
-                )
-                return self._cast(call, accumulated)
+                return self._emit(
+                    call, _conv2d_te, call.args[0], weight, name, kernel=shape, padding=[int(p) for p in attrs.padding],
+                    strides=[int(s) for s in attrs.strides], dilation=[int(d) for d in attrs.dilation], groups=groups,
+                )  # fmt: skip
             return None
-
-        def _cast(self, call, accumulated):
-            """The float32 accumulator in the layer's dtype: a separate op, fused into the kernel."""
-            dtype = str(call.ty.dtype)
-            return accumulated if dtype == "float32" else relax.op.astype(accumulated, dtype)
 
     rewriter = Rewriter(mod)
     body = rewriter.visit_expr(main)
@@ -237,41 +254,71 @@ def _layout(weight: BlockedWeight) -> dict:
     return {"rows": int(weight.values.shape[0]), "depth": int(weight.values.shape[1]), "group": weight.group, "bits": weight.bits, "signed": weight.signed}
 
 
-def _weight_value(packed, scales, zero_points, row, k, *, group: int, bits: int, signed: bool, **_):
-    """The float32 weight at (row, k), unpacked from the kernel's operands (a TE expression)."""
+def _weight_value(packed, scales, zero_points, row, k, *, group: int, bits: int, signed: bool, integer: bool = False, **_):
+    """The weight at (row, k), unpacked from the kernel's operands (a TE expression): the int32
+    integer when ``integer``, else the float32 value."""
     from tvm import tirx
 
     if bits == 4:
         shift = tirx.Cast("uint8", k % 2) * tirx.const(4, "uint8")
         nibble = (packed[row, k // 2] >> shift) & tirx.const(15, "uint8")
-        integer = nibble.astype("int32") - (8 if signed else 0)
+        value = nibble.astype("int32") - (8 if signed else 0)
     else:
-        integer = packed[row, k].astype("int32")
+        value = packed[row, k].astype("int32")
     if zero_points is not None:
-        integer = integer - zero_points[row, k // group]
-    value = integer.astype("float32") * scales[row, k // group].astype("float32")
+        value = value - zero_points[row, k // group]
+    if integer:
+        return value
+    value = value.astype("float32") * scales[row, k // group].astype("float32")
     # DequantizeLinear produces the scale's type: round as it does.
     return value.astype(scales.dtype).astype("float32") if scales.dtype != "float32" else value
 
 
-def _matmul_te(data, packed, scales, *rest, rows: int, depth: int, **layout):
-    from tvm import te
+def _reduce(shape, activation, packed, scales, zero_points, *, depth: int, group: int, input_scale=None, input_zero=None, name: str, **layout):
+    """out[..., row] = sum over k < depth of activation(index, k) x weight(row, k), where ``row`` is
+    ``index[1]`` (conv, NCHW) or ``index[-1]`` (matmul).
 
-    zero_points = rest[0] if rest else None
-    k = te.reduce_axis((0, depth), name="k")
-    shape = [*data.shape[:-1], rows]
-
-    def compute(*index):
-        row = index[-1]
-        product = data[(*index[:-1], k)].astype("float32") * _weight_value(packed, scales, zero_points, row, k, **layout)
-        return te.sum(product, axis=k)
-
-    return te.compute(shape, compute, name="matmul_packed")
-
-
-def _conv2d_te(data, packed, scales, *rest, kernel, padding, strides, dilation, groups: int, **layout):
-    """NCHW convolution, zero padding read in place; weight element (o, (c*kh + y)*kw + x)."""
+    Float activations: one float32 reduction, weights unpacked to float. Integer activations
+    (``input_scale``/``input_zero`` given): per group of weights an int32 sum of (x - zero) x q,
+    then the groups' sums scaled by ``input_scale x scale[row, g]`` and added in float32.
+    """
     from tvm import te, tirx
+
+    row_of = (lambda index: index[1]) if name == "conv2d" else (lambda index: index[-1])
+    if input_scale is None:
+        k = te.reduce_axis((0, depth), name="k")
+
+        def compute(*index):
+            weight = _weight_value(packed, scales, zero_points, row_of(index), k, group=group, **layout)
+            return te.sum(activation(index, k).astype("float32") * weight, axis=k)
+
+        return te.compute(shape, compute, name=f"{name}_packed")
+    groups = -(-depth // group)
+    inner = te.reduce_axis((0, group), name="inner")
+
+    def partial(*index_and_group):
+        *index, g = index_and_group
+        k = g * group + inner
+        product = (activation(index, k).astype("int32") - input_zero) * _weight_value(packed, scales, zero_points, row_of(index), k, group=group, integer=True, **layout)
+        return te.sum(tirx.if_then_else(k < depth, product, 0), axis=inner)
+
+    sums = te.compute([*shape, groups], partial, name=f"{name}_int_groups")
+    g = te.reduce_axis((0, groups), name="g")
+    return te.compute(
+        shape, lambda *index: te.sum(sums[(*index, g)].astype("float32") * (scales[row_of(index), g].astype("float32") * input_scale), axis=g), name=f"{name}_rescale"
+    )
+
+
+def _matmul_te(data, packed, scales, *rest, rows: int, depth: int, **layout):
+    zero_points = rest[0] if rest else None
+    shape = [*data.shape[:-1], rows]
+    return _reduce(shape, lambda index, k: data[(*index[:-1], k)], packed, scales, zero_points, depth=depth, name="matmul", **layout)
+
+
+def _conv2d_te(data, packed, scales, *rest, kernel, padding, strides, dilation, groups: int, rows: int, depth: int, **layout):
+    """NCHW convolution, padding read in place (as the input's zero point when it is integer);
+    weight element (o, r) with r = (c*kh + y)*kw + x."""
+    from tvm import tirx
 
     zero_points = rest[0] if rest else None
     batch, _, height, width = (int(d) for d in data.shape)
@@ -279,16 +326,15 @@ def _conv2d_te(data, packed, scales, *rest, kernel, padding, strides, dilation, 
     top, left, bottom, right = padding
     out_h = (height + top + bottom - (kh - 1) * dilation[0] - 1) // strides[0] + 1
     out_w = (width + left + right - (kw - 1) * dilation[1] - 1) // strides[1] + 1
-    c = te.reduce_axis((0, per_group), name="c")
-    y = te.reduce_axis((0, kh), name="y")
-    x = te.reduce_axis((0, kw), name="x")
     outs_per_group = out_channels // groups
+    pad_value = layout.get("input_zero") or 0
 
-    def compute(n, o, i, j):
+    def activation(index, r):
+        n, o, i, j = index
+        c, y, x = r // (kh * kw), (r // kw) % kh, r % kw
         row, col = i * strides[0] + y * dilation[0] - top, j * strides[1] + x * dilation[1] - left
         inside = tirx.all(row >= 0, row < height, col >= 0, col < width)
-        channel = (o // outs_per_group) * per_group + c
-        pixel = te.if_then_else(inside, data[n, channel, row, col].astype("float32"), tirx.const(0.0, "float32"))
-        return te.sum(pixel * _weight_value(packed, scales, zero_points, o, (c * kh + y) * kw + x, **layout), axis=[c, y, x])
+        pixel = data[n, (o // outs_per_group) * per_group + c, row, col]
+        return tirx.if_then_else(inside, pixel, tirx.const(pad_value, data.dtype))
 
-    return te.compute((batch, out_channels, out_h, out_w), compute, name="conv2d_packed")
+    return _reduce((batch, out_channels, out_h, out_w), activation, packed, scales, zero_points, depth=depth, name="conv2d", **layout)

@@ -161,8 +161,8 @@ def quantize(
 
     from edgesdk.precision import recipe
 
-    if scheme not in ("int8", *WEIGHT_ONLY):
-        raise UserInputError(f"--scheme {scheme}: edgesdk quantize writes int8, {', '.join(WEIGHT_ONLY)} models", hint="use --scheme int8")
+    if scheme not in ("int8", "w4a8", *WEIGHT_ONLY):
+        raise UserInputError(f"--scheme {scheme}: edgesdk quantize writes int8, w4a8, {', '.join(WEIGHT_ONLY)} models", hint="use --scheme int8")
     chosen = recipe(scheme, calibration, None, range_method=range_method, equalize=equalize, group_size=group_size)
     model = load_model(source, input_shapes)
     samples = load_calibration(calibration, model.inputs)

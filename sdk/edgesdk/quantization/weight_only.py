@@ -170,3 +170,56 @@ def _at_opset(proto: onnx.ModelProto) -> onnx.ModelProto:
             raise UserInputError(f"cannot move the model from ONNX opset {current} to {OPSET} (blocked int4 weights need it): {first}") from exc
     copy.ir_version = max(copy.ir_version, IR_VERSION)
     return copy
+
+
+def with_int4_weights(qdq: onnx.ModelProto, source: onnx.ModelProto, group: int | None) -> tuple[onnx.ModelProto, int]:
+    """W4A8 from a W8A8 QDQ model: each int8 conv/matmul weight's DequantizeLinear replaced by a
+    blocked int4 one, quantized from ``source``'s float weight of the same name (or from the int8
+    values when the quantizer renamed it). Returns the model and how many weights changed."""
+    initializers = {init.name: init for init in qdq.graph.initializer}
+    floats = {init.name: init for init in source.graph.initializer}
+    consumers: dict[str, list[onnx.NodeProto]] = {}
+    for node in qdq.graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    replaced: dict[int, tuple[list, list]] = {}
+    for node in qdq.graph.node:
+        users = consumers.get(node.output[0], [])
+        stored = initializers.get(node.input[0]) if node.op_type == "DequantizeLinear" else None
+        if stored is None or stored.data_type != TensorProto.INT8 or len(users) != 1 or users[0].op_type not in ("Conv", "MatMul", "Gemm"):
+            continue
+        layer = users[0]
+        if len(layer.input) < 2 or layer.input[1] != node.output[0]:
+            continue
+        original = floats.get(node.input[0].removesuffix("_quantized"))
+        if original is not None and list(original.dims) == list(stored.dims):
+            array = numpy_helper.to_array(original).astype(np.float32)
+        else:  # what the int8 encoding holds
+            array = _dequantize_int8(node, initializers)
+        rows = array.reshape(array.shape[0], -1) if _transposed(layer) else array.T
+        weight = quantize_rows(node.output[0], rows, 4, group)
+        replaced[id(node)] = _dequantize_nodes(weight, stored, layer, TensorProto.FLOAT)
+    proto = _at_opset(qdq)
+    graph = proto.graph
+    nodes = list(qdq.graph.node)
+    del graph.node[:]
+    for node in nodes:
+        made, new = replaced.get(id(node), ([node], []))
+        graph.node.extend(made)
+        graph.initializer.extend(new)
+    used = {name for node in graph.node for name in node.input}
+    kept = [init for init in graph.initializer if init.name in used]
+    del graph.initializer[:]
+    graph.initializer.extend(kept)
+    return proto, len(replaced)
+
+
+def _dequantize_int8(node: onnx.NodeProto, initializers) -> np.ndarray:
+    values = numpy_helper.to_array(initializers[node.input[0]]).astype(np.float32)
+    scale = numpy_helper.to_array(initializers[node.input[1]]).astype(np.float32)
+    zero = numpy_helper.to_array(initializers[node.input[2]]).astype(np.float32) if len(node.input) > 2 and node.input[2] else np.zeros_like(scale)
+    axis = next((a.i for a in node.attribute if a.name == "axis"), 1)
+    shape = [1] * values.ndim
+    if scale.size > 1:
+        shape[axis] = -1
+    return (values - zero.reshape(shape)) * scale.reshape(shape)
