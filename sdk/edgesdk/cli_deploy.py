@@ -19,6 +19,7 @@ from edgesdk.artifact import Artifact
 from edgesdk.cli_options import (
     CalibrationOption,
     EqualizeOption,
+    BiasCorrectionOption,
     GroupSizeOption,
     InputShapeOption,
     JsonOption,
@@ -90,6 +91,7 @@ def deploy_command(
     range_method: RangeMethodOption = None,
     equalize: EqualizeOption = False,
     group_size: GroupSizeOption = None,
+    bias_correction: BiasCorrectionOption = False,
     input_shape: InputShapeOption = None,
     inputs: Annotated[Path | None, typer.Option("--inputs", help="Verify on these inputs (.npz, one array per model input) instead of random ones.")] = None,
     profiles_dir: ProfilesDirOption = None,
@@ -102,7 +104,8 @@ def deploy_command(
     shapes = dict(parse_input_shape(text) for text in input_shape or [])
     with _progress() as on_stage:
         artifact = edgesdk.deploy(
-            model, device, out, input_shapes=shapes, quantize=quantize, calibration=calibration, range_method=range_method, equalize=equalize, group_size=group_size, inputs=inputs,
+            model, device, out, input_shapes=shapes, quantize=quantize, calibration=calibration, range_method=range_method, equalize=equalize,
+            group_size=group_size, bias_correction=bias_correction, inputs=inputs,
             profiles_dir=profiles_dir, cache=not no_cache, on_stage=on_stage, unit=unit, fallback=not no_fallback,
         )
     if json_output:
@@ -161,6 +164,7 @@ def profile_command(
     range_method: RangeMethodOption = None,
     equalize: EqualizeOption = False,
     group_size: GroupSizeOption = None,
+    bias_correction: BiasCorrectionOption = False,
     unit: UnitOption = None,
     no_fallback: NoFallbackOption = False,
     profiles_dir: ProfilesDirOption = None,
@@ -172,7 +176,8 @@ def profile_command(
     with _progress() as on_stage:
         on_stage("analysing the model")
         report = edgesdk.profile(
-            source, device, input_shapes=shapes, quantize=quantize, calibration=calibration, range_method=range_method, equalize=equalize, group_size=group_size,
+            source, device, input_shapes=shapes, quantize=quantize, calibration=calibration, range_method=range_method, equalize=equalize,
+            group_size=group_size, bias_correction=bias_correction,
             unit=unit, fallback=not no_fallback, profiles_dir=profiles_dir, measure=measure,
         )
     if json_output:
@@ -227,6 +232,7 @@ def quantize_command(
     range_method: RangeMethodOption = None,
     equalize: EqualizeOption = False,
     group_size: GroupSizeOption = None,
+    bias_correction: BiasCorrectionOption = False,
     input_shape: InputShapeOption = None,
     analyze: Annotated[bool, typer.Option("--analyze", help="Measure every conv/matmul layer's sensitivity.")] = False,
     max_drop: Annotated[float | None, typer.Option("--max-drop", help="Keep the most sensitive layers in float until the drop (points) is at most this.")] = None,
@@ -236,7 +242,10 @@ def quantize_command(
     shapes = dict(parse_input_shape(text) for text in input_shape or [])
     with _progress() as on_stage:
         on_stage("quantizing")
-        report = edgesdk.quantize(model, calibration, out, scheme=scheme, input_shapes=shapes, range_method=range_method, analyze=analyze, max_drop=max_drop, equalize=equalize, group_size=group_size)
+        report = edgesdk.quantize(
+            model, calibration, out, scheme=scheme, input_shapes=shapes, range_method=range_method, analyze=analyze, max_drop=max_drop, equalize=equalize,
+            group_size=group_size, bias_correction=bias_correction,
+        )
     if json_output:
         print_json(report.model_dump(mode="json"))
         return
@@ -264,6 +273,7 @@ def compare_command(
     range_method: RangeMethodOption = None,
     equalize: EqualizeOption = False,
     group_size: GroupSizeOption = None,
+    bias_correction: BiasCorrectionOption = False,
     input_shape: InputShapeOption = None,
     profiles_dir: ProfilesDirOption = None,
     json_output: JsonOption = False,
@@ -274,7 +284,7 @@ def compare_command(
         on_stage("analysing the model")
         report = edgesdk.compare(
             model, devices, quantize=quantize, calibration=calibration, input_shapes=shapes, range_method=range_method, equalize=equalize,
-            group_size=group_size, profiles_dir=profiles_dir,
+            group_size=group_size, bias_correction=bias_correction, profiles_dir=profiles_dir,
         )
     if json_output:
         print_json(report.model_dump(mode="json"))

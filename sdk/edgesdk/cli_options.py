@@ -34,6 +34,9 @@ RangeMethodOption = Annotated[
 GroupSizeOption = Annotated[
     int | None, typer.Option("--group-size", help="w4a16/w8a16/w4a8: weights per scale along the reduction axis, e.g. 32, 64, 128 [default: 32; w8a16 per output channel].")
 ]
+BiasCorrectionOption = Annotated[
+    bool, typer.Option("--bias-correction", help="Correct each conv/Gemm bias for the mean shift quantization causes, measured on --calibration.")
+]
 UnitOption = Annotated[str | None, typer.Option("--unit", help="Place every kernel on this compute unit (e.g. cpu).")]
 NoFallbackOption = Annotated[
     bool, typer.Option("--no-fallback", help="Fail (exit 1) if any kernel would fall back from its preferred unit.")

@@ -74,6 +74,7 @@ def compare(
     range_method: str | None = None,
     equalize: bool = False,
     group_size: int | None = None,
+    bias_correction: bool = False,
     profiles_dir: str | os.PathLike | None = None,
     timeout_s: float | None = None,
 ) -> CompareReport:
@@ -94,7 +95,7 @@ def compare(
             chosen = recipe(
                 scheme, calibration if resolved != "none" else None, profile,
                 range_method=range_method if resolved in CALIBRATED else None, equalize=equalize and resolved in CALIBRATED,
-                group_size=group_size if resolved in GROUPED else None,
+                group_size=group_size if resolved in GROUPED else None, bias_correction=bias_correction and resolved not in ("none", "fp16"),
             )  # fmt: skip
             if chosen not in analyses:
                 analyses[chosen] = _analysis(source, input_shapes, chosen, calibration if chosen.scheme != "none" else None, timeout_s)

@@ -56,6 +56,8 @@ class QuantizationInfo(_Record):
     )
     range_method: str | None = Field(None, description="How activation ranges were calibrated (`minmax`, `percentile`, `mse`).")
     group_size: int | None = Field(None, description="Group-wise schemes: weights per scale along the reduction axis (null: per output channel).")
+    equalize: bool = Field(False, description="Cross-layer equalization was applied before quantizing.")
+    bias_correction: bool = Field(False, description="Biases were corrected for the mean shift of quantization, on the calibration samples.")
     weight_bytes: int = Field(0, description="Bytes of the compiled model's weights.")
     float_weight_bytes: int = Field(0, description="Bytes of the weights at the model's own precision.")
     layers: list[QuantizedLayer] = Field(default_factory=list, description="Every convolution and matmul kernel.")

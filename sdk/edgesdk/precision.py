@@ -54,7 +54,8 @@ class Recipe:
     scheme: str = "none"
     range_method: str | None = None  # calibrated schemes
     equalize: bool = False  # calibrated schemes
-    group_size: int | None = None  # weight-only schemes; None: per output channel
+    group_size: int | None = None  # group-wise schemes; None: per output channel
+    bias_correction: bool = False  # quantized schemes, with calibration samples
 
 
 @dataclasses.dataclass
@@ -77,6 +78,7 @@ def recipe(
     range_method: str | None = None,
     equalize: bool = False,
     group_size: int | None = None,
+    bias_correction: bool = False,
 ) -> Recipe:
     """The recipe ``--quantize`` and its options ask for on ``profile`` (``auto``: the profile's
     recommended one; an explicit option wins over it), or a clear error."""
@@ -100,6 +102,10 @@ def recipe(
         raise UserInputError(f"--equalize is only used by calibrated schemes ({', '.join(CALIBRATED)})", hint="drop --equalize")
     if scheme not in GROUPED and group_size is not None:
         raise UserInputError(f"--group-size is only used by group-wise schemes ({', '.join(GROUPED)})", hint="drop --group-size")
+    if bias_correction and (scheme in ("none", "fp16") or calibration is None):
+        raise UserInputError(
+            "--bias-correction needs a quantized scheme and --calibration samples", hint=f"e.g. --quantize {'w4a16' if scheme in ('none', 'fp16') else scheme} --calibration NPZ"
+        )
     if group_size is not None and group_size <= 0:
         raise UserInputError(f"--group-size {group_size}: must be a positive number of weights")
     return Recipe(
@@ -107,6 +113,7 @@ def recipe(
         range_method=(range_method or "minmax") if scheme in CALIBRATED else None,
         equalize=equalize,
         group_size=group_size if group_size is not None else DEFAULT_GROUP.get(scheme),
+        bias_correction=bias_correction,
     )
 
 
@@ -149,6 +156,17 @@ def quantized_model(model: Model, chosen: Recipe, samples, *, only=None, keep_fl
     """The quantized ONNX model of ``chosen`` (QDQ, or blocked-dequantize weights), which both
     onnxruntime and the lowering run; ``only``/``keep_float`` name the conv/matmul nodes to
     quantize / to leave in float."""
+    quantized = _quantized(model, chosen, samples, only=only, keep_float=keep_float)
+    if not chosen.bias_correction:
+        return quantized
+    from edgesdk.quantization.bias_correction import correct_biases
+
+    proto, corrected = correct_biases(quantized.proto, model.proto, samples)
+    notes = [*quantized.notes, f"biases of {len(corrected)} layers corrected on {min(len(samples), 64)} calibration samples"]
+    return dataclasses.replace(quantized, proto=proto, notes=notes)
+
+
+def _quantized(model: Model, chosen: Recipe, samples, *, only, keep_float) -> Model:
     if chosen.scheme in WEIGHT_ONLY:
         from edgesdk.quantization.weight_only import quantize_weight_only
 

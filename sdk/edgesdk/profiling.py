@@ -79,7 +79,8 @@ def _native_artifact(source, device: DeviceProfile, input_shapes, chosen: Recipe
     model = artifact.path / MODEL_FILE if artifact else source
     return deploy(
         model, device.id, scratch / "a", input_shapes=None if artifact else input_shapes, quantize=chosen.scheme, calibration=calibration,
-        range_method=chosen.range_method, equalize=chosen.equalize, group_size=chosen.group_size, profiles_dir=profiles_dir,
+        range_method=chosen.range_method, equalize=chosen.equalize, group_size=chosen.group_size, bias_correction=chosen.bias_correction,
+        profiles_dir=profiles_dir,
     )
 
 
@@ -93,6 +94,7 @@ def profile(
     range_method: str | None = None,
     equalize: bool = False,
     group_size: int | None = None,
+    bias_correction: bool = False,
     unit: str | None = None,
     fallback: bool = True,
     profiles_dir: str | os.PathLike | None = None,
@@ -111,7 +113,7 @@ def profile(
     if device is None:
         raise UserInputError("profile: which device? give --device", hint="`edgesdk devices` lists them")
     profile_ = get_device(device, profiles_dir)
-    chosen = recipe(quantize, calibration, profile_, range_method=range_method, equalize=equalize, group_size=group_size)
+    chosen = recipe(quantize, calibration, profile_, range_method=range_method, equalize=equalize, group_size=group_size, bias_correction=bias_correction)
     scheme = chosen.scheme
     if artifact is not None and quantize is not None and scheme != artifact.manifest.quantization.scheme:
         raise UserInputError(

@@ -83,3 +83,31 @@ def test_w4a16_model_runs_in_onnxruntime_with_packed_int4_weights():
     first_conv = next(node.name for node in w4.proto.graph.node if node.op_type == "Conv")
     partial = quantize_weight_only(model, 4, 32, keep_float=[first_conv])
     assert sum(i.data_type == TensorProto.INT4 for i in partial.proto.graph.initializer) == sum(i.data_type == TensorProto.INT4 for i in w4.proto.graph.initializer) - 1
+
+
+def test_bias_correction_removes_the_mean_shift_of_rounding_every_weight_the_same_way():
+    """Weights k + 0.4 (k integer) with a step of 1 all round down by 0.4: on positive inputs each
+    output drops by 0.4 x sum(x) on average, which bias correction measures and puts back."""
+    from edgesdk.precision import quantized_model, recipe
+
+    rng = np.random.default_rng(5)
+    weights = rng.integers(-6, 6, (8, 64)).astype(np.float32) + 0.4
+    weights[:, [0, 32]] = 7.0  # each group of 32's largest weight: a scale of exactly 1
+    graph = helper.make_graph(
+        [helper.make_node("Gemm", ["x", "w", "b"], ["y"], transB=1, name="dense")], "biased",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 64])], [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8])],
+        [numpy_helper.from_array(weights, "w"), numpy_helper.from_array(np.zeros(8, np.float32), "b")],
+    )  # fmt: skip
+    model = load_model(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))
+    calibration = [{"x": rng.uniform(0, 1, (1, 64)).astype(np.float32)} for _ in range(64)]
+    heldout = [{"x": rng.uniform(0, 1, (1, 64)).astype(np.float32)} for _ in range(64)]
+
+    def mean_error(proto):
+        session = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+        return float(np.mean([session.run(None, s)[0] - s["x"] @ weights.T for s in heldout]))
+
+    plain = quantized_model(model, recipe("w4a16", calibration, None), calibration)
+    corrected = quantized_model(model, recipe("w4a16", calibration, None, bias_correction=True), calibration)
+    assert mean_error(plain.proto) == pytest.approx(-0.4 * 62 * 0.5, rel=0.1)
+    assert abs(mean_error(corrected.proto)) < 0.3
+    assert corrected.notes[-1] == "biases of 1 layers corrected on 64 calibration samples"
