@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/quant.py [--repeat N] [--out benchmarks/results/quant.json]
 
 The model is the digits CNN (examples/digits.py: trained here, seeded, ~5 s). Per scheme (none,
-fp16, int8 with each range method, w8a16, w4a16 with group sizes 32/64/128, w4a8): top-1 on the 540 held-out digits, run by the pc artifact
+fp16, int8 with each range method, w8a16, w4a16 with group sizes 32/64/128, w4a8, vq): top-1 on the 540 held-out digits, run by the pc artifact
 itself; weight bytes against fp32; the simulated latency and energy on every built-in device; and
 on pc the measured latency of the artifact beside onnxruntime running the artifact's model.onnx
 (the original model for none and fp16, the quantized model otherwise), in the same run. Ratios > 1 mean
@@ -36,6 +36,7 @@ SCHEMES = [
     ("none", {}), ("fp16", {}), ("int8/minmax", {"range_method": "minmax"}), ("int8/percentile", {"range_method": "percentile"}),
     ("int8/mse", {"range_method": "mse"}), ("w8a16", {}), ("w4a16/32", {"group_size": 32}), ("w4a16/64", {"group_size": 64}),
     ("w4a16/128", {"group_size": 128}), ("w4a8/32", {"range_method": "minmax", "group_size": 32}),
+    ("vq/2x8", {"vq_dim": 2, "vq_bits": 8}), ("vq/4x8", {"vq_dim": 4, "vq_bits": 8}), ("vq/1x4", {"vq_dim": 1, "vq_bits": 4}),
 ]  # fmt: skip
 
 

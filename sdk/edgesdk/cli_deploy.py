@@ -28,6 +28,8 @@ from edgesdk.cli_options import (
     QuantizeOption,
     RangeMethodOption,
     UnitOption,
+    VqBitsOption,
+    VqDimOption,
     print_json,
 )
 from edgesdk.errors import UserInputError
@@ -92,6 +94,8 @@ def deploy_command(
     equalize: EqualizeOption = False,
     group_size: GroupSizeOption = None,
     bias_correction: BiasCorrectionOption = False,
+    vq_dim: VqDimOption = None,
+    vq_bits: VqBitsOption = None,
     input_shape: InputShapeOption = None,
     inputs: Annotated[Path | None, typer.Option("--inputs", help="Verify on these inputs (.npz, one array per model input) instead of random ones.")] = None,
     profiles_dir: ProfilesDirOption = None,
@@ -105,7 +109,7 @@ def deploy_command(
     with _progress() as on_stage:
         artifact = edgesdk.deploy(
             model, device, out, input_shapes=shapes, quantize=quantize, calibration=calibration, range_method=range_method, equalize=equalize,
-            group_size=group_size, bias_correction=bias_correction, inputs=inputs,
+            group_size=group_size, bias_correction=bias_correction, vq_dim=vq_dim, vq_bits=vq_bits, inputs=inputs,
             profiles_dir=profiles_dir, cache=not no_cache, on_stage=on_stage, unit=unit, fallback=not no_fallback,
         )
     if json_output:
@@ -165,6 +169,8 @@ def profile_command(
     equalize: EqualizeOption = False,
     group_size: GroupSizeOption = None,
     bias_correction: BiasCorrectionOption = False,
+    vq_dim: VqDimOption = None,
+    vq_bits: VqBitsOption = None,
     unit: UnitOption = None,
     no_fallback: NoFallbackOption = False,
     profiles_dir: ProfilesDirOption = None,
@@ -177,7 +183,7 @@ def profile_command(
         on_stage("analysing the model")
         report = edgesdk.profile(
             source, device, input_shapes=shapes, quantize=quantize, calibration=calibration, range_method=range_method, equalize=equalize,
-            group_size=group_size, bias_correction=bias_correction,
+            group_size=group_size, bias_correction=bias_correction, vq_dim=vq_dim, vq_bits=vq_bits,
             unit=unit, fallback=not no_fallback, profiles_dir=profiles_dir, measure=measure,
         )
     if json_output:
@@ -233,6 +239,8 @@ def quantize_command(
     equalize: EqualizeOption = False,
     group_size: GroupSizeOption = None,
     bias_correction: BiasCorrectionOption = False,
+    vq_dim: VqDimOption = None,
+    vq_bits: VqBitsOption = None,
     input_shape: InputShapeOption = None,
     analyze: Annotated[bool, typer.Option("--analyze", help="Measure every conv/matmul layer's sensitivity.")] = False,
     max_drop: Annotated[float | None, typer.Option("--max-drop", help="Keep the most sensitive layers in float until the drop (points) is at most this.")] = None,
@@ -244,7 +252,7 @@ def quantize_command(
         on_stage("quantizing")
         report = edgesdk.quantize(
             model, calibration, out, scheme=scheme, input_shapes=shapes, range_method=range_method, analyze=analyze, max_drop=max_drop, equalize=equalize,
-            group_size=group_size, bias_correction=bias_correction,
+            group_size=group_size, bias_correction=bias_correction, vq_dim=vq_dim, vq_bits=vq_bits,
         )
     if json_output:
         print_json(report.model_dump(mode="json"))
@@ -274,6 +282,8 @@ def compare_command(
     equalize: EqualizeOption = False,
     group_size: GroupSizeOption = None,
     bias_correction: BiasCorrectionOption = False,
+    vq_dim: VqDimOption = None,
+    vq_bits: VqBitsOption = None,
     input_shape: InputShapeOption = None,
     profiles_dir: ProfilesDirOption = None,
     json_output: JsonOption = False,
@@ -284,7 +294,7 @@ def compare_command(
         on_stage("analysing the model")
         report = edgesdk.compare(
             model, devices, quantize=quantize, calibration=calibration, input_shapes=shapes, range_method=range_method, equalize=equalize,
-            group_size=group_size, bias_correction=bias_correction, profiles_dir=profiles_dir,
+            group_size=group_size, bias_correction=bias_correction, vq_dim=vq_dim, vq_bits=vq_bits, profiles_dir=profiles_dir,
         )
     if json_output:
         print_json(report.model_dump(mode="json"))

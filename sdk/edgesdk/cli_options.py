@@ -20,7 +20,7 @@ InputShapeOption = Annotated[
 QuantizeOption = Annotated[
     str | None,
     typer.Option(
-        "--quantize", help="Precision: none (keep the model's), fp16, int8 (needs --calibration), w8a16, w4a16 (int8/int4 weights, fp16 activations), w4a8 (needs --calibration), or auto (the device's recipe)."
+        "--quantize", help="Precision: none (keep the model's), fp16, int8 (needs --calibration), w8a16, w4a16 (int8/int4 weights, fp16 activations), w4a8 (needs --calibration), vq (k-means codebooks), or auto (the device's recipe)."
     ),
 ]
 CalibrationOption = Annotated[
@@ -37,6 +37,8 @@ GroupSizeOption = Annotated[
 BiasCorrectionOption = Annotated[
     bool, typer.Option("--bias-correction", help="Correct each conv/Gemm bias for the mean shift quantization causes, measured on --calibration.")
 ]
+VqDimOption = Annotated[int | None, typer.Option("--vq-dim", help="vq: weights per codebook vector [default: 2].")]
+VqBitsOption = Annotated[int | None, typer.Option("--vq-bits", help="vq: bits per index, 4 or 8 (a codebook of 16 or 256 vectors per layer) [default: 8].")]
 UnitOption = Annotated[str | None, typer.Option("--unit", help="Place every kernel on this compute unit (e.g. cpu).")]
 NoFallbackOption = Annotated[
     bool, typer.Option("--no-fallback", help="Fail (exit 1) if any kernel would fall back from its preferred unit.")

@@ -75,6 +75,8 @@ def compare(
     equalize: bool = False,
     group_size: int | None = None,
     bias_correction: bool = False,
+    vq_dim: int | None = None,
+    vq_bits: int | None = None,
     profiles_dir: str | os.PathLike | None = None,
     timeout_s: float | None = None,
 ) -> CompareReport:
@@ -96,6 +98,7 @@ def compare(
                 scheme, calibration if resolved != "none" else None, profile,
                 range_method=range_method if resolved in CALIBRATED else None, equalize=equalize and resolved in CALIBRATED,
                 group_size=group_size if resolved in GROUPED else None, bias_correction=bias_correction and resolved not in ("none", "fp16"),
+                vq_dim=vq_dim if resolved == "vq" else None, vq_bits=vq_bits if resolved == "vq" else None,
             )  # fmt: skip
             if chosen not in analyses:
                 analyses[chosen] = _analysis(source, input_shapes, chosen, calibration if chosen.scheme != "none" else None, timeout_s)

@@ -52,12 +52,15 @@ class QuantizationInfo(_Record):
 
     scheme: str = Field(
         description="`none`: the model keeps its precision; `fp16`: half precision; `int8`: W8A8 integer kernels; "
-        "`w8a16`/`w4a16`: int8/int4 weights, group-wise, with float16 activations; `w4a8`: int4 weights, int8 activations."
+        "`w8a16`/`w4a16`: int8/int4 weights, group-wise, with float16 activations; `w4a8`: int4 weights, int8 activations; "
+        "`vq`: codebook indices, float16 activations."
     )
     range_method: str | None = Field(None, description="How activation ranges were calibrated (`minmax`, `percentile`, `mse`).")
     group_size: int | None = Field(None, description="Group-wise schemes: weights per scale along the reduction axis (null: per output channel).")
     equalize: bool = Field(False, description="Cross-layer equalization was applied before quantizing.")
     bias_correction: bool = Field(False, description="Biases were corrected for the mean shift of quantization, on the calibration samples.")
+    vq_dim: int | None = Field(None, description="vq: weights per codebook vector.")
+    vq_bits: int | None = Field(None, description="vq: bits per index (codebooks of 2**vq_bits vectors per layer).")
     weight_bytes: int = Field(0, description="Bytes of the compiled model's weights.")
     float_weight_bytes: int = Field(0, description="Bytes of the weights at the model's own precision.")
     layers: list[QuantizedLayer] = Field(default_factory=list, description="Every convolution and matmul kernel.")

@@ -11,13 +11,16 @@
 - ``w4a16`` and ``w8a16`` quantize only the weights, group-wise (``--group-size``), and compute
   with float16 activations (edgesdk.quantization.weight_only); the kernels read the packed
   integers. They need no calibration data.
+- ``vq`` stores each conv/Gemm weight as indices into a per-layer k-means codebook of float16
+  vectors (``--vq-dim`` weights per vector, ``--vq-bits`` per index; edgesdk.quantization.vector),
+  float16 activations; the kernels look the codebook up in their reduction loop.
 
 Quantized schemes compile, and are checked against onnxruntime running, one quantized ONNX model
 (the artifact's ``model.onnx``). Given ``--calibration`` (any scheme but ``none``), a deploy records
 the agreement of what it compiled with the float model on the samples as ``quantization.accuracy``.
 
 ``auto`` applies the device profile's recommended recipe (``quantization:`` in its YAML: scheme and
-range method). ``vq`` (roadmap) is refused with a clear error.
+range method).
 """
 
 from __future__ import annotations
@@ -32,8 +35,7 @@ import onnx
 from edgesdk.errors import UserInputError
 from edgesdk.model import Model
 
-AVAILABLE = ("none", "fp16", "int8", "w8a16", "w4a16", "w4a8")
-PLANNED = ("vq",)
+AVAILABLE = ("none", "fp16", "int8", "w8a16", "w4a16", "w4a8", "vq")
 CALIBRATED = ("int8", "w4a8")  # schemes that need --calibration
 WEIGHT_ONLY = {"w8a16": 8, "w4a16": 4}  # scheme -> weight bits
 GROUPED = ("w8a16", "w4a16", "w4a8")  # schemes with --group-size
@@ -42,7 +44,8 @@ DEFAULT_GROUP = {"w4a16": 32, "w8a16": None, "w4a8": 32}  # None: one group per 
 # bits (~5e-4) and errors grow through a network's layers; int8 kernels may round a value one
 # step apart from onnxruntime's, and a step can move an output by a few percent of its range.
 # The weight-only schemes compute in float16 as fp16 does.
-SCHEME_TOLERANCE = {"fp16": 2e-2, "int8": 5e-2, "w4a8": 5e-2, "w8a16": 2e-2, "w4a16": 2e-2}
+SCHEME_TOLERANCE = {"fp16": 2e-2, "int8": 5e-2, "w4a8": 5e-2, "w8a16": 2e-2, "w4a16": 2e-2, "vq": 2e-2}
+VQ_DEFAULTS = (2, 8)  # weights per vector, bits per index (a codebook of 2**bits vectors per layer)
 
 Calibration = str | os.PathLike | Mapping[str, np.ndarray] | None
 
@@ -56,6 +59,8 @@ class Recipe:
     equalize: bool = False  # calibrated schemes
     group_size: int | None = None  # group-wise schemes; None: per output channel
     bias_correction: bool = False  # quantized schemes, with calibration samples
+    vq_dim: int | None = None  # vq: weights per vector
+    vq_bits: int | None = None  # vq: bits per index
 
 
 @dataclasses.dataclass
@@ -79,6 +84,8 @@ def recipe(
     equalize: bool = False,
     group_size: int | None = None,
     bias_correction: bool = False,
+    vq_dim: int | None = None,
+    vq_bits: int | None = None,
 ) -> Recipe:
     """The recipe ``--quantize`` and its options ask for on ``profile`` (``auto``: the profile's
     recommended one; an explicit option wins over it), or a clear error."""
@@ -88,10 +95,8 @@ def recipe(
         range_method = range_method or profile.quantization.range_method
     scheme = "none" if quantize is None else str(quantize)
     chosen = f"--quantize auto ({auto_for}'s recipe: {scheme})" if auto_for else f"--quantize {scheme}"
-    if scheme in PLANNED:
-        raise UserInputError(f"{chosen}: this scheme is not available in this edgesdk version yet", hint=f"use --quantize {', '.join(AVAILABLE)}")
     if scheme not in AVAILABLE:
-        raise UserInputError(f"{chosen}: unknown scheme", hint=f"schemes: {', '.join(AVAILABLE + PLANNED)}, auto")
+        raise UserInputError(f"{chosen}: unknown scheme", hint=f"schemes: {', '.join(AVAILABLE)}, auto")
     if scheme in CALIBRATED and calibration is None:
         raise UserInputError(
             f"{chosen} needs calibration data", hint="give --calibration NPZ: a few hundred representative inputs, one array per model input"
@@ -106,6 +111,12 @@ def recipe(
         raise UserInputError(
             "--bias-correction needs a quantized scheme and --calibration samples", hint=f"e.g. --quantize {'w4a16' if scheme in ('none', 'fp16') else scheme} --calibration NPZ"
         )
+    if scheme != "vq" and (vq_dim is not None or vq_bits is not None):
+        raise UserInputError("--vq-dim and --vq-bits are only used by --quantize vq", hint="drop them")
+    if vq_dim is not None and not 1 <= vq_dim <= 16:
+        raise UserInputError(f"--vq-dim {vq_dim}: weights per vector must be 1 to 16")
+    if vq_bits is not None and vq_bits not in (4, 8):
+        raise UserInputError(f"--vq-bits {vq_bits}: indices are 4 or 8 bits (codebooks of 16 or 256 vectors)")
     if group_size is not None and group_size <= 0:
         raise UserInputError(f"--group-size {group_size}: must be a positive number of weights")
     return Recipe(
@@ -114,6 +125,8 @@ def recipe(
         equalize=equalize,
         group_size=group_size if group_size is not None else DEFAULT_GROUP.get(scheme),
         bias_correction=bias_correction,
+        vq_dim=(vq_dim or VQ_DEFAULTS[0]) if scheme == "vq" else None,
+        vq_bits=(vq_bits or VQ_DEFAULTS[1]) if scheme == "vq" else None,
     )
 
 
@@ -167,6 +180,10 @@ def quantized_model(model: Model, chosen: Recipe, samples, *, only=None, keep_fl
 
 
 def _quantized(model: Model, chosen: Recipe, samples, *, only, keep_float) -> Model:
+    if chosen.scheme == "vq":
+        from edgesdk.quantization.vector import quantize_vq
+
+        return quantize_vq(model, chosen.vq_dim, chosen.vq_bits, only=only, keep_float=keep_float)
     if chosen.scheme in WEIGHT_ONLY:
         from edgesdk.quantization.weight_only import quantize_weight_only
 

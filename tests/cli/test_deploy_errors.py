@@ -25,7 +25,7 @@ def error_lines(err: str) -> list[str]:
         (["--input-shape", "features"], "error: --input-shape 'features': expected NAME=D1,D2,... with positive integers"),
         (["--input-shape", "feature=1,64"], "error: mlp: --input-shape names no input of the model: feature"),
         (["--input-shape", "features=1,64", "--quantize", "int8"], "error: --quantize int8 needs calibration data"),
-        (["--input-shape", "features=1,64", "--quantize", "vq"], "error: --quantize vq: this scheme is not available in this edgesdk version yet"),
+        (["--input-shape", "features=1,64", "--quantize", "vq", "--vq-dim", "0"], "error: --vq-dim 0: weights per vector must be 1 to 16"),
         (["--input-shape", "features=1,64", "--quantize", "w4a16", "--group-size", "-4"], "error: --group-size -4: must be a positive number of weights"),
         (["--input-shape", "features=1,64", "--quantize", "int3"], "error: --quantize int3: unknown scheme"),
         (["--input-shape", "features=1,64", "--calibration", "c.npz"], "error: --calibration: nothing is quantized"),

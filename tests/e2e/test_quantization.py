@@ -199,7 +199,7 @@ def test_quantize_finds_the_sensitive_layer_and_keeps_it_float_to_meet_the_budge
     assert code == 2 and "the file exists; edgesdk does not overwrite it" in err
 
 
-def test_digits_cnn_w4a16_w8a16_w4a8_on_the_phone_keep_accuracy_with_packed_weights(tmp_path, digits):
+def test_digits_cnn_w4a16_w8a16_vq_w4a8_on_the_phone_keep_accuracy_with_packed_weights(tmp_path, digits):
     fp32 = edgesdk.deploy(digits.model, "phone", tmp_path / "fp32")
     accuracy_fp32 = heldout_top1(fp32, digits)
     w4 = edgesdk.deploy(digits.model, "phone", tmp_path / "w4", quantize="w4a16", calibration=digits.calibration())
@@ -221,6 +221,12 @@ def test_digits_cnn_w4a16_w8a16_w4a8_on_the_phone_keep_accuracy_with_packed_weig
     assert accuracy_fp32 - heldout_top1(w8, digits) <= 0.005
     assert [(layer.weight_dtype, layer.compute_dtype) for layer in w8.manifest.quantization.layers] == [("int8", "float16")] * 5
     assert w8.manifest.quantization.weight_bytes <= 0.27 * w8.manifest.quantization.float_weight_bytes
+
+    vq = edgesdk.deploy(digits.model, "phone", tmp_path / "vq", quantize="vq", vq_dim=2, vq_bits=8)
+    assert accuracy_fp32 - heldout_top1(vq, digits) <= 0.015
+    # The first conv (depth 9) is not a multiple of 2 weights: it stays float16.
+    assert [layer.weight_dtype for layer in vq.manifest.quantization.layers] == ["float16"] + ["vq8"] * 4
+    assert vq.manifest.quantization.weight_bytes <= 0.16 * vq.manifest.quantization.float_weight_bytes
 
     w4a8 = edgesdk.deploy(digits.model, "phone", tmp_path / "w4a8", quantize="w4a8", calibration=digits.calibration())
     assert accuracy_fp32 - heldout_top1(w4a8, digits) <= 0.015

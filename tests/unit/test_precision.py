@@ -17,7 +17,8 @@ from edgesdk.quantization.ptq import _mse_range, calibration_samples
         ("w4a16", None, {"equalize": True}, "--equalize is only used by calibrated schemes (int8, w4a8)"),
         ("int8", "c.npz", {"group_size": 32}, "--group-size is only used by group-wise schemes (w8a16, w4a16, w4a8)"),
         ("w4a16", None, {"group_size": 0}, "--group-size 0: must be a positive number of weights"),
-        ("vq", None, {}, "--quantize vq: this scheme is not available in this edgesdk version yet"),
+        ("vq", None, {"vq_bits": 3}, "--vq-bits 3: indices are 4 or 8 bits"),
+        ("w4a16", None, {"vq_dim": 4}, "--vq-dim and --vq-bits are only used by --quantize vq"),
         ("int3", None, {}, "--quantize int3: unknown scheme"),
     ],
 )

@@ -111,3 +111,30 @@ def test_bias_correction_removes_the_mean_shift_of_rounding_every_weight_the_sam
     assert mean_error(plain.proto) == pytest.approx(-0.4 * 62 * 0.5, rel=0.1)
     assert abs(mean_error(corrected.proto)) < 0.3
     assert corrected.notes[-1] == "biases of 1 layers corrected on 64 calibration samples"
+
+
+def test_kmeans_codebooks_are_exact_for_few_distinct_vectors_and_beat_uniform_grids():
+    from edgesdk.quantization.vector import kmeans, quantize_rows as vq_rows
+
+    few = np.repeat(np.array([[0.5, -1.0], [2.0, 0.25], [0.0, 0.0]]), 20, axis=0)
+    codebook, assignment = kmeans(few, 16)
+    np.testing.assert_array_equal(codebook[assignment], few)
+    weights = np.random.default_rng(6).laplace(size=(32, 128)).astype(np.float32)  # heavy-tailed, like trained weights
+    vq = vq_rows("w", weights, 1, 4)  # 16 scalar levels per layer
+    assert vq.indices.max() < 16 and vq.codebook.shape == (16, 1)
+    uniform = quantize_rows("w", weights, 4, None)  # 16 evenly spaced levels per row
+    assert np.mean((vq.dequantized() - weights) ** 2) < np.mean((uniform.dequantized() - weights) ** 2)
+
+
+def test_vq_lookup_chain_is_read_back_as_indices_and_codebook():
+    from edgesdk.quantization.vector import quantize_vq
+
+    model = load_model(tiny_cnn(), {"image": [1, 3, 32, 32]})
+    vq = quantize_vq(model, 3, 4)
+    stripped, table = extract_blocked_weights(vq.proto)
+    assert table and all(w.codebook and w.bits == 4 and w.scales.shape == (16, 3) for w in table.values())
+    gathers = lambda proto: sum(node.op_type == "Gather" for node in proto.graph.node)  # noqa: E731
+    assert gathers(vq.proto) == len(table) and gathers(stripped) == 0
+    x = np.random.default_rng(7).standard_normal((1, 3, 32, 32)).astype(np.float32)
+    run = lambda proto: ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"image": x})[0]  # noqa: E731
+    np.testing.assert_allclose(run(stripped), run(vq.proto), rtol=1e-3, atol=1e-3)

@@ -38,12 +38,23 @@ class BlockedWeight:
     bits: int
     signed: bool
     axis: int  # 1: the float parameter is (rows, depth); 0: it is (depth, rows)
+    codebook: bool = False  # vq: values are indices of `group`-weight vectors in `scales` (the codebook)
+
+    @property
+    def rows(self) -> int:
+        return int(self.values.shape[0])
+
+    @property
+    def depth(self) -> int:
+        return int(self.values.shape[1]) * (self.group if self.codebook else 1)
 
     def packed(self) -> np.ndarray:
         """int4: uint8 (rows, ceil(depth/2)), element 2j in the low nibble of byte j, stored with an
         offset of 8 when signed. int8/uint8: the integers as they are."""
         if self.bits == 8:
             return self.values.astype(np.int8 if self.signed else np.uint8)
+        if self.codebook and self.bits != 4:
+            raise ValueError(f"codebook indices of {self.bits} bits are not packed")
         nibbles = (self.values + (8 if self.signed else 0)).astype(np.uint8)
         if nibbles.shape[1] % 2:
             nibbles = np.pad(nibbles, ((0, 0), (0, 1)))
@@ -61,9 +72,20 @@ def extract_blocked_weights(proto: onnx.ModelProto) -> tuple[onnx.ModelProto, di
     for node in proto.graph.node:
         for name in node.input:
             consumers.setdefault(name, []).append(node)
+    producers = {out: node for node in proto.graph.node for out in node.output}
     table: dict[str, BlockedWeight] = {}
     drop_nodes, drop_inits, new_inits, renames = set(), set(), [], {}
     for node in proto.graph.node:
+        lookup = _codebook_lookup(node, initializers, producers, consumers)
+        if lookup is not None:
+            weight, output, nodes, names = lookup
+            name = f"{PREFIX}{len(table)}"
+            renames[output] = name
+            new_inits.append(numpy_helper.from_array(_dequantized(weight).astype(weight.scales.dtype), name))
+            table[name] = weight
+            drop_nodes.update(id(n) for n in nodes)
+            drop_inits.update(names)
+            continue
         block = next((a.i for a in node.attribute if a.name == "block_size"), 0)
         if node.op_type != "DequantizeLinear" or block <= 0 or not all(name in initializers for name in node.input if name):
             continue
@@ -111,8 +133,29 @@ def extract_blocked_weights(proto: onnx.ModelProto) -> tuple[onnx.ModelProto, di
     return copy, table
 
 
+def _codebook_lookup(node, initializers, producers, consumers):
+    """``Reshape(Gather(codebook, Cast(indices)), (rows, depth))`` over constants (edgesdk's vq):
+    (the weight, the value it makes, the nodes and initializers it replaces), else None."""
+    if node.op_type != "Gather" or next((a.i for a in node.attribute if a.name == "axis"), 0) != 0 or node.input[0] not in initializers:
+        return None
+    cast, users = producers.get(node.input[1]), consumers.get(node.output[0], [])
+    if cast is None or cast.op_type != "Cast" or cast.input[0] not in initializers or len(users) != 1 or users[0].op_type != "Reshape":
+        return None
+    reshape, stored, codebook = users[0], initializers[cast.input[0]], numpy_helper.to_array(initializers[node.input[0]])
+    shape = numpy_helper.to_array(initializers[reshape.input[1]]) if reshape.input[1] in initializers else None
+    if stored.data_type not in (onnx.TensorProto.UINT4, onnx.TensorProto.UINT8) or len(stored.dims) != 2 or codebook.ndim != 2 or shape is None or len(shape) != 2:
+        return None
+    indices = numpy_helper.to_array(stored).astype(np.int32)
+    weight = BlockedWeight(indices, codebook, None, int(codebook.shape[1]), _INTEGER_BITS[stored.data_type][0], False, 1, codebook=True)
+    if [weight.rows, weight.depth] != [int(d) for d in shape]:
+        return None
+    return weight, reshape.output[0], [cast, node, reshape], [cast.input[0], node.input[0], reshape.input[1]]
+
+
 def _dequantized(weight: BlockedWeight) -> np.ndarray:
-    """float32 (rows, depth): (values - zero point) * scale, per group."""
+    """float32 (rows, depth): (values - zero point) * scale, per group; or the codebook's vectors."""
+    if weight.codebook:
+        return weight.scales.astype(np.float32)[weight.values].reshape(weight.rows, weight.depth)
     depth = weight.values.shape[1]
 
     def spread(per_group):
@@ -188,7 +231,7 @@ def unpack_in_kernels(mod, known: dict, table: dict[str, BlockedWeight]):
             return self.visit_expr(xq), {"input_scale": float(scale.reshape(-1)[0]), "input_zero": int(zero.reshape(-1)[0])}
 
         def _emit(self, call, make, data, weight: BlockedWeight, name: str, **kwargs):
-            integer = self._integer_input(data)
+            integer = None if weight.codebook else self._integer_input(data)
             operands = self._operands(weight, f"w{len(added)}")
             if integer is not None:
                 xq, quantization = integer
@@ -207,7 +250,7 @@ def unpack_in_kernels(mod, known: dict, table: dict[str, BlockedWeight]):
                     return None
                 if transposed is not None and [int(a) for a in transposed.attrs.axes] != [1, 0]:
                     return None
-                if int(call.ty.shape[-1]) != weight.values.shape[0]:
+                if int(call.ty.shape[-1]) != weight.rows:
                     return None
                 return self._emit(call, _matmul_te, call.args[0], weight, "matmul")
             if kind == "relax.nn.conv2d":
@@ -216,7 +259,7 @@ def unpack_in_kernels(mod, known: dict, table: dict[str, BlockedWeight]):
                 if weight is None or weight.axis != 1 or str(attrs.data_layout) != "NCHW" or str(attrs.kernel_layout) != "OIHW":
                     return None
                 shape = [int(d) for d in call.args[1].ty.shape]
-                if shape[0] != weight.values.shape[0] or int(np.prod(shape[1:])) != weight.values.shape[1]:
+                if shape[0] != weight.rows or int(np.prod(shape[1:])) != weight.depth:
                     return None
                 groups = int(attrs.groups)
                 name = "depthwise_conv2d" if groups > 1 and shape[1] == 1 else "group_conv2d" if groups > 1 else "conv2d"
@@ -240,31 +283,35 @@ def unpack_in_kernels(mod, known: dict, table: dict[str, BlockedWeight]):
 
 
 def _packed_name(weight: BlockedWeight) -> str:
-    return f"packed_{'' if weight.signed else 'u'}int{weight.bits}"
+    return f"packed_vq{weight.bits}" if weight.codebook else f"packed_{'' if weight.signed else 'u'}int{weight.bits}"
 
 
 def packed_weight_dtype(kernel_name: str) -> str | None:
     """The weight dtype of a kernel this module made (its name says it; TVM may append digits)."""
-    found = re.search(r"packed_(u?int)(4|8)", kernel_name)
+    found = re.search(r"packed_(u?int|vq)(4|8)", kernel_name)
     return found.group(1) + found.group(2) if found else None
 
 
 def _layout(weight: BlockedWeight) -> dict:
     """What a kernel needs to know of ``weight`` to unpack it."""
-    return {"rows": int(weight.values.shape[0]), "depth": int(weight.values.shape[1]), "group": weight.group, "bits": weight.bits, "signed": weight.signed}
+    return {"rows": weight.rows, "depth": weight.depth, "group": weight.group, "bits": weight.bits, "signed": weight.signed, "codebook": weight.codebook}
 
 
-def _weight_value(packed, scales, zero_points, row, k, *, group: int, bits: int, signed: bool, integer: bool = False, **_):
+def _weight_value(packed, scales, zero_points, row, k, *, group: int, bits: int, signed: bool, codebook: bool = False, integer: bool = False, **_):
     """The weight at (row, k), unpacked from the kernel's operands (a TE expression): the int32
-    integer when ``integer``, else the float32 value."""
+    integer when ``integer``, else the float32 value; for a codebook, entry k % group of the
+    vector whose index is stored at (row, k // group)."""
     from tvm import tirx
 
+    slot = k // group if codebook else k
     if bits == 4:
-        shift = tirx.Cast("uint8", k % 2) * tirx.const(4, "uint8")
-        nibble = (packed[row, k // 2] >> shift) & tirx.const(15, "uint8")
+        shift = tirx.Cast("uint8", slot % 2) * tirx.const(4, "uint8")
+        nibble = (packed[row, slot // 2] >> shift) & tirx.const(15, "uint8")
         value = nibble.astype("int32") - (8 if signed else 0)
     else:
-        value = packed[row, k].astype("int32")
+        value = packed[row, slot].astype("int32")
+    if codebook:
+        return scales[value, k % group].astype("float32")
     if zero_points is not None:
         value = value - zero_points[row, k // group]
     if integer:

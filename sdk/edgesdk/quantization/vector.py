@@ -1,0 +1,129 @@
+"""Vector quantization (``--quantize vq``): each weight as indices into a k-means codebook.
+
+A conv or Gemm weight, seen as ``rows`` output channels x ``depth`` reduction elements (as in
+edgesdk.quantization.weight_only), is cut into vectors of ``dim`` consecutive weights along the
+depth. k-means (k-means++ seeding, Lloyd iterations, seeded) finds a codebook of ``2**bits``
+float16 vectors per layer; each vector is stored as the index of its nearest entry (``bits`` per
+index: 4 or 8), i.e. ``bits / dim`` bits per weight plus the codebook. Activations are float16.
+
+In ONNX: ``Cast(indices) -> Gather(codebook) -> Reshape (rows, depth) [-> Reshape to the conv
+weight]``, which onnxruntime runs; the lowering keeps the indices packed and looks the codebook
+up inside the kernel's reduction loop (edgesdk.quantization.packed_kernels). Layers whose depth
+is not a multiple of ``dim``, and MatMul weights, stay float16.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+from onnx import TensorProto, helper, numpy_helper
+
+from edgesdk.model import Model
+from edgesdk.quantization.weight_only import _at_opset, _transposed, _weights_of
+
+ITERATIONS = 25
+CHUNK = 4096  # vectors per distance block (memory: CHUNK x codebook size)
+
+
+@dataclasses.dataclass
+class VectorQuantizedWeight:
+    name: str
+    indices: np.ndarray  # (rows, depth // dim), integers < 2**bits
+    codebook: np.ndarray  # (2**bits, dim) float16
+    bits: int
+
+    def dequantized(self) -> np.ndarray:
+        return self.codebook.astype(np.float32)[self.indices].reshape(self.indices.shape[0], -1)
+
+
+def _nearest(vectors: np.ndarray, codebook: np.ndarray) -> np.ndarray:
+    found = np.empty(len(vectors), np.int64)
+    squared = (codebook**2).sum(axis=1)
+    for start in range(0, len(vectors), CHUNK):
+        block = vectors[start : start + CHUNK]
+        found[start : start + CHUNK] = np.argmin(squared[None, :] - 2 * block @ codebook.T, axis=1)
+    return found
+
+
+def kmeans(vectors: np.ndarray, k: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """(codebook (k, dim), assignment) of ``vectors`` (n, dim): k-means++ seeding, Lloyd steps."""
+    rng = np.random.default_rng(seed)
+    vectors = vectors.astype(np.float64)
+    unique = np.unique(vectors, axis=0)
+    if len(unique) <= k:  # every vector gets its own entry: exact
+        codebook = np.zeros((k, vectors.shape[1]))
+        codebook[: len(unique)] = unique
+        return codebook, _nearest(vectors, codebook)
+    codebook = [vectors[rng.integers(len(vectors))]]
+    distance = ((vectors - codebook[0]) ** 2).sum(axis=1)
+    for _ in range(1, k):
+        codebook.append(vectors[rng.choice(len(vectors), p=distance / distance.sum())] if distance.sum() > 0 else vectors[rng.integers(len(vectors))])
+        distance = np.minimum(distance, ((vectors - codebook[-1]) ** 2).sum(axis=1))
+    codebook = np.array(codebook)
+    for _ in range(ITERATIONS):
+        assignment = _nearest(vectors, codebook)
+        counts = np.bincount(assignment, minlength=k)
+        sums = np.zeros_like(codebook)
+        np.add.at(sums, assignment, vectors)
+        moved = np.where(counts[:, None] > 0, sums / np.maximum(counts, 1)[:, None], codebook)
+        if np.allclose(moved, codebook):
+            break
+        codebook = moved
+    return codebook, _nearest(vectors, codebook)
+
+
+def quantize_rows(name: str, weights: np.ndarray, dim: int, bits: int) -> VectorQuantizedWeight:
+    rows, depth = weights.shape
+    vectors = weights.reshape(-1, dim)
+    codebook, assignment = kmeans(vectors, 2**bits)
+    codebook = codebook.astype(np.float16)
+    # Indices against the float16 codebook actually stored.
+    assignment = _nearest(vectors.astype(np.float64), codebook.astype(np.float64))
+    return VectorQuantizedWeight(name, assignment.reshape(rows, depth // dim), codebook, bits)
+
+
+def quantize_vq(model: Model, dim: int, bits: int, *, only=None, keep_float=()) -> Model:
+    """``model`` with float16 activations and its conv/Gemm weights vector-quantized."""
+    from edgesdk.precision import to_float16
+    from edgesdk.quantization.ptq import named_nodes
+
+    named = named_nodes(model.proto)
+    weights = {}
+    for name, (node, array) in _weights_of(named).items():
+        rows = array.reshape(array.shape[0], -1)
+        if node.name in keep_float or (only is not None and node.name not in only) or not _transposed(node) or rows.shape[1] % dim:
+            continue
+        weights[name] = (quantize_rows(name, rows, dim, bits), list(array.shape))
+    half = to_float16(dataclasses.replace(model, proto=named))
+    proto = _at_opset(half.proto)
+    graph = proto.graph
+    for name, (weight, shape) in weights.items():
+        graph.initializer.remove(next(init for init in graph.initializer if init.name == name))
+        nodes, initializers = _lookup_nodes(weight, shape)
+        graph.initializer.extend(initializers)
+        for index, node in enumerate(nodes):
+            graph.node.insert(index, node)
+    notes = [*model.notes, f"vector-quantized weights ({len(weights)} layers, {dim} weights per {bits}-bit index), float16 activations"]
+    return dataclasses.replace(model, proto=proto, notes=notes)
+
+
+def _lookup_nodes(weight: VectorQuantizedWeight, shape: list[int]):
+    name = weight.name
+    rows, vectors = weight.indices.shape
+    depth = vectors * weight.codebook.shape[1]
+    stored_type = TensorProto.UINT4 if weight.bits == 4 else TensorProto.UINT8
+    indices = helper.make_tensor(f"{name}_indices", stored_type, [rows, vectors], weight.indices.ravel().tolist())
+    codebook = numpy_helper.from_array(weight.codebook, f"{name}_codebook")
+    flat = numpy_helper.from_array(np.array([rows, depth], np.int64), f"{name}_rows")
+    initializers = [indices, codebook, flat]
+    nodes = [
+        helper.make_node("Cast", [indices.name], [f"{name}_index"], to=TensorProto.INT32, name=f"{name}_Cast"),
+        helper.make_node("Gather", [codebook.name, f"{name}_index"], [f"{name}_vectors"], axis=0, name=f"{name}_Gather"),
+        helper.make_node("Reshape", [f"{name}_vectors", flat.name], [name if len(shape) == 2 else f"{name}_flat"], name=f"{name}_Reshape"),
+    ]
+    if len(shape) != 2:
+        target = numpy_helper.from_array(np.array(shape, np.int64), f"{name}_shape")
+        initializers.append(target)
+        nodes.append(helper.make_node("Reshape", [f"{name}_flat", target.name], [name], name=f"{name}_ReshapeConv"))
+    return nodes, initializers
