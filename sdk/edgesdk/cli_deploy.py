@@ -19,6 +19,7 @@ from edgesdk.artifact import Artifact
 from edgesdk.cli_options import (
     CalibrationOption,
     EqualizeOption,
+    AdaroundOption,
     BiasCorrectionOption,
     GroupSizeOption,
     InputShapeOption,
@@ -96,6 +97,7 @@ def deploy_command(
     bias_correction: BiasCorrectionOption = False,
     vq_dim: VqDimOption = None,
     vq_bits: VqBitsOption = None,
+    adaround: AdaroundOption = None,
     input_shape: InputShapeOption = None,
     inputs: Annotated[Path | None, typer.Option("--inputs", help="Verify on these inputs (.npz, one array per model input) instead of random ones.")] = None,
     profiles_dir: ProfilesDirOption = None,
@@ -109,7 +111,7 @@ def deploy_command(
     with _progress() as on_stage:
         artifact = edgesdk.deploy(
             model, device, out, input_shapes=shapes, quantize=quantize, calibration=calibration, range_method=range_method, equalize=equalize,
-            group_size=group_size, bias_correction=bias_correction, vq_dim=vq_dim, vq_bits=vq_bits, inputs=inputs,
+            group_size=group_size, bias_correction=bias_correction, vq_dim=vq_dim, vq_bits=vq_bits, adaround_seconds=adaround, inputs=inputs,
             profiles_dir=profiles_dir, cache=not no_cache, on_stage=on_stage, unit=unit, fallback=not no_fallback,
         )
     if json_output:
@@ -171,6 +173,7 @@ def profile_command(
     bias_correction: BiasCorrectionOption = False,
     vq_dim: VqDimOption = None,
     vq_bits: VqBitsOption = None,
+    adaround: AdaroundOption = None,
     unit: UnitOption = None,
     no_fallback: NoFallbackOption = False,
     profiles_dir: ProfilesDirOption = None,
@@ -183,7 +186,7 @@ def profile_command(
         on_stage("analysing the model")
         report = edgesdk.profile(
             source, device, input_shapes=shapes, quantize=quantize, calibration=calibration, range_method=range_method, equalize=equalize,
-            group_size=group_size, bias_correction=bias_correction, vq_dim=vq_dim, vq_bits=vq_bits,
+            group_size=group_size, bias_correction=bias_correction, vq_dim=vq_dim, vq_bits=vq_bits, adaround_seconds=adaround,
             unit=unit, fallback=not no_fallback, profiles_dir=profiles_dir, measure=measure,
         )
     if json_output:
@@ -241,6 +244,7 @@ def quantize_command(
     bias_correction: BiasCorrectionOption = False,
     vq_dim: VqDimOption = None,
     vq_bits: VqBitsOption = None,
+    adaround: AdaroundOption = None,
     input_shape: InputShapeOption = None,
     analyze: Annotated[bool, typer.Option("--analyze", help="Measure every conv/matmul layer's sensitivity.")] = False,
     max_drop: Annotated[float | None, typer.Option("--max-drop", help="Keep the most sensitive layers in float until the drop (points) is at most this.")] = None,
@@ -252,7 +256,7 @@ def quantize_command(
         on_stage("quantizing")
         report = edgesdk.quantize(
             model, calibration, out, scheme=scheme, input_shapes=shapes, range_method=range_method, analyze=analyze, max_drop=max_drop, equalize=equalize,
-            group_size=group_size, bias_correction=bias_correction, vq_dim=vq_dim, vq_bits=vq_bits,
+            group_size=group_size, bias_correction=bias_correction, vq_dim=vq_dim, vq_bits=vq_bits, adaround_seconds=adaround,
         )
     if json_output:
         print_json(report.model_dump(mode="json"))
@@ -284,6 +288,7 @@ def compare_command(
     bias_correction: BiasCorrectionOption = False,
     vq_dim: VqDimOption = None,
     vq_bits: VqBitsOption = None,
+    adaround: AdaroundOption = None,
     input_shape: InputShapeOption = None,
     profiles_dir: ProfilesDirOption = None,
     json_output: JsonOption = False,
@@ -294,7 +299,7 @@ def compare_command(
         on_stage("analysing the model")
         report = edgesdk.compare(
             model, devices, quantize=quantize, calibration=calibration, input_shapes=shapes, range_method=range_method, equalize=equalize,
-            group_size=group_size, bias_correction=bias_correction, vq_dim=vq_dim, vq_bits=vq_bits, profiles_dir=profiles_dir,
+            group_size=group_size, bias_correction=bias_correction, vq_dim=vq_dim, vq_bits=vq_bits, adaround_seconds=adaround, profiles_dir=profiles_dir,
         )
     if json_output:
         print_json(report.model_dump(mode="json"))

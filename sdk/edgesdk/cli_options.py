@@ -39,6 +39,9 @@ BiasCorrectionOption = Annotated[
 ]
 VqDimOption = Annotated[int | None, typer.Option("--vq-dim", help="vq: weights per codebook vector [default: 2].")]
 VqBitsOption = Annotated[int | None, typer.Option("--vq-bits", help="vq: bits per index, 4 or 8 (a codebook of 16 or 256 vectors per layer) [default: 8].")]
+AdaroundOption = Annotated[
+    float | None, typer.Option("--adaround", metavar="SECONDS", help="Learn each weight's rounding (AdaRound) on --calibration, within this many seconds in all.")
+]
 UnitOption = Annotated[str | None, typer.Option("--unit", help="Place every kernel on this compute unit (e.g. cpu).")]
 NoFallbackOption = Annotated[
     bool, typer.Option("--no-fallback", help="Fail (exit 1) if any kernel would fall back from its preferred unit.")

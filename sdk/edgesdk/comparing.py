@@ -18,7 +18,7 @@ from edgesdk.device_registry import get_device
 from edgesdk.errors import UserInputError
 from edgesdk.kernels import ModelAnalysis
 from edgesdk.partition import partition
-from edgesdk.precision import CALIBRATED, GROUPED, Calibration, Recipe, recipe
+from edgesdk.precision import CALIBRATED, GROUPED, INTEGER_WEIGHTS, Calibration, Recipe, recipe
 from edgesdk.simulate import simulate
 
 
@@ -77,6 +77,7 @@ def compare(
     bias_correction: bool = False,
     vq_dim: int | None = None,
     vq_bits: int | None = None,
+    adaround_seconds: float | None = None,
     profiles_dir: str | os.PathLike | None = None,
     timeout_s: float | None = None,
 ) -> CompareReport:
@@ -99,6 +100,7 @@ def compare(
                 range_method=range_method if resolved in CALIBRATED else None, equalize=equalize and resolved in CALIBRATED,
                 group_size=group_size if resolved in GROUPED else None, bias_correction=bias_correction and resolved not in ("none", "fp16"),
                 vq_dim=vq_dim if resolved == "vq" else None, vq_bits=vq_bits if resolved == "vq" else None,
+                adaround_seconds=adaround_seconds if resolved in INTEGER_WEIGHTS else None,
             )  # fmt: skip
             if chosen not in analyses:
                 analyses[chosen] = _analysis(source, input_shapes, chosen, calibration if chosen.scheme != "none" else None, timeout_s)

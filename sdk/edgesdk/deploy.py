@@ -66,7 +66,7 @@ from edgesdk.tvm_worker import Job, RunTask, run_in_worker
 from edgesdk.verify import reference_outputs, verification
 from edgesdk.versions import edgesdk_version, tvm_version
 
-OPTIONS = {"range_method", "equalize", "group_size", "bias_correction", "vq_dim", "vq_bits", "timeout_s", "cache", "profiles_dir", "seed", "on_stage", "unit", "fallback"}
+OPTIONS = {"range_method", "equalize", "group_size", "bias_correction", "vq_dim", "vq_bits", "adaround_seconds", "timeout_s", "cache", "profiles_dir", "seed", "on_stage", "unit", "fallback"}
 
 
 def find_backend(profile: DeviceProfile) -> Backend:
@@ -187,8 +187,8 @@ def deploy(
 ) -> Artifact:
     """Compile ``model`` for ``device`` through TVM, verify it against onnxruntime, write the artifact.
 
-    Options: ``range_method``, ``equalize``, ``group_size``, ``bias_correction``, ``vq_dim``, ``vq_bits``
-    (see edgesdk.precision.recipe),
+    Options: ``range_method``, ``equalize``, ``group_size``, ``bias_correction``, ``vq_dim``, ``vq_bits``,
+    ``adaround_seconds`` (see edgesdk.precision.recipe),
     ``timeout_s`` (compile time limit), ``cache`` (False to rebuild), ``profiles_dir``,
     ``seed`` (of the random verification inputs), ``on_stage`` (a callable told each stage's name),
     ``unit`` (place every kernel on this compute unit), ``fallback`` (False: fail with exit 1
@@ -206,6 +206,7 @@ def deploy(
     chosen = recipe(
         quantize, calibration, profile, range_method=options.get("range_method"), equalize=bool(options.get("equalize", False)), group_size=options.get("group_size"),
         bias_correction=bool(options.get("bias_correction", False)), vq_dim=options.get("vq_dim"), vq_bits=options.get("vq_bits"),
+        adaround_seconds=options.get("adaround_seconds"),
     )
     scheme = chosen.scheme
     prepared = load_model(model, input_shapes)
@@ -344,6 +345,7 @@ def _quantization_info(prepared: Model, precision: Precision, analysis: ModelAna
         bias_correction=precision.recipe.bias_correction,
         vq_dim=precision.recipe.vq_dim,
         vq_bits=precision.recipe.vq_bits,
+        adaround_seconds=precision.recipe.adaround_seconds,
         weight_bytes=weight_bytes(precision.compiled.proto),
         float_weight_bytes=weight_bytes(prepared.proto),
         layers=layers,

@@ -61,6 +61,7 @@ class QuantizationInfo(_Record):
     bias_correction: bool = Field(False, description="Biases were corrected for the mean shift of quantization, on the calibration samples.")
     vq_dim: int | None = Field(None, description="vq: weights per codebook vector.")
     vq_bits: int | None = Field(None, description="vq: bits per index (codebooks of 2**vq_bits vectors per layer).")
+    adaround_seconds: float | None = Field(None, description="AdaRound's time budget, when weights were re-rounded by it.")
     weight_bytes: int = Field(0, description="Bytes of the compiled model's weights.")
     float_weight_bytes: int = Field(0, description="Bytes of the weights at the model's own precision.")
     layers: list[QuantizedLayer] = Field(default_factory=list, description="Every convolution and matmul kernel.")

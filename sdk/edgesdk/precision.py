@@ -39,6 +39,7 @@ AVAILABLE = ("none", "fp16", "int8", "w8a16", "w4a16", "w4a8", "vq")
 CALIBRATED = ("int8", "w4a8")  # schemes that need --calibration
 WEIGHT_ONLY = {"w8a16": 8, "w4a16": 4}  # scheme -> weight bits
 GROUPED = ("w8a16", "w4a16", "w4a8")  # schemes with --group-size
+INTEGER_WEIGHTS = ("int8", "w4a8", "w8a16", "w4a16")  # schemes whose weights AdaRound can re-round
 DEFAULT_GROUP = {"w4a16": 32, "w8a16": None, "w4a8": 32}  # None: one group per output channel
 # Relative tolerance of float outputs (scaled like edgesdk.verify's). fp16 keeps 11 significant
 # bits (~5e-4) and errors grow through a network's layers; int8 kernels may round a value one
@@ -61,6 +62,7 @@ class Recipe:
     bias_correction: bool = False  # quantized schemes, with calibration samples
     vq_dim: int | None = None  # vq: weights per vector
     vq_bits: int | None = None  # vq: bits per index
+    adaround_seconds: float | None = None  # integer-weight schemes, with calibration samples
 
 
 @dataclasses.dataclass
@@ -86,6 +88,7 @@ def recipe(
     bias_correction: bool = False,
     vq_dim: int | None = None,
     vq_bits: int | None = None,
+    adaround_seconds: float | None = None,
 ) -> Recipe:
     """The recipe ``--quantize`` and its options ask for on ``profile`` (``auto``: the profile's
     recommended one; an explicit option wins over it), or a clear error."""
@@ -111,6 +114,11 @@ def recipe(
         raise UserInputError(
             "--bias-correction needs a quantized scheme and --calibration samples", hint=f"e.g. --quantize {'w4a16' if scheme in ('none', 'fp16') else scheme} --calibration NPZ"
         )
+    if adaround_seconds is not None and (scheme not in INTEGER_WEIGHTS or calibration is None or adaround_seconds <= 0):
+        raise UserInputError(
+            f"--adaround needs a scheme with integer weights ({', '.join(INTEGER_WEIGHTS)}), --calibration samples and a positive time in seconds",
+            hint="e.g. --quantize w4a16 --calibration NPZ --adaround 30",
+        )
     if scheme != "vq" and (vq_dim is not None or vq_bits is not None):
         raise UserInputError("--vq-dim and --vq-bits are only used by --quantize vq", hint="drop them")
     if vq_dim is not None and not 1 <= vq_dim <= 16:
@@ -127,6 +135,7 @@ def recipe(
         bias_correction=bias_correction,
         vq_dim=(vq_dim or VQ_DEFAULTS[0]) if scheme == "vq" else None,
         vq_bits=(vq_bits or VQ_DEFAULTS[1]) if scheme == "vq" else None,
+        adaround_seconds=adaround_seconds,
     )
 
 
@@ -170,13 +179,21 @@ def quantized_model(model: Model, chosen: Recipe, samples, *, only=None, keep_fl
     onnxruntime and the lowering run; ``only``/``keep_float`` name the conv/matmul nodes to
     quantize / to leave in float."""
     quantized = _quantized(model, chosen, samples, only=only, keep_float=keep_float)
-    if not chosen.bias_correction:
-        return quantized
-    from edgesdk.quantization.bias_correction import correct_biases
+    if chosen.adaround_seconds:
+        from edgesdk.quantization.adaround import adaround
 
-    proto, corrected = correct_biases(quantized.proto, model.proto, samples)
-    notes = [*quantized.notes, f"biases of {len(corrected)} layers corrected on {min(len(samples), 64)} calibration samples"]
-    return dataclasses.replace(quantized, proto=proto, notes=notes)
+        proto, layers = adaround(quantized.proto, model.proto, samples, chosen.adaround_seconds)
+        learned = [layer for layer in layers if layer.learned]
+        gain = np.mean([1 - layer.error / layer.nearest_error for layer in learned]) if learned else 0.0
+        note = f"AdaRound re-rounded {len(learned)} of {len(layers)} layers (their output error on the samples {100 * gain:.0f}% lower on average)"
+        quantized = dataclasses.replace(quantized, proto=proto, notes=[*quantized.notes, note])
+    if chosen.bias_correction:
+        from edgesdk.quantization.bias_correction import SAMPLES, correct_biases
+
+        proto, corrected = correct_biases(quantized.proto, model.proto, samples)
+        notes = [*quantized.notes, f"biases of {len(corrected)} layers corrected on {min(len(samples), SAMPLES)} calibration samples"]
+        quantized = dataclasses.replace(quantized, proto=proto, notes=notes)
+    return quantized
 
 
 def _quantized(model: Model, chosen: Recipe, samples, *, only, keep_float) -> Model:

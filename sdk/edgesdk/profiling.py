@@ -80,7 +80,7 @@ def _native_artifact(source, device: DeviceProfile, input_shapes, chosen: Recipe
     return deploy(
         model, device.id, scratch / "a", input_shapes=None if artifact else input_shapes, quantize=chosen.scheme, calibration=calibration,
         range_method=chosen.range_method, equalize=chosen.equalize, group_size=chosen.group_size, bias_correction=chosen.bias_correction,
-        vq_dim=chosen.vq_dim, vq_bits=chosen.vq_bits, profiles_dir=profiles_dir,
+        vq_dim=chosen.vq_dim, vq_bits=chosen.vq_bits, adaround_seconds=chosen.adaround_seconds, profiles_dir=profiles_dir,
     )
 
 
@@ -97,6 +97,7 @@ def profile(
     bias_correction: bool = False,
     vq_dim: int | None = None,
     vq_bits: int | None = None,
+    adaround_seconds: float | None = None,
     unit: str | None = None,
     fallback: bool = True,
     profiles_dir: str | os.PathLike | None = None,
@@ -115,7 +116,7 @@ def profile(
     if device is None:
         raise UserInputError("profile: which device? give --device", hint="`edgesdk devices` lists them")
     profile_ = get_device(device, profiles_dir)
-    chosen = recipe(quantize, calibration, profile_, range_method=range_method, equalize=equalize, group_size=group_size, bias_correction=bias_correction, vq_dim=vq_dim, vq_bits=vq_bits)
+    chosen = recipe(quantize, calibration, profile_, range_method=range_method, equalize=equalize, group_size=group_size, bias_correction=bias_correction, vq_dim=vq_dim, vq_bits=vq_bits, adaround_seconds=adaround_seconds)
     scheme = chosen.scheme
     if artifact is not None and quantize is not None and scheme != artifact.manifest.quantization.scheme:
         raise UserInputError(

@@ -280,14 +280,18 @@ def test_compare_shows_each_precision_on_each_device(tmp_path, run_cli):
     assert code == 2 and err.startswith("error: --quantize int3: unknown scheme")
 
 
-def test_bias_correction_from_the_cli_is_recorded_and_needs_samples(tmp_path, run_cli):
+def test_adaround_and_bias_correction_from_the_cli_are_recorded_and_need_samples(tmp_path, run_cli):
     onnx.save(tiny_cnn(), tmp_path / "m.onnx")
     np.savez(tmp_path / "cal.npz", **calibration(16))
     args = ["deploy", str(tmp_path / "m.onnx"), "--device", "phone", "--input-shape", "image=1,3,32,32", "--quantize", "w4a16", "--bias-correction"]
-    code, out, err = run_cli(*args, "--calibration", str(tmp_path / "cal.npz"), "-o", str(tmp_path / "a"), "--json")
+    code, out, err = run_cli(*args, "--adaround", "2", "--calibration", str(tmp_path / "cal.npz"), "-o", str(tmp_path / "a"), "--json")
     assert code == 0, err
     manifest = json.loads(out)
-    assert manifest["quantization"]["bias_correction"] and manifest["verification"]["passed"]
-    assert any(note.startswith("biases of 4 layers corrected") for note in manifest["build"]["notes"])
+    quantization = manifest["quantization"]
+    assert quantization["bias_correction"] and quantization["adaround_seconds"] == 2 and manifest["verification"]["passed"]
+    notes = manifest["build"]["notes"]
+    assert any(note.startswith("AdaRound re-rounded") for note in notes) and any(note.startswith("biases of 4 layers corrected") for note in notes)
     code, _, err = run_cli(*args, "-o", str(tmp_path / "b"))
     assert code == 2 and err.startswith("error: --bias-correction needs a quantized scheme and --calibration samples")
+    code, _, err = run_cli(*args[:-2], "vq", "--adaround", "5", "--calibration", str(tmp_path / "cal.npz"), "-o", str(tmp_path / "c"))
+    assert code == 2 and err.startswith("error: --adaround needs a scheme with integer weights")

@@ -138,3 +138,26 @@ def test_vq_lookup_chain_is_read_back_as_indices_and_codebook():
     x = np.random.default_rng(7).standard_normal((1, 3, 32, 32)).astype(np.float32)
     run = lambda proto: ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"image": x})[0]  # noqa: E731
     np.testing.assert_allclose(run(stripped), run(vq.proto), rtol=1e-3, atol=1e-3)
+
+
+@pytest.mark.parametrize("scheme", ["w4a16", "int8"])
+def test_adaround_lowers_each_layers_output_error_within_its_time_budget(scheme):
+    import time
+
+    from edgesdk.precision import quantized_model, recipe
+    from edgesdk.quantization.adaround import adaround
+
+    model = load_model(tiny_cnn(), {"image": [1, 3, 32, 32]})
+    rng = np.random.default_rng(8)
+    samples = [{"image": rng.standard_normal((1, 3, 32, 32)).astype(np.float32)} for _ in range(16)]
+    nearest = quantized_model(model, recipe(scheme, samples, None), samples)
+    started = time.monotonic()
+    rounded, layers = adaround(nearest.proto, model.proto, samples, seconds=2.0)
+    assert time.monotonic() - started < 2.0 + 3.0  # the budget, plus reading inputs and covariances
+    assert len(layers) == 4 and all(layer.error <= layer.nearest_error for layer in layers)
+    assert sum(layer.learned for layer in layers) >= 2 and min(layer.error / layer.nearest_error for layer in layers) < 0.9
+    # Still a valid model of the same integers' range, which onnxruntime runs.
+    x = samples[0]
+    out = ort.InferenceSession(rounded.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, x)[0]
+    reference = ort.InferenceSession(model.proto.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, x)[0]
+    assert np.corrcoef(out.ravel(), reference.ravel())[0, 1] > 0.95

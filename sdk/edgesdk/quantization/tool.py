@@ -156,6 +156,7 @@ def quantize(
     bias_correction: bool = False,
     vq_dim: int | None = None,
     vq_bits: int | None = None,
+    adaround_seconds: float | None = None,
 ) -> QuantizeReport:
     """The Python face of `edgesdk quantize`: ``source`` a model path or proto, ``calibration`` an
     .npz path or a dict of stacked samples (edgesdk.quantization.ptq.calibration_samples)."""
@@ -166,7 +167,7 @@ def quantize(
 
     if scheme not in ("int8", "w4a8", "vq", *WEIGHT_ONLY):
         raise UserInputError(f"--scheme {scheme}: edgesdk quantize writes int8, w4a8, vq, {', '.join(WEIGHT_ONLY)} models", hint="use --scheme int8")
-    chosen = recipe(scheme, calibration, None, range_method=range_method, equalize=equalize, group_size=group_size, bias_correction=bias_correction, vq_dim=vq_dim, vq_bits=vq_bits)
+    chosen = recipe(scheme, calibration, None, range_method=range_method, equalize=equalize, group_size=group_size, bias_correction=bias_correction, vq_dim=vq_dim, vq_bits=vq_bits, adaround_seconds=adaround_seconds)
     model = load_model(source, input_shapes)
     samples = load_calibration(calibration, model.inputs)
     return quantize_model(model, samples, Path(out), chosen, analyze=analyze, max_drop=max_drop)
