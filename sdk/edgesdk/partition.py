@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict
 from edgesdk.errors import CheckFailed, UserInputError
 from edgesdk.kernels import Kernel, ModelAnalysis
 from edgesdk.manifest import Fallback, PartitionInfo
+from edgesdk.quantization.packed_kernels import packed_weight_dtype
 from edgesdk.profiles import ComputeUnit, DeviceProfile
 
 UNIT_PREFERENCE = {"npu": 0, "gpu": 1, "dsp": 2, "cpu": 3}
@@ -56,14 +57,30 @@ def compute_dtype(kernel: Kernel) -> str:
 SAME_RATE = {"uint8": "int8", "uint16": "int16"}
 
 
+def weight_scheme(kernel: Kernel) -> str | None:
+    """The quantization scheme a kernel over packed weights needs natively (int4 weights with
+    int8 activations: w4a8, ...), or None for plain kernels."""
+    weights = packed_weight_dtype(kernel.name)
+    if weights is None:
+        return None
+    if weights.startswith("vq"):
+        return "vq"
+    integer_compute = compute_dtype(kernel) in ("int8", "int16")
+    return f"w{weights[-1]}a8" if integer_compute else f"w{weights[-1]}a16"
+
+
 def why_not(kernel: Kernel, unit: ComputeUnit, *, dtype: bool = True) -> str | None:
-    """Why ``unit`` cannot run ``kernel``, or None when it can (``dtype=False``: ignoring dtypes)."""
+    """Why ``unit`` cannot run ``kernel``, or None when it can (``dtype=False``: ignoring dtypes
+    and weight formats)."""
     unsupported = [op for op in kernel.op_classes if not unit.supports_op_class(op)]
     if unsupported:
         return f"unsupported op class {', '.join(unsupported)}"
     computes = compute_dtype(kernel)
     if dtype and computes not in unit.dtypes:
         return f"dtype {computes} not supported (computes {', '.join(unit.dtypes)})"
+    scheme = weight_scheme(kernel)
+    if dtype and scheme is not None and scheme not in unit.quantization_schemes:
+        return f"{scheme} weights not native (runs {', '.join(unit.quantization_schemes)})"
     if unit.max_rank is not None and kernel.max_rank > unit.max_rank:
         return f"rank {kernel.max_rank} tensors exceed max rank {unit.max_rank}"
     return None
