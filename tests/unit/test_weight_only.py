@@ -161,3 +161,23 @@ def test_adaround_lowers_each_layers_output_error_within_its_time_budget(scheme)
     out = ort.InferenceSession(rounded.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, x)[0]
     reference = ort.InferenceSession(model.proto.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, x)[0]
     assert np.corrcoef(out.ravel(), reference.ravel())[0, 1] > 0.95
+
+
+def test_quantize_tool_writes_a_w4a16_model_with_per_group_int4_encodings(tmp_path):
+    import json
+
+    import edgesdk
+
+    model = load_model(tiny_cnn(), {"image": [1, 3, 32, 32]})
+    onnx.save(model.proto, tmp_path / "m.onnx")
+    samples = {"image": np.random.default_rng(9).standard_normal((8, 3, 32, 32)).astype(np.float32)}
+    report = edgesdk.quantize(tmp_path / "m.onnx", samples, tmp_path / "w4.onnx", scheme="w4a16", group_size=32)
+    assert (report.scheme, report.group_size, report.range_method) == ("w4a16", 32, None) and report.drop_pt <= 100
+    encodings = json.loads((tmp_path / "w4.encodings.json").read_text())["param_encodings"]
+    written = onnx.load(tmp_path / "w4.onnx")
+    scales = {init.name.removesuffix("_scale"): init for init in written.graph.initializer if init.name.endswith("_scale")}
+    assert len(encodings) == len(scales) == 4
+    for name, entries in encodings.items():
+        assert all(entry["bitwidth"] == 4 and entry["is_symmetric"] == "True" for entry in entries)
+        assert len(entries) == int(np.prod(scales[name].dims))  # one per group
+    ort.InferenceSession(written.SerializeToString(), providers=["CPUExecutionProvider"])

@@ -18,6 +18,7 @@ the *drop* of a quantized model, in points, is the share of samples whose top-1 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -74,8 +75,10 @@ def _measure(quantized: Model, model: Model, samples) -> tuple[float, Accuracy]:
 
 
 def sensitivity(model: Model, samples, chosen: Recipe) -> list[LayerSensitivity]:
+    # Each layer alone, rounded to nearest: AdaRound and bias correction would multiply the time.
+    plain = dataclasses.replace(chosen, adaround_seconds=None, bias_correction=False)
     layers = [
-        LayerSensitivity(node=node, drop_pt=_measure(quantized_model(model, chosen, samples, only=[node]), model, samples)[0])
+        LayerSensitivity(node=node, drop_pt=_measure(quantized_model(model, plain, samples, only=[node]), model, samples)[0])
         for node in quantizable_nodes(model.proto)
     ]
     return sorted(layers, key=lambda layer: -layer.drop_pt)
