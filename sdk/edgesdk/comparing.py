@@ -18,7 +18,7 @@ from edgesdk.device_registry import get_device
 from edgesdk.errors import UserInputError
 from edgesdk.kernels import ModelAnalysis
 from edgesdk.partition import partition
-from edgesdk.precision import CALIBRATED, GROUPED, INTEGER_WEIGHTS, Calibration, Recipe, recipe
+from edgesdk.precision import Calibration, Recipe, options_for, recipe
 from edgesdk.simulate import simulate
 
 
@@ -71,19 +71,13 @@ def compare(
     quantize: str | Sequence[str] | None = None,
     calibration: Calibration = None,
     input_shapes: Mapping[str, Sequence[int]] | None = None,
-    range_method: str | None = None,
-    equalize: bool = False,
-    group_size: int | None = None,
-    bias_correction: bool = False,
-    vq_dim: int | None = None,
-    vq_bits: int | None = None,
-    adaround_seconds: float | None = None,
     profiles_dir: str | os.PathLike | None = None,
     timeout_s: float | None = None,
+    **quantize_options,
 ) -> CompareReport:
     """Simulate ``source`` on each of ``devices`` ("all", ids, or "a,b") at each precision of
-    ``quantize`` (a scheme, a list, or "none,int8,w4a16"); the options go to the schemes that use
-    them (see edgesdk.precision.recipe)."""
+    ``quantize`` (a scheme, a list, or "none,int8,w4a16"); each of ``quantize_options``
+    (edgesdk.precision.recipe) goes to the schemes that use it."""
     from edgesdk.profiling import _analysis, _artifact
 
     if _artifact(source) is not None:
@@ -95,13 +89,7 @@ def compare(
         first_latency = None
         for scheme in _schemes(quantize):
             resolved = profile.quantization.scheme if scheme == "auto" else scheme
-            chosen = recipe(
-                scheme, calibration if resolved != "none" else None, profile,
-                range_method=range_method if resolved in CALIBRATED else None, equalize=equalize and resolved in CALIBRATED,
-                group_size=group_size if resolved in GROUPED else None, bias_correction=bias_correction and resolved not in ("none", "fp16"),
-                vq_dim=vq_dim if resolved == "vq" else None, vq_bits=vq_bits if resolved == "vq" else None,
-                adaround_seconds=adaround_seconds if resolved in INTEGER_WEIGHTS else None,
-            )  # fmt: skip
+            chosen = recipe(scheme, calibration if resolved != "none" else None, profile, **options_for(resolved, quantize_options))
             if chosen not in analyses:
                 analyses[chosen] = _analysis(source, input_shapes, chosen, calibration if chosen.scheme != "none" else None, timeout_s)
             name, analysis = analyses[chosen]

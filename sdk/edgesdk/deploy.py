@@ -57,7 +57,7 @@ from edgesdk.model import Model, load_model, random_inputs
 from edgesdk.partition import ARITHMETIC_CLASSES, compute_dtype, partition
 from edgesdk.quantization.accuracy import measure_agreement
 from edgesdk.quantization.packed_kernels import packed_weight_dtype
-from edgesdk.precision import SCHEME_TOLERANCE, Precision, apply_scheme, recipe, weight_bytes
+from edgesdk.precision import RECIPE_OPTIONS, SCHEME_TOLERANCE, Precision, apply_scheme, recipe, weight_bytes
 from edgesdk.profiles import DeviceProfile
 from edgesdk.simulate import simulate
 from edgesdk.tensors import check_inputs, load_npz, save_npz
@@ -66,7 +66,7 @@ from edgesdk.tvm_worker import Job, RunTask, run_in_worker
 from edgesdk.verify import reference_outputs, verification
 from edgesdk.versions import edgesdk_version, tvm_version
 
-OPTIONS = {"range_method", "equalize", "group_size", "bias_correction", "vq_dim", "vq_bits", "adaround_seconds", "timeout_s", "cache", "profiles_dir", "seed", "on_stage", "unit", "fallback"}
+OPTIONS = {*RECIPE_OPTIONS, "timeout_s", "cache", "profiles_dir", "seed", "on_stage", "unit", "fallback"}
 
 
 def find_backend(profile: DeviceProfile) -> Backend:
@@ -203,11 +203,7 @@ def deploy(
     on_stage("load")
     profile = get_device(device, options.get("profiles_dir"))
     backend = find_backend(profile)
-    chosen = recipe(
-        quantize, calibration, profile, range_method=options.get("range_method"), equalize=bool(options.get("equalize", False)), group_size=options.get("group_size"),
-        bias_correction=bool(options.get("bias_correction", False)), vq_dim=options.get("vq_dim"), vq_bits=options.get("vq_bits"),
-        adaround_seconds=options.get("adaround_seconds"),
-    )
+    chosen = recipe(quantize, calibration, profile, **{name: value for name, value in options.items() if name in RECIPE_OPTIONS})
     scheme = chosen.scheme
     prepared = load_model(model, input_shapes)
     if scheme != "none":

@@ -65,6 +65,28 @@ class Recipe:
     adaround_seconds: float | None = None  # integer-weight schemes, with calibration samples
 
 
+    def options(self) -> dict:
+        """The options (``recipe``'s keywords) that make this recipe again."""
+        return {name: getattr(self, name) for name in RECIPE_OPTIONS if getattr(self, name) not in (None, False)}
+
+
+# recipe()'s options, and the schemes each applies to (API functions take them as **options).
+RECIPE_OPTIONS = {
+    "range_method": CALIBRATED,
+    "equalize": CALIBRATED,
+    "group_size": GROUPED,
+    "bias_correction": ("int8", "w4a8", "w8a16", "w4a16", "vq"),
+    "vq_dim": ("vq",),
+    "vq_bits": ("vq",),
+    "adaround_seconds": INTEGER_WEIGHTS,
+}
+
+
+def options_for(scheme: str, options: Mapping) -> dict:
+    """Those of ``options`` that ``scheme`` uses (comparing several schemes with one set)."""
+    return {name: value for name, value in options.items() if scheme in RECIPE_OPTIONS.get(name, ())}
+
+
 @dataclasses.dataclass
 class Precision:
     recipe: Recipe
@@ -90,12 +112,13 @@ def recipe(
     vq_bits: int | None = None,
     adaround_seconds: float | None = None,
 ) -> Recipe:
-    """The recipe ``--quantize`` and its options ask for on ``profile`` (``auto``: the profile's
-    recommended one; an explicit option wins over it), or a clear error."""
+    """The recipe ``--quantize`` and its options (``RECIPE_OPTIONS``) ask for on ``profile``
+    (``auto``: the profile's recommended one; an explicit option wins over it), or a clear error."""
     auto_for = None
     if quantize == "auto":
         quantize, auto_for = profile.quantization.scheme, profile.id
-        range_method = range_method or profile.quantization.range_method
+        if quantize in CALIBRATED:
+            range_method = range_method or profile.quantization.range_method
     scheme = "none" if quantize is None else str(quantize)
     chosen = f"--quantize auto ({auto_for}'s recipe: {scheme})" if auto_for else f"--quantize {scheme}"
     if scheme not in AVAILABLE:
@@ -106,6 +129,8 @@ def recipe(
         )
     if scheme == "none" and calibration is not None:
         raise UserInputError("--calibration: nothing is quantized", hint="give --quantize, or drop --calibration")
+    if scheme not in CALIBRATED and range_method is not None:
+        raise UserInputError(f"--range-method is only used by calibrated schemes ({', '.join(CALIBRATED)})", hint="drop --range-method")
     if scheme not in CALIBRATED and equalize:
         raise UserInputError(f"--equalize is only used by calibrated schemes ({', '.join(CALIBRATED)})", hint="drop --equalize")
     if scheme not in GROUPED and group_size is not None:
@@ -130,9 +155,9 @@ def recipe(
     return Recipe(
         scheme,
         range_method=(range_method or "minmax") if scheme in CALIBRATED else None,
-        equalize=equalize,
+        equalize=bool(equalize),
         group_size=group_size if group_size is not None else DEFAULT_GROUP.get(scheme),
-        bias_correction=bias_correction,
+        bias_correction=bool(bias_correction),
         vq_dim=(vq_dim or VQ_DEFAULTS[0]) if scheme == "vq" else None,
         vq_bits=(vq_bits or VQ_DEFAULTS[1]) if scheme == "vq" else None,
         adaround_seconds=adaround_seconds,

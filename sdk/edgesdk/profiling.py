@@ -79,8 +79,7 @@ def _native_artifact(source, device: DeviceProfile, input_shapes, chosen: Recipe
     model = artifact.path / MODEL_FILE if artifact else source
     return deploy(
         model, device.id, scratch / "a", input_shapes=None if artifact else input_shapes, quantize=chosen.scheme, calibration=calibration,
-        range_method=chosen.range_method, equalize=chosen.equalize, group_size=chosen.group_size, bias_correction=chosen.bias_correction,
-        vq_dim=chosen.vq_dim, vq_bits=chosen.vq_bits, adaround_seconds=chosen.adaround_seconds, profiles_dir=profiles_dir,
+        profiles_dir=profiles_dir, **chosen.options(),
     )
 
 
@@ -91,22 +90,17 @@ def profile(
     input_shapes: Mapping[str, Sequence[int]] | None = None,
     quantize: str | None = None,
     calibration: Calibration = None,
-    range_method: str | None = None,
-    equalize: bool = False,
-    group_size: int | None = None,
-    bias_correction: bool = False,
-    vq_dim: int | None = None,
-    vq_bits: int | None = None,
-    adaround_seconds: float | None = None,
     unit: str | None = None,
     fallback: bool = True,
     profiles_dir: str | os.PathLike | None = None,
     timeout_s: float | None = None,
     measure: bool = False,
     repeat: int = 20,
+    **quantize_options,
 ) -> ProfileReport:
     """Partition and simulate ``source`` (a model, or an artifact directory) on ``device``, at the
-    precision ``quantize`` says (see edgesdk.precision; an artifact keeps the one it was deployed at).
+    precision ``quantize`` and ``quantize_options`` say (edgesdk.precision.recipe; an artifact
+    keeps the one it was deployed at).
 
     ``measure=True`` also runs the device's code here (devices whose code runs on this host, such
     as pc) and reports measured total and per-kernel times beside the estimate.
@@ -116,7 +110,7 @@ def profile(
     if device is None:
         raise UserInputError("profile: which device? give --device", hint="`edgesdk devices` lists them")
     profile_ = get_device(device, profiles_dir)
-    chosen = recipe(quantize, calibration, profile_, range_method=range_method, equalize=equalize, group_size=group_size, bias_correction=bias_correction, vq_dim=vq_dim, vq_bits=vq_bits, adaround_seconds=adaround_seconds)
+    chosen = recipe(quantize, calibration, profile_, **quantize_options)
     scheme = chosen.scheme
     if artifact is not None and quantize is not None and scheme != artifact.manifest.quantization.scheme:
         raise UserInputError(

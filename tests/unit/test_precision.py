@@ -20,12 +20,24 @@ from edgesdk.quantization.ptq import _mse_range, calibration_samples
         ("vq", None, {"vq_bits": 3}, "--vq-bits 3: indices are 4 or 8 bits"),
         ("w4a16", None, {"vq_dim": 4}, "--vq-dim and --vq-bits are only used by --quantize vq"),
         ("int3", None, {}, "--quantize int3: unknown scheme"),
+        ("w4a16", None, {"range_method": "mse"}, "--range-method is only used by calibrated schemes (int8, w4a8)"),
     ],
 )
 def test_scheme_errors(scheme, calibration, options, message):
     with pytest.raises(UserInputError) as error:
         recipe(scheme, calibration, None, **options)
     assert str(error.value).startswith(message)
+
+
+def test_each_option_goes_to_the_schemes_that_use_it():
+    from edgesdk.precision import options_for
+
+    options = {"range_method": "mse", "group_size": 64, "bias_correction": True, "vq_bits": 4, "adaround_seconds": 5.0}
+    assert options_for("none", options) == {}
+    assert options_for("int8", options) == {"range_method": "mse", "bias_correction": True, "adaround_seconds": 5.0}
+    assert options_for("w4a16", options) == {"group_size": 64, "bias_correction": True, "adaround_seconds": 5.0}
+    assert options_for("vq", options) == {"bias_correction": True, "vq_bits": 4}
+    assert recipe("w4a8", "c.npz", None, **options_for("w4a8", options)).options() == {**options_for("w4a8", options)}
 
 
 def test_recipes_fill_in_their_defaults():

@@ -151,18 +151,13 @@ def quantize(
     *,
     scheme: str = "int8",
     input_shapes=None,
-    range_method: str | None = None,
     analyze: bool = False,
     max_drop: float | None = None,
-    equalize: bool = False,
-    group_size: int | None = None,
-    bias_correction: bool = False,
-    vq_dim: int | None = None,
-    vq_bits: int | None = None,
-    adaround_seconds: float | None = None,
+    **quantize_options,
 ) -> QuantizeReport:
     """The Python face of `edgesdk quantize`: ``source`` a model path or proto, ``calibration`` an
-    .npz path or a dict of stacked samples (edgesdk.quantization.ptq.calibration_samples)."""
+    .npz path or a dict of stacked samples (edgesdk.quantization.ptq.calibration_samples);
+    ``quantize_options`` as edgesdk.precision.recipe takes them."""
     from edgesdk.model import load_model
     from edgesdk.quantization.ptq import load_calibration
 
@@ -170,7 +165,7 @@ def quantize(
 
     if scheme not in ("int8", "w4a8", "vq", *WEIGHT_ONLY):
         raise UserInputError(f"--scheme {scheme}: edgesdk quantize writes int8, w4a8, vq, {', '.join(WEIGHT_ONLY)} models", hint="use --scheme int8")
-    chosen = recipe(scheme, calibration, None, range_method=range_method, equalize=equalize, group_size=group_size, bias_correction=bias_correction, vq_dim=vq_dim, vq_bits=vq_bits, adaround_seconds=adaround_seconds)
+    chosen = recipe(scheme, calibration, None, **quantize_options)
     model = load_model(source, input_shapes)
     samples = load_calibration(calibration, model.inputs)
     return quantize_model(model, samples, Path(out), chosen, analyze=analyze, max_drop=max_drop)
