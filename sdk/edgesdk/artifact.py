@@ -167,15 +167,18 @@ class Artifact:
 
     def verify(self) -> VerificationInfo:
         """Re-check every file's hash, then the numerics against onnxruntime on the stored inputs."""
-        from edgesdk.precision import SCHEME_TOLERANCE
+        import onnx
+
+        from edgesdk.precision import float_tolerance
         from edgesdk.verify import reference_outputs, verification
 
         self.check_files()
         inputs = load_npz(self.path / INPUTS_FILE)
-        reference = reference_outputs((self.path / MODEL_FILE).read_bytes(), inputs)
+        model = (self.path / MODEL_FILE).read_bytes()
+        reference = reference_outputs(model, inputs)
         result = verification(
             self.run(inputs, isolated=True), reference, inputs=self.manifest.verification.inputs,
-            float_rtol=SCHEME_TOLERANCE.get(self.manifest.quantization.scheme),
+            float_rtol=float_tolerance(self.manifest.quantization.scheme, onnx.ModelProto.FromString(model)),
         )
         if not result.passed:
             raise CheckFailed(failure_message(self.path, result))

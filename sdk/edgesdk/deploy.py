@@ -57,7 +57,7 @@ from edgesdk.model import Model, load_model, random_inputs
 from edgesdk.partition import ARITHMETIC_CLASSES, compute_dtype, partition
 from edgesdk.quantization.accuracy import measure_agreement
 from edgesdk.quantization.packed_kernels import packed_weight_dtype
-from edgesdk.precision import RECIPE_OPTIONS, SCHEME_TOLERANCE, Precision, apply_scheme, recipe, weight_bytes
+from edgesdk.precision import RECIPE_OPTIONS, Precision, apply_scheme, float_tolerance, recipe, weight_bytes
 from edgesdk.profiles import DeviceProfile
 from edgesdk.simulate import simulate
 from edgesdk.tensors import check_inputs, load_npz, save_npz
@@ -241,7 +241,8 @@ def deploy(
             runner = HostRunner(staged / simulation, staged / PARAMS_FILE, prepared.inputs, [spec.name for spec in prepared.outputs])
             outputs = runner.run(verify_inputs, isolated=True)
         result = verification(
-            outputs, reference_outputs(precision.reference.serialized, verify_inputs), inputs=inputs_kind, float_rtol=SCHEME_TOLERANCE.get(scheme)
+            outputs, reference_outputs(precision.reference.serialized, verify_inputs), inputs=inputs_kind,
+            float_rtol=float_tolerance(scheme, precision.reference.proto),
         )
         on_stage("write")
         manifest = _manifest(profile, backend, prepared, precision, analysis, specs, compiled, simulation, result, files=hash_tree(staged))

@@ -164,6 +164,15 @@ def recipe(
     )
 
 
+def float_tolerance(scheme: str, reference: onnx.ModelProto) -> float | None:
+    """Relative tolerance of float outputs against ``reference`` (None: edgesdk.verify's own):
+    the scheme's, or float16's for a model that already computes in float16."""
+    if scheme in SCHEME_TOLERANCE:
+        return SCHEME_TOLERANCE[scheme]
+    half = any(tensor.data_type == onnx.TensorProto.FLOAT16 for tensor in reference.graph.initializer)
+    return SCHEME_TOLERANCE["fp16"] if half else None
+
+
 _BITS = {onnx.TensorProto.INT4: 4, onnx.TensorProto.UINT4: 4}
 
 

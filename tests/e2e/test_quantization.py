@@ -295,3 +295,13 @@ def test_adaround_and_bias_correction_from_the_cli_are_recorded_and_need_samples
     assert code == 2 and err.startswith("error: --bias-correction needs a quantized scheme and --calibration samples")
     code, _, err = run_cli(*args[:-2], "vq", "--adaround", "5", "--calibration", str(tmp_path / "cal.npz"), "-o", str(tmp_path / "c"))
     assert code == 2 and err.startswith("error: --adaround needs a scheme with integer weights")
+
+
+def test_an_exported_w4a16_model_deploys_as_it_is_with_packed_int4_kernels(tmp_path, digits):
+    report = edgesdk.quantize(digits.model, digits.calibration(32), tmp_path / "w4.onnx", scheme="w4a16", group_size=64)
+    assert report.drop_pt <= 3.2  # at most one of the 32 samples changes class
+    artifact = edgesdk.deploy(tmp_path / "w4.onnx", "phone", tmp_path / "a")  # no --quantize: the model's own precision
+    layers = artifact.manifest.quantization.layers
+    assert artifact.manifest.quantization.scheme == "none" and [(layer.weight_dtype, layer.compute_dtype) for layer in layers] == [("int4", "float16")] * 5
+    assert artifact.manifest.verification.passed
+    artifact.verify()
