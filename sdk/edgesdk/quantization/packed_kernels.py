@@ -206,7 +206,21 @@ def unpack_in_kernels(mod, known: dict, table: dict[str, BlockedWeight]):
     class Rewriter(PyExprMutator):
         def visit_call_(self, call):  # noqa: N802 - TVM's visitor naming
             rewritten = self._rewrite(call)
+            if rewritten is None and op_name(call) == "relax.dequantize":
+                rewritten = self._fold_dequantize(call)
             return rewritten if rewritten is not None else super().visit_call_(call)
+
+        def _fold_dequantize(self, call):
+            """A dequantize of weights (a QDQ layer's int32 bias) as the float constant it is, once,
+            instead of a kernel run every time (weights are parameters, which TVM does not fold)."""
+            q, scale, zero = (constant(arg) for arg in call.args)
+            if q is None or scale is None or zero is None or not any(isinstance(value(arg), relax.Var) for arg in call.args):
+                return None
+            shape = [1] * q.ndim
+            if scale.size > 1:
+                shape[int(call.attrs.axis) % q.ndim] = -1
+            floats = (q.astype(np.float64) - zero.astype(np.float64).reshape(shape)) * scale.astype(np.float64).reshape(shape)
+            return relax.const(floats.astype(str(call.ty.dtype)))
 
         def _operands(self, weight: BlockedWeight, stem: str):
             packed, scales = weight.packed(), weight.scales
@@ -235,11 +249,16 @@ def unpack_in_kernels(mod, known: dict, table: dict[str, BlockedWeight]):
             operands = self._operands(weight, f"w{len(added)}")
             if integer is not None:
                 xq, quantization = integer
-                accumulated = self.builder_.emit_te(make, xq, *operands, **_layout(weight), **kwargs, **quantization, primfunc_name_hint=f"{name}_int8_{_packed_name(weight)}")
+                kernel = self.builder_.call_te(make, xq, *operands, **_layout(weight), **kwargs, **quantization, primfunc_name_hint=f"{name}_int8_{_packed_name(weight)}")
+                # Two reductions (int32 group sums, then their float sum) read as opaque to FuseOps;
+                # like a convolution, the kernel takes its elementwise epilogue (bias, requantize).
+                self.builder_.update_func(kernel.args[0], self.builder_.get()[kernel.args[0]].with_attr("op_pattern", 4))  # kOutEWiseFusable
             else:
-                accumulated = self.builder_.emit_te(make, self.visit_expr(data), *operands, **_layout(weight), **kwargs, primfunc_name_hint=f"{name}_{_packed_name(weight)}")
-            dtype = str(call.ty.dtype)  # the float32 result in the layer's dtype: an op fused into the kernel
-            return accumulated if dtype == "float32" else relax.op.astype(accumulated, dtype)
+                kernel = self.builder_.call_te(make, self.visit_expr(data), *operands, **_layout(weight), **kwargs, primfunc_name_hint=f"{name}_{_packed_name(weight)}")
+            # The float32 result in the layer's dtype: an op fused into the kernel. Returned as calls,
+            # not bound variables: an alias binding would keep FuseOps from fusing the epilogue.
+            dtype = str(call.ty.dtype)
+            return kernel if dtype == "float32" else relax.op.astype(self.builder_.emit(kernel), dtype)
 
         def _rewrite(self, call):
             kind = op_name(call)
