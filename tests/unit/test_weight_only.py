@@ -181,3 +181,16 @@ def test_quantize_tool_writes_a_w4a16_model_with_per_group_int4_encodings(tmp_pa
         assert all(entry["bitwidth"] == 4 and entry["is_symmetric"] == "True" for entry in entries)
         assert len(entries) == int(np.prod(scales[name].dims))  # one per group
     ort.InferenceSession(written.SerializeToString(), providers=["CPUExecutionProvider"])
+
+
+def test_vq_covers_matmul_weights_stored_input_major():
+    from edgesdk.quantization.vector import quantize_vq
+    from edgesdk.testing.models import mlp
+
+    model = load_model(mlp(), {"features": [1, 64]})  # Gemm without transB: weights (in, out)
+    vq = quantize_vq(model, 2, 8)
+    stripped, table = extract_blocked_weights(vq.proto)
+    assert len(table) == 3 and all(weight.axis == 0 for weight in table.values())
+    x = {"features": np.random.default_rng(10).standard_normal((1, 64)).astype(np.float32)}
+    run = lambda proto: ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, x)[0]  # noqa: E731
+    np.testing.assert_allclose(run(stripped), run(vq.proto), rtol=1e-3, atol=1e-3)

@@ -81,7 +81,8 @@ def extract_blocked_weights(proto: onnx.ModelProto) -> tuple[onnx.ModelProto, di
             weight, output, nodes, names = lookup
             name = f"{PREFIX}{len(table)}"
             renames[output] = name
-            new_inits.append(numpy_helper.from_array(_dequantized(weight).astype(weight.scales.dtype), name))
+            floats = _dequantized(weight).astype(weight.scales.dtype)
+            new_inits.append(numpy_helper.from_array(floats if weight.axis == 1 else floats.T, name))
             table[name] = weight
             drop_nodes.update(id(n) for n in nodes)
             drop_inits.update(names)
@@ -134,8 +135,9 @@ def extract_blocked_weights(proto: onnx.ModelProto) -> tuple[onnx.ModelProto, di
 
 
 def _codebook_lookup(node, initializers, producers, consumers):
-    """``Reshape(Gather(codebook, Cast(indices)), (rows, depth))`` over constants (edgesdk's vq):
-    (the weight, the value it makes, the nodes and initializers it replaces), else None."""
+    """``Reshape(Gather(codebook, Cast(indices)), (rows, depth))``, then a Transpose for a MatMul's
+    (depth, rows) weight, over constants (edgesdk's vq): (the weight, the value it makes, the nodes
+    and initializers it replaces), else None."""
     if node.op_type != "Gather" or next((a.i for a in node.attribute if a.name == "axis"), 0) != 0 or node.input[0] not in initializers:
         return None
     cast, users = producers.get(node.input[1]), consumers.get(node.output[0], [])
@@ -146,10 +148,13 @@ def _codebook_lookup(node, initializers, producers, consumers):
     if stored.data_type not in (onnx.TensorProto.UINT4, onnx.TensorProto.UINT8) or len(stored.dims) != 2 or codebook.ndim != 2 or shape is None or len(shape) != 2:
         return None
     indices = numpy_helper.to_array(stored).astype(np.int32)
-    weight = BlockedWeight(indices, codebook, None, int(codebook.shape[1]), _INTEGER_BITS[stored.data_type][0], False, 1, codebook=True)
+    after = consumers.get(reshape.output[0], [])
+    transpose = after[0] if len(after) == 1 and after[0].op_type == "Transpose" and list(after[0].attribute[0].ints) == [1, 0] else None
+    weight = BlockedWeight(indices, codebook, None, int(codebook.shape[1]), _INTEGER_BITS[stored.data_type][0], False, 0 if transpose else 1, codebook=True)
     if [weight.rows, weight.depth] != [int(d) for d in shape]:
         return None
-    return weight, reshape.output[0], [cast, node, reshape], [cast.input[0], node.input[0], reshape.input[1]]
+    replaced = [cast, node, reshape] + ([transpose] if transpose else [])
+    return weight, (transpose or reshape).output[0], replaced, [cast.input[0], node.input[0], reshape.input[1]]
 
 
 def _dequantized(weight: BlockedWeight) -> np.ndarray:

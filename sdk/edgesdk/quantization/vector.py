@@ -9,7 +9,7 @@ index: 4 or 8), i.e. ``bits / dim`` bits per weight plus the codebook. Activatio
 In ONNX: ``Cast(indices) -> Gather(codebook) -> Reshape (rows, depth) [-> Reshape to the conv
 weight]``, which onnxruntime runs; the lowering keeps the indices packed and looks the codebook
 up inside the kernel's reduction loop (edgesdk.quantization.packed_kernels). Layers whose depth
-is not a multiple of ``dim``, and MatMul weights, stay float16.
+is not a multiple of ``dim`` stay float16.
 """
 
 from __future__ import annotations
@@ -84,23 +84,23 @@ def quantize_rows(name: str, weights: np.ndarray, dim: int, bits: int) -> Vector
 
 
 def quantize_vq(model: Model, dim: int, bits: int, *, only=None, keep_float=()) -> Model:
-    """``model`` with float16 activations and its conv/Gemm weights vector-quantized."""
+    """``model`` with float16 activations and its conv/matmul weights vector-quantized."""
     from edgesdk.precision import to_float16
     from edgesdk.quantization.ptq import named_nodes
 
     named = named_nodes(model.proto)
     weights = {}
     for name, (node, array) in _weights_of(named).items():
-        rows = array.reshape(array.shape[0], -1)
-        if node.name in keep_float or (only is not None and node.name not in only) or not _transposed(node) or rows.shape[1] % dim:
+        rows = array.reshape(array.shape[0], -1) if _transposed(node) else array.T
+        if node.name in keep_float or (only is not None and node.name not in only) or rows.shape[1] % dim:
             continue
-        weights[name] = (quantize_rows(name, rows, dim, bits), list(array.shape))
+        weights[name] = (quantize_rows(name, rows, dim, bits), list(array.shape), _transposed(node))
     half = to_float16(dataclasses.replace(model, proto=named))
     proto = _at_opset(half.proto)
     graph = proto.graph
-    for name, (weight, shape) in weights.items():
+    for name, (weight, shape, transposed) in weights.items():
         graph.initializer.remove(next(init for init in graph.initializer if init.name == name))
-        nodes, initializers = _lookup_nodes(weight, shape)
+        nodes, initializers = _lookup_nodes(weight, shape, transposed)
         graph.initializer.extend(initializers)
         for index, node in enumerate(nodes):
             graph.node.insert(index, node)
@@ -108,7 +108,7 @@ def quantize_vq(model: Model, dim: int, bits: int, *, only=None, keep_float=()) 
     return dataclasses.replace(model, proto=proto, notes=notes)
 
 
-def _lookup_nodes(weight: VectorQuantizedWeight, shape: list[int]):
+def _lookup_nodes(weight: VectorQuantizedWeight, shape: list[int], transposed: bool):
     name = weight.name
     rows, vectors = weight.indices.shape
     depth = vectors * weight.codebook.shape[1]
@@ -120,8 +120,10 @@ def _lookup_nodes(weight: VectorQuantizedWeight, shape: list[int]):
     nodes = [
         helper.make_node("Cast", [indices.name], [f"{name}_index"], to=TensorProto.INT32, name=f"{name}_Cast"),
         helper.make_node("Gather", [codebook.name, f"{name}_index"], [f"{name}_vectors"], axis=0, name=f"{name}_Gather"),
-        helper.make_node("Reshape", [f"{name}_vectors", flat.name], [name if len(shape) == 2 else f"{name}_flat"], name=f"{name}_Reshape"),
+        helper.make_node("Reshape", [f"{name}_vectors", flat.name], [name if len(shape) == 2 and transposed else f"{name}_flat"], name=f"{name}_Reshape"),
     ]
+    if not transposed:  # a MatMul's (depth, rows) weight
+        nodes.append(helper.make_node("Transpose", [f"{name}_flat"], [name], perm=[1, 0], name=f"{name}_Transpose"))
     if len(shape) != 2:
         target = numpy_helper.from_array(np.array(shape, np.int64), f"{name}_shape")
         initializers.append(target)
