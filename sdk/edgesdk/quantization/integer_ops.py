@@ -21,21 +21,18 @@ from __future__ import annotations
 
 import numpy as np
 
+from edgesdk.quantization.relax_match import Bindings
+
 
 def integerize(mod, known: dict | None = None):
     """``mod`` with its QDQ conv2d/matmul patterns made integer.
     ``known`` maps parameters of ``main`` (weights kept as inputs) to their numpy values."""
-    import tvm
     from tvm import relax
     from tvm.relax.expr_functor import PyExprMutator, mutator
 
-    known = known or {}
-
-    def _const(expr):
-        expr = value(expr)
-        if isinstance(expr, tvm.ir.expr.Constant):
-            return expr.value.numpy()
-        return known.get(expr)
+    main = mod["main"]
+    bindings = Bindings(main, known or {})
+    value, op_name, _const = bindings.value, bindings.op_name, bindings.constant
 
     def _fold(expr):
         """The value of a reshape/dequantize chain over known tensors, or None."""
@@ -47,23 +44,7 @@ def integerize(mod, known: dict | None = None):
         if name == "relax.reshape":
             inner = _fold(call.args[0])
             return None if inner is None else inner.reshape([int(d) for d in call.ty.shape])
-        if name == "relax.dequantize" and int(call.attrs.axis) in (0, -1):
-            q, scale, zero = (_const(arg) for arg in call.args)
-            if q is None or scale is None or zero is None or q.ndim != 1:
-                return None
-            return ((q.astype(np.float32) - zero.astype(np.float32)) * scale.astype(np.float32)).astype(np.float32)
-        return None
-
-    main = mod["main"]
-    definitions = relax.analysis.get_var2val(main)
-
-    def value(expr):
-        """What a variable is bound to (dataflow normal form), else the expression itself."""
-        return definitions.get(expr, expr) if isinstance(expr, relax.Var) else expr
-
-    def op_name(expr) -> str:
-        expr = value(expr)
-        return expr.op.name if isinstance(expr, relax.Call) and isinstance(expr.op, tvm.ir.Op) else ""
+        return bindings.dequantized(call) if name == "relax.dequantize" else None
 
     @mutator
     class Rewriter(PyExprMutator):

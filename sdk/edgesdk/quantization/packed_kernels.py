@@ -1,16 +1,20 @@
-"""Group-wise quantized weights (int4/int8 blocked DequantizeLinear) as packed kernel operands.
+"""Compressed weights (int4/int8 blocked DequantizeLinear, vq codebook lookups) as packed kernel
+operands.
 
-An ONNX model with weight-only quantization stores each conv/matmul weight as an integer tensor
-and a blocked ``DequantizeLinear`` (opset 21, ``block_size``). TVM's ONNX frontend cannot read
-int4 tensors and would dequantize the weights into float once at compile time anyway. So:
+An ONNX model with group-wise quantized weights stores each conv/matmul weight as an integer
+tensor and a blocked ``DequantizeLinear`` (opset 21, ``block_size``); a vq model as indices, a
+codebook and ``Gather``. TVM's ONNX frontend cannot read int4 tensors and would expand the
+weights into float once at compile time anyway. So:
 
-1. ``extract_blocked_weights`` (before the frontend) replaces each such dequantize over constants
+1. ``extract_blocked_weights`` (before the frontend) replaces each such subgraph over constants
    by a float initializer with the same values (what a layer left unmatched computes with, still
-   correct) and remembers the integers, scales and zero points under that initializer's name;
+   correct) and remembers the integers, scales, zero points or codebook under its name;
 2. ``unpack_in_kernels`` (on the imported Relax module) replaces every conv2d/matmul reading such
-   a weight by a TE kernel whose operands are the *packed* integers (int4: two per byte) and the
-   per-group scales, unpacked inside the reduction loop; the float copy is dropped from the
-   module's parameters, so the artifact's weights are the packed ones.
+   a weight by a TE kernel whose operands are the *packed* integers (4-bit ones two per byte) and
+   the per-group scales (or the codebook), unpacked inside the reduction loop; the float copy is
+   dropped from the module's parameters, so the artifact's weights are the packed ones. When the
+   layer's input is a dequantized int8 tensor (w4a8), the kernel takes the int8 tensor and sums
+   products in int32 per group of weights.
 
 TVM is imported by the caller (the worker).
 """
@@ -23,6 +27,8 @@ import re
 import numpy as np
 import onnx
 from onnx import numpy_helper
+
+from edgesdk.quantization.relax_match import Bindings
 
 PREFIX = "edgesdk_blocked_"
 
@@ -53,8 +59,6 @@ class BlockedWeight:
         offset of 8 when signed. int8/uint8: the integers as they are."""
         if self.bits == 8:
             return self.values.astype(np.int8 if self.signed else np.uint8)
-        if self.codebook and self.bits != 4:
-            raise ValueError(f"codebook indices of {self.bits} bits are not packed")
         nibbles = (self.values + (8 if self.signed else 0)).astype(np.uint8)
         if nibbles.shape[1] % 2:
             nibbles = np.pad(nibbles, ((0, 0), (0, 1)))
@@ -173,30 +177,17 @@ def _dequantized(weight: BlockedWeight) -> np.ndarray:
 def unpack_in_kernels(mod, known: dict, table: dict[str, BlockedWeight]):
     """``mod`` with its conv2d/matmul over ``table``'s weights reading packed integers, and the
     parameter values (``known``: var -> array) of its new ``main``."""
-    import tvm
     from tvm import relax
     from tvm.relax.expr_functor import PyExprMutator, mutator
 
     if not table:
         return mod, known
     main = mod["main"]
-    definitions = relax.analysis.get_var2val(main)
     by_name = {str(var.name): var for var in main.params if str(var.name) in table}
     known = dict(known)
     added: list = []
-
-    def value(expr):
-        return definitions.get(expr, expr) if isinstance(expr, relax.Var) else expr
-
-    def op_name(expr) -> str:
-        expr = value(expr)
-        return expr.op.name if isinstance(expr, relax.Call) and isinstance(expr.op, tvm.ir.Op) else ""
-
-    def constant(expr):
-        expr = value(expr)
-        if isinstance(expr, tvm.ir.expr.Constant):
-            return expr.value.numpy()
-        return known.get(expr)
+    bindings = Bindings(main, known)
+    value, op_name, constant = bindings.value, bindings.op_name, bindings.constant
 
     def blocked(expr, through: str):
         """The table entry behind ``expr`` seen through one ``through`` op (or none), or None."""
@@ -218,14 +209,10 @@ def unpack_in_kernels(mod, known: dict, table: dict[str, BlockedWeight]):
         def _fold_dequantize(self, call):
             """A dequantize of weights (a QDQ layer's int32 bias) as the float constant it is, once,
             instead of a kernel run every time (weights are parameters, which TVM does not fold)."""
-            q, scale, zero = (constant(arg) for arg in call.args)
-            if q is None or scale is None or zero is None or not any(isinstance(value(arg), relax.Var) for arg in call.args):
-                return None
-            shape = [1] * q.ndim
-            if scale.size > 1:
-                shape[int(call.attrs.axis) % q.ndim] = -1
-            floats = (q.astype(np.float64) - zero.astype(np.float64).reshape(shape)) * scale.astype(np.float64).reshape(shape)
-            return relax.const(floats.astype(str(call.ty.dtype)))
+            if not any(isinstance(value(arg), relax.Var) for arg in call.args):
+                return None  # over constants only: TVM folds it
+            floats = bindings.dequantized(call)
+            return None if floats is None else relax.const(floats)
 
         def _operands(self, weight: BlockedWeight, stem: str):
             packed, scales = weight.packed(), weight.scales
