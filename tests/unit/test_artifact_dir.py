@@ -55,3 +55,12 @@ def test_build_cache_entries_are_renamed_into_place(tmp_path):
     second = cache.staging()
     assert cache.put("builds", key, second) == entry and not second.exists()  # a racing writer loses quietly
     assert BuildCache(tmp_path, enabled=False).get("builds", key) is None
+
+
+def test_a_target_runs_here_only_with_this_cpus_isa_and_features():
+    from edgesdk.deploy import _host_target, runs_here
+
+    host = _host_target()
+    assert runs_here(host)
+    assert not runs_here({**host, "mattr": [*host.get("mattr", []), "+a-feature-no-cpu-has"]})
+    assert not runs_here({"kind": "llvm", "mtriple": "riscv64-linux-gnu"}) and not runs_here({"kind": "c"})
