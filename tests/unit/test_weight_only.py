@@ -194,3 +194,18 @@ def test_vq_covers_matmul_weights_stored_input_major():
     x = {"features": np.random.default_rng(10).standard_normal((1, 64)).astype(np.float32)}
     run = lambda proto: ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, x)[0]  # noqa: E731
     np.testing.assert_allclose(run(stripped), run(vq.proto), rtol=1e-3, atol=1e-3)
+
+
+@pytest.mark.parametrize(("scheme", "options", "dtype"), [("w4a8", {"group_size": 32}, "int"), ("vq", {"vq_dim": 3, "vq_bits": 4}, "vq")])
+def test_quantize_tool_names_weight_encodings_after_the_float_weights(tmp_path, scheme, options, dtype):
+    import json
+
+    import edgesdk
+
+    model = load_model(tiny_cnn(), {"image": [1, 3, 32, 32]})
+    samples = {"image": np.random.default_rng(11).standard_normal((8, 3, 32, 32)).astype(np.float32)}
+    edgesdk.quantize(model.proto, samples, tmp_path / "q.onnx", scheme=scheme, **options)
+    params = json.loads((tmp_path / "q.encodings.json").read_text())["param_encodings"]
+    float_weights = {node.input[1] for node in model.proto.graph.node if node.op_type in ("Conv", "Gemm")}
+    assert set(params) <= float_weights and len(params) >= 2  # vq: layers whose depth is a multiple of 3
+    assert all(entry["bitwidth"] == 4 and entry["dtype"] == dtype for entries in params.values() for entry in entries)

@@ -106,6 +106,12 @@ def encodings(qdq: onnx.ModelProto) -> dict:
             activations[node.input[0]] = entries
         elif node.input[0] in values and values[node.input[0]].ndim > 1:  # a quantized weight
             params[node.input[0].removesuffix("_quantized")] = entries
+    for node in qdq.graph.node:  # vq: Gather(codebook, Cast(indices)), one entry per layer (no AIMET form)
+        if node.op_type == "Gather" and node.input[0].endswith("_codebook") and node.input[0] in values:
+            codebook, indices = values[node.input[0]], node.input[0].removesuffix("_codebook") + "_indices"
+            params[node.input[0].removesuffix("_codebook")] = [
+                {"bitwidth": bits_of.get(indices, 8), "dtype": "vq", "vector_dim": int(codebook.shape[1]), "codebook_size": int(codebook.shape[0])}
+            ]
     return {"version": "1.0.0", "activation_encodings": activations, "param_encodings": params}
 
 

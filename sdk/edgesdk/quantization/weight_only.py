@@ -134,8 +134,9 @@ def with_blocked_weights(proto: onnx.ModelProto, weights: dict[str, QuantizedWei
     return proto
 
 
-def _dequantize_nodes(weight: QuantizedWeight, original: onnx.TensorProto, node: onnx.NodeProto, float_type: int):
-    name, shape = weight.name, list(original.dims)
+def _dequantize_nodes(weight: QuantizedWeight, original: onnx.TensorProto, node: onnx.NodeProto, float_type: int, output: str | None = None):
+    """The nodes and initializers making ``weight`` (the float value ``output``, default its name)."""
+    name, shape, output = weight.name, list(original.dims), output or weight.name
     transposed = _transposed(node)
     values, scales = (weight.values, weight.scales) if transposed else (weight.values.T, weight.scales.T)
     integer_type = TensorProto.INT4 if weight.bits == 4 else TensorProto.INT8
@@ -150,9 +151,9 @@ def _dequantize_nodes(weight: QuantizedWeight, original: onnx.TensorProto, node:
     if len(shape) != 2:
         target = numpy_helper.from_array(np.array(shape, np.int64), f"{name}_shape")
         initializers.append(target)
-        made.append(helper.make_node("Reshape", [out, target.name], [name], name=f"{name}_Reshape"))
+        made.append(helper.make_node("Reshape", [out, target.name], [output], name=f"{name}_Reshape"))
     else:
-        made[-1].output[0] = name
+        made[-1].output[0] = output
     return made, initializers
 
 
@@ -176,14 +177,16 @@ def with_int4_weights(qdq: onnx.ModelProto, source: onnx.ModelProto, group: int 
     """W4A8 from a W8A8 QDQ model: each int8 conv/matmul weight's DequantizeLinear replaced by a
     blocked int4 one, quantized from ``source``'s float weight of the same name (or from the int8
     values when the quantizer renamed it). Returns the model and how many weights changed."""
-    initializers = {init.name: init for init in qdq.graph.initializer}
+    proto = _at_opset(qdq)
+    graph = proto.graph
+    initializers = {init.name: init for init in graph.initializer}
     floats = {init.name: init for init in source.graph.initializer}
     consumers: dict[str, list[onnx.NodeProto]] = {}
-    for node in qdq.graph.node:
+    for node in graph.node:
         for name in node.input:
             consumers.setdefault(name, []).append(node)
     replaced: dict[int, tuple[list, list]] = {}
-    for node in qdq.graph.node:
+    for node in graph.node:
         users = consumers.get(node.output[0], [])
         stored = initializers.get(node.input[0]) if node.op_type == "DequantizeLinear" else None
         if stored is None or stored.data_type != TensorProto.INT8 or len(users) != 1 or users[0].op_type not in ("Conv", "MatMul", "Gemm"):
@@ -191,26 +194,24 @@ def with_int4_weights(qdq: onnx.ModelProto, source: onnx.ModelProto, group: int 
         layer = users[0]
         if len(layer.input) < 2 or layer.input[1] != node.output[0]:
             continue
-        original = floats.get(node.input[0].removesuffix("_quantized"))
+        name = node.input[0].removesuffix("_quantized")
+        original = floats.get(name)
         if original is not None and list(original.dims) == list(stored.dims):
             array = numpy_helper.to_array(original).astype(np.float32)
         else:  # what the int8 encoding holds
             array = _dequantize_int8(node, initializers)
         rows = array.reshape(array.shape[0], -1) if _transposed(layer) else array.T
-        weight = quantize_rows(node.output[0], rows, 4, group)
-        replaced[id(node)] = _dequantize_nodes(weight, stored, layer, TensorProto.FLOAT)
-    proto = _at_opset(qdq)
-    graph = proto.graph
-    nodes = list(qdq.graph.node)
+        replaced[id(node)] = _dequantize_nodes(quantize_rows(name, rows, 4, group), stored, layer, TensorProto.FLOAT, output=node.output[0])
+    nodes = list(graph.node)
     del graph.node[:]
+    old = {name for node in nodes if id(node) in replaced for name in node.input}
+    kept = [init for init in graph.initializer if init.name not in old]  # the int8 weights, scales, zero points
+    del graph.initializer[:]
+    graph.initializer.extend(kept)
     for node in nodes:
         made, new = replaced.get(id(node), ([node], []))
         graph.node.extend(made)
         graph.initializer.extend(new)
-    used = {name for node in graph.node for name in node.input}
-    kept = [init for init in graph.initializer if init.name in used]
-    del graph.initializer[:]
-    graph.initializer.extend(kept)
     return proto, len(replaced)
 
 
