@@ -7,7 +7,7 @@ fp16, int8 with each range method, w8a16, w4a16 with group sizes 32/64/128, w4a8
 itself; weight bytes against fp32; the simulated latency and energy on every built-in device; and
 on pc the measured latency of the artifact beside onnxruntime running the artifact's model.onnx
 (the original model for none and fp16, the quantized model otherwise), in the same run. Ratios > 1 mean
-slower than onnxruntime (x86 has no fp16 arithmetic: TVM's fp16 code converts at every op).
+slower than onnxruntime.
 Nothing is asserted.
 """
 
