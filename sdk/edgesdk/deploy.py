@@ -101,7 +101,7 @@ HOST_FEATURES = ("f16c",)
 
 
 def _host_target() -> dict[str, Any]:
-    # Spelled like the pc profile's target, so a pc build and a host build share a cache entry.
+    # The simulation of devices whose code does not run here (the pc profile's device build is its own).
     target: dict[str, Any] = {"kind": "llvm", "mtriple": f"{_host_arch()}-linux-gnu"}
     features = [f"+{name}" for name in HOST_FEATURES if name in _host_features()]
     if features:
