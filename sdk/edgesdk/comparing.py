@@ -18,7 +18,7 @@ from edgesdk.device_registry import get_device
 from edgesdk.errors import UserInputError
 from edgesdk.kernels import ModelAnalysis
 from edgesdk.partition import partition
-from edgesdk.precision import Calibration, Recipe, options_for, recipe
+from edgesdk.precision import Calibration, Recipe, checked_options, options_for, recipe
 from edgesdk.simulate import simulate
 
 
@@ -82,6 +82,7 @@ def compare(
 
     if _artifact(source) is not None:
         raise UserInputError(f"{source}: compare takes an ONNX model", hint="give the artifact's model.onnx")
+    quantize_options = checked_options(quantize_options, "compare")
     profiles = [get_device(device, profiles_dir) for device in _device_ids(devices, profiles_dir)]
     analyses: dict[Recipe, tuple[str, ModelAnalysis]] = {}
     rows: list[CompareRow] = []

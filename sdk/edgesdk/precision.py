@@ -82,6 +82,14 @@ RECIPE_OPTIONS = {
 }
 
 
+def checked_options(options: Mapping, caller: str) -> dict:
+    """``options`` if every name is one of ``RECIPE_OPTIONS``, else a clear error."""
+    unknown = sorted(set(options) - set(RECIPE_OPTIONS))
+    if unknown:
+        raise UserInputError(f"{caller}: unknown option(s) {', '.join(unknown)}", hint=f"quantization options are: {', '.join(RECIPE_OPTIONS)}")
+    return dict(options)
+
+
 def options_for(scheme: str, options: Mapping) -> dict:
     """Those of ``options`` that ``scheme`` uses (comparing several schemes with one set)."""
     return {name: value for name, value in options.items() if scheme in RECIPE_OPTIONS.get(name, ())}

@@ -31,7 +31,7 @@ from edgesdk.measure import Measurement
 from edgesdk.measure import measure as measure_runner
 from edgesdk.model import load_model, random_inputs
 from edgesdk.partition import partition
-from edgesdk.precision import Calibration, Recipe, apply_scheme, recipe
+from edgesdk.precision import Calibration, Recipe, apply_scheme, checked_options, recipe
 from edgesdk.profiles import DeviceProfile
 from edgesdk.simulate import simulate
 
@@ -110,7 +110,7 @@ def profile(
     if device is None:
         raise UserInputError("profile: which device? give --device", hint="`edgesdk devices` lists them")
     profile_ = get_device(device, profiles_dir)
-    chosen = recipe(quantize, calibration, profile_, **quantize_options)
+    chosen = recipe(quantize, calibration, profile_, **checked_options(quantize_options, "profile"))
     scheme = chosen.scheme
     if artifact is not None and quantize is not None and scheme != artifact.manifest.quantization.scheme:
         raise UserInputError(

@@ -104,3 +104,11 @@ def test_auto_takes_the_device_recipe_and_an_explicit_range_method_wins():
     with pytest.raises(UserInputError) as error:
         recipe("auto", None, phone)
     assert str(error.value).startswith("--quantize auto (phone's recipe: int8) needs calibration data")
+
+
+def test_a_misspelt_quantization_option_is_a_clear_error():
+    import edgesdk
+
+    with pytest.raises(UserInputError) as error:
+        edgesdk.compare("model.onnx", "phone", quantize="w4a16", group_sise=32)
+    assert str(error.value) == "compare: unknown option(s) group_sise"

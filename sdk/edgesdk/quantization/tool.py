@@ -167,11 +167,11 @@ def quantize(
     from edgesdk.model import load_model
     from edgesdk.quantization.ptq import load_calibration
 
-    from edgesdk.precision import recipe
+    from edgesdk.precision import checked_options, recipe
 
     if scheme not in ("int8", "w4a8", "vq", *WEIGHT_ONLY):
         raise UserInputError(f"--scheme {scheme}: edgesdk quantize writes int8, w4a8, vq, {', '.join(WEIGHT_ONLY)} models", hint="use --scheme int8")
-    chosen = recipe(scheme, calibration, None, **quantize_options)
+    chosen = recipe(scheme, calibration, None, **checked_options(quantize_options, "quantize"))
     model = load_model(source, input_shapes)
     samples = load_calibration(calibration, model.inputs)
     return quantize_model(model, samples, Path(out), chosen, analyze=analyze, max_drop=max_drop)
