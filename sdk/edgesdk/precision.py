@@ -181,14 +181,18 @@ def float_tolerance(scheme: str, reference: onnx.ModelProto) -> float | None:
     return SCHEME_TOLERANCE["fp16"] if half else None
 
 
-_BITS = {onnx.TensorProto.INT4: 4, onnx.TensorProto.UINT4: 4}
+def stored_bits(tensor: onnx.TensorProto) -> int:
+    """Bits per element of an initializer as stored (int4: 4, two per byte)."""
+    if tensor.data_type in (onnx.TensorProto.INT4, onnx.TensorProto.UINT4):
+        return 4
+    return 8 * onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type).itemsize
 
 
 def weight_bytes(proto: onnx.ModelProto) -> int:
     """Bytes of the model's initializers as stored (int4: two per byte)."""
     total = 0
     for tensor in proto.graph.initializer:
-        bits = _BITS.get(tensor.data_type) or 8 * onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type).itemsize
+        bits = stored_bits(tensor)
         total += -(-int(np.prod(tensor.dims, dtype=np.int64)) * bits // 8)
     return total
 

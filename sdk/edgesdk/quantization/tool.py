@@ -30,7 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from edgesdk.errors import UserInputError
 from edgesdk.model import Model
 from edgesdk.quantization.accuracy import Accuracy, measure_agreement
-from edgesdk.precision import WEIGHT_ONLY, Recipe, quantized_model
+from edgesdk.precision import WEIGHT_ONLY, Recipe, quantized_model, stored_bits
 from edgesdk.quantization.ptq import quantizable_nodes
 
 
@@ -88,7 +88,7 @@ def encodings(qdq: onnx.ModelProto) -> dict:
     """AIMET-style encodings of a quantized model: activations per tensor, weights per channel
     or per group (in the order of the scale tensor's elements)."""
     values = {init.name: numpy_helper.to_array(init) for init in qdq.graph.initializer}
-    bits_of = {init.name: _BITS.get(init.data_type, 8) for init in qdq.graph.initializer}
+    bits_of = {init.name: stored_bits(init) for init in qdq.graph.initializer}
     activations, params = {}, {}
     for node in qdq.graph.node:
         if node.op_type not in ("QuantizeLinear", "DequantizeLinear") or len(node.input) < 2:
@@ -113,9 +113,6 @@ def encodings(qdq: onnx.ModelProto) -> dict:
                 {"bitwidth": bits_of.get(indices, 8), "dtype": "vq", "vector_dim": int(codebook.shape[1]), "codebook_size": int(codebook.shape[0])}
             ]
     return {"version": "1.0.0", "activation_encodings": activations, "param_encodings": params}
-
-
-_BITS = {onnx.TensorProto.INT4: 4, onnx.TensorProto.UINT4: 4}
 
 
 def quantize_model(model: Model, samples, out: Path, chosen: Recipe, *, analyze: bool = False, max_drop: float | None = None) -> QuantizeReport:
