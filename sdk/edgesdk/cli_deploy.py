@@ -18,20 +18,14 @@ import edgesdk
 from edgesdk.artifact import Artifact
 from edgesdk.cli_options import (
     CalibrationOption,
-    EqualizeOption,
-    AdaroundOption,
-    BiasCorrectionOption,
-    GroupSizeOption,
     InputShapeOption,
     JsonOption,
     NoFallbackOption,
     ProfilesDirOption,
     QuantizeOption,
-    RangeMethodOption,
     UnitOption,
-    VqBitsOption,
-    VqDimOption,
     print_json,
+    with_quantize_options,
 )
 from edgesdk.errors import UserInputError
 from edgesdk.manifest import VerificationInfo
@@ -91,13 +85,6 @@ def deploy_command(
     out: Annotated[Path | None, typer.Option("-o", "--out", help="Artifact directory [default: build/<model>-<device>].")] = None,
     quantize: QuantizeOption = None,
     calibration: CalibrationOption = None,
-    range_method: RangeMethodOption = None,
-    equalize: EqualizeOption = False,
-    group_size: GroupSizeOption = None,
-    bias_correction: BiasCorrectionOption = False,
-    vq_dim: VqDimOption = None,
-    vq_bits: VqBitsOption = None,
-    adaround: AdaroundOption = None,
     input_shape: InputShapeOption = None,
     inputs: Annotated[Path | None, typer.Option("--inputs", help="Verify on these inputs (.npz, one array per model input) instead of random ones.")] = None,
     profiles_dir: ProfilesDirOption = None,
@@ -105,13 +92,13 @@ def deploy_command(
     unit: UnitOption = None,
     no_fallback: NoFallbackOption = False,
     json_output: JsonOption = False,
+    quantize_options: dict | None = None,
 ) -> None:
     """Compile MODEL for a device through TVM, verify it against onnxruntime, write the artifact."""
     shapes = dict(parse_input_shape(text) for text in input_shape or [])
     with _progress() as on_stage:
         artifact = edgesdk.deploy(
-            model, device, out, input_shapes=shapes, quantize=quantize, calibration=calibration, range_method=range_method, equalize=equalize,
-            group_size=group_size, bias_correction=bias_correction, vq_dim=vq_dim, vq_bits=vq_bits, adaround_seconds=adaround, inputs=inputs,
+            model, device, out, input_shapes=shapes, quantize=quantize, calibration=calibration, inputs=inputs, **quantize_options,
             profiles_dir=profiles_dir, cache=not no_cache, on_stage=on_stage, unit=unit, fallback=not no_fallback,
         )
     if json_output:
@@ -167,27 +154,20 @@ def profile_command(
     input_shape: InputShapeOption = None,
     quantize: QuantizeOption = None,
     calibration: CalibrationOption = None,
-    range_method: RangeMethodOption = None,
-    equalize: EqualizeOption = False,
-    group_size: GroupSizeOption = None,
-    bias_correction: BiasCorrectionOption = False,
-    vq_dim: VqDimOption = None,
-    vq_bits: VqBitsOption = None,
-    adaround: AdaroundOption = None,
     unit: UnitOption = None,
     no_fallback: NoFallbackOption = False,
     profiles_dir: ProfilesDirOption = None,
     measure: Annotated[bool, typer.Option("--measure", help="Also run it here and show measured times (devices whose code runs on this host, e.g. pc).")] = False,
     json_output: JsonOption = False,
+    quantize_options: dict | None = None,
 ) -> None:
     """Simulated cost of a model on a device: per kernel and in total."""
     shapes = dict(parse_input_shape(text) for text in input_shape or [])
     with _progress() as on_stage:
         on_stage("analysing the model")
         report = edgesdk.profile(
-            source, device, input_shapes=shapes, quantize=quantize, calibration=calibration, range_method=range_method, equalize=equalize,
-            group_size=group_size, bias_correction=bias_correction, vq_dim=vq_dim, vq_bits=vq_bits, adaround_seconds=adaround,
-            unit=unit, fallback=not no_fallback, profiles_dir=profiles_dir, measure=measure,
+            source, device, input_shapes=shapes, quantize=quantize, calibration=calibration, unit=unit, fallback=not no_fallback,
+            profiles_dir=profiles_dir, measure=measure, **quantize_options,
         )
     if json_output:
         print_json(report.model_dump(mode="json"))
@@ -238,25 +218,18 @@ def quantize_command(
     calibration: Annotated[Path, typer.Option("--calibration", help="Sample inputs (.npz: per input, N samples stacked on a new first axis).", show_default=False)],
     out: Annotated[Path, typer.Option("-o", "--out", help="The quantized model to write (*.onnx); its encodings go beside it.", show_default=False)],
     scheme: Annotated[str, typer.Option("--scheme", help="Quantization scheme: int8, w8a16 or w4a16.")] = "int8",
-    range_method: RangeMethodOption = None,
-    equalize: EqualizeOption = False,
-    group_size: GroupSizeOption = None,
-    bias_correction: BiasCorrectionOption = False,
-    vq_dim: VqDimOption = None,
-    vq_bits: VqBitsOption = None,
-    adaround: AdaroundOption = None,
     input_shape: InputShapeOption = None,
     analyze: Annotated[bool, typer.Option("--analyze", help="Measure every conv/matmul layer's sensitivity.")] = False,
     max_drop: Annotated[float | None, typer.Option("--max-drop", help="Keep the most sensitive layers in float until the drop (points) is at most this.")] = None,
     json_output: JsonOption = False,
+    quantize_options: dict | None = None,
 ) -> None:
     """Quantize a model to an ONNX model onnxruntime runs (+ encodings JSON), optionally mixed precision."""
     shapes = dict(parse_input_shape(text) for text in input_shape or [])
     with _progress() as on_stage:
         on_stage("quantizing")
         report = edgesdk.quantize(
-            model, calibration, out, scheme=scheme, input_shapes=shapes, range_method=range_method, analyze=analyze, max_drop=max_drop, equalize=equalize,
-            group_size=group_size, bias_correction=bias_correction, vq_dim=vq_dim, vq_bits=vq_bits, adaround_seconds=adaround,
+            model, calibration, out, scheme=scheme, input_shapes=shapes, analyze=analyze, max_drop=max_drop, **quantize_options,
         )
     if json_output:
         print_json(report.model_dump(mode="json"))
@@ -282,24 +255,17 @@ def compare_command(
         str | None, typer.Option("--quantize", help="Precisions to compare, separated by commas (e.g. none,int8,w4a16; auto: each device's recipe).")
     ] = None,
     calibration: CalibrationOption = None,
-    range_method: RangeMethodOption = None,
-    equalize: EqualizeOption = False,
-    group_size: GroupSizeOption = None,
-    bias_correction: BiasCorrectionOption = False,
-    vq_dim: VqDimOption = None,
-    vq_bits: VqBitsOption = None,
-    adaround: AdaroundOption = None,
     input_shape: InputShapeOption = None,
     profiles_dir: ProfilesDirOption = None,
     json_output: JsonOption = False,
+    quantize_options: dict | None = None,
 ) -> None:
     """Simulated cost of one model on many devices, at one or more precisions."""
     shapes = dict(parse_input_shape(text) for text in input_shape or [])
     with _progress() as on_stage:
         on_stage("analysing the model")
         report = edgesdk.compare(
-            model, devices, quantize=quantize, calibration=calibration, input_shapes=shapes, range_method=range_method, equalize=equalize,
-            group_size=group_size, bias_correction=bias_correction, vq_dim=vq_dim, vq_bits=vq_bits, adaround_seconds=adaround, profiles_dir=profiles_dir,
+            model, devices, quantize=quantize, calibration=calibration, input_shapes=shapes, profiles_dir=profiles_dir, **quantize_options,
         )
     if json_output:
         print_json(report.model_dump(mode="json"))
@@ -316,10 +282,10 @@ def compare_command(
 
 
 def register(app: typer.Typer) -> None:
-    app.command("deploy")(deploy_command)
-    app.command("profile")(profile_command)
+    app.command("deploy")(with_quantize_options(deploy_command))
+    app.command("profile")(with_quantize_options(profile_command))
     app.command("calibrate")(calibrate_command)
-    app.command("quantize")(quantize_command)
-    app.command("compare")(compare_command)
+    app.command("quantize")(with_quantize_options(quantize_command))
+    app.command("compare")(with_quantize_options(compare_command))
     app.command("run")(run_command)
     app.command("verify")(verify_command)

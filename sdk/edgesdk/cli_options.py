@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import functools
+import inspect
 import json
 import sys
+import typing
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -50,3 +54,32 @@ NoFallbackOption = Annotated[
 
 def print_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, indent=2) + "\n")
+
+
+# The quantization options (edgesdk.precision.RECIPE_OPTIONS) every precision-taking command has.
+_QUANTIZE_OPTIONS = {
+    "range_method": (RangeMethodOption, None),
+    "equalize": (EqualizeOption, False),
+    "group_size": (GroupSizeOption, None),
+    "bias_correction": (BiasCorrectionOption, False),
+    "vq_dim": (VqDimOption, None),
+    "vq_bits": (VqBitsOption, None),
+    "adaround_seconds": (AdaroundOption, None),
+}
+
+
+def with_quantize_options(command: Callable) -> Callable:
+    """Give ``command`` the quantization options; it receives those given as one dict,
+    ``quantize_options``, for edgesdk's API functions (``**quantize_options``)."""
+    signature = inspect.signature(command)
+    hints = typing.get_type_hints(command, include_extras=True)  # the Annotated options, not strings
+    own = [parameter.replace(annotation=hints[parameter.name]) for parameter in signature.parameters.values() if parameter.name != "quantize_options"]
+    added = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=kind, default=default) for name, (kind, default) in _QUANTIZE_OPTIONS.items()]
+
+    @functools.wraps(command)
+    def wrapper(**kwargs):
+        given = {name: kwargs.pop(name) for name in _QUANTIZE_OPTIONS}
+        return command(**kwargs, quantize_options={name: value for name, value in given.items() if value is not None and value is not False})
+
+    wrapper.__signature__ = signature.replace(parameters=[*own, *added])  # what typer reads
+    return wrapper

@@ -67,7 +67,7 @@ class Recipe:
 
     def options(self) -> dict:
         """The options (``recipe``'s keywords) that make this recipe again."""
-        return {name: getattr(self, name) for name in RECIPE_OPTIONS if getattr(self, name) not in (None, False)}
+        return {name: value for name in RECIPE_OPTIONS if (value := getattr(self, name)) is not None and value is not False}
 
 
 # recipe()'s options, and the schemes each applies to (API functions take them as **options).
