@@ -217,7 +217,7 @@ def quantize_command(
     model: Annotated[Path, typer.Argument(help="The ONNX model file.", show_default=False)],
     calibration: Annotated[Path, typer.Option("--calibration", help="Sample inputs (.npz: per input, N samples stacked on a new first axis).", show_default=False)],
     out: Annotated[Path, typer.Option("-o", "--out", help="The quantized model to write (*.onnx); its encodings go beside it.", show_default=False)],
-    scheme: Annotated[str, typer.Option("--scheme", help="Quantization scheme: int8, w8a16 or w4a16.")] = "int8",
+    scheme: Annotated[str, typer.Option("--scheme", help="Quantization scheme: int8, w4a8, w8a16, w4a16 or vq.")] = "int8",
     input_shape: InputShapeOption = None,
     analyze: Annotated[bool, typer.Option("--analyze", help="Measure every conv/matmul layer's sensitivity.")] = False,
     max_drop: Annotated[float | None, typer.Option("--max-drop", help="Keep the most sensitive layers in float until the drop (points) is at most this.")] = None,

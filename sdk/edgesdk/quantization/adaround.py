@@ -27,7 +27,8 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from edgesdk.quantization.bias_correction import SAMPLES, _run
+from edgesdk.quantization.bias_correction import SAMPLES
+from edgesdk.quantization.ptq import intermediate_values
 
 ITERATIONS = 1000
 LEARNING_RATE = 1e-2
@@ -76,7 +77,7 @@ def adaround(quantized: onnx.ModelProto, float_model: onnx.ModelProto, samples, 
     if not layers:
         return proto, []
     samples = samples[:SAMPLES]
-    inputs = _run(float_model, list(dict.fromkeys(layer.node.input[0] for layer in layers)), samples)
+    inputs = intermediate_values(float_model, list(dict.fromkeys(layer.node.input[0] for layer in layers)), samples)
     results = []
     deadline_each = seconds / len(layers)
     for layer in layers:

@@ -15,26 +15,14 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
+from edgesdk.quantization.ptq import intermediate_values
+
 SAMPLES = 64  # enough for a per-channel mean; each layer costs one pass over them
-
-
-def _run(proto: onnx.ModelProto, names: list[str], samples) -> dict[str, np.ndarray]:
-    """``names``' values over ``samples``, stacked on a new first axis (onnxruntime)."""
-    import onnxruntime as ort
-
-    copy = onnx.ModelProto()
-    copy.CopyFrom(proto)
-    existing = {o.name for o in copy.graph.output}
-    for name in names:
-        if name not in existing:
-            copy.graph.output.append(onnx.ValueInfoProto(name=name))
-    session = ort.InferenceSession(copy.SerializeToString(), providers=["CPUExecutionProvider"])
-    runs = [session.run(names, sample) for sample in samples]
-    return {name: np.stack([np.asarray(run[i], np.float64) for run in runs]) for i, name in enumerate(names)}
 
 
 def _channel_mean(values: np.ndarray) -> np.ndarray:
     """Mean per channel (axis 1 of a layer's output after the sample axis; the last for Gemm)."""
+    values = values.astype(np.float64)
     return values.mean(axis=tuple(i for i in range(values.ndim) if i != 2)) if values.ndim > 3 else values.reshape(-1, values.shape[-1]).mean(axis=0)
 
 
@@ -57,14 +45,14 @@ def correct_biases(quantized: onnx.ModelProto, float_model: onnx.ModelProto, sam
                     break
     if not matches:
         return proto, []
-    reference = _run(float_model, list(dict.fromkeys(twin for _, twin in matches.values())), samples)
+    reference = intermediate_values(float_model, list(dict.fromkeys(twin for _, twin in matches.values())), samples)
     corrected = []
     for node in proto.graph.node:
         bias = _bias_of(node.input[2], initializers, producers) if node.output[0] in matches else None
         if bias is None:
             continue
         name, twin = matches[node.output[0]]
-        shift = _channel_mean(_run(proto, [name], samples)[name]) - _channel_mean(reference[twin])
+        shift = _channel_mean(intermediate_values(proto, [name], samples)[name]) - _channel_mean(reference[twin])
         bias(shift)
         corrected.append(node.name or node.output[0])
     return proto, corrected

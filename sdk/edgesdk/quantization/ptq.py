@@ -100,28 +100,27 @@ def _mse_range(values: np.ndarray) -> tuple[float, float]:
     return best
 
 
-def _activation_values(model: Model, samples: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
-    """Every float intermediate tensor's values over the samples (onnxruntime, all outputs exposed)."""
+def intermediate_values(proto: onnx.ModelProto, names: Sequence[str], samples) -> dict[str, np.ndarray]:
+    """The values of tensors ``names`` of ``proto`` (inputs, outputs or intermediates) on each of
+    ``samples``, stacked on a new first axis: onnxruntime with those tensors exposed as outputs."""
     import onnxruntime as ort
 
-    proto = onnx.ModelProto.FromString(model.serialized)
-    floats = {v.name for v in proto.graph.value_info if v.type.tensor_type.elem_type == onnx.TensorProto.FLOAT}
-    existing = {o.name for o in proto.graph.output}
-    for node in proto.graph.node:
-        for name in node.output:
-            if name in floats and name not in existing:
-                proto.graph.output.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
-    session = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
-    names = [o.name for o in session.get_outputs()]
-    collected: dict[str, list[np.ndarray]] = {}
-    for sample in samples:
-        for name, array in zip(names, session.run(names, sample)):
-            if array.dtype == np.float32:
-                collected.setdefault(name, []).append(array.ravel())
-    for spec in model.inputs:
-        if spec.dtype == "float32":
-            collected[spec.name] = [s[spec.name].ravel() for s in samples]
-    return {name: np.concatenate(parts) for name, parts in collected.items()}
+    copy = onnx.ModelProto()
+    copy.CopyFrom(proto)
+    existing = {o.name for o in copy.graph.output}
+    copy.graph.output.extend(onnx.ValueInfoProto(name=name) for name in dict.fromkeys(names) if name not in existing)
+    session = ort.InferenceSession(copy.SerializeToString(), providers=["CPUExecutionProvider"])
+    runs = [session.run(list(names), sample) for sample in samples]
+    return {name: np.stack([np.asarray(run[i]) for run in runs]) for i, name in enumerate(names)}
+
+
+def _activation_values(model: Model, samples: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """Every float32 intermediate tensor's values over the samples, flattened."""
+    floats = {v.name for v in model.proto.graph.value_info if v.type.tensor_type.elem_type == onnx.TensorProto.FLOAT}
+    names = [name for node in model.proto.graph.node for name in node.output if name in floats]
+    names += [o.name for o in model.proto.graph.output if o.type.tensor_type.elem_type == onnx.TensorProto.FLOAT]
+    names += [spec.name for spec in model.inputs if spec.dtype == "float32"]
+    return {name: values.ravel() for name, values in intermediate_values(model.proto, list(dict.fromkeys(names)), samples).items()}
 
 
 QUANTIZABLE = ("Conv", "MatMul", "Gemm")
