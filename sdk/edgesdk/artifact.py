@@ -85,9 +85,10 @@ class HostRunner:
             self._load()
         return self._vm
 
-    def run(self, inputs: Mapping[str, np.ndarray], *, isolated: bool = False) -> dict[str, np.ndarray]:
-        """Outputs by name. ``isolated`` runs in a TVM worker process, so a crash is an error."""
-        arrays = check_inputs(inputs, self.inputs, "inputs")
+    def run(self, inputs: Mapping[str, np.ndarray], *, isolated: bool = False, cast: bool = False) -> dict[str, np.ndarray]:
+        """Outputs by name. ``isolated`` runs in a TVM worker process, so a crash is an error;
+        ``cast`` converts inputs whose dtype conversion could change values (edgesdk.tensors.as_dtype)."""
+        arrays = check_inputs(inputs, self.inputs, "inputs", cast=cast)
         return self._run_in_worker(arrays) if isolated else self._run_here(arrays)
 
     def _run_in_worker(self, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -145,13 +146,15 @@ class Artifact:
         """The model's inputs, with the static shapes it was compiled for."""
         return list(self._runner.inputs)
 
-    def run(self, inputs: Mapping[str, np.ndarray], *, isolated: bool = False) -> dict[str, np.ndarray]:
+    def run(self, inputs: Mapping[str, np.ndarray], *, isolated: bool = False, cast: bool = False) -> dict[str, np.ndarray]:
         """Run the compiled model on this host; outputs keyed by the model's output names.
 
         ``isolated=True`` runs it in a child process (TVM loaded there), so that a crash in the
-        compiled code becomes an ``EdgeSDKError`` instead of taking the caller down.
+        compiled code becomes an ``EdgeSDKError`` instead of taking the caller down. Inputs of
+        another dtype are converted when no value can change (float64 to float32 with a warning);
+        ``cast=True`` converts any (int64 to float32, say).
         """
-        return self._runner.run(inputs, isolated=isolated)
+        return self._runner.run(inputs, isolated=isolated, cast=cast)
 
     def check_files(self) -> None:
         """Raise ``CheckFailed`` naming the first file that is missing, changed or unexpected."""

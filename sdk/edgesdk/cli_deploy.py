@@ -74,6 +74,11 @@ def _summary(artifact: Artifact) -> Table:
     if estimate:
         table.add_row("simulated", f"{estimate.latency_ms:.3g} ms, {estimate.energy_mj:.3g} mJ, peak memory {estimate.peak_memory_bytes / 2**20:.2f} MiB")
     table.add_row("verification", _verification_text(manifest.verification))
+    accuracy = manifest.quantization.accuracy
+    if accuracy is not None:
+        table.add_row("accuracy", accuracy.text("calibration samples"))
+    elif manifest.quantization.scheme != "none":
+        table.add_row("accuracy", "not measured: give --calibration samples to measure it")
     for note in build.notes:
         table.add_row("note", note)
     return table
@@ -82,7 +87,7 @@ def _summary(artifact: Artifact) -> Table:
 def deploy_command(
     model: Annotated[Path, typer.Argument(help="The ONNX model file.", show_default=False)],
     device: Annotated[str, typer.Option("--device", "-d", help="Device id (see `edgesdk devices`).", show_default=False)],
-    out: Annotated[Path | None, typer.Option("-o", "--out", help="Artifact directory [default: build/<model>-<device>].")] = None,
+    out: Annotated[Path | None, typer.Option("-o", "--out", help="Artifact directory [default: build/<model>-<device>, + -<scheme> when quantized].")] = None,
     quantize: QuantizeOption = None,
     calibration: CalibrationOption = None,
     input_shape: InputShapeOption = None,
@@ -111,13 +116,14 @@ def run_command(
     artifact_dir: Annotated[Path, typer.Argument(metavar="ARTIFACT", help="An artifact directory made by `deploy`.", show_default=False)],
     inputs: Annotated[Path, typer.Option("--inputs", help="Inputs (.npz, one array per model input).", show_default=False)],
     output: Annotated[Path | None, typer.Option("-o", "--output", help="Write the outputs to this .npz file.")] = None,
+    cast: Annotated[bool, typer.Option("--cast", help="Convert inputs to the model's dtypes even where values could change (e.g. int64 to float32).")] = False,
     json_output: JsonOption = False,
 ) -> None:
     """Run an artifact's functional simulation on this host."""
     artifact = edgesdk.load_artifact(artifact_dir)
     if output is not None and output.is_dir():
         raise UserInputError(f"{output}: is a directory; give a .npz file name")
-    outputs = artifact.run(load_npz(inputs), isolated=True)
+    outputs = artifact.run(load_npz(inputs), isolated=True, cast=cast)
     if output is not None:
         save_npz(output, outputs)
     records = [
@@ -215,8 +221,11 @@ def calibrate_command(
 
 def quantize_command(
     model: Annotated[Path, typer.Argument(help="The ONNX model file.", show_default=False)],
-    calibration: Annotated[Path, typer.Option("--calibration", help="Sample inputs (.npz: per input, N samples stacked on a new first axis).", show_default=False)],
     out: Annotated[Path, typer.Option("-o", "--out", help="The quantized model to write (*.onnx); its encodings go beside it.", show_default=False)],
+    calibration: Annotated[
+        Path | None,
+        typer.Option("--calibration", help="Sample inputs (.npz: per input, N samples stacked on a new first axis): int8/w4a8 calibrate on them, and the drop is measured on them. Weight-only schemes need none."),
+    ] = None,
     scheme: Annotated[str, typer.Option("--scheme", help="Quantization scheme: int8, w4a8, w8a16, w4a16 or vq.")] = "int8",
     input_shape: InputShapeOption = None,
     analyze: Annotated[bool, typer.Option("--analyze", help="Measure every conv/matmul layer's sensitivity.")] = False,
@@ -242,7 +251,10 @@ def quantize_command(
         console.print(table)
     kept = f"; kept in float: {', '.join(report.float_layers)}" if report.float_layers else ""
     how = f"{report.range_method} ranges" if report.range_method else f"groups of {report.group_size}" if report.group_size else "per channel"
-    console.print(f"{report.output}: {report.scheme} ({how}, {report.samples} samples), drop {report.drop_pt:.2f} pt vs float{kept}")
+    measured = f"{report.samples} samples, drop {report.drop_pt:.2f} pt vs float" if report.drop_pt is not None else "accuracy not measured: no --calibration"
+    console.print(f"{report.output}: {report.scheme} ({how}; {measured}){kept}")
+    if report.accuracy is not None:
+        console.print(f"accuracy: {report.accuracy.text('calibration samples')}")
     console.print(f"encodings: {report.encodings}")
     if report.max_drop_met is False:
         raise typer.Exit(1)
@@ -255,28 +267,35 @@ def compare_command(
         str | None, typer.Option("--quantize", help="Precisions to compare, separated by commas (e.g. none,int8,w4a16; auto: each device's recipe).")
     ] = None,
     calibration: CalibrationOption = None,
+    eval_data: Annotated[
+        Path | None, typer.Option("--eval", help="Held-out inputs (.npz, stacked like --calibration): report each precision's agreement with the float model on them.")
+    ] = None,
     input_shape: InputShapeOption = None,
     profiles_dir: ProfilesDirOption = None,
     json_output: JsonOption = False,
     quantize_options: dict | None = None,
 ) -> None:
-    """Simulated cost of one model on many devices, at one or more precisions."""
+    """Simulated cost of one model on many devices, at one or more precisions, and their accuracy."""
     shapes = dict(parse_input_shape(text) for text in input_shape or [])
     with _progress() as on_stage:
         on_stage("analysing the model")
         report = edgesdk.compare(
-            model, devices, quantize=quantize, calibration=calibration, input_shapes=shapes, profiles_dir=profiles_dir, **quantize_options,
+            model, devices, quantize=quantize, calibration=calibration, input_shapes=shapes, profiles_dir=profiles_dir, eval_data=eval_data, **quantize_options,
         )
     if json_output:
         print_json(report.model_dump(mode="json"))
         return
-    table = Table("device", "precision", "ms", "speed-up", "mJ", "peak MiB", "weights KiB", "kernels per unit", box=box.SIMPLE_HEAD,
+    accuracy = ["vs float (calibration)"] if any(row.accuracy for row in report.rows) else []
+    held_out = ["vs float (--eval)"] if any(row.eval_accuracy for row in report.rows) else []
+    table = Table("device", "precision", "ms", "speed-up", "mJ", "peak MiB", "weights KiB", *accuracy, *held_out, "kernels per unit", box=box.SIMPLE_HEAD,
                   title=f"{report.model} (simulated; speed-up vs the first precision)", title_justify="left")  # fmt: skip
     for row in report.rows:
+        agreement = [row.accuracy.short() if row.accuracy else "-"] if accuracy else []
+        agreement += [row.eval_accuracy.short() if row.eval_accuracy else "-"] if held_out else []
         units = ", ".join(f"{unit} {count}" for unit, count in row.units.items()) + (f" ({row.fallbacks} fell back)" if row.fallbacks else "")
         table.add_row(
             row.device, row.scheme, f"{row.latency_ms:.3g}", f"{row.speedup:.2f}x", f"{row.energy_mj:.3g}", f"{row.peak_memory_bytes / 2**20:.2f}",
-            f"{row.weight_bytes / 1024:.1f}", units,
+            f"{row.weight_bytes / 1024:.1f}", *agreement, units,
         )  # fmt: skip
     Console().print(table)
 

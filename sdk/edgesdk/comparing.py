@@ -18,7 +18,9 @@ from edgesdk.device_registry import get_device
 from edgesdk.errors import UserInputError
 from edgesdk.kernels import ModelAnalysis
 from edgesdk.partition import partition
-from edgesdk.precision import Calibration, Recipe, checked_options, options_for, recipe
+from edgesdk.precision import Calibration, Recipe, calibration_arrays, checked_options, options_for, recipe
+from edgesdk.quantization.accuracy import Accuracy, measure_agreement
+from edgesdk.quantization.ptq import calibration_samples
 from edgesdk.simulate import simulate
 
 
@@ -34,6 +36,8 @@ class CompareRow(BaseModel):
     units: dict[str, int] = Field(description="Kernels per compute unit.")
     fallbacks: int = Field(description="Kernels that could not run on the unit they preferred.")
     speedup: float = Field(description="Latency of the first precision asked for on this device / this latency.")
+    accuracy: Accuracy | None = Field(None, description="Agreement with the float model on the --calibration samples (quantized precisions).")
+    eval_accuracy: Accuracy | None = Field(None, description="Agreement with the float model on the held-out --eval inputs.")
 
 
 class CompareReport(BaseModel):
@@ -73,18 +77,22 @@ def compare(
     input_shapes: Mapping[str, Sequence[int]] | None = None,
     profiles_dir: str | os.PathLike | None = None,
     timeout_s: float | None = None,
+    eval_data: Calibration = None,
     **quantize_options,
 ) -> CompareReport:
     """Simulate ``source`` on each of ``devices`` ("all", ids, or "a,b") at each precision of
     ``quantize`` (a scheme, a list, or "none,int8,w4a16"); each of ``quantize_options``
-    (edgesdk.precision.recipe) goes to the schemes that use it."""
-    from edgesdk.profiling import _analysis, _artifact
+    (edgesdk.precision.recipe) goes to the schemes that use it. Quantized precisions report their
+    agreement with the float model on the calibration samples, and on ``eval_data`` (held-out inputs,
+    stacked like calibration samples) when given."""
+    from edgesdk.profiling import _artifact, analysed
 
     if _artifact(source) is not None:
         raise UserInputError(f"{source}: compare takes an ONNX model", hint="give the artifact's model.onnx")
     quantize_options = checked_options(quantize_options, "compare")
     profiles = [get_device(device, profiles_dir) for device in _device_ids(devices, profiles_dir)]
-    analyses: dict[Recipe, tuple[str, ModelAnalysis]] = {}
+    eval_arrays = calibration_arrays(eval_data)
+    analyses: dict[Recipe, tuple[str, ModelAnalysis, Accuracy | None, Accuracy | None]] = {}
     rows: list[CompareRow] = []
     for profile in profiles:
         first_latency = None
@@ -92,8 +100,14 @@ def compare(
             resolved = profile.quantization.scheme if scheme == "auto" else scheme
             chosen = recipe(scheme, calibration if resolved != "none" else None, profile, **options_for(resolved, quantize_options))
             if chosen not in analyses:
-                analyses[chosen] = _analysis(source, input_shapes, chosen, calibration if chosen.scheme != "none" else None, timeout_s)
-            name, analysis = analyses[chosen]
+                analysis, precision = analysed(source, input_shapes, chosen, calibration if chosen.scheme != "none" else None, timeout_s)
+                held_out = None
+                if eval_arrays is not None and chosen.scheme != "none":
+                    samples = calibration_samples(eval_arrays, precision.original.inputs, "--eval" if isinstance(eval_data, Mapping) else str(eval_data))
+                    held_out = measure_agreement(precision.compiled.serialized, precision.original.serialized, samples)
+                on_samples = measure_agreement(precision.compiled.serialized, precision.original.serialized, precision.samples) if precision.samples else None
+                analyses[chosen] = (precision.compiled.name, analysis, on_samples, held_out)
+            name, analysis, on_samples, held_out = analyses[chosen]
             placed = partition(analysis, profile)
             estimate = simulate(analysis, placed, profile)
             first_latency = first_latency or estimate.latency_ms
@@ -103,6 +117,7 @@ def compare(
                     device=profile.id, scheme=chosen.scheme, latency_ms=estimate.latency_ms, energy_mj=estimate.energy_mj,
                     peak_memory_bytes=estimate.peak_memory_bytes, weight_bytes=estimate.weight_bytes, units=info.units,
                     fallbacks=len(info.fallbacks), speedup=first_latency / estimate.latency_ms if estimate.latency_ms else 1.0,
+                    accuracy=on_samples, eval_accuracy=held_out,
                 )
             )  # fmt: skip
     return CompareReport(model=next(iter(analyses.values()))[0], rows=rows)

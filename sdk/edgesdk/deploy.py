@@ -54,11 +54,11 @@ from edgesdk.manifest import (
     TensorInfo,
     VerificationInfo,
 )
-from edgesdk.model import Model, load_model, random_inputs
+from edgesdk.model import Model, random_inputs
 from edgesdk.partition import ARITHMETIC_CLASSES, compute_dtype, partition
 from edgesdk.quantization.accuracy import measure_agreement
 from edgesdk.quantization.packed_kernels import packed_weight_dtype
-from edgesdk.precision import RECIPE_OPTIONS, Precision, apply_scheme, float_tolerance, recipe, weight_bytes
+from edgesdk.precision import RECIPE_OPTIONS, Precision, float_tolerance, prepare, recipe, weight_bytes
 from edgesdk.profiles import DeviceProfile
 from edgesdk.simulate import simulate
 from edgesdk.tensors import check_inputs, load_npz, save_npz
@@ -220,15 +220,16 @@ def deploy(
     backend = find_backend(profile)
     chosen = recipe(quantize, calibration, profile, **{name: value for name, value in options.items() if name in RECIPE_OPTIONS})
     scheme = chosen.scheme
-    prepared = load_model(model, input_shapes)
     if scheme != "none":
-        on_stage("quantize")
-    precision = apply_scheme(prepared, chosen, calibration)
+        on_stage("load and quantize")
+    precision = prepare(model, input_shapes, chosen, calibration)
+    prepared = precision.original
     verify_inputs, user_inputs = _inputs(prepared, inputs, int(options.get("seed", 0)))
     inputs_kind = "user" if user_inputs else "random"
     if precision.samples and inputs is None:
         verify_inputs, inputs_kind = precision.samples[0], "calibration"  # in the calibrated range, unlike random inputs
-    destination = Path(out) if out is not None else Path("build") / f"{prepared.name}-{profile.id}"
+    # The precision is in the default name: an int8 deploy must not replace the float artifact.
+    destination = Path(out) if out is not None else Path("build") / "-".join([prepared.name, profile.id, *([scheme] if scheme != "none" else [])])
     check_destination(destination)
     missing = backend.toolchain.missing()
     if missing and backend.emit == "shared_library":

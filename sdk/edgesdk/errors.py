@@ -7,6 +7,8 @@ never swallowed.
 
 from __future__ import annotations
 
+import contextlib
+
 from pydantic import ValidationError
 
 
@@ -36,6 +38,31 @@ class ProfileError(UserInputError):
 
 class UnknownDeviceError(UserInputError):
     """A device id that no profile provides."""
+
+
+class InternalError(EdgeSDKError):
+    """A step of edgesdk's own failed on valid input: our fault, reported as a bug (exit 1)."""
+
+    exit_code = 1
+
+    def __init__(self, message: str, hint: str | None = None):
+        super().__init__(message, hint or "this is a bug in edgesdk, please report it (rerun with --debug for the traceback)")
+
+
+@contextlib.contextmanager
+def our_step(step: str, origin: str):
+    """Any failure inside ``step`` (run on the user's ``origin``, a file path) is ours: an
+    ``InternalError`` saying ``step: origin: what happened``. A failure already told as an
+    ``EdgeSDKError`` that names the step passes through unchanged."""
+    try:
+        yield
+    except EdgeSDKError as exc:
+        if exc.message.startswith(f"{step}: "):
+            raise
+        raise InternalError(f"{step}: {origin}: {exc.message}") from exc
+    except Exception as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise InternalError(f"{step}: {origin}: {type(exc).__name__}: {first}") from exc
 
 
 class CheckFailed(EdgeSDKError):

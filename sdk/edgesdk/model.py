@@ -52,6 +52,11 @@ class Model:
     outputs: list[TensorSpec]
     opset: int
     notes: list[str] = field(default_factory=list)
+    origin: str = ""  # where the user's model came from (a file path), for messages
+
+    @property
+    def where(self) -> str:
+        return self.origin or self.name
 
     @cached_property
     def serialized(self) -> bytes:
@@ -136,7 +141,17 @@ def _graph_inputs(proto: onnx.ModelProto) -> list[onnx.ValueInfoProto]:
 ANONYMOUS_DIMS = {"", "?"}
 
 
-def _bind_shapes(name: str, proto: onnx.ModelProto, input_shapes: Mapping[str, Sequence[int]]) -> None:
+def shape_from_samples(dims: Sequence[int | str], stacked: Sequence[int]) -> list[int]:
+    """An input's shape from the shape of its calibration array (edgesdk.quantization.ptq):
+    samples stacked on a new first axis ``(N, *shape)``, or along a dynamic batch axis."""
+    if len(stacked) == len(dims) + 1:
+        return [int(d) for d in stacked[1:]]
+    if len(stacked) == len(dims) and isinstance(dims[0], str):
+        return [1, *(int(d) for d in stacked[1:])]
+    return [int(d) for d in stacked]
+
+
+def _bind_shapes(name: str, proto: onnx.ModelProto, input_shapes: Mapping[str, Sequence[int]], sample_shapes: Mapping[str, Sequence[int]]) -> None:
     from onnxruntime.tools.onnx_model_utils import make_dim_param_fixed
 
     inputs = {value.name: value for value in _graph_inputs(proto)}
@@ -150,6 +165,8 @@ def _bind_shapes(name: str, proto: onnx.ModelProto, input_shapes: Mapping[str, S
     for input_name, value in inputs.items():
         dims = _dims(value)
         given = input_shapes.get(input_name)
+        if given is None and input_name in sample_shapes and any(isinstance(d, str) for d in dims):
+            given = shape_from_samples(dims, sample_shapes[input_name])
         if given is None:
             dynamic = [d for d in dims if isinstance(d, str)]
             if dynamic:
@@ -182,6 +199,9 @@ def _fold_constants(name: str, proto: onnx.ModelProto) -> onnx.ModelProto:
     """onnxruntime's basic optimizer: constant folding (shape subgraphs included), standard ops only."""
     import onnxruntime as ort
 
+    # Its warnings (unused initializers, ...) are advice to model authors, not to our users:
+    # quiet for every session this process makes.
+    ort.set_default_logger_severity(3)
     with tempfile.TemporaryDirectory(prefix="edgesdk-fold-") as scratch:
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
@@ -214,31 +234,53 @@ def _static_specs(name: str, values: Sequence[onnx.ValueInfoProto], what: str) -
 
 
 def load_model(
-    model: str | Path | onnx.ModelProto, input_shapes: Mapping[str, Sequence[int]] | None = None
+    model: str | Path | onnx.ModelProto,
+    input_shapes: Mapping[str, Sequence[int]] | None = None,
+    sample_shapes: Mapping[str, Sequence[int]] | None = None,
 ) -> Model:
-    """Read, check and prepare an ONNX model: static shapes, folded shape subgraphs, inferred shapes."""
+    """Read, check and prepare an ONNX model: static shapes, folded shape subgraphs, inferred shapes.
+    A dynamic input's shape comes from ``input_shapes``, else from the shape of its calibration
+    array in ``sample_shapes`` (see `shape_from_samples`)."""
     name, proto, digest = _read(model)
-    _check(name, proto, full=False)
-    opset = _opset(name, proto)
+    origin = name if isinstance(model, onnx.ModelProto) else str(model)  # what messages name
+    _check(origin, proto, full=False)
+    opset = _opset(origin, proto)
     proto = onnx.ModelProto.FromString(proto.SerializeToString())  # never mutate the caller's proto
-    _bind_shapes(name, proto, dict(input_shapes or {}))
-    proto = _fold_constants(name, proto)
+    _bind_shapes(origin, proto, dict(input_shapes or {}), dict(sample_shapes or {}))
+    proto = _fold_constants(origin, proto)
     try:
         proto = onnx.shape_inference.infer_shapes(proto, check_type=True, strict_mode=True, data_prop=True)
     except (onnx.shape_inference.InferenceError, onnx.checker.ValidationError) as exc:
-        raise UserInputError(f"{name}: shape inference failed: {str(exc).strip().splitlines()[0]}") from exc
-    _check(name, proto, full=True)
+        raise UserInputError(f"{origin}: shape inference failed: {str(exc).strip().splitlines()[0]}") from exc
+    _check(origin, proto, full=True)
     remaining = sum(node.op_type == "Shape" for node in proto.graph.node)
     notes = [f"{remaining} Shape nodes could not be folded"] if remaining else []
     return Model(
         name=name,
         proto=proto,
         source_sha256=digest,
-        inputs=_static_specs(name, _graph_inputs(proto), "input"),
-        outputs=_static_specs(name, proto.graph.output, "output"),
+        inputs=_static_specs(origin, _graph_inputs(proto), "input"),
+        outputs=_static_specs(origin, proto.graph.output, "output"),
         opset=opset,
         notes=notes,
+        origin=origin,
     )
+
+
+def has_dynamic_dims(proto: onnx.ModelProto) -> bool:
+    """Whether any graph input has a dimension that is not a fixed size."""
+    return any(isinstance(d, str) for value in _graph_inputs(proto) for d in _dims(value))
+
+
+def with_dynamic_dims(model: Model, source: str | Path | onnx.ModelProto) -> Model:
+    """``model`` as the user's graph: its own (dynamic) dims, unfolded, shapes inferred; for a
+    model to hand back (an exported quantized model), not to compile."""
+    proto = onnx.ModelProto.FromString(_read(source)[1].SerializeToString())
+    try:
+        proto = onnx.shape_inference.infer_shapes(proto)
+    except (onnx.shape_inference.InferenceError, onnx.checker.ValidationError):
+        pass  # value types are a help to the quantizer, not a need
+    return Model(model.name, proto, model.source_sha256, model.inputs, model.outputs, model.opset, list(model.notes), model.origin)
 
 
 def random_inputs(specs: Sequence[TensorSpec], seed: int = 0) -> dict[str, np.ndarray]:

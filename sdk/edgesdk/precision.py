@@ -26,14 +26,16 @@ range method).
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 from collections.abc import Mapping
 
 import numpy as np
 import onnx
 
-from edgesdk.errors import UserInputError
-from edgesdk.model import Model
+from edgesdk.errors import UserInputError, our_step
+from edgesdk.model import Model, load_model
+from edgesdk.quantization.ptq import RANGE_METHODS
 
 AVAILABLE = ("none", "fp16", "int8", "w8a16", "w4a16", "w4a8", "vq")
 CALIBRATED = ("int8", "w4a8")  # schemes that need --calibration
@@ -49,6 +51,9 @@ SCHEME_TOLERANCE = {"fp16": 2e-2, "int8": 5e-2, "w4a8": 5e-2, "w8a16": 2e-2, "w4
 VQ_DEFAULTS = (2, 8)  # weights per vector, bits per index (a codebook of 2**bits vectors per layer)
 
 Calibration = str | os.PathLike | Mapping[str, np.ndarray] | None
+MIN_SAMPLES = 16  # fewer calibration samples than this get a warning
+
+logger = logging.getLogger("edgesdk")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -101,6 +106,7 @@ class Precision:
     compiled: Model  # what TVM compiles
     reference: Model  # what onnxruntime runs for the numerics check: the artifact's model.onnx
     samples: list[dict[str, np.ndarray]]  # calibration inputs, if any
+    original: Model  # the user's model as loaded, in its own precision
 
     @property
     def scheme(self) -> str:
@@ -137,6 +143,8 @@ def recipe(
         )
     if scheme == "none" and calibration is not None:
         raise UserInputError("--calibration: nothing is quantized", hint="give --quantize, or drop --calibration")
+    if range_method is not None and range_method not in RANGE_METHODS:
+        raise UserInputError(f"--range-method {range_method}: unknown", hint=f"methods: {', '.join(RANGE_METHODS)}")
     if scheme not in CALIBRATED and range_method is not None:
         raise UserInputError(f"--range-method is only used by calibrated schemes ({', '.join(CALIBRATED)})", hint="drop --range-method")
     if scheme not in CALIBRATED and equalize:
@@ -197,17 +205,49 @@ def weight_bytes(proto: onnx.ModelProto) -> int:
     return total
 
 
-def apply_scheme(model: Model, chosen: Recipe, calibration: Calibration = None) -> Precision:
-    """What to compile and what to check it against, for ``chosen``."""
-    from edgesdk.quantization.ptq import load_calibration
+def calibration_arrays(calibration: Calibration) -> Mapping[str, np.ndarray] | None:
+    """The arrays of ``--calibration`` (an .npz path, read without pickle, or a mapping)."""
+    from edgesdk.tensors import load_npz
 
-    samples = load_calibration(calibration, model.inputs) if calibration is not None else []
+    if calibration is None or isinstance(calibration, Mapping):
+        return calibration
+    return load_npz(calibration)
+
+
+def calibration_origin(calibration: Calibration) -> str:
+    return "--calibration" if calibration is None or isinstance(calibration, Mapping) else str(calibration)
+
+
+def warn_if_few(samples: list, scheme: str) -> None:
+    """Few samples are a risk worth a word: int8 ranges fitted to them, accuracy measured on them."""
+    if 0 < len(samples) < MIN_SAMPLES:
+        risk = "activation ranges fitted to so few inputs clip or waste levels on others" if scheme in CALIBRATED else "the accuracy reported rests on so few inputs"
+        logger.warning(f"only {len(samples)} calibration sample{'s' if len(samples) > 1 else ''} (fewer than {MIN_SAMPLES}): {risk}; give a few hundred representative inputs")
+
+
+def prepare(source, input_shapes, chosen: Recipe, calibration: Calibration = None) -> Precision:
+    """Load ``source`` (dynamic input shapes from ``input_shapes``, else from the calibration
+    arrays) and apply ``chosen``: what deploy, profile and compare start from."""
+    arrays = calibration_arrays(calibration)
+    sample_shapes = {name: np.shape(array) for name, array in arrays.items()} if arrays else None
+    return apply_scheme(load_model(source, input_shapes, sample_shapes), chosen, arrays, origin=calibration_origin(calibration))
+
+
+def apply_scheme(model: Model, chosen: Recipe, calibration: Calibration = None, *, origin: str | None = None) -> Precision:
+    """What to compile and what to check it against, for ``chosen``."""
+    from edgesdk.quantization.opset import for_scheme
+    from edgesdk.quantization.ptq import calibration_samples
+
+    arrays = calibration_arrays(calibration)
+    samples = calibration_samples(arrays, model.inputs, origin or calibration_origin(calibration)) if arrays is not None else []
     if chosen.scheme == "none":
-        return Precision(chosen, model, model, [])
-    if chosen.scheme == "fp16":
-        return Precision(chosen, to_float16(model), model, samples)
-    quantized = quantized_model(model, chosen, samples)
-    return Precision(chosen, quantized, quantized, samples)
+        return Precision(chosen, model, model, samples, model)
+    warn_if_few(samples, chosen.scheme)
+    with our_step("quantize", model.where):
+        if chosen.scheme == "fp16":
+            return Precision(chosen, to_float16(model), model, samples, model)
+        quantized = quantized_model(for_scheme(model, chosen.scheme, samples), chosen, samples)
+    return Precision(chosen, quantized, quantized, samples, model)
 
 
 def to_float16(model: Model) -> Model:

@@ -29,9 +29,9 @@ from edgesdk.kernels import ModelAnalysis
 from edgesdk.manifest import Estimate, PartitionInfo
 from edgesdk.measure import Measurement
 from edgesdk.measure import measure as measure_runner
-from edgesdk.model import load_model, random_inputs
+from edgesdk.model import random_inputs
 from edgesdk.partition import partition
-from edgesdk.precision import Calibration, Recipe, apply_scheme, checked_options, recipe
+from edgesdk.precision import Calibration, Precision, Recipe, checked_options, prepare, recipe
 from edgesdk.profiles import DeviceProfile
 from edgesdk.simulate import simulate
 
@@ -60,13 +60,19 @@ def _read_analysis(artifact: Artifact) -> ModelAnalysis:
     return ModelAnalysis.model_validate_json((artifact.path / ANALYSIS_FILE).read_text())
 
 
+def analysed(source, input_shapes, chosen: Recipe, calibration, timeout_s) -> tuple[ModelAnalysis, Precision]:
+    """The kernels of ``source`` (a model) at ``chosen``, and the precision they were made from."""
+    precision = prepare(source, input_shapes, chosen, calibration)
+    compiled = compile_model(precision.compiled, [], BuildCache(), None, timeout_s=timeout_s, on_stage=lambda stage: None)
+    return ModelAnalysis.model_validate_json((compiled.model_dir / ANALYSIS_FILE).read_text()), precision
+
+
 def _analysis(source, input_shapes, chosen: Recipe, calibration, timeout_s) -> tuple[str, ModelAnalysis]:
     artifact = _artifact(source)
     if artifact is not None:
         return artifact.manifest.model.name, _read_analysis(artifact)
-    prepared = apply_scheme(load_model(source, input_shapes), chosen, calibration).compiled
-    compiled = compile_model(prepared, [], BuildCache(), None, timeout_s=timeout_s, on_stage=lambda stage: None)
-    return prepared.name, ModelAnalysis.model_validate_json((compiled.model_dir / ANALYSIS_FILE).read_text())
+    analysis, precision = analysed(source, input_shapes, chosen, calibration, timeout_s)
+    return precision.compiled.name, analysis
 
 
 def _native_artifact(source, device: DeviceProfile, input_shapes, chosen: Recipe, calibration, profiles_dir, scratch: Path) -> Artifact:

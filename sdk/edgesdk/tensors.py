@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import tempfile
 import zipfile
@@ -12,6 +13,8 @@ import numpy as np
 
 from edgesdk.errors import UserInputError
 from edgesdk.model import TensorSpec
+
+logger = logging.getLogger("edgesdk")
 
 
 def load_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
@@ -48,8 +51,26 @@ def save_npz(path: str | os.PathLike, arrays: Mapping[str, np.ndarray]) -> None:
         raise
 
 
-def check_inputs(arrays: Mapping[str, np.ndarray], specs: Sequence[TensorSpec], origin: str) -> dict[str, np.ndarray]:
-    """The inputs in model order, each with the model's shape and dtype, or a clear error."""
+def as_dtype(array: np.ndarray, spec: TensorSpec, origin: str, *, cast: bool = False) -> np.ndarray:
+    """``array`` in ``spec``'s dtype. A conversion that keeps every value is silent; float64 to
+    float32 (rounding only) is a warning; one that could change values (int64 to float32, float to
+    int, int64 to int32) is an error unless ``cast``, then a warning."""
+    if array.dtype.name == spec.dtype:
+        return array
+    if np.can_cast(array.dtype, spec.dtype, casting="safe"):
+        return array.astype(spec.dtype)
+    rounding = array.dtype.kind == "f" and np.dtype(spec.dtype).kind == "f"
+    if not (rounding or cast):
+        raise UserInputError(
+            f"{origin}: input '{spec.name}' is {array.dtype.name}, the model expects {spec.dtype}; converting could change its values",
+            hint=f"save it as {spec.dtype} (edgesdk run: or give --cast to convert anyway)",
+        )
+    logger.warning(f"{origin}: input '{spec.name}' is {array.dtype.name}, converted to the model's {spec.dtype}")
+    return array.astype(spec.dtype)
+
+
+def check_inputs(arrays: Mapping[str, np.ndarray], specs: Sequence[TensorSpec], origin: str, *, cast: bool = False) -> dict[str, np.ndarray]:
+    """The inputs in model order, each with the model's shape and dtype (see `as_dtype`), or a clear error."""
     expected = [spec.name for spec in specs]
     missing = [name for name in expected if name not in arrays]
     extra = sorted(set(arrays) - set(expected))
@@ -61,9 +82,5 @@ def check_inputs(arrays: Mapping[str, np.ndarray], specs: Sequence[TensorSpec], 
         array = np.asarray(arrays[spec.name])
         if tuple(array.shape) != spec.shape:
             raise UserInputError(f"{origin}: input '{spec.name}' has shape {list(array.shape)}, the model expects {list(spec.shape)}")
-        if array.dtype.name != spec.dtype:
-            if not np.can_cast(array.dtype, spec.dtype, casting="same_kind"):
-                raise UserInputError(f"{origin}: input '{spec.name}' is {array.dtype.name}, the model expects {spec.dtype}")
-            array = array.astype(spec.dtype)
-        checked[spec.name] = np.ascontiguousarray(array)
+        checked[spec.name] = np.ascontiguousarray(as_dtype(array, spec, origin, cast=cast))
     return checked

@@ -21,9 +21,9 @@ def error_lines(err: str) -> list[str]:
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
-        ([], "error: mlp: input 'features' has dynamic dimensions ['N', 64]"),
+        ([], "error: {model}: input 'features' has dynamic dimensions ['N', 64]"),
         (["--input-shape", "features"], "error: --input-shape 'features': expected NAME=D1,D2,... with positive integers"),
-        (["--input-shape", "feature=1,64"], "error: mlp: --input-shape names no input of the model: feature"),
+        (["--input-shape", "feature=1,64"], "error: {model}: --input-shape names no input of the model: feature"),
         (["--input-shape", "features=1,64", "--quantize", "int8"], "error: --quantize int8 needs calibration data"),
         (["--input-shape", "features=1,64", "--quantize", "vq", "--vq-dim", "0"], "error: --vq-dim 0: weights per vector must be 1 to 16"),
         (["--input-shape", "features=1,64", "--quantize", "w4a16", "--group-size", "-4"], "error: --group-size -4: must be a positive number of weights"),
@@ -37,7 +37,7 @@ def error_lines(err: str) -> list[str]:
 def test_deploy_input_errors(run_cli, mlp_file, tmp_path, extra, message):
     code, out, err = run_cli("deploy", str(mlp_file), "--device", "pc", "-o", str(tmp_path / "out"), *extra)
     assert (code, out) == (2, "")
-    assert error_lines(err) == [message]
+    assert error_lines(err) == [message.format(model=mlp_file)]
     assert "Traceback" not in err and not (tmp_path / "out").exists()
 
 

@@ -25,6 +25,26 @@ class Accuracy(BaseModel):
     samples: int
     outputs: list[OutputAgreement]
 
+    @property
+    def cosine(self) -> float:
+        """The worst output's cosine similarity."""
+        return min((output.cosine for output in self.outputs), default=1.0)
+
+    @property
+    def top1_agreement(self) -> float | None:
+        """The worst classifier-like output's top-1 agreement (None: no such output)."""
+        shares = [output.top1_agreement for output in self.outputs if output.top1_agreement is not None]
+        return min(shares) if shares else None
+
+    def short(self) -> str:
+        """E.g. ``top-1 98.4%, cos 0.9991``: what a table cell shows."""
+        top1 = self.top1_agreement
+        return (f"top-1 {100 * top1:.1f}%, " if top1 is not None else "") + f"cos {self.cosine:.4f}"
+
+    def text(self, what: str) -> str:
+        """One line: agreement with the float model on ``what`` (e.g. calibration samples)."""
+        return f"{self.short()} vs the float model on {self.samples} {what}"
+
 
 def agreement(name: str, quantized: list[np.ndarray], reference: list[np.ndarray]) -> OutputAgreement:
     q = np.stack([np.asarray(a, np.float64) for a in quantized])

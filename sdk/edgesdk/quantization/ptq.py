@@ -28,8 +28,8 @@ import numpy as np
 import onnx
 
 from edgesdk.errors import UserInputError
-from edgesdk.model import Model, TensorSpec
-from edgesdk.tensors import check_inputs
+from edgesdk.model import Model, TensorSpec, has_dynamic_dims
+from edgesdk.tensors import as_dtype, check_inputs
 
 RANGE_METHODS = ("minmax", "percentile", "mse")
 PERCENTILE = 99.99
@@ -41,6 +41,9 @@ def calibration_samples(arrays: Mapping[str, np.ndarray], specs: Sequence[Tensor
     """Split calibration arrays into per-run inputs. Each array holds N samples of its input:
     shape ``(N, *input_shape)``, or ``(N, *input_shape[1:])`` for an input of batch 1, or exactly
     the input's shape (one sample). Every input must have the same N."""
+    arrays = {spec.name: as_dtype(np.asarray(arrays[spec.name]), spec, origin) for spec in specs if spec.name in arrays} | {
+        name: array for name, array in arrays.items() if name not in {spec.name for spec in specs}
+    }  # converted once, so a float64 file warns once
     counts = {}
     for spec in specs:
         array = np.asarray(arrays[spec.name]) if spec.name in arrays else None
@@ -69,15 +72,6 @@ def calibration_samples(arrays: Mapping[str, np.ndarray], specs: Sequence[Tensor
             one[spec.name] = array if array is None or counts.get(spec.name) is None else array[index].reshape(spec.shape)
         samples.append(check_inputs({k: v for k, v in one.items() if v is not None}, specs, origin))
     return samples
-
-
-def load_calibration(calibration, specs: Sequence[TensorSpec]) -> list[dict[str, np.ndarray]]:
-    """Per-run inputs from ``--calibration``: an .npz path (no pickle) or a mapping of arrays."""
-    from edgesdk.tensors import load_npz
-
-    if isinstance(calibration, Mapping):
-        return calibration_samples(calibration, specs, "--calibration")
-    return calibration_samples(load_npz(calibration), specs, str(calibration))
 
 
 def _mse_range(values: np.ndarray) -> tuple[float, float]:
@@ -212,6 +206,8 @@ def quantize_int8(
         proto = onnx.load(str(target))
     from edgesdk.model import load_model
 
+    if has_dynamic_dims(model.proto):  # the user's graph, to export: stays as the quantizer wrote it
+        return dataclasses.replace(model, proto=proto)
     quantized = load_model(proto, {spec.name: list(spec.shape) for spec in model.inputs})
-    quantized.name = model.name
+    quantized.name, quantized.origin = model.name, model.origin
     return quantized

@@ -27,7 +27,7 @@ import onnx
 from onnx import numpy_helper
 from pydantic import BaseModel, ConfigDict, Field
 
-from edgesdk.errors import UserInputError
+from edgesdk.errors import UserInputError, our_step
 from edgesdk.model import Model
 from edgesdk.quantization.accuracy import Accuracy, measure_agreement
 from edgesdk.precision import WEIGHT_ONLY, Recipe, quantized_model, stored_bits
@@ -53,8 +53,8 @@ class QuantizeReport(BaseModel):
     output: str
     encodings: str
     samples: int
-    drop_pt: float = Field(description="Drop of the written model, in points.")
-    accuracy: Accuracy
+    drop_pt: float | None = Field(description="Drop of the written model, in points (None: no --calibration samples to measure it on).")
+    accuracy: Accuracy | None
     float_layers: list[str] = Field(default_factory=list, description="Layers kept in float to meet --max-drop.")
     sensitivity: list[LayerSensitivity] = Field(default_factory=list, description="--analyze: per layer, most sensitive first.")
     max_drop_met: bool | None = None
@@ -115,22 +115,29 @@ def encodings(qdq: onnx.ModelProto) -> dict:
     return {"version": "1.0.0", "activation_encodings": activations, "param_encodings": params}
 
 
+def _encodings_path(out: Path) -> Path:
+    return out.with_name(out.stem + ".encodings.json")
+
+
+def _check_output(out: Path) -> None:
+    if out.suffix != ".onnx":
+        raise UserInputError(f"-o {out}: the output is an ONNX model", hint="name it *.onnx")
+    for path in (out, _encodings_path(out)):
+        if path.exists():
+            raise UserInputError(f"{path}: the file exists; edgesdk does not overwrite it", hint="choose another -o or remove it")
+
+
 def quantize_model(model: Model, samples, out: Path, chosen: Recipe, *, analyze: bool = False, max_drop: float | None = None) -> QuantizeReport:
     """Quantize ``model`` as ``chosen`` says (measured on ``samples``), write it to ``out`` and its
     encodings beside it; optionally analyse sensitivity and keep layers in float to meet ``max_drop``."""
-    if out.suffix != ".onnx":
-        raise UserInputError(f"-o {out}: the output is an ONNX model", hint="name it *.onnx")
-    encodings_path = out.with_name(out.stem + ".encodings.json")
-    for path in (out, encodings_path):
-        if path.exists():
-            raise UserInputError(f"{path}: the file exists; edgesdk does not overwrite it", hint="choose another -o or remove it")
+    encodings_path = _encodings_path(out)
     quantized = quantized_model(model, chosen, samples)
-    current, accuracy = _measure(quantized, model, samples)
+    current, accuracy = _measure(quantized, model, samples) if samples else (None, None)
     layers = sensitivity(model, samples, chosen) if analyze or max_drop is not None else []
     kept: list[str] = []
     if max_drop is not None:
         for layer in layers:
-            if current <= max_drop:
+            if current is not None and current <= max_drop:
                 break
             kept.append(layer.node)
             quantized = quantized_model(model, chosen, samples, keep_float=kept)
@@ -142,8 +149,8 @@ def quantize_model(model: Model, samples, out: Path, chosen: Recipe, *, analyze:
     staging.rename(out)
     return QuantizeReport(
         model=model.name, scheme=chosen.scheme, range_method=chosen.range_method, group_size=chosen.group_size, output=str(out), encodings=str(encodings_path), samples=len(samples),
-        drop_pt=round(current, 4), accuracy=accuracy, float_layers=kept, sensitivity=layers if analyze else [],
-        max_drop_met=None if max_drop is None else current <= max_drop,
+        drop_pt=None if current is None else round(current, 4), accuracy=accuracy, float_layers=kept, sensitivity=layers if analyze else [],
+        max_drop_met=None if max_drop is None or current is None else current <= max_drop,
     )
 
 
@@ -159,16 +166,24 @@ def quantize(
     **quantize_options,
 ) -> QuantizeReport:
     """The Python face of `edgesdk quantize`: ``source`` a model path or proto, ``calibration`` an
-    .npz path or a dict of stacked samples (edgesdk.quantization.ptq.calibration_samples);
-    ``quantize_options`` as edgesdk.precision.recipe takes them."""
-    from edgesdk.model import load_model
-    from edgesdk.quantization.ptq import load_calibration
-
-    from edgesdk.precision import checked_options, recipe
+    .npz path or a dict of stacked samples (edgesdk.quantization.ptq.calibration_samples; None for
+    the weight-only schemes, which then report no accuracy); ``quantize_options`` as
+    edgesdk.precision.recipe takes them. Dynamic input shapes come from ``input_shapes`` or the
+    calibration arrays; the written model keeps the input model's dynamic dims."""
+    from edgesdk.model import with_dynamic_dims
+    from edgesdk.precision import checked_options, prepare, recipe, warn_if_few
+    from edgesdk.quantization.opset import for_scheme
 
     if scheme not in ("int8", "w4a8", "vq", *WEIGHT_ONLY):
         raise UserInputError(f"--scheme {scheme}: edgesdk quantize writes int8, w4a8, vq, {', '.join(WEIGHT_ONLY)} models", hint="use --scheme int8")
     chosen = recipe(scheme, calibration, None, **checked_options(quantize_options, "quantize"))
-    model = load_model(source, input_shapes)
-    samples = load_calibration(calibration, model.inputs)
-    return quantize_model(model, samples, Path(out), chosen, analyze=analyze, max_drop=max_drop)
+    if (analyze or max_drop is not None) and calibration is None:
+        raise UserInputError("--analyze and --max-drop measure the drop on --calibration samples", hint="give --calibration NPZ")
+    # Loaded and checked like a deploy's model (static shapes for the samples); what is quantized
+    # is the user's own graph, so its dynamic dims survive.
+    _check_output(Path(out))
+    loaded = prepare(source, input_shapes, Recipe(), calibration)
+    warn_if_few(loaded.samples, scheme)
+    with our_step("quantize", loaded.original.where):
+        model = for_scheme(with_dynamic_dims(loaded.original, source), scheme, loaded.samples)
+        return quantize_model(model, loaded.samples, Path(out), chosen, analyze=analyze, max_drop=max_drop)

@@ -21,7 +21,6 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from edgesdk.errors import UserInputError
 from edgesdk.model import Model
 
 GROUP_SIZES = (32, 64, 128)
@@ -159,16 +158,11 @@ def _dequantize_nodes(weight: QuantizedWeight, original: onnx.TensorProto, node:
 
 def _at_opset(proto: onnx.ModelProto) -> onnx.ModelProto:
     """A copy of ``proto`` at ONNX opset >= 21 and IR version >= 10 (blocked int4 dequantize)."""
-    current = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), OPSET)
-    copy = onnx.ModelProto.FromString(proto.SerializeToString())
-    if current < OPSET:
-        from onnx import version_converter
+    from edgesdk.quantization.opset import converted, opset_of
 
-        try:
-            copy = version_converter.convert_version(copy, OPSET)
-        except Exception as exc:  # the converter raises several kinds; the user gets one line
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-            raise UserInputError(f"cannot move the model from ONNX opset {current} to {OPSET} (blocked int4 weights need it): {first}") from exc
+    copy = onnx.ModelProto.FromString(proto.SerializeToString())
+    if opset_of(copy) < OPSET:
+        copy = converted(copy, OPSET)
     copy.ir_version = max(copy.ir_version, IR_VERSION)
     return copy
 
