@@ -164,24 +164,25 @@ def _bind_shapes(name: str, proto: onnx.ModelProto, input_shapes: Mapping[str, S
     symbols: dict[str, tuple[int, str]] = {}
     for input_name, value in inputs.items():
         dims = _dims(value)
-        given = input_shapes.get(input_name)
+        given, source = input_shapes.get(input_name), f"--input-shape {input_name}"
         if given is None and input_name in sample_shapes and any(isinstance(d, str) for d in dims):
             given = shape_from_samples(dims, sample_shapes[input_name])
+            source = f"the calibration samples of '{input_name}' {list(sample_shapes[input_name])}: shape"
         if given is None:
             dynamic = [d for d in dims if isinstance(d, str)]
             if dynamic:
                 example = ",".join("1" if isinstance(d, str) else str(d) for d in dims)
                 raise UserInputError(
                     f"{name}: input '{input_name}' has dynamic dimensions {dims}",
-                    hint=f"give its shape, e.g. --input-shape {input_name}={example}",
+                    hint=f"give its shape, e.g. --input-shape {input_name}={example} (or calibration samples, which define it)",
                 )
             continue
         given = [int(d) for d in given]
         if len(given) != len(dims) or any(d <= 0 for d in given):
-            raise UserInputError(f"{name}: --input-shape {input_name}: expected {len(dims)} positive dims for {dims}, got {given}")
+            raise UserInputError(f"{name}: {source}: expected {len(dims)} positive dims for {dims}, got {given}")
         clash = [(have, want) for have, want in zip(dims, given) if isinstance(have, int) and have != want]
         if clash:
-            raise UserInputError(f"{name}: --input-shape {input_name}={given} contradicts the model's fixed dims {dims}")
+            raise UserInputError(f"{name}: {source} {given} contradicts the model's fixed dims {dims}")
         for dim, size in zip(value.type.tensor_type.shape.dim, given):
             symbol = dim.dim_param if not dim.HasField("dim_value") else ""
             if symbol not in ANONYMOUS_DIMS:

@@ -11,7 +11,7 @@ def test_dynamic_dims_need_a_shape_and_the_error_names_the_input():
     with pytest.raises(UserInputError) as info:
         load_model(tiny_cnn())
     assert "input 'image' has dynamic dimensions ['N', 3, 32, 32]" in info.value.message
-    assert info.value.hint == "give its shape, e.g. --input-shape image=1,3,32,32"
+    assert info.value.hint == "give its shape, e.g. --input-shape image=1,3,32,32 (or calibration samples, which define it)"
 
 
 def test_binding_shapes_folds_the_shape_subgraph():

@@ -15,6 +15,7 @@ model computes is caught here, not in a quantized model's accuracy).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import warnings
 from collections.abc import Mapping
 
@@ -42,12 +43,15 @@ def _signature(schema: onnx.defs.OpSchema) -> tuple:
 
 def carried_over(proto: onnx.ModelProto, opset: int) -> onnx.ModelProto:
     """``proto`` declared at ``opset`` unchanged, when every operator it uses has the same
-    signature at both versions; else a ValueError naming the first that does not."""
+    signature at both versions; else a ValueError naming the first that does not. Going down,
+    each operator must resolve to the very same version (then the model means exactly the same)."""
     current = opset_of(proto)
     for op_type in dict.fromkeys(node.op_type for node in proto.graph.node if node.domain in STANDARD):
         old, new = onnx.defs.get_schema(op_type, current), onnx.defs.get_schema(op_type, opset)
-        if old.since_version != new.since_version and _signature(old) != _signature(new):
-            raise ValueError(f"{op_type} changed its inputs or attributes between opset {old.since_version} and {new.since_version}")
+        if old.since_version == new.since_version:
+            continue
+        if opset < current or _signature(old) != _signature(new):
+            raise ValueError(f"{op_type} changed between opset {min(old.since_version, new.since_version)} and {max(old.since_version, new.since_version)}")
     copy = onnx.ModelProto.FromString(proto.SerializeToString())
     for entry in copy.opset_import:
         if entry.domain in STANDARD:
@@ -55,9 +59,32 @@ def carried_over(proto: onnx.ModelProto, opset: int) -> onnx.ModelProto:
     return copy
 
 
+@functools.cache
+def newest_quantized_opset() -> int:
+    """The newest ONNX opset at which onnxruntime (the reference) runs Quantize/DequantizeLinear."""
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+
+    nodes = [helper.make_node("QuantizeLinear", ["x", "s", "z"], ["q"]), helper.make_node("DequantizeLinear", ["q", "s", "z"], ["y"])]
+    constants = [helper.make_tensor("s", TensorProto.FLOAT, [], [0.1]), helper.make_tensor("z", TensorProto.INT8, [], [0])]
+    graph = helper.make_graph(nodes, "probe", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])], [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])], constants)
+    for opset in range(onnx.defs.onnx_opset_version(), max(SCHEME_OPSET.values()), -1):
+        try:
+            ort.InferenceSession(helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)]).SerializeToString(), providers=["CPUExecutionProvider"])
+            return opset
+        except Exception:  # onnxruntime's own error types: no kernel at this version
+            continue
+    return max(SCHEME_OPSET.values())
+
+
 def converted(proto: onnx.ModelProto, opset: int) -> onnx.ModelProto:
     from onnx import version_converter
 
+    if opset < opset_of(proto):  # newer than onnxruntime runs: exact when nothing changed
+        try:
+            return carried_over(proto, opset)
+        except ValueError:
+            pass
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -70,11 +97,12 @@ def converted(proto: onnx.ModelProto, opset: int) -> onnx.ModelProto:
             raise InternalError(f"onnx's version converter failed ({reason}) and {exc}") from converter_error
 
 
-def at_opset(model: Model, opset: int, why: str, inputs: Mapping[str, np.ndarray]) -> Model:
-    """``model`` at ONNX opset ``opset`` or newer (unchanged if it is), checked on ``inputs``;
-    ``why`` says which scheme needs it, for the note and any error."""
+def at_opset(model: Model, lowest: int, why: str, inputs: Mapping[str, np.ndarray]) -> Model:
+    """``model`` at an ONNX opset from ``lowest`` to the newest at which onnxruntime runs quantized
+    models (unchanged if it is), checked on ``inputs``; ``why`` says which scheme needs it."""
     current = opset_of(model.proto)
-    if current >= opset:
+    opset = min(max(current, lowest), newest_quantized_opset())
+    if current == opset:
         return model
     proto = converted(model.proto, opset)
     proto.ir_version = max(proto.ir_version, IR_VERSION.get(opset, proto.ir_version))

@@ -43,9 +43,9 @@ class GraphBuilder:
         self.nodes.append(helper.make_node(op_type, inputs, [output], **attrs))
         return output
 
-    def model(self, name: str, inputs, outputs) -> onnx.ModelProto:
+    def model(self, name: str, inputs, outputs, opset: int = OPSET) -> onnx.ModelProto:
         graph = helper.make_graph(self.nodes, name, inputs, outputs, self.initializers)
-        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="edgesdk.testing")
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], producer_name="edgesdk.testing")
         onnx.checker.check_model(model, full_check=True)
         return model
 
@@ -195,3 +195,30 @@ def depthwise_net(seed: int = 5) -> onnx.ModelProto:
         [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["N", 3, 96, 96])],
         [helper.make_tensor_value_info(logits, TensorProto.FLOAT, ["N", 10])],
     )
+
+
+def opset_net(opset: int, seed: int = 6) -> onnx.ModelProto:
+    """A small classifier written at ONNX ``opset`` (11 or newer) with the operators whose
+    signature changed over the opsets, spelled as that opset spells them: Clip bounds, ReduceMean
+    and Squeeze axes (attributes, later inputs), Split sizes, and a dynamic batch dim."""
+    g = GraphBuilder(seed)
+    x = g.op("Conv", ["image", g.weight((8, 3, 3, 3), 27), g.const(np.zeros(8, np.float32))], pads=[1, 1, 1, 1])
+    x = g.op("Clip", [x, g.const(np.array(0, np.float32)), g.const(np.array(6, np.float32))])
+    left, right = g.name("left"), g.name("right")
+    if opset >= 13:
+        g.nodes.append(helper.make_node("Split", [x, g.const(np.array([4, 4], np.int64))], [left, right], axis=1))
+    else:
+        g.nodes.append(helper.make_node("Split", [x], [left, right], axis=1, split=[4, 4]))
+    x = g.op("Concat", [g.op("Relu", [left]), g.op("Sigmoid", [right])], axis=1)
+    x = g.op("Conv", [x, g.weight((16, 8, 3, 3), 72), g.const(np.zeros(16, np.float32))], pads=[1, 1, 1, 1], strides=[2, 2])
+    x = g.op("Relu", [x])
+    if opset >= 18:
+        x = g.op("ReduceMean", [x, g.const(np.array([2, 3], np.int64))], keepdims=1)
+    else:
+        x = g.op("ReduceMean", [x], axes=[2, 3], keepdims=1)
+    x = g.op("Squeeze", [x, g.const(np.array([2, 3], np.int64))]) if opset >= 13 else g.op("Squeeze", [x], axes=[2, 3])
+    x = g.op("Gemm", [x, g.weight((10, 16), 16), g.const(np.zeros(10, np.float32))], transB=1)
+    g.op("Softmax", [x], "probs", axis=1)
+    inputs = [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["N", 3, 16, 16])]
+    outputs = [helper.make_tensor_value_info("probs", TensorProto.FLOAT, ["N", 10])]
+    return g.model(f"opset{opset}_net", inputs, outputs, opset=opset)

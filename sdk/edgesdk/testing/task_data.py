@@ -190,7 +190,8 @@ def text_pages(n: int, seed: int = 0, height: int = 320, width: int = 320, split
 
     Each page has 2 to 6 lines drawn at random free places and, half the time, a pasted crop of
     a real scan (skimage page/text) whose own text is not labelled. Labels: the drawn lines'
-    boxes as (k, 6) detections (x0, y0, x1, y1, score 1, class 0) for task_metrics.map50.
+    tight ink boxes as (k, 6) detections (x0, y0, x1, y1, score 1, class 0) for
+    task_metrics.map50; db_boxes matches them at unclip_ratio=1.0 (PaddleOCR's 1.6 adds margin).
     """
     if height % 32 or width % 32:
         raise ValueError(f"the detector needs sides that are multiples of 32, not {height}x{width}")
