@@ -33,7 +33,7 @@ CalibrationOption = Annotated[
 ]
 EqualizeOption = Annotated[bool, typer.Option("--equalize", help="int8: cross-layer equalization of Conv-ReLU-Conv pairs before quantizing.")]
 RangeMethodOption = Annotated[
-    str | None, typer.Option("--range-method", help="How int8 activation ranges are calibrated: minmax, percentile or mse [default: minmax; auto: the profile's].")
+    str | None, typer.Option("--range-method", help="How int8 activation ranges are calibrated: minmax, percentile or mse [default: percentile; auto: the profile's].")
 ]
 GroupSizeOption = Annotated[
     int | None, typer.Option("--group-size", help="w4a16/w8a16/w4a8: weights per scale along the reduction axis, e.g. 32, 64, 128 [default: 32; w8a16 per output channel].")

@@ -1,54 +1,40 @@
-"""Pretrained models we did not write, exported by other tools, shipped inside PyPI packages.
+"""Pretrained models we did not write, exported by other tools, shipped inside PyPI packages
+(edgesdk.testing.real_models): they load, deploy and verify; quantized, they keep their task.
 
-`make test` fetches the pinned wheels (no dependencies) into .venv/test-models at set-up; the
-models are read from the wheel zips. Each has dynamic dims to bind and, except the PP-OCR
-detector, reshapes computed in-graph from Shape (Paddle2ONNX and PyTorch exporters).
+Each has dynamic dims to bind and, except the PP-OCR detector, reshapes computed in-graph from
+Shape (Paddle2ONNX and PyTorch exporters); the PP-OCR models are opset 11 and 12.
 """
-
-import zipfile
-from pathlib import Path
 
 import onnx
 import pytest
 
 import edgesdk
 from edgesdk.model import load_model
+from edgesdk.testing import real_models
+from edgesdk.testing.real_models import REAL_MODELS, inputs, run_each, score
+from edgesdk.verify import reference_runner
 
 pytestmark = pytest.mark.slow
 
-WHEELS = Path(__file__).resolve().parents[2] / ".venv" / "test-models"
-
-# id -> (wheel file, member, input shapes to bind)
-REAL_MODELS = {
-    # PaddleOCR PP-OCRv4 text detector (Paddle2ONNX, opset 12): DBNet on a MobileNetV3 backbone.
-    "ppocr_v4_det": ("rapidocr_onnxruntime-1.4.4-py3-none-any.whl", "rapidocr_onnxruntime/models/ch_PP-OCRv4_det_infer.onnx", {"x": [1, 3, 96, 96]}),
-    # PP-OCRv4 text recognizer (opset 12): SVTR neck with attention; reshapes from Shape.
-    "ppocr_v4_rec": ("rapidocr_onnxruntime-1.4.4-py3-none-any.whl", "rapidocr_onnxruntime/models/ch_PP-OCRv4_rec_infer.onnx", {"x": [1, 3, 48, 160]}),
-    # PP-OCR v2 text-direction classifier (opset 11): Shape -> Slice -> Concat -> Reshape.
-    "ppocr_cls": ("rapidocr_onnxruntime-1.4.4-py3-none-any.whl", "rapidocr_onnxruntime/models/ch_ppocr_mobile_v2.0_cls_infer.onnx", {"x": [1, 3, 48, 192]}),
-    # NudeNet detector: YOLOv8n exported by PyTorch 2.3.1 (opset 17); Shape -> Gather -> Range/Reshape/Expand.
-    "nudenet_yolov8n": ("nudenet-3.4.2-py3-none-any.whl", "nudenet/320n.onnx", {"images": [1, 3, 160, 160]}),
-}
-
 
 def real_model(model_id: str) -> onnx.ModelProto:
-    wheel, member, _ = REAL_MODELS[model_id]
-    path = WHEELS / wheel
-    if not path.is_file():
-        pytest.fail(f"{path} is missing: `make setup`/`make test` downloads the test wheels")
-    with zipfile.ZipFile(path) as archive:
-        proto = onnx.load_from_string(archive.read(member))
-    proto.graph.name = model_id
-    return proto
+    try:
+        return real_models.real_model(model_id)
+    except FileNotFoundError as exc:
+        pytest.fail(str(exc))
+
+
+def shapes(model_id: str) -> dict[str, list[int]]:
+    entry = REAL_MODELS[model_id]
+    return {entry.input_name: list(entry.shape)}
 
 
 @pytest.mark.parametrize("model_id", list(REAL_MODELS))
 def test_real_model_needs_its_shapes_then_folds_to_static(model_id):
     source = real_model(model_id)
-    shapes = REAL_MODELS[model_id][2]
-    with pytest.raises(edgesdk.UserInputError, match=f"input '{next(iter(shapes))}' has dynamic dimensions"):
+    with pytest.raises(edgesdk.UserInputError, match=f"input '{REAL_MODELS[model_id].input_name}' has dynamic dimensions"):
         load_model(source)
-    model = load_model(source, shapes)
+    model = load_model(source, shapes(model_id))
     assert 11 <= model.opset <= 17
     assert sum(node.op_type == "Shape" for node in model.proto.graph.node) == 0
     for value in [*model.proto.graph.value_info, *model.proto.graph.output]:
@@ -59,7 +45,40 @@ def test_real_model_needs_its_shapes_then_folds_to_static(model_id):
 @pytest.mark.parametrize("device", ["xr-headset", "pc"])
 @pytest.mark.parametrize("model_id", list(REAL_MODELS))
 def test_real_model_deploys_and_verifies(model_id, device, tmp_path):
-    artifact = edgesdk.deploy(real_model(model_id), device, tmp_path / "a", input_shapes=REAL_MODELS[model_id][2])
+    artifact = edgesdk.deploy(real_model(model_id), device, tmp_path / "a", input_shapes=shapes(model_id))
     check = artifact.manifest.verification
     assert check.passed, check
     assert all(output.max_abs_err <= output.tolerance for output in check.outputs)
+
+
+# What each quantized deploy must keep of fp32 onnxruntime's answers on inputs calibration never
+# saw: lines read identically and their character error rate, boxes (mAP@0.5), classes (top-1).
+KEEPS = {
+    ("ppocr_v4_rec", "int8"): {"lines_identical": 0.95, "cer": 0.01},
+    ("ppocr_v4_rec", "w4a16"): {"lines_identical": 0.85, "cer": 0.03},
+    ("ppocr_cls", "int8"): {"top1_agreement": 0.95},
+    ("ppocr_cls", "w4a16"): {"top1_agreement": 0.9},
+    ("ppocr_v4_det", "int8"): {"map50": 0.9},
+    ("ppocr_v4_det", "w4a16"): {"map50": 0.9},
+    ("nudenet_yolov8n", "int8"): {"map50": 0.8},
+    ("nudenet_yolov8n", "w4a16"): {"map50": 0.8},
+}
+EVAL_INPUTS = {"rec": 60, "cls": 60, "det": 12, "detect": 24}
+CALIBRATION_SAMPLES = 32
+
+
+@pytest.mark.parametrize(("model_id", "scheme"), list(KEEPS))
+def test_quantized_real_model_deploys_to_the_phone_and_keeps_its_task(model_id, scheme, tmp_path):
+    entry, source = REAL_MODELS[model_id], real_model(model_id)
+    calibration = {entry.input_name: inputs(model_id, CALIBRATION_SAMPLES, "calibration")}
+    # No input shape given: the calibration samples define it (an opset 11/12 model: converted first).
+    artifact = edgesdk.deploy(source, "phone", tmp_path / "a", quantize=scheme, calibration=calibration)
+    assert artifact.manifest.verification.passed, artifact.manifest.verification
+    assert artifact.manifest.model.inputs[0].shape == list(entry.shape)
+    assert artifact.manifest.quantization.accuracy.samples == CALIBRATION_SAMPLES
+
+    held_out = inputs(model_id, EVAL_INPUTS[entry.task])
+    reference = run_each(reference_runner(source.SerializeToString()), model_id, held_out)  # fp32, the original model
+    metrics = score(model_id, run_each(artifact.run, model_id, held_out), reference, source)
+    for name, bound in KEEPS[(model_id, scheme)].items():
+        assert (metrics[name] <= bound) if name == "cer" else (metrics[name] >= bound), metrics

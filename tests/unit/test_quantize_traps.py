@@ -108,3 +108,19 @@ def test_int64_to_float32_is_an_error_unless_cast(caplog):
     with caplog.at_level(logging.WARNING, logger="edgesdk"):
         assert as_dtype(big, SPEC, "in.npz", cast=True).dtype == np.float32
     assert len(caplog.records) == 1
+
+
+def test_fp16_says_once_what_it_clamped_instead_of_a_warning_per_tensor(recwarn):
+    from onnx import numpy_helper
+
+    from edgesdk.model import load_model
+    from edgesdk.precision import apply_scheme, recipe
+
+    proto = mlp()
+    weight = proto.graph.initializer[0]
+    tiny = numpy_helper.to_array(weight).copy()
+    tiny.flat[0] = 1e-12  # below float16's smallest subnormal
+    weight.CopyFrom(numpy_helper.from_array(tiny, weight.name))
+    precision = apply_scheme(load_model(proto, {"features": [1, 64]}), recipe("fp16", None, None))
+    assert [w for w in recwarn if "truncated" in str(w.message)] == []
+    assert any(note.startswith("weights beyond float16's range clamped to it in ") for note in precision.compiled.notes)

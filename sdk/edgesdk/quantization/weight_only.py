@@ -54,7 +54,8 @@ def quantize_rows(name: str, weights: np.ndarray, bits: int, group: int | None) 
     padded[:, :depth] = weights
     largest = np.abs(padded.reshape(rows, groups, group)).max(axis=2)
     top = 2 ** (bits - 1) - 1
-    scales = np.where(largest > 0, largest / top, 1.0).astype(np.float16)
+    # float16 scales: a group of tiny weights would round its scale to 0 (then 0/0 weights)
+    scales = np.where(largest > 0, np.maximum(largest / top, np.finfo(np.float16).smallest_subnormal), 1.0).astype(np.float16)
     full = np.repeat(scales.astype(np.float32), group, axis=1)[:, :depth]
     values = np.clip(np.round(weights / full), -top - 1, top).astype(np.int8)
     return QuantizedWeight(name, values, scales, group, bits)
