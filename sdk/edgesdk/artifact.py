@@ -172,7 +172,7 @@ class Artifact:
         """Re-check every file's hash, then the numerics against onnxruntime on the stored inputs."""
         import onnx
 
-        from edgesdk.precision import float_tolerance
+        from edgesdk.precision import float_tolerance, stray_share
         from edgesdk.verify import reference_outputs, verification
 
         self.check_files()
@@ -182,6 +182,7 @@ class Artifact:
         result = verification(
             self.run(inputs, isolated=True), reference, inputs=self.manifest.verification.inputs,
             float_rtol=float_tolerance(self.manifest.quantization.scheme, onnx.ModelProto.FromString(model)),
+            stray_share=stray_share(self.manifest.quantization.scheme),
         )
         if not result.passed:
             raise CheckFailed(failure_message(self.path, result))
@@ -190,7 +191,9 @@ class Artifact:
 
 def failure_message(path: Path, result: VerificationInfo) -> str:
     failed = [check for check in result.outputs if not check.passed]
-    described = ", ".join(f"'{c.name}' (max abs err {c.max_abs_err:.3g} > {c.tolerance:.3g})" for c in failed)
+    described = ", ".join(
+        f"'{c.name}' (max abs err {c.max_abs_err:.3g} > {c.tolerance:.3g}; {c.beyond_tolerance} of its values beyond it, cosine {c.cosine:.6f})" for c in failed
+    )
     return f"{path}: numerics differ from {result.reference} on output {described}"
 
 

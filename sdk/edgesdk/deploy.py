@@ -58,7 +58,7 @@ from edgesdk.model import Model, random_inputs
 from edgesdk.partition import ARITHMETIC_CLASSES, compute_dtype, partition
 from edgesdk.quantization.accuracy import measure_agreement
 from edgesdk.quantization.packed_kernels import packed_weight_dtype
-from edgesdk.precision import RECIPE_OPTIONS, Precision, float_tolerance, prepare, recipe, weight_bytes
+from edgesdk.precision import RECIPE_OPTIONS, Precision, float_tolerance, prepare, recipe, stray_share, weight_bytes
 from edgesdk.profiles import DeviceProfile
 from edgesdk.simulate import simulate
 from edgesdk.tensors import check_inputs, load_npz, save_npz
@@ -258,7 +258,7 @@ def deploy(
             outputs = runner.run(verify_inputs, isolated=True)
         result = verification(
             outputs, reference_outputs(precision.reference.serialized, verify_inputs), inputs=inputs_kind,
-            float_rtol=float_tolerance(scheme, precision.reference.proto),
+            float_rtol=float_tolerance(scheme, precision.reference.proto), stray_share=stray_share(scheme),
         )
         on_stage("write")
         manifest = _manifest(profile, backend, prepared, precision, analysis, specs, compiled, simulation, result, files=hash_tree(staged))

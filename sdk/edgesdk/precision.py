@@ -49,6 +49,7 @@ DEFAULT_GROUP = {"w4a16": 32, "w8a16": None, "w4a8": 32}  # None: one group per 
 # step apart from onnxruntime's, and a step can move an output by a few percent of its range.
 # The weight-only schemes compute in float16 as fp16 does.
 SCHEME_TOLERANCE = {"fp16": 2e-2, "int8": 5e-2, "w4a8": 5e-2, "w8a16": 2e-2, "w4a16": 2e-2, "vq": 2e-2}
+STRAY_SHARE = 1e-3  # int8/w4a8 outputs: elements that may exceed the tolerance (edgesdk.verify)
 VQ_DEFAULTS = (2, 8)  # weights per vector, bits per index (a codebook of 2**bits vectors per layer)
 
 Calibration = str | os.PathLike | Mapping[str, np.ndarray] | None
@@ -182,6 +183,12 @@ def recipe(
         vq_bits=(vq_bits or VQ_DEFAULTS[1]) if scheme == "vq" else None,
         adaround_seconds=adaround_seconds,
     )
+
+
+def stray_share(scheme: str) -> float:
+    """Share of an output's elements that may exceed the tolerance (edgesdk.verify.STRAY_COSINE):
+    integer-activation schemes, whose kernels may round a value one step apart."""
+    return STRAY_SHARE if scheme in CALIBRATED else 0.0
 
 
 def float_tolerance(scheme: str, reference: onnx.ModelProto) -> float | None:

@@ -43,7 +43,7 @@ def test_each_option_goes_to_the_schemes_that_use_it():
 def test_recipes_fill_in_their_defaults():
     assert recipe(None, None, None) == Recipe("none")
     assert recipe("fp16", "c.npz", None) == Recipe("fp16")  # calibration data: only to report accuracy
-    assert recipe("int8", "c.npz", None) == Recipe("int8", range_method="minmax")
+    assert recipe("int8", "c.npz", None) == Recipe("int8", range_method="percentile")
     assert recipe("w4a16", None, None) == Recipe("w4a16", group_size=32)
     assert recipe("w4a16", None, None, group_size=128) == Recipe("w4a16", group_size=128)
     assert recipe("w8a16", None, None) == Recipe("w8a16", group_size=None)  # per output channel

@@ -124,3 +124,16 @@ def test_fp16_says_once_what_it_clamped_instead_of_a_warning_per_tensor(recwarn)
     precision = apply_scheme(load_model(proto, {"features": [1, 64]}), recipe("fp16", None, None))
     assert [w for w in recwarn if "truncated" in str(w.message)] == []
     assert any(note.startswith("weights beyond float16's range clamped to it in ") for note in precision.compiled.notes)
+
+
+def test_integer_schemes_pass_a_few_one_step_strays_but_not_a_wrong_output():
+    from edgesdk.verify import compare
+
+    reference = np.random.default_rng(0).random(10_000).astype(np.float32)
+    stray = reference.copy()
+    stray[:5] += 0.2  # five values a few steps apart: what rounding flips through a network do
+    assert not compare("y", stray, reference).passed
+    check = compare("y", stray, reference, float_rtol=5e-2, stray_share=1e-3)
+    assert check.passed and check.beyond_tolerance == 5
+    broad = reference + np.where(np.arange(reference.size) % 50 == 0, 0.2, 0.0).astype(np.float32)  # 2% of values off
+    assert not compare("y", broad, reference, float_rtol=5e-2, stray_share=1e-3).passed
