@@ -95,9 +95,22 @@ def _host_features() -> frozenset[str]:
     return frozenset(line.partition(":")[2].split())
 
 
-def _host_target() -> dict[str, Any]:
-    # Spelled like the pc profile's target, so a pc build and a host build share a cache entry.
-    return {"kind": "llvm", "mtriple": f"{_host_arch()}-linux-gnu"}
+def _host_target(model: Model) -> dict[str, Any]:
+    """The simulation build's target. Spelled like the pc profile's, so a pc build and a host
+    build share a cache entry; but a model computing in float16 gets F16C where this CPU has it:
+    without it every float16 conversion is a soft-float call that LLVM compiles for minutes
+    (PP-OCR cls fp16 host build 232 s -> 19 s, bit-identical outputs)."""
+    target: dict[str, Any] = {"kind": "llvm", "mtriple": f"{_host_arch()}-linux-gnu"}
+    if _computes_in_half(model) and "f16c" in _host_features():
+        target["mattr"] = ["+f16c"]
+    return target
+
+
+def _computes_in_half(model: Model) -> bool:
+    graph = model.proto.graph
+    return any(t.data_type == onnx.TensorProto.FLOAT16 for t in graph.initializer) or any(
+        v.type.tensor_type.elem_type == onnx.TensorProto.FLOAT16 for v in [*graph.value_info, *graph.output]
+    ) or any(node.op_type == "Cast" and any(a.name == "to" and a.i == onnx.TensorProto.FLOAT16 for a in node.attribute) for node in graph.node)
 
 
 def runs_here(target: dict[str, Any]) -> bool:
@@ -237,7 +250,7 @@ def deploy(
 
     specs = [BuildSpec(role="device", target=profile.target, emit=backend.emit, toolchain=backend.toolchain, basename=prepared.name)]
     if not runs_here(profile.target):
-        specs.append(BuildSpec(role="host", target=_host_target(), emit="shared_library", toolchain=host_toolchain(), basename=prepared.name))
+        specs.append(BuildSpec(role="host", target=_host_target(precision.compiled), emit="shared_library", toolchain=host_toolchain(), basename=prepared.name))
     # cache=False compiles into a throw-away cache, so both paths are one.
     private = None if options.get("cache", True) else Path(tempfile.mkdtemp(prefix="edgesdk-nocache-"))
     staged = None

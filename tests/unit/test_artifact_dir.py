@@ -59,8 +59,13 @@ def test_build_cache_entries_are_renamed_into_place(tmp_path):
 
 def test_a_target_runs_here_only_with_this_cpus_isa_and_features():
     from edgesdk.deploy import _host_target, runs_here
+    from edgesdk.model import load_model
+    from edgesdk.precision import to_float16
+    from edgesdk.testing.models import mlp
 
-    host = _host_target()
-    assert runs_here(host)
+    model = load_model(mlp(), {"features": [1, 64]})
+    host = _host_target(model)
+    assert runs_here(host) and runs_here(_host_target(to_float16(model)))
+    assert "mattr" not in host  # spelled like the pc target: one cache entry for both
     assert not runs_here({**host, "mattr": [*host.get("mattr", []), "+a-feature-no-cpu-has"]})
     assert not runs_here({"kind": "llvm", "mtriple": "riscv64-linux-gnu"}) and not runs_here({"kind": "c"})
