@@ -171,3 +171,27 @@ def test_profile_measure_runs_the_pc_build_beside_the_prediction(run_cli, cnn_fi
     assert sum(k["measured_ms"] for k in measured["per_kernel"]) < 10 * measured["latency_ms"]
     code, _, err = run_cli("profile", str(cnn_file), "--device", "phone", "--input-shape", "image=1,3,32,32", "--measure")
     assert code == 2 and err.startswith("error: --measure: code for 'phone' does not run on this host")
+
+
+def test_the_default_directory_names_the_precision_so_nothing_is_replaced(run_cli, cnn_file, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert run_cli("deploy", str(cnn_file), "--device", "pc", "--input-shape", "image=1,3,32,32")[0] == 0
+    float_manifest = (tmp_path / "build" / "cnn-pc" / "manifest.json").read_text()
+    code, _, err = run_cli("deploy", str(cnn_file), "--device", "pc", "--input-shape", "image=1,3,32,32", "--quantize", "w8a16")
+    assert code == 0, err
+    assert json.loads((tmp_path / "build" / "cnn-pc-w8a16" / "manifest.json").read_text())["quantization"]["scheme"] == "w8a16"
+    assert (tmp_path / "build" / "cnn-pc" / "manifest.json").read_text() == float_manifest
+
+
+def test_run_refuses_a_cast_that_could_change_values_unless_asked(run_cli, cnn_file, tmp_path):
+    assert deploy(run_cli, cnn_file, tmp_path / "a")[0] == 0
+    values = np.random.default_rng(5).integers(-3, 3, (1, 3, 32, 32))
+    np.savez(tmp_path / "ints.npz", image=values)  # int64
+    code, out, err = run_cli("run", str(tmp_path / "a"), "--inputs", str(tmp_path / "ints.npz"))
+    assert (code, out) == (2, "")
+    assert "input 'image' is int64, the model expects float32; converting could change its values" in err and "--cast" in err
+    code, out, err = run_cli("run", str(tmp_path / "a"), "--inputs", str(tmp_path / "ints.npz"), "--cast", "--json")
+    assert code == 0 and "warning: inputs: input 'image' is int64, converted to the model's float32" in err
+    np.savez(tmp_path / "doubles.npz", image=values.astype(np.float64))
+    code, out, err = run_cli("run", str(tmp_path / "a"), "--inputs", str(tmp_path / "doubles.npz"), "--json")
+    assert code == 0 and "warning: inputs: input 'image' is float64, converted to the model's float32" in err

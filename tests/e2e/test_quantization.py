@@ -112,6 +112,12 @@ def test_int8_deploy_from_the_cli_records_scheme_layers_and_accuracy(tmp_path, r
     assert (json.loads(out)["quantization"]["scheme"], json.loads(out)["quantization"]["range_method"]) == ("int8", "percentile")  # the phone's recipe
     code, _, err = run_cli("verify", str(tmp_path / "a"))
     assert code == 0, err
+    code, out, err = run_cli(
+        "deploy", str(tmp_path / "m.onnx"), "--device", "phone", "--input-shape", "image=1,3,32,32", "--quantize", "w4a16", "--calibration", str(tmp_path / "cal.npz"),
+        "-o", str(tmp_path / "w4"),
+    )  # fmt: skip
+    assert code == 0, err
+    assert "accuracy" in out and "vs the float model on 32 calibration samples" in out  # the summary says it
     code, _, err = run_cli("deploy", str(tmp_path / "m.onnx"), "--device", "phone", "--input-shape", "image=1,3,32,32", "--quantize", "int8")
     assert code == 2 and err.startswith("error: --quantize int8 needs calibration data")
 
@@ -274,6 +280,17 @@ def test_compare_shows_each_precision_on_each_device(tmp_path, run_cli):
         assert w4["weight_bytes"] < int8["weight_bytes"] < none["weight_bytes"] / 2  # a tiny model: scales and biases weigh in
     assert "npu" in rows[("phone", "int8")]["units"] and "npu" not in rows[("phone", "none")]["units"]  # the NPU computes no fp32
     assert rows[("mcu", "w4a16")]["units"] == {"cpu": rows[("mcu", "w4a16")]["units"]["cpu"]}
+    # the accuracy is where people look: every quantized row has it, the float row has none
+    assert rows[("phone", "none")]["accuracy"] is None
+    for scheme in ("int8", "w4a16"):
+        accuracy = rows[("phone", scheme)]["accuracy"]
+        assert accuracy["samples"] == 8 and accuracy["outputs"][0]["top1_agreement"] >= 0.75 and accuracy["outputs"][0]["cosine"] > 0.99
+    np.savez(tmp_path / "heldout.npz", **calibration(12, seed=7))
+    code, out, err = run_cli(*args, "--devices", "phone", "--quantize", "none,int8", "--eval", str(tmp_path / "heldout.npz"))
+    assert code == 0, err
+    assert "vs float (calibration)" in out and "vs float (--eval)" in out and "top-1 " in out
+    code, out, err = run_cli(*args, "--devices", "phone", "--quantize", "int8", "--eval", str(tmp_path / "heldout.npz"), "--json")
+    assert json.loads(out)["rows"][0]["eval_accuracy"]["samples"] == 12
     code, out, err = run_cli(*args, "--devices", "phone,nowhere")
     assert code == 2 and "unknown device 'nowhere'" in err
     code, out, err = run_cli(*args, "--quantize", "none,int3")
