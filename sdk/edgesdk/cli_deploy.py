@@ -53,7 +53,9 @@ def _size(path: Path) -> str:
 def _verification_text(result: VerificationInfo) -> str:
     psnr = "identical" if result.psnr_db is None else f"PSNR {result.psnr_db:.1f} dB"
     verdict = "passed" if result.passed else "FAILED"
-    return f"{verdict} vs {result.reference} ({result.inputs} inputs): max abs err {result.max_abs_err:.3g}, cosine {result.cosine:.6f}, {psnr}"
+    strays = sum(check.beyond_tolerance for check in result.outputs)
+    beyond = f" ({strays} values beyond tolerance)" if strays else ""
+    return f"{verdict} vs {result.reference} ({result.inputs} inputs): max abs err {result.max_abs_err:.3g}{beyond}, cosine {result.cosine:.6f}, {psnr}"
 
 
 def _summary(artifact: Artifact) -> Table:

@@ -96,21 +96,33 @@ def _host_features() -> frozenset[str]:
 
 
 def _host_target(model: Model) -> dict[str, Any]:
-    """The simulation build's target. Spelled like the pc profile's, so a pc build and a host
-    build share a cache entry; but a model computing in float16 gets F16C where this CPU has it:
-    without it every float16 conversion is a soft-float call that LLVM compiles for minutes
-    (PP-OCR cls fp16 host build 232 s -> 19 s, bit-identical outputs)."""
+    """The simulation build's target: spelled like the pc profile's, so that a pc build and a host
+    build share a cache entry (and, for a float16 model, F16C where this CPU has it)."""
     target: dict[str, Any] = {"kind": "llvm", "mtriple": f"{_host_arch()}-linux-gnu"}
-    if _computes_in_half(model) and "f16c" in _host_features():
-        target["mattr"] = ["+f16c"]
-    return target
+    return _half_target(target, model) if "f16c" in _host_features() else target
 
 
-def _computes_in_half(model: Model) -> bool:
-    graph = model.proto.graph
-    return any(t.data_type == onnx.TensorProto.FLOAT16 for t in graph.initializer) or any(
-        v.type.tensor_type.elem_type == onnx.TensorProto.FLOAT16 for v in [*graph.value_info, *graph.output]
-    ) or any(node.op_type == "Cast" and any(a.name == "to" and a.i == onnx.TensorProto.FLOAT16 for a in node.attribute) for node in graph.node)
+# x86-64 has no float16 arithmetic: LLVM computes each float16 op in float32 and rounds it back,
+# and on baseline x86-64 each conversion is a library call. Unrolled, one float16 kernel becomes
+# thousands of calls (a PP-OCRv4 rec conv: 19,000) and LLVM's codegen spends minutes on each (PP-OCR
+# cls host build 232 s -> 19 s with F16C, bit-identical outputs). F16C converts in one instruction
+# with the same rounding: x86-64 builds of a model that computes in float16 use it.
+HALF_CONVERSION = {"x86_64": "+f16c"}
+
+
+def _half_target(target: dict[str, Any], model: Model) -> dict[str, Any]:
+    feature = HALF_CONVERSION.get(str(target.get("mtriple", "")).split("-")[0])
+    mattr = list(target.get("mattr", []))
+    if target.get("kind") != "llvm" or feature is None or feature in mattr or not _computes_in_half(model.proto):
+        return target
+    return {**target, "mattr": [*mattr, feature]}
+
+
+def _computes_in_half(proto: onnx.ModelProto) -> bool:
+    half, graph = onnx.TensorProto.FLOAT16, proto.graph
+    return any(t.data_type == half for t in graph.initializer) or any(v.type.tensor_type.elem_type == half for v in [*graph.value_info, *graph.input, *graph.output]) or any(
+        node.op_type == "Cast" and any(a.name == "to" and a.i == half for a in node.attribute) for node in graph.node
+    )
 
 
 def runs_here(target: dict[str, Any]) -> bool:
@@ -248,8 +260,9 @@ def deploy(
     if missing and backend.emit == "shared_library":
         raise UserInputError(f"device '{profile.id}': cannot link its library: {missing}")
 
-    specs = [BuildSpec(role="device", target=profile.target, emit=backend.emit, toolchain=backend.toolchain, basename=prepared.name)]
-    if not runs_here(profile.target):
+    device_target = _half_target(profile.target, precision.compiled)
+    specs = [BuildSpec(role="device", target=device_target, emit=backend.emit, toolchain=backend.toolchain, basename=prepared.name)]
+    if not runs_here(device_target):
         specs.append(BuildSpec(role="host", target=_host_target(precision.compiled), emit="shared_library", toolchain=host_toolchain(), basename=prepared.name))
     # cache=False compiles into a throw-away cache, so both paths are one.
     private = None if options.get("cache", True) else Path(tempfile.mkdtemp(prefix="edgesdk-nocache-"))
@@ -323,7 +336,7 @@ def _manifest(
         tvm_version=tvm_version(),
         created_utc=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         device=profile.id,
-        target=profile.target,
+        target=specs[0].target,  # what was compiled: the profile's, + F16C for a float16 model on x86-64
         model=ModelInfo(
             name=prepared.name,
             sha256=prepared.source_sha256,
@@ -346,9 +359,14 @@ def _manifest(
             cache_key=_build_key(precision.compiled, specs[0]),
             cached=compiled.cached,
             compile_seconds=round(compiled.seconds, 3),
-            notes=[*precision.compiled.notes[len(prepared.notes) :], *device_build.notes],
+            notes=[*precision.compiled.notes[len(prepared.notes) :], *_target_notes(profile, specs[0]), *device_build.notes],
         ),
     )
+
+
+def _target_notes(profile: DeviceProfile, spec: BuildSpec) -> list[str]:
+    added = [feature for feature in spec.target.get("mattr", []) if feature not in profile.target.get("mattr", [])]
+    return [f"float16 computation: the device code also uses {', '.join(added)} (the CPU must have it)"] if added else []
 
 
 def _quantization_info(prepared: Model, precision: Precision, analysis: ModelAnalysis) -> QuantizationInfo:

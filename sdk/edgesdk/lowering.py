@@ -16,12 +16,13 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from edgesdk.kernels import ModelAnalysis, analyze
+from edgesdk.quantization.half_accumulation import accumulate_in_float32
 from edgesdk.quantization.integer_ops import integerize
 from edgesdk.quantization.packed_kernels import extract_blocked_weights, unpack_in_kernels
 from edgesdk.toolchains import Toolchain
 
 # Bump when the lowering changes what it produces for the same inputs: it is part of cache keys.
-PIPELINE_VERSION = 12
+PIPELINE_VERSION = 13
 
 
 class BuildSpec(BaseModel):
@@ -65,6 +66,7 @@ def import_onnx(model_path: Path, shapes: dict[str, list[int]]):
     # Quantized (QDQ) models: their convolutions and matmuls become integer kernels.
     mod = integerize(mod, known)
     mod, known = unpack_in_kernels(mod, known, blocked)
+    mod = accumulate_in_float32(mod)
     weight_vars = mod["main"].params[len(shapes):]
     return mod, [known[var] for var in weight_vars], [str(var.name) for var in weight_vars]
 

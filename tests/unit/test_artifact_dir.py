@@ -65,7 +65,7 @@ def test_a_target_runs_here_only_with_this_cpus_isa_and_features():
 
     model = load_model(mlp(), {"features": [1, 64]})
     host = _host_target(model)
-    assert runs_here(host) and runs_here(_host_target(to_float16(model)))
+    assert runs_here(host) and runs_here(_host_target(to_float16(model)))  # F16C only where this CPU has it
     assert "mattr" not in host  # spelled like the pc target: one cache entry for both
     assert not runs_here({**host, "mattr": [*host.get("mattr", []), "+a-feature-no-cpu-has"]})
     assert not runs_here({"kind": "llvm", "mtriple": "riscv64-linux-gnu"}) and not runs_here({"kind": "c"})
