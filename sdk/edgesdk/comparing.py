@@ -107,7 +107,7 @@ def compare(
                     held_out = measure_agreement(precision.compiled.serialized, precision.original.serialized, samples)
                 on_samples = measure_agreement(precision.compiled.serialized, precision.original.serialized, precision.samples) if precision.samples else None
                 analyses[chosen] = (precision.compiled.name, analysis, on_samples, held_out)
-            name, analysis, on_samples, held_out = analyses[chosen]
+            _, analysis, on_samples, held_out = analyses[chosen]
             placed = partition(analysis, profile)
             estimate = simulate(analysis, placed, profile)
             first_latency = first_latency or estimate.latency_ms

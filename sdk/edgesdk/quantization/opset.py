@@ -72,7 +72,7 @@ def newest_quantized_opset() -> int:
         try:
             ort.InferenceSession(helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)]).SerializeToString(), providers=["CPUExecutionProvider"])
             return opset
-        except Exception:  # onnxruntime's own error types: no kernel at this version
+        except Exception:  # noqa: BLE001 - onnxruntime raises its own types: no kernel at this version
             continue
     return max(SCHEME_OPSET.values())
 
@@ -89,7 +89,7 @@ def converted(proto: onnx.ModelProto, opset: int) -> onnx.ModelProto:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             return version_converter.convert_version(proto, opset)
-    except Exception as converter_error:  # it raises RuntimeError and others for missing adapters
+    except Exception as converter_error:  # noqa: BLE001 - it raises RuntimeError and others for missing adapters
         try:
             return carried_over(proto, opset)
         except ValueError as exc:
