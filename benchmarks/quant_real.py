@@ -87,7 +87,8 @@ def main() -> None:
                 task = record.get("task", {})
                 shown = ", ".join(f"{name} {task[name]:.4f}" for name in metric_names(model_id) if name in task)
                 print(f"{model_id:<16} {scheme:<6} deploy {seconds:7.1f} s ({seconds / fp32_s:4.2f}x fp32) exit {code} leaks {len(leaks):>3}  {shown}", flush=True)
-    write_result(args.out, {"benchmark": "quant_real", "device": args.device, "calibration_samples": CALIBRATION_SAMPLES, "eval_inputs": EVAL_INPUTS, "records": records})
+                # written after every deploy: a long run that is stopped keeps what it measured
+                write_result(args.out, {"benchmark": "quant_real", "device": args.device, "calibration_samples": CALIBRATION_SAMPLES, "eval_inputs": EVAL_INPUTS, "records": records})
 
 
 if __name__ == "__main__":

@@ -91,7 +91,8 @@ def test_lowered_tir_multiplies_int8_and_accumulates_int32(tmp_path):
     assert {(frozenset(operands), accumulator) for _, operands, accumulator in integer_blocks(fp32, {"image": [1, 3, 96, 96]})} == {(frozenset({"float32"}), "float32")}
 
 
-def test_int8_deploy_from_the_cli_records_scheme_layers_and_accuracy(tmp_path, run_cli):
+def test_int8_deploy_from_the_cli_records_scheme_layers_and_accuracy(tmp_path, run_cli, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "200")  # a wide terminal: the summary's lines unwrapped
     onnx.save(tiny_cnn(), tmp_path / "m.onnx")
     np.savez(tmp_path / "cal.npz", **calibration(32))
     code, out, err = run_cli(
@@ -266,7 +267,8 @@ def test_lowered_tir_reads_packed_int4_weights_inside_the_conv_and_matmul_loops(
     assert sums == [({"int8", "uint8"}, "int32")] * 5, blocks
 
 
-def test_compare_shows_each_precision_on_each_device(tmp_path, run_cli):
+def test_compare_shows_each_precision_on_each_device(tmp_path, run_cli, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "250")  # a wide terminal: the table's cells unwrapped
     onnx.save(tiny_cnn(), tmp_path / "m.onnx")
     np.savez(tmp_path / "cal.npz", **calibration(8))
     args = ["compare", str(tmp_path / "m.onnx"), "--input-shape", "image=1,3,32,32", "--calibration", str(tmp_path / "cal.npz")]
