@@ -22,7 +22,7 @@ from edgesdk.quantization.packed_kernels import extract_blocked_weights, unpack_
 from edgesdk.toolchains import Toolchain
 
 # Bump when the lowering changes what it produces for the same inputs: it is part of cache keys.
-PIPELINE_VERSION = 13
+PIPELINE_VERSION = 14
 
 
 class BuildSpec(BaseModel):
