@@ -18,7 +18,7 @@ from edgesdk.device_registry import get_device
 from edgesdk.errors import UserInputError
 from edgesdk.kernels import ModelAnalysis
 from edgesdk.partition import partition
-from edgesdk.precision import Calibration, Recipe, calibration_arrays, checked_options, options_for, recipe
+from edgesdk.precision import Calibration, Recipe, calibration_arrays, calibration_origin, checked_options, options_for, recipe
 from edgesdk.quantization.accuracy import Accuracy, measure_agreement
 from edgesdk.quantization.ptq import calibration_samples
 from edgesdk.simulate import simulate
@@ -103,7 +103,7 @@ def compare(
                 analysis, precision = analysed(source, input_shapes, chosen, calibration if chosen.scheme != "none" else None, timeout_s)
                 held_out = None
                 if eval_arrays is not None and chosen.scheme != "none":
-                    samples = calibration_samples(eval_arrays, precision.original.inputs, "--eval" if isinstance(eval_data, Mapping) else str(eval_data))
+                    samples = calibration_samples(eval_arrays, precision.original.inputs, calibration_origin(eval_data, "--eval"))
                     held_out = measure_agreement(precision.compiled.serialized, precision.original.serialized, samples)
                 on_samples = measure_agreement(precision.compiled.serialized, precision.original.serialized, precision.samples) if precision.samples else None
                 analyses[chosen] = (precision.compiled.name, analysis, on_samples, held_out)

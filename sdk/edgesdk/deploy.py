@@ -119,10 +119,13 @@ def _half_target(target: dict[str, Any], model: Model) -> dict[str, Any]:
 
 
 def _computes_in_half(proto: onnx.ModelProto) -> bool:
+    """Whether the model holds float16 weights or values, or casts to float16."""
     half, graph = onnx.TensorProto.FLOAT16, proto.graph
-    return any(t.data_type == half for t in graph.initializer) or any(v.type.tensor_type.elem_type == half for v in [*graph.value_info, *graph.input, *graph.output]) or any(
-        node.op_type == "Cast" and any(a.name == "to" and a.i == half for a in node.attribute) for node in graph.node
-    )
+    if any(tensor.data_type == half for tensor in graph.initializer):
+        return True
+    if any(value.type.tensor_type.elem_type == half for value in [*graph.value_info, *graph.input, *graph.output]):
+        return True
+    return any(node.op_type == "Cast" and any(a.name == "to" and a.i == half for a in node.attribute) for node in graph.node)
 
 
 def runs_here(target: dict[str, Any]) -> bool:

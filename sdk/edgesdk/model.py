@@ -10,6 +10,7 @@ reference numerics are unchanged.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import tempfile
 from collections.abc import Mapping, Sequence
@@ -281,7 +282,7 @@ def with_dynamic_dims(model: Model, source: str | Path | onnx.ModelProto) -> Mod
         proto = onnx.shape_inference.infer_shapes(proto)
     except (onnx.shape_inference.InferenceError, onnx.checker.ValidationError):
         pass  # value types are a help to the quantizer, not a need
-    return Model(model.name, proto, model.source_sha256, model.inputs, model.outputs, model.opset, list(model.notes), model.origin)
+    return dataclasses.replace(model, proto=proto, notes=list(model.notes))
 
 
 def random_inputs(specs: Sequence[TensorSpec], seed: int = 0) -> dict[str, np.ndarray]:

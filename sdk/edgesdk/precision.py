@@ -225,8 +225,9 @@ def calibration_arrays(calibration: Calibration) -> Mapping[str, np.ndarray] | N
     return load_npz(calibration)
 
 
-def calibration_origin(calibration: Calibration) -> str:
-    return "--calibration" if calibration is None or isinstance(calibration, Mapping) else str(calibration)
+def calibration_origin(calibration: Calibration, flag: str = "--calibration") -> str:
+    """What messages call sample data: its file, or the option it came through."""
+    return flag if calibration is None or isinstance(calibration, Mapping) else str(calibration)
 
 
 def warn_if_few(samples: list, scheme: str) -> None:
