@@ -26,7 +26,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import edgesdk  # noqa: E402
 from _common import median_ms, write_result  # noqa: E402
-from edgesdk.model import random_inputs  # noqa: E402
+from edgesdk.frontend.model import random_inputs  # noqa: E402
 from edgesdk.testing.models import mlp, tiny_cnn, transformer_block  # noqa: E402
 from make_example import hand_tracker  # noqa: E402
 

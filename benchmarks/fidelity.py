@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/fidelity.py [--repeat N] [--out benchmarks/results/fidelity.json]
 
-First calibrates pc on this host (`edgesdk.calibration`: one-operator micro-benchmarks only), then
+First calibrates pc on this host (`edgesdk.simulate.fit`: one-operator micro-benchmarks only), then
 for each model below deploys it to pc, measures it (median whole-run time; per-kernel times from
 the VM's instrument hook) and compares with the calibrated estimate. None of these models is used
 by the calibration. Reports per-model error |predicted/measured - 1|, its median and p90, and the
@@ -30,10 +30,10 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import edgesdk  # noqa: E402
 from _common import median_ms, write_result  # noqa: E402
-from edgesdk.calibration import calibrate  # noqa: E402
-from edgesdk.kernels import ModelAnalysis  # noqa: E402
-from edgesdk.measure import measure  # noqa: E402
-from edgesdk.model import random_inputs  # noqa: E402
+from edgesdk.verbs.calibrate import calibrate  # noqa: E402
+from edgesdk.compile.kernels import ModelAnalysis  # noqa: E402
+from edgesdk.simulate.measure import measure  # noqa: E402
+from edgesdk.frontend.model import random_inputs  # noqa: E402
 from edgesdk.testing import models  # noqa: E402
 from make_example import hand_tracker  # noqa: E402
 

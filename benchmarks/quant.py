@@ -28,8 +28,8 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 import edgesdk  # noqa: E402
 from _common import median_ms, write_result  # noqa: E402
 from digits import INPUT, top1, train_digits_cnn  # noqa: E402
-from edgesdk.precision import CALIBRATED  # noqa: E402
-from edgesdk.verify import reference_runner  # noqa: E402
+from edgesdk.quantization.recipe import CALIBRATED  # noqa: E402
+from edgesdk.frontend.reference import reference_runner  # noqa: E402
 
 DEVICES = ["phone", "pc", "xr-headset", "automotive", "iot", "mcu"]
 # (name, deploy options); calibrated schemes also get the calibration samples

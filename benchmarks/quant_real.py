@@ -31,9 +31,9 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import edgesdk  # noqa: E402
 from _common import write_result  # noqa: E402
-from edgesdk.precision import CALIBRATED  # noqa: E402
+from edgesdk.quantization.recipe import CALIBRATED  # noqa: E402
 from edgesdk.testing.real_models import REAL_MODELS, inputs, metric_names, real_model, run_each, score  # noqa: E402
-from edgesdk.verify import reference_runner  # noqa: E402
+from edgesdk.frontend.reference import reference_runner  # noqa: E402
 
 SCHEMES = ["none", "int8", "w8a16", "w4a16", "w4a8", "fp16", "vq"]
 EVAL_INPUTS = {"rec": 60, "cls": 60, "det": 12, "detect": 24}

@@ -8,7 +8,7 @@ a third-party plugin would be. A module is data and choices: it points at its pr
 from importlib.resources import files
 from importlib.resources.abc import Traversable
 
-from edgesdk import Backend, ZigCC
+from edgesdk.plugin import Backend, ZigCC
 
 
 def profile_file(device_id: str) -> Traversable:

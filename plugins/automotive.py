@@ -1,6 +1,6 @@
 """Automotive: a Snapdragon SA8295P-class digital-cockpit SoC (aarch64)."""
 
-from edgesdk import hookimpl
+from edgesdk.plugin import hookimpl
 from edgesdk_plugins import linux_aarch64_backend, profile_file
 
 

@@ -1,6 +1,6 @@
 """IoT: a QCS6490-class edge gateway (RB3 Gen 2 class; aarch64)."""
 
-from edgesdk import hookimpl
+from edgesdk.plugin import hookimpl
 from edgesdk_plugins import linux_aarch64_backend, profile_file
 
 

@@ -1,6 +1,6 @@
 """MCU: an STM32H743-class Cortex-M7 microcontroller (1 MB SRAM, 2 MB flash; C code)."""
 
-from edgesdk import GCC, Backend, hookimpl
+from edgesdk.plugin import GCC, Backend, hookimpl
 from edgesdk_plugins import profile_file
 
 

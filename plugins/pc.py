@@ -1,6 +1,6 @@
 """PC: the x86-64 host class edgesdk runs on; its artifacts run natively."""
 
-from edgesdk import Backend, ZigCC, hookimpl
+from edgesdk.plugin import Backend, ZigCC, hookimpl
 from edgesdk_plugins import profile_file
 
 

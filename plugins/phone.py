@@ -1,6 +1,6 @@
 """Phone: a Snapdragon 8 Gen 3-class handset (Hexagon NPU, Adreno GPU, Kryo CPU; aarch64)."""
 
-from edgesdk import hookimpl
+from edgesdk.plugin import hookimpl
 from edgesdk_plugins import linux_aarch64_backend, profile_file
 
 

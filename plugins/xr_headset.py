@@ -1,6 +1,6 @@
 """XR headset: a Snapdragon XR2 Gen 2-class standalone headset (Quest 3 class; aarch64)."""
 
-from edgesdk import hookimpl
+from edgesdk.plugin import hookimpl
 from edgesdk_plugins import linux_aarch64_backend, profile_file
 
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from edgesdk import plugin_manager
-from edgesdk.cli import main
+from edgesdk.plugin import manager as plugin_manager
+from edgesdk.cli.app import main
 
 BUILTIN_DEVICES = ["phone", "pc", "xr-headset", "automotive", "iot", "mcu"]
 

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from edgesdk import hookspecs, reference_docs
-from edgesdk.cli import make_app
+from edgesdk import reference_docs
+from edgesdk.plugin import hookspecs
+from edgesdk.cli.app import make_app
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 HOOKS = [name for name in hookspecs.__all__ if name.startswith("edgesdk_")]

@@ -1,3 +1,3 @@
-from edgesdk.cli import main
+from edgesdk.cli.app import main
 
 raise SystemExit(main())

@@ -11,8 +11,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from edgesdk.manifest import Manifest
-from edgesdk.profiles import DeviceProfile
+from edgesdk.artifact.manifest import Manifest
+from edgesdk.devices.profile import DeviceProfile
 
 
 def _type_text(node: dict[str, Any] | bool) -> str:

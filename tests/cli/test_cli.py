@@ -9,7 +9,7 @@ from pathlib import Path
 
 from edgesdk.versions import tvm_version
 from tests.conftest import BUILTIN_DEVICES
-from tests.unit.test_plugin_manager import PROFILE_PLUGIN
+from tests.plugin.test_manager import PROFILE_PLUGIN
 
 
 def test_version_names_edgesdk_and_tvm(run_cli):
@@ -114,7 +114,7 @@ def test_unknown_device_lookup_error_is_one_line(run_cli, make_plugin):
         '''
         import typer
         import edgesdk
-        from edgesdk import hookimpl
+        from edgesdk.plugin import hookimpl
 
         @hookimpl
         def edgesdk_register_commands(app):
@@ -135,7 +135,7 @@ def test_unknown_device_lookup_error_is_one_line(run_cli, make_plugin):
 def test_internal_errors_are_one_line_and_exit_1(run_cli, make_plugin):
     make_plugin(
         '''
-        from edgesdk import hookimpl
+        from edgesdk.plugin import hookimpl
 
         @hookimpl
         def edgesdk_register_commands(app):

@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from edgesdk.verify import reference_outputs
+from edgesdk.frontend.reference import reference_outputs
 from tests.e2e.conftest import save
 
 pytestmark = pytest.mark.slow
@@ -123,9 +123,9 @@ def test_a_compile_that_hangs_is_stopped(run_cli, cnn_file, tmp_path, monkeypatc
 
 
 def test_a_failed_verification_exits_1_naming_the_output(run_cli, cnn_file, tmp_path, monkeypatch):
-    from edgesdk import verify
+    from edgesdk.frontend import agreement
 
-    monkeypatch.setitem(verify.RELATIVE_TOLERANCE, "float32", 1e-12)
+    monkeypatch.setitem(agreement.RELATIVE_TOLERANCE, "float32", 1e-12)
     code, out, err = deploy(run_cli, cnn_file, tmp_path / "a")
     assert code == 1
     assert "numerics differ from onnxruntime" in err and "on output 'probs'" in err

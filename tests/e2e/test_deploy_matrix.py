@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 import edgesdk
-from edgesdk.model import random_inputs
-from edgesdk.verify import reference_outputs
+from edgesdk.frontend.model import random_inputs
+from edgesdk.frontend.reference import reference_outputs
 from tests.conftest import BUILTIN_DEVICES
 from tests.e2e.conftest import EM_AARCH64, EM_ARM, EM_X86_64, MODELS, elf_header
 
@@ -59,7 +59,7 @@ def test_model_deploys_to_device_and_matches_onnxruntime(model_name, device, tmp
 
 
 def test_the_kernel_analysis_follows_the_fused_model(tmp_path):
-    from edgesdk.kernels import ModelAnalysis
+    from edgesdk.compile.kernels import ModelAnalysis
 
     build, shapes = MODELS["tiny_cnn"]
     artifact = edgesdk.deploy(build(), "phone", tmp_path / "a", input_shapes=shapes)
@@ -78,9 +78,9 @@ def test_the_kernel_analysis_follows_the_fused_model(tmp_path):
 
 
 def test_simulated_latency_orders_the_devices(tmp_path):
-    from edgesdk.kernels import ModelAnalysis
-    from edgesdk.partition import partition
-    from edgesdk.simulate import simulate
+    from edgesdk.compile.kernels import ModelAnalysis
+    from edgesdk.simulate.partition import partition
+    from edgesdk.simulate.cost_model import simulate
 
     build, shapes = MODELS["transformer_block"]
     artifact = edgesdk.deploy(build(), "pc", tmp_path / "a", input_shapes=shapes)

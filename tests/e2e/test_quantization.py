@@ -23,7 +23,7 @@ def ort_qdq_model(tmp_path, activations="QInt8"):
     """tiny_cnn quantized by onnxruntime's own quantize_static (QDQ, per-channel int8 weights)."""
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
 
-    from edgesdk.model import load_model
+    from edgesdk.frontend.model import load_model
 
     onnx.save(load_model(tiny_cnn(), SHAPES).proto, tmp_path / "fp32.onnx")
     samples = iter([{"image": x[None]} for x in calibration()["image"]])
@@ -44,7 +44,7 @@ def integer_blocks(path, shapes):
     dtype of the buffer it accumulates into)."""
     import tvm
 
-    from edgesdk.lowering import import_onnx, optimize
+    from edgesdk.compile.lowering import import_onnx, optimize
 
     mod, _, _ = import_onnx(path, shapes)
     lowered, _ = optimize(mod, {"kind": "llvm"})
@@ -75,8 +75,9 @@ def test_an_onnxruntime_qdq_model_deploys_with_integer_kernels(tmp_path, activat
 def test_lowered_tir_multiplies_int8_and_accumulates_int32(tmp_path):
     """Read the TIR itself: the conv/matmul blocks of an int8 deploy cast int8 operands and write
     int32 accumulators, for at least 90% of them."""
-    from edgesdk.model import load_model
-    from edgesdk.precision import Recipe, apply_scheme
+    from edgesdk.frontend.model import load_model
+    from edgesdk.quantization.recipe import Recipe
+    from edgesdk.quantization.schemes import apply_scheme
 
     prepared = load_model(depthwise_net(), {"image": [1, 3, 96, 96]})
     precision = apply_scheme(prepared, Recipe("int8", range_method="minmax"), calibration(8, (3, 96, 96)))
@@ -244,9 +245,10 @@ def test_digits_cnn_w4a16_w8a16_vq_w4a8_on_the_phone_keep_accuracy_with_packed_w
 def test_lowered_tir_reads_packed_int4_weights_inside_the_conv_and_matmul_loops(tmp_path, digits):
     """The TIR of a w4a16 model: every conv/matmul block reads a uint8 buffer of half the layer's
     weights (two per byte) and float16 scales, and main takes no float weight of a layer."""
-    from edgesdk.lowering import import_onnx
-    from edgesdk.model import load_model
-    from edgesdk.precision import Recipe, apply_scheme
+    from edgesdk.compile.lowering import import_onnx
+    from edgesdk.frontend.model import load_model
+    from edgesdk.quantization.recipe import Recipe
+    from edgesdk.quantization.schemes import apply_scheme
 
     precision = apply_scheme(load_model(digits.model), Recipe("w4a16", group_size=32))
     onnx.save(precision.compiled.proto, tmp_path / "w4.onnx")

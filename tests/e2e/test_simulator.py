@@ -45,7 +45,7 @@ def test_topk_on_the_phone_falls_back_to_the_cpu_and_pays_a_transfer(tmp_path):
 def test_calibrate_fits_this_host_and_later_estimates_use_it(run_cli, tmp_path, monkeypatch):
     import json
 
-    from edgesdk.calibration import micro_benchmarks
+    from edgesdk.verbs.calibrate import micro_benchmarks
     from edgesdk.testing.models import mlp
 
     monkeypatch.setenv("EDGESDK_CACHE_DIR", str(tmp_path / "cache"))

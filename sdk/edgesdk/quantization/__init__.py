@@ -1,1 +1,3 @@
-"""Quantization: the precision a model is compiled at, and the integer kernels that run it."""
+"""Quantization: the recipe a deploy asks for (``recipe``) and every scheme as a rewrite of the ONNX
+model (int8 QDQ, blocked int4/int8 weights, codebooks, float16), with the tools that improve them
+(equalization, bias correction, AdaRound). Needs no TVM."""

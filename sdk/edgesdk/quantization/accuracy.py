@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
+
+from edgesdk.frontend.agreement import cosine, psnr_db
+from edgesdk.frontend.reference import reference_runner
 
 
 class OutputAgreement(BaseModel):
@@ -49,19 +50,12 @@ class Accuracy(BaseModel):
 def agreement(name: str, quantized: list[np.ndarray], reference: list[np.ndarray]) -> OutputAgreement:
     q = np.stack([np.asarray(a, np.float64) for a in quantized])
     r = np.stack([np.asarray(a, np.float64) for a in reference])
-    norms = float(np.linalg.norm(q) * np.linalg.norm(r))
-    cosine = float(np.dot(q.ravel(), r.ravel()) / norms) if norms else 1.0
-    mse = float(np.mean((q - r) ** 2))
-    peak = float(np.max(np.abs(r))) if r.size else 0.0
-    psnr = 10 * math.log10(peak**2 / mse) if mse > 0 and peak > 0 else None
     classifier = r.ndim >= 2 and r.shape[-1] > 1 and int(np.prod(r.shape[1:-1])) == 1  # one score vector per sample
     top1 = float(np.mean(q.reshape(len(q), -1).argmax(axis=-1) == r.reshape(len(r), -1).argmax(axis=-1))) if classifier else None
-    return OutputAgreement(name=name, cosine=cosine, psnr_db=psnr, top1_agreement=top1)
+    return OutputAgreement(name=name, cosine=cosine(q, r), psnr_db=psnr_db(q, r), top1_agreement=top1)
 
 
 def measure_agreement(quantized_bytes: bytes, float_bytes: bytes, samples: list[dict[str, np.ndarray]]) -> Accuracy:
-    from edgesdk.verify import reference_runner
-
     run_quantized, run_float = reference_runner(quantized_bytes), reference_runner(float_bytes)
     quantized = [run_quantized(sample) for sample in samples]
     reference = [run_float(sample) for sample in samples]

@@ -17,7 +17,7 @@ variance through Add/Sqrt/Div took PP-OCRv4 rec from 90% to 10% of lines read as
 onnxruntime's quantizer (``quantize_static``, QDQ format) writes the model; the ranges of the
 ``mse`` method are handed to it as per-tensor overrides. The QDQ model runs in onnxruntime as it
 is, and edgesdk's lowering turns its QuantizeLinear/DequantizeLinear pairs around convolutions and
-matmuls into integer kernels (edgesdk.quantization.integer_ops).
+matmuls into integer kernels (edgesdk.compile.integer_ops).
 """
 
 from __future__ import annotations
@@ -34,8 +34,8 @@ import numpy as np
 import onnx
 
 from edgesdk.errors import UserInputError
-from edgesdk.model import Model, TensorSpec, has_dynamic_dims
-from edgesdk.tensors import as_dtype, check_inputs
+from edgesdk.frontend.model import Model, TensorSpec, has_dynamic_dims
+from edgesdk.frontend.tensors import as_dtype, check_inputs
 
 RANGE_METHODS = ("minmax", "percentile", "mse")
 PERCENTILE = 99.99
@@ -210,7 +210,7 @@ def quantize_int8(
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
             raise UserInputError(f"{model.name}: onnxruntime's int8 quantizer failed: {first}") from exc
         proto = onnx.load(str(target))
-    from edgesdk.model import load_model
+    from edgesdk.frontend.model import load_model
 
     if has_dynamic_dims(model.proto):  # the user's graph, to export: stays as the quantizer wrote it
         return dataclasses.replace(model, proto=proto)

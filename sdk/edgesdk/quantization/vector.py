@@ -8,7 +8,7 @@ index: 4 or 8), i.e. ``bits / dim`` bits per weight plus the codebook. Activatio
 
 In ONNX: ``Cast(indices) -> Gather(codebook) -> Reshape (rows, depth) [-> Reshape to the conv
 weight]``, which onnxruntime runs; the lowering keeps the indices packed and looks the codebook
-up inside the kernel's reduction loop (edgesdk.quantization.packed_kernels). Layers whose depth
+up inside the kernel's reduction loop (edgesdk.compile.packed_kernels). Layers whose depth
 is not a multiple of ``dim`` stay float16.
 """
 
@@ -19,8 +19,10 @@ import dataclasses
 import numpy as np
 from onnx import TensorProto, helper, numpy_helper
 
-from edgesdk.model import Model
-from edgesdk.quantization.weight_only import _at_opset, _transposed, _weights_of
+from edgesdk.frontend.model import Model
+from edgesdk.quantization.half import to_float16
+from edgesdk.quantization.ptq import named_nodes
+from edgesdk.quantization.weight_only import at_blocked_opset, is_transposed, weights_of
 
 ITERATIONS = 25
 CHUNK = 4096  # vectors per distance block (memory: CHUNK x codebook size)
@@ -94,18 +96,15 @@ def quantize_rows(name: str, weights: np.ndarray, dim: int, bits: int) -> Vector
 
 def quantize_vq(model: Model, dim: int, bits: int, *, only=None, keep_float=()) -> Model:
     """``model`` with float16 activations and its conv/matmul weights vector-quantized."""
-    from edgesdk.precision import to_float16
-    from edgesdk.quantization.ptq import named_nodes
-
     named = named_nodes(model.proto)
     weights = {}
-    for name, (node, array) in _weights_of(named).items():
-        rows = array.reshape(array.shape[0], -1) if _transposed(node) else array.T
+    for name, (node, array) in weights_of(named).items():
+        rows = array.reshape(array.shape[0], -1) if is_transposed(node) else array.T
         if node.name in keep_float or (only is not None and node.name not in only) or rows.shape[1] % dim:
             continue
-        weights[name] = (quantize_rows(name, rows, dim, bits), list(array.shape), _transposed(node))
+        weights[name] = (quantize_rows(name, rows, dim, bits), list(array.shape), is_transposed(node))
     half = to_float16(dataclasses.replace(model, proto=named))
-    proto = _at_opset(half.proto)
+    proto = at_blocked_opset(half.proto)
     graph = proto.graph
     for name, (weight, shape, transposed) in weights.items():
         graph.initializer.remove(next(init for init in graph.initializer if init.name == name))

@@ -10,7 +10,7 @@ outputs keep their types), whose quantized weights are ONNX opset-21 blocked ``D
 nodes over int4/int8 initializers. onnxruntime runs it (it is what ``edgesdk quantize`` exports and
 what a deploy checks the artifact against); the lowering turns each blocked dequantize into a
 kernel that reads the packed integers and unpacks them inside its reduction loop
-(edgesdk.quantization.packed_kernels).
+(edgesdk.compile.packed_kernels).
 """
 
 from __future__ import annotations
@@ -21,7 +21,10 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from edgesdk.model import Model
+from edgesdk.frontend.model import Model
+from edgesdk.quantization.half import to_float16
+from edgesdk.quantization.ptq import named_nodes
+from edgesdk.quantization.opset import converted, opset_of
 
 GROUP_SIZES = (32, 64, 128)
 OPSET = 21  # DequantizeLinear with block_size and int4 inputs
@@ -61,7 +64,7 @@ def quantize_rows(name: str, weights: np.ndarray, bits: int, group: int | None) 
     return QuantizedWeight(name, values, scales, group, bits)
 
 
-def _weights_of(proto: onnx.ModelProto) -> dict[str, tuple[onnx.NodeProto, np.ndarray]]:
+def weights_of(proto: onnx.ModelProto) -> dict[str, tuple[onnx.NodeProto, np.ndarray]]:
     """Conv, MatMul and Gemm weights held in initializers, by initializer name."""
     initializers = {init.name: init for init in proto.graph.initializer}
     uses: dict[str, int] = {}
@@ -81,7 +84,7 @@ def _weights_of(proto: onnx.ModelProto) -> dict[str, tuple[onnx.NodeProto, np.nd
     return found
 
 
-def _transposed(node: onnx.NodeProto) -> bool:
+def is_transposed(node: onnx.NodeProto) -> bool:
     """Whether the weight is stored (out, depth): a Gemm with transB=1, or any Conv."""
     if node.op_type == "Conv":
         return True
@@ -91,9 +94,6 @@ def _transposed(node: onnx.NodeProto) -> bool:
 def quantize_weight_only(model: Model, bits: int, group: int | None, *, only=None, keep_float=()) -> Model:
     """``model`` with float16 activations and its conv/matmul weights quantized to ``bits`` in
     groups of ``group`` (None: per output channel); ``only``/``keep_float``: node names."""
-    from edgesdk.precision import to_float16
-    from edgesdk.quantization.ptq import named_nodes
-
     named = named_nodes(model.proto)
     weights = quantize_weights(named, bits, group, only=only, keep_float=keep_float)
     half = to_float16(dataclasses.replace(model, proto=named))
@@ -107,10 +107,10 @@ def quantize_weights(proto: onnx.ModelProto, bits: int, group: int | None, *, on
     """The quantized weights of ``proto``'s convolutions and matmuls (by initializer name): of
     the nodes named in ``only`` (default all), except those named in ``keep_float``."""
     quantized = {}
-    for name, (node, array) in _weights_of(proto).items():
+    for name, (node, array) in weights_of(proto).items():
         if node.name in keep_float or (only is not None and node.name not in only):
             continue
-        rows = array.reshape(array.shape[0], -1) if _transposed(node) else array.T
+        rows = array.reshape(array.shape[0], -1) if is_transposed(node) else array.T
         quantized[name] = quantize_rows(name, rows, bits, group)
     return quantized
 
@@ -118,7 +118,7 @@ def quantize_weights(proto: onnx.ModelProto, bits: int, group: int | None, *, on
 def with_blocked_weights(proto: onnx.ModelProto, weights: dict[str, QuantizedWeight], float_type: int) -> onnx.ModelProto:
     """A copy of ``proto`` whose weights named in ``weights`` are blocked DequantizeLinear nodes
     producing ``float_type`` (a TensorProto type) in each layer's layout."""
-    proto = _at_opset(proto)
+    proto = at_blocked_opset(proto)
     graph = proto.graph
     by_name = {init.name: init for init in graph.initializer}
     nodes = list(graph.node)
@@ -137,7 +137,7 @@ def with_blocked_weights(proto: onnx.ModelProto, weights: dict[str, QuantizedWei
 def _dequantize_nodes(weight: QuantizedWeight, original: onnx.TensorProto, node: onnx.NodeProto, float_type: int, output: str | None = None):
     """The nodes and initializers making ``weight`` (the float value ``output``, default its name)."""
     name, shape, output = weight.name, list(original.dims), output or weight.name
-    transposed = _transposed(node)
+    transposed = is_transposed(node)
     values, scales = (weight.values, weight.scales) if transposed else (weight.values.T, weight.scales.T)
     integer_type = TensorProto.INT4 if weight.bits == 4 else TensorProto.INT8
     stored = helper.make_tensor(f"{name}_quantized", integer_type, list(values.shape), values.ravel().tolist())
@@ -157,10 +157,8 @@ def _dequantize_nodes(weight: QuantizedWeight, original: onnx.TensorProto, node:
     return made, initializers
 
 
-def _at_opset(proto: onnx.ModelProto) -> onnx.ModelProto:
+def at_blocked_opset(proto: onnx.ModelProto) -> onnx.ModelProto:
     """A copy of ``proto`` at ONNX opset >= 21 and IR version >= 10 (blocked int4 dequantize)."""
-    from edgesdk.quantization.opset import converted, opset_of
-
     copy = onnx.ModelProto.FromString(proto.SerializeToString())
     if opset_of(copy) < OPSET:
         copy = converted(copy, OPSET)
@@ -172,7 +170,7 @@ def with_int4_weights(qdq: onnx.ModelProto, source: onnx.ModelProto, group: int 
     """W4A8 from a W8A8 QDQ model: each int8 conv/matmul weight's DequantizeLinear replaced by a
     blocked int4 one, quantized from ``source``'s float weight of the same name (or from the int8
     values when the quantizer renamed it). Returns the model and how many weights changed."""
-    proto = _at_opset(qdq)
+    proto = at_blocked_opset(qdq)
     graph = proto.graph
     initializers = {init.name: init for init in graph.initializer}
     floats = {init.name: init for init in source.graph.initializer}
@@ -195,7 +193,7 @@ def with_int4_weights(qdq: onnx.ModelProto, source: onnx.ModelProto, group: int 
             array = numpy_helper.to_array(original).astype(np.float32)
         else:  # what the int8 encoding holds
             array = _dequantize_int8(node, initializers)
-        rows = array.reshape(array.shape[0], -1) if _transposed(layer) else array.T
+        rows = array.reshape(array.shape[0], -1) if is_transposed(layer) else array.T
         replaced[id(node)] = _dequantize_nodes(quantize_rows(name, rows, 4, group), stored, layer, TensorProto.FLOAT, output=node.output[0])
     nodes = list(graph.node)
     del graph.node[:]

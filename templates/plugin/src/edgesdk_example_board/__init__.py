@@ -2,7 +2,7 @@
 
 from importlib.resources import files
 
-from edgesdk import hookimpl
+from edgesdk.plugin import hookimpl
 
 __version__ = "0.1.0"
 

@@ -1,0 +1,110 @@
+"""The ``Artifact`` a deploy returns and ``load_artifact`` reads: its manifest, its files, a run of
+it on this host and a check of it (edgesdk.artifact.files has the layout)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+
+from edgesdk.artifact.files import INPUTS_FILE, MANIFEST_NAME, MODEL_FILE, WEIGHTS_FILE, hash_tree, read_manifest
+from edgesdk.artifact.manifest import Manifest, VerificationInfo
+from edgesdk.compile.host_runner import HostRunner
+from edgesdk.compile.worker import run_isolated
+from edgesdk.errors import CheckFailed, UserInputError
+from edgesdk.frontend.model import TensorSpec
+from edgesdk.frontend.tensors import check_inputs, load_npz
+
+class Artifact:
+    """A deployed model: its manifest, its files, and a functional run of it on this host."""
+
+    def __init__(self, path: Path, manifest: Manifest):
+        self.path = Path(path)
+        self.manifest = manifest
+        inputs = [TensorSpec(t.name, tuple(t.shape), t.dtype) for t in manifest.model.inputs]
+        outputs = [t.name for t in manifest.model.outputs]
+        self._runner = HostRunner(self.path / manifest.build.simulation_library, self.path / WEIGHTS_FILE, inputs, outputs)
+
+    def __repr__(self) -> str:
+        return f"Artifact({str(self.path)!r}, device={self.manifest.device!r}, model={self.manifest.model.name!r})"
+
+    @property
+    def runner(self) -> HostRunner:
+        """The host simulation (for pc, the device library itself)."""
+        return self._runner
+
+    @property
+    def runs_natively(self) -> bool:
+        """Whether the device files themselves run on this host (then they are the simulation)."""
+        return self.manifest.build.simulation_library in self.manifest.build.device_files
+
+    @property
+    def inputs(self) -> list[TensorSpec]:
+        """The model's inputs, with the static shapes it was compiled for."""
+        return list(self._runner.inputs)
+
+    def run(self, inputs: Mapping[str, np.ndarray], *, isolated: bool = False, cast: bool = False) -> dict[str, np.ndarray]:
+        """Run the compiled model on this host; outputs keyed by the model's output names.
+
+        ``isolated=True`` runs it in a child process (TVM loaded there), so that a crash in the
+        compiled code becomes an ``EdgeSDKError`` instead of taking the caller down. Inputs of
+        another dtype are converted when no value can change (float64 to float32 with a warning);
+        ``cast=True`` converts any (int64 to float32, say).
+        """
+        if not isolated:
+            return self._runner.run(inputs, cast=cast)
+        runner = self._runner
+        return run_isolated(runner.library, runner.weights_file, check_inputs(inputs, runner.inputs, "inputs", cast=cast), runner.outputs)
+
+    def check_files(self) -> None:
+        """Raise ``CheckFailed`` naming the first file that is missing, changed or unexpected."""
+        actual = hash_tree(self.path)
+        for name, digest in self.manifest.files.items():
+            if name not in actual:
+                raise CheckFailed(f"{self.path}: file {name} is missing")
+            if actual[name] != digest:
+                raise CheckFailed(f"{self.path}: file {name} was modified (sha256 differs from the manifest)")
+        extra = sorted(set(actual) - set(self.manifest.files))
+        if extra:
+            raise CheckFailed(f"{self.path}: file {extra[0]} is not part of the artifact")
+
+    def verify(self) -> VerificationInfo:
+        """Re-check every file's hash, then the numerics against onnxruntime on the stored inputs."""
+        import onnx
+
+        from edgesdk.quantization.recipe import float_tolerance, stray_share
+        from edgesdk.artifact.verification import verification
+        from edgesdk.frontend.reference import reference_outputs
+
+        self.check_files()
+        inputs = load_npz(self.path / INPUTS_FILE)
+        model = (self.path / MODEL_FILE).read_bytes()
+        reference = reference_outputs(model, inputs)
+        result = verification(
+            self.run(inputs, isolated=True), reference, inputs=self.manifest.verification.inputs,
+            float_rtol=float_tolerance(self.manifest.quantization.scheme, onnx.ModelProto.FromString(model)),
+            stray_share=stray_share(self.manifest.quantization.scheme),
+        )
+        if not result.passed:
+            raise CheckFailed(failure_message(self.path, result))
+        return result
+
+
+def failure_message(path: Path, result: VerificationInfo) -> str:
+    failed = [check for check in result.outputs if not check.passed]
+    described = ", ".join(
+        f"'{c.name}' (max abs err {c.max_abs_err:.3g} > {c.tolerance:.3g}; {c.beyond_tolerance} of its values beyond it, cosine {c.cosine:.6f})" for c in failed
+    )
+    return f"{path}: numerics differ from {result.reference} on output {described}"
+
+
+def load_artifact(path: str | os.PathLike) -> Artifact:
+    path = Path(path)
+    if not path.is_dir():
+        raise UserInputError(f"{path}: no such artifact directory")
+    manifest = read_manifest(path)
+    if manifest is None:
+        raise UserInputError(f"{path}: not an edgesdk artifact (no {MANIFEST_NAME})")
+    return Artifact(path, manifest)

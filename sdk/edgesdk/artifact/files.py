@@ -1,0 +1,95 @@
+"""The artifact directory's layout, hashes, and how it is put in place.
+
+Layout (the paths are recorded, with their SHA-256, in ``manifest.json``)::
+
+    manifest.json            how and from what the artifact was made (edgesdk.artifact.manifest)
+    model.onnx               the prepared model: static shapes, folded; the numerics reference
+    params.npz               the weights, in the compiled function's argument order
+    analysis.json            the fused kernels in call order: op classes, FLOPs, tensors
+    device/                  what goes to the device (shared library, or C source + object)
+    host/                    the build of the same lowered model for this machine (simulation);
+                             absent when the device build runs natively here
+    verification/inputs.npz  the inputs the deploy verified on
+
+A directory is written under a temporary name beside its destination and renamed into place.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import tempfile
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from edgesdk.artifact.manifest import MANIFEST_NAME, Manifest
+from edgesdk.errors import UserInputError, describe_validation_error
+from edgesdk.compile.compiler import ANALYSIS_FILE, WEIGHTS_FILE
+
+MODEL_FILE = "model.onnx"
+INPUTS_FILE = "verification/inputs.npz"
+__all__ = ["ANALYSIS_FILE", "INPUTS_FILE", "MANIFEST_NAME", "MODEL_FILE", "WEIGHTS_FILE", "check_destination", "hash_tree", "place", "read_manifest", "sha256_file", "staging_dir"]
+
+
+def sha256_file(path: Path) -> str:
+    with open(path, "rb") as stream:
+        return hashlib.file_digest(stream, "sha256").hexdigest()
+
+
+def hash_tree(root: Path) -> dict[str, str]:
+    """SHA-256 of every file under ``root`` but the manifest, by POSIX relative path."""
+    return {
+        path.relative_to(root).as_posix(): sha256_file(path)
+        for path in sorted(root.rglob("*"))
+        if path.is_file() and path.relative_to(root).as_posix() != MANIFEST_NAME
+    }
+
+
+def read_manifest(path: Path) -> Manifest | None:
+    """The manifest of the artifact at ``path``, or None when ``path`` is not an artifact."""
+    manifest_path = path / MANIFEST_NAME
+    if not manifest_path.is_file():
+        return None
+    try:
+        return Manifest.model_validate_json(manifest_path.read_bytes())
+    except ValidationError as exc:
+        raise UserInputError(f"{manifest_path}: not a valid edgesdk manifest: {describe_validation_error(exc)}") from None
+
+
+def check_destination(out: Path) -> None:
+    """Refuse a destination that holds something other than an edgesdk artifact."""
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise UserInputError(f"{out}: exists and is not a directory; refusing to replace it")
+    if any(out.iterdir()) and read_manifest(out) is None:
+        raise UserInputError(
+            f"{out}: exists and is not an edgesdk artifact; refusing to write into it",
+            hint="choose another output directory with -o",
+        )
+
+
+def staging_dir(out: Path) -> Path:
+    """A temporary directory beside ``out``, on the same file system, so placing it is a rename."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+
+
+def place(staged: Path, out: Path) -> None:
+    """Move a complete artifact into ``out``, replacing an older artifact there."""
+    check_destination(out)
+    if out.exists() and not any(out.iterdir()):
+        out.rmdir()
+    if not out.exists():
+        staged.rename(out)
+        return
+    retired = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+    retired.rmdir()
+    out.rename(retired)
+    try:
+        staged.rename(out)
+    except OSError:
+        retired.rename(out)
+        raise
+    shutil.rmtree(retired, ignore_errors=True)

@@ -1,0 +1,129 @@
+"""`manifest.json`: what an artifact directory holds and how it was made (the stable contract).
+
+Extend it only by adding fields; bump `SCHEMA_VERSION` when a reader must know the difference.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from edgesdk.quantization.accuracy import Accuracy
+from edgesdk.simulate.cost_report import Estimate, Fallback, LayerCost, PartitionInfo
+
+__all__ = ["Estimate", "Fallback", "LayerCost", "PartitionInfo"]  # parts of the manifest, defined by the simulator
+
+SCHEMA_VERSION = 1
+MANIFEST_NAME = "manifest.json"
+
+
+class _Record(BaseModel):
+    model_config = ConfigDict(extra="forbid", ser_json_inf_nan="strings")
+
+
+class TensorInfo(_Record):
+    """A model input or output as compiled: static shape, numpy dtype name."""
+
+    name: str
+    shape: list[int]
+    dtype: str
+
+
+class ModelInfo(_Record):
+    """The model the artifact was made from."""
+
+    name: str = Field(description="The model file's stem (or the graph name of an in-memory model).")
+    sha256: str = Field(description="SHA-256 of the model file the user gave.")
+    prepared_sha256: str = Field(description="SHA-256 of the prepared model (static shapes, folded) that was compiled.")
+    opset: int = Field(description="The model's standard ONNX opset.")
+    inputs: list[TensorInfo]
+    outputs: list[TensorInfo]
+
+
+class QuantizedLayer(_Record):
+    """A convolution or matmul kernel and the precision it runs at."""
+
+    name: str
+    op_class: str
+    weight_dtype: str = Field(description="How its weights are stored: int4 is packed two per byte.")
+    compute_dtype: str = Field(description="What its multiplications take: int8 for an integer kernel.")
+
+
+class QuantizationInfo(_Record):
+    """The precision the model was compiled at (edgesdk.quantization.recipe)."""
+
+    scheme: str = Field(
+        description="`none`: the model keeps its precision; `fp16`: half precision; `int8`: W8A8 integer kernels; "
+        "`w8a16`/`w4a16`: int8/int4 weights, group-wise, with float16 activations; `w4a8`: int4 weights, int8 activations; "
+        "`vq`: codebook indices, float16 activations."
+    )
+    range_method: str | None = Field(None, description="How activation ranges were calibrated (`minmax`, `percentile`, `mse`).")
+    group_size: int | None = Field(None, description="Group-wise schemes: weights per scale along the reduction axis (null: per output channel).")
+    equalize: bool = Field(False, description="Cross-layer equalization was applied before quantizing.")
+    bias_correction: bool = Field(False, description="Biases were corrected for the mean shift of quantization, on the calibration samples.")
+    vq_dim: int | None = Field(None, description="vq: weights per codebook vector.")
+    vq_bits: int | None = Field(None, description="vq: bits per index (codebooks of 2**vq_bits vectors per layer).")
+    adaround_seconds: float | None = Field(None, description="AdaRound's time budget, when weights were re-rounded by it.")
+    weight_bytes: int = Field(0, description="Bytes of the compiled model's weights.")
+    float_weight_bytes: int = Field(0, description="Bytes of the weights at the model's own precision.")
+    layers: list[QuantizedLayer] = Field(default_factory=list, description="Every convolution and matmul kernel.")
+    accuracy: Accuracy | None = Field(None, description="Agreement of the compiled model with the float model on the `--calibration` samples, when given.")
+
+
+class OutputCheck(_Record):
+    """One output compared with the reference."""
+
+    name: str
+    max_abs_err: float
+    tolerance: float = Field(description="The largest max_abs_err that passes.")
+    cosine: float
+    psnr_db: float | None = Field(description="Peak signal-to-noise ratio; null when the outputs are identical.")
+    beyond_tolerance: int = Field(
+        0, description="Elements whose error exceeds the tolerance (quantized schemes pass with up to 0.1% of them while cosine >= 0.999: see edgesdk.frontend.agreement)."
+    )
+    passed: bool
+
+
+class VerificationInfo(_Record):
+    """The compiled model's outputs against onnxruntime's on the same inputs (worst over outputs)."""
+
+    reference: str = Field(description="What the outputs were compared with, e.g. `onnxruntime 1.32.0`.")
+    inputs: Literal["random", "user", "calibration"] = Field(description="Random inputs, the user's (`--inputs`), or the first `--calibration` sample.")
+    max_abs_err: float
+    cosine: float
+    psnr_db: float | None
+    passed: bool
+    outputs: list[OutputCheck]
+
+
+class BuildInfo(_Record):
+    """How the device files and the host simulation were built."""
+
+    backend: str
+    toolchain: str = Field(description="What linked or compiled the device artifact.")
+    device_files: list[str] = Field(description="The artifact files that go to the device.")
+    simulation_library: str = Field(description="The host library `run` and `verify` execute.")
+    kernels: int = Field(description="Compiled kernels (TIR functions) in the device module.")
+    cache_key: str
+    cached: bool = Field(description="Whether the builds came from the compile cache.")
+    compile_seconds: float = Field(description="Time spent in the TVM worker (0 when cached).")
+    notes: list[str] = Field(default_factory=list, description="What the build could not do here, and why.")
+
+
+class Manifest(_Record):
+    """`manifest.json`: what an artifact directory holds and how it was made."""
+
+    schema_version: int = Field(SCHEMA_VERSION, description="Version of this layout.")
+    edgesdk_version: str = Field(description="edgesdk that made the artifact.")
+    tvm_version: str = Field(description="Apache TVM that compiled it.")
+    created_utc: str = Field(description="When, as ISO 8601 UTC.")
+    device: str = Field(description="Device profile id.")
+    target: dict[str, Any] = Field(description="TVM target (JSON) of the device build.")
+    model: ModelInfo
+    quantization: QuantizationInfo
+    files: dict[str, str] = Field(description="Every other file of the artifact: relative path -> SHA-256.")
+    partition: PartitionInfo
+    estimate: Estimate | None = Field(None, description="Simulated cost on the device (docs/simulator.md).")
+    verification: VerificationInfo
+    build: BuildInfo

@@ -1,0 +1,311 @@
+"""The verb commands: deploy, run, verify, profile, calibrate, quantize and compare (thin shells over the Python API)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from pathlib import Path
+from typing import Annotated
+
+import numpy as np
+import typer
+from rich import box
+from rich.console import Console
+from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+import edgesdk
+from edgesdk.artifact.directory import Artifact
+from edgesdk.cli.options import (
+    CalibrationOption,
+    InputShapeOption,
+    JsonOption,
+    NoFallbackOption,
+    ProfilesDirOption,
+    QuantizeOption,
+    UnitOption,
+    print_json,
+    with_quantize_options,
+)
+from edgesdk.errors import UserInputError
+from edgesdk.artifact.manifest import VerificationInfo
+from edgesdk.frontend.model import parse_input_shape
+from edgesdk.frontend.tensors import load_npz, save_npz
+from edgesdk.simulate.fit import fit_file
+
+
+@contextlib.contextmanager
+def _progress():
+    """A spinner on stderr naming the current stage; silent when stderr is not a terminal."""
+    console = Console(stderr=True)
+    if not console.is_terminal:
+        yield lambda stage: None
+        return
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console, transient=True) as progress:
+        task = progress.add_task("starting")
+        yield lambda stage: progress.update(task, description=stage)
+
+
+def _size(path: Path) -> str:
+    n = path.stat().st_size
+    return f"{n / 2**20:.2f} MiB" if n >= 2**20 else f"{n / 2**10:.1f} KiB"
+
+
+def _verification_text(result: VerificationInfo) -> str:
+    psnr = "identical" if result.psnr_db is None else f"PSNR {result.psnr_db:.1f} dB"
+    verdict = "passed" if result.passed else "FAILED"
+    strays = sum(check.beyond_tolerance for check in result.outputs)
+    beyond = f" ({strays} values beyond tolerance)" if strays else ""
+    return f"{verdict} vs {result.reference} ({result.inputs} inputs): max abs err {result.max_abs_err:.3g}{beyond}, cosine {result.cosine:.6f}, {psnr}"
+
+
+def _summary(artifact: Artifact) -> Table:
+    manifest = artifact.manifest
+    build = manifest.build
+    table = Table(box=box.SIMPLE_HEAD, show_header=False, title=f"{manifest.model.name} -> {manifest.device}", title_justify="left")
+    table.add_column(style="bold", no_wrap=True)
+    table.add_column()
+    table.add_row("artifact", str(artifact.path))
+    table.add_row("target", json.dumps(manifest.target))
+    table.add_row("backend", f"{build.backend} ({build.toolchain})")
+    table.add_row("device files", "\n".join(f"{name}  {_size(artifact.path / name)}" for name in build.device_files))
+    units = ", ".join(f"{name} {count}" for name, count in manifest.partition.units.items())
+    fallbacks = len(manifest.partition.fallbacks)
+    table.add_row("kernels", f"{build.kernels} compiled; calls per unit: {units}" + (f" ({fallbacks} fallbacks)" if fallbacks else ""))
+    table.add_row("compile", "from the cache" if build.cached else f"{build.compile_seconds:.1f} s in TVM")
+    estimate = manifest.estimate
+    if estimate:
+        table.add_row("simulated", f"{estimate.latency_ms:.3g} ms, {estimate.energy_mj:.3g} mJ, peak memory {estimate.peak_memory_bytes / 2**20:.2f} MiB")
+    table.add_row("verification", _verification_text(manifest.verification))
+    accuracy = manifest.quantization.accuracy
+    if accuracy is not None:
+        table.add_row("accuracy", accuracy.text("calibration samples"))
+    elif manifest.quantization.scheme != "none":
+        table.add_row("accuracy", "not measured: give --calibration samples to measure it")
+    for note in build.notes:
+        table.add_row("note", note)
+    return table
+
+
+def deploy_command(
+    model: Annotated[Path, typer.Argument(help="The ONNX model file.", show_default=False)],
+    device: Annotated[str, typer.Option("--device", "-d", help="Device id (see `edgesdk devices`).", show_default=False)],
+    out: Annotated[Path | None, typer.Option("-o", "--out", help="Artifact directory [default: build/<model>-<device>, + -<scheme> when quantized].")] = None,
+    quantize: QuantizeOption = None,
+    calibration: CalibrationOption = None,
+    input_shape: InputShapeOption = None,
+    inputs: Annotated[Path | None, typer.Option("--inputs", help="Verify on these inputs (.npz, one array per model input) instead of random ones.")] = None,
+    profiles_dir: ProfilesDirOption = None,
+    no_cache: Annotated[bool, typer.Option("--no-cache", help="Compile again even if an identical build is cached.")] = False,
+    unit: UnitOption = None,
+    no_fallback: NoFallbackOption = False,
+    json_output: JsonOption = False,
+    quantize_options: dict | None = None,
+) -> None:
+    """Compile MODEL for a device through TVM, verify it against onnxruntime, write the artifact."""
+    shapes = dict(parse_input_shape(text) for text in input_shape or [])
+    with _progress() as on_stage:
+        artifact = edgesdk.deploy(
+            model, device, out, input_shapes=shapes, quantize=quantize, calibration=calibration, inputs=inputs, **quantize_options,
+            profiles_dir=profiles_dir, cache=not no_cache, on_stage=on_stage, unit=unit, fallback=not no_fallback,
+        )
+    if json_output:
+        print_json(artifact.manifest.model_dump(mode="json"))
+    else:
+        Console().print(_summary(artifact))
+
+
+def run_command(
+    artifact_dir: Annotated[Path, typer.Argument(metavar="ARTIFACT", help="An artifact directory made by `deploy`.", show_default=False)],
+    inputs: Annotated[Path, typer.Option("--inputs", help="Inputs (.npz, one array per model input).", show_default=False)],
+    output: Annotated[Path | None, typer.Option("-o", "--output", help="Write the outputs to this .npz file.")] = None,
+    cast: Annotated[bool, typer.Option("--cast", help="Convert inputs to the model's dtypes even where values could change (e.g. int64 to float32).")] = False,
+    json_output: JsonOption = False,
+) -> None:
+    """Run an artifact's functional simulation on this host."""
+    artifact = edgesdk.load_artifact(artifact_dir)
+    if output is not None and output.is_dir():
+        raise UserInputError(f"{output}: is a directory; give a .npz file name")
+    outputs = artifact.run(load_npz(inputs), isolated=True, cast=cast)
+    if output is not None:
+        save_npz(output, outputs)
+    records = [
+        {"name": name, "shape": list(value.shape), "dtype": value.dtype.name, "min": float(np.min(value)), "max": float(np.max(value)), "mean": float(np.mean(value))}
+        for name, value in outputs.items()
+    ]
+    if json_output:
+        print_json({"artifact": str(artifact_dir), "outputs": records, "file": str(output) if output else None})
+        return
+    table = Table("output", "shape", "dtype", "min", "max", "mean", box=box.SIMPLE_HEAD)
+    for record in records:
+        table.add_row(record["name"], str(record["shape"]), record["dtype"], *(f"{record[k]:.6g}" for k in ("min", "max", "mean")))
+    Console().print(table)
+    if output is not None:
+        Console().print(f"wrote {output}")
+
+
+def verify_command(
+    artifact_dir: Annotated[Path, typer.Argument(metavar="ARTIFACT", help="An artifact directory made by `deploy`.", show_default=False)],
+    json_output: JsonOption = False,
+) -> None:
+    """Re-check an artifact's file hashes and its numerics against onnxruntime."""
+    artifact = edgesdk.load_artifact(artifact_dir)
+    result = artifact.verify()
+    if json_output:
+        print_json({"artifact": str(artifact_dir), "files": len(artifact.manifest.files), "verification": result.model_dump(mode="json")})
+    else:
+        Console().print(f"{artifact_dir}: {len(artifact.manifest.files)} files intact; {_verification_text(result)}")
+
+
+def profile_command(
+    source: Annotated[Path, typer.Argument(metavar="MODEL|ARTIFACT", help="An ONNX model, or an artifact directory.", show_default=False)],
+    device: Annotated[str | None, typer.Option("--device", "-d", help="Device id [default: the artifact's device].")] = None,
+    input_shape: InputShapeOption = None,
+    quantize: QuantizeOption = None,
+    calibration: CalibrationOption = None,
+    unit: UnitOption = None,
+    no_fallback: NoFallbackOption = False,
+    profiles_dir: ProfilesDirOption = None,
+    measure: Annotated[bool, typer.Option("--measure", help="Also run it here and show measured times (devices whose code runs on this host, e.g. pc).")] = False,
+    json_output: JsonOption = False,
+    quantize_options: dict | None = None,
+) -> None:
+    """Cost report: the simulated cost of a model on a device, per kernel and in total."""
+    shapes = dict(parse_input_shape(text) for text in input_shape or [])
+    with _progress() as on_stage:
+        on_stage("analysing the model")
+        report = edgesdk.profile(
+            source, device, input_shapes=shapes, quantize=quantize, calibration=calibration, unit=unit, fallback=not no_fallback,
+            profiles_dir=profiles_dir, measure=measure, **quantize_options,
+        )
+    if json_output:
+        print_json(report.model_dump(mode="json"))
+        return
+    estimate, measured = report.estimate, report.measured
+    columns = ["#", "kernel", "class", "unit", "dtype", "MFLOP", "DRAM KiB", "ms", "bound"] + (["measured ms"] if measured else [])
+    table = Table(*columns, box=box.SIMPLE_HEAD, title=f"{report.model} on {report.device} (simulated)", title_justify="left")
+    for layer in estimate.per_layer:
+        row = [
+            str(layer.index), layer.name[:40], layer.op_class, layer.unit, layer.dtype, f"{layer.flops / 1e6:.3g}", f"{layer.bytes / 1024:.1f}",
+            f"{layer.latency_ms:.4f}", layer.bound + (", spill" if layer.spilled else ""),
+        ]
+        table.add_row(*row, *([f"{measured.per_kernel[layer.index].measured_ms:.4f}"] if measured else []))
+    console = Console()
+    console.print(table)
+    busy = ", ".join(f"{name} {share:.0%}" for name, share in estimate.utilisation.items())
+    console.print(
+        f"total {estimate.latency_ms:.4g} ms, {estimate.energy_mj:.4g} mJ, peak memory {estimate.peak_memory_bytes / 2**20:.2f} MiB, "
+        f"{estimate.flops / 1e6:.4g} MFLOP; busy: {busy}; {len(report.partition.fallbacks)} fallbacks"
+    )
+    if measured:
+        console.print(f"measured here: {measured.latency_ms:.4g} ms (median of {measured.repeat} runs); predicted/measured = {estimate.latency_ms / measured.latency_ms:.2f}")
+
+
+def calibrate_command(
+    device: Annotated[str, typer.Option("--device", "-d", help="A device whose code runs on this host.")] = "pc",
+    repeat: Annotated[int, typer.Option("--repeat", min=3, help="Timed runs per micro-benchmark.")] = 30,
+    json_output: JsonOption = False,
+) -> None:
+    """Fit the device's cost model (efficiency per op class, launch overhead) to micro-benchmarks measured on this host."""
+    with _progress() as on_stage:
+        result = edgesdk.calibrate(device, repeat=repeat, on_stage=on_stage)
+    if json_output:
+        print_json(result.model_dump(mode="json"))
+        return
+    table = Table("op class", "efficiency (share of peak)", box=box.SIMPLE_HEAD, title=f"{device}: fitted on this host", title_justify="left")
+    for op_class, value in result.efficiency.items():
+        table.add_row(op_class, f"{value:.4f}")
+    console = Console()
+    console.print(table)
+    console.print(f"launch overhead {result.launch_overhead_s * 1e6:.2f} us; {len(result.samples)} kernels measured; stored in {fit_file(device)}")
+
+
+def quantize_command(
+    model: Annotated[Path, typer.Argument(help="The ONNX model file.", show_default=False)],
+    out: Annotated[Path, typer.Option("-o", "--out", help="The quantized model to write (*.onnx); its encodings go beside it.", show_default=False)],
+    calibration: Annotated[
+        Path | None,
+        typer.Option("--calibration", help="Sample inputs (.npz: per input, N samples stacked on a new first axis): int8/w4a8 calibrate on them, and the drop is measured on them. Weight-only schemes need none."),
+    ] = None,
+    scheme: Annotated[str, typer.Option("--scheme", help="Quantization scheme: int8, w4a8, w8a16, w4a16 or vq.")] = "int8",
+    input_shape: InputShapeOption = None,
+    analyze: Annotated[bool, typer.Option("--analyze", help="Measure every conv/matmul layer's sensitivity.")] = False,
+    max_drop: Annotated[float | None, typer.Option("--max-drop", help="Keep the most sensitive layers in float until the drop (points) is at most this.")] = None,
+    json_output: JsonOption = False,
+    quantize_options: dict | None = None,
+) -> None:
+    """Quantize a model to an ONNX model onnxruntime runs (+ encodings JSON), optionally mixed precision."""
+    shapes = dict(parse_input_shape(text) for text in input_shape or [])
+    with _progress() as on_stage:
+        on_stage("quantizing")
+        report = edgesdk.quantize(
+            model, calibration, out, scheme=scheme, input_shapes=shapes, analyze=analyze, max_drop=max_drop, **quantize_options,
+        )
+    if json_output:
+        print_json(report.model_dump(mode="json"))
+        return
+    console = Console()
+    if report.sensitivity:
+        table = Table("layer", "drop alone (pt)", box=box.SIMPLE_HEAD, title="sensitivity: each layer quantized alone", title_justify="left")
+        for layer in report.sensitivity:
+            table.add_row(layer.node, f"{layer.drop_pt:.2f}")
+        console.print(table)
+    kept = f"; kept in float: {', '.join(report.float_layers)}" if report.float_layers else ""
+    how = f"{report.range_method} ranges" if report.range_method else f"groups of {report.group_size}" if report.group_size else "per channel"
+    measured = f"{report.samples} samples, drop {report.drop_pt:.2f} pt vs float" if report.drop_pt is not None else "accuracy not measured: no --calibration"
+    console.print(f"{report.output}: {report.scheme} ({how}; {measured}){kept}")
+    if report.accuracy is not None:
+        console.print(f"accuracy: {report.accuracy.text('calibration samples')}")
+    console.print(f"encodings: {report.encodings}")
+    if report.max_drop_met is False:
+        raise typer.Exit(1)
+
+
+def compare_command(
+    model: Annotated[Path, typer.Argument(help="The ONNX model file.", show_default=False)],
+    devices: Annotated[str, typer.Option("--devices", help="all, or device ids separated by commas.")] = "all",
+    quantize: Annotated[
+        str | None, typer.Option("--quantize", help="Precisions to compare, separated by commas (e.g. none,int8,w4a16; auto: each device's recipe).")
+    ] = None,
+    calibration: CalibrationOption = None,
+    eval_data: Annotated[
+        Path | None, typer.Option("--eval", help="Held-out inputs (.npz, stacked like --calibration): report each precision's agreement with the float model on them.")
+    ] = None,
+    input_shape: InputShapeOption = None,
+    profiles_dir: ProfilesDirOption = None,
+    json_output: JsonOption = False,
+    quantize_options: dict | None = None,
+) -> None:
+    """Simulated cost of one model on many devices, at one or more precisions, and their accuracy."""
+    shapes = dict(parse_input_shape(text) for text in input_shape or [])
+    with _progress() as on_stage:
+        on_stage("analysing the model")
+        report = edgesdk.compare(
+            model, devices, quantize=quantize, calibration=calibration, input_shapes=shapes, profiles_dir=profiles_dir, eval_data=eval_data, **quantize_options,
+        )
+    if json_output:
+        print_json(report.model_dump(mode="json"))
+        return
+    accuracy = ["vs float (calibration)"] if any(row.accuracy for row in report.rows) else []
+    held_out = ["vs float (--eval)"] if any(row.eval_accuracy for row in report.rows) else []
+    table = Table("device", "precision", "ms", "speed-up", "mJ", "peak MiB", "weights KiB", *accuracy, *held_out, "kernels per unit", box=box.SIMPLE_HEAD,
+                  title=f"{report.model} (simulated; speed-up vs the first precision)", title_justify="left")  # fmt: skip
+    for row in report.rows:
+        agreement = [row.accuracy.short() if row.accuracy else "-"] if accuracy else []
+        agreement += [row.eval_accuracy.short() if row.eval_accuracy else "-"] if held_out else []
+        units = ", ".join(f"{unit} {count}" for unit, count in row.units.items()) + (f" ({row.fallbacks} fell back)" if row.fallbacks else "")
+        table.add_row(
+            row.device, row.scheme, f"{row.latency_ms:.3g}", f"{row.speedup:.2f}x", f"{row.energy_mj:.3g}", f"{row.peak_memory_bytes / 2**20:.2f}",
+            f"{row.weight_bytes / 1024:.1f}", *agreement, units,
+        )  # fmt: skip
+    Console().print(table)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("deploy")(with_quantize_options(deploy_command))
+    app.command("profile")(with_quantize_options(profile_command))
+    app.command("calibrate")(calibrate_command)
+    app.command("quantize")(with_quantize_options(quantize_command))
+    app.command("compare")(with_quantize_options(compare_command))
+    app.command("run")(run_command)
+    app.command("verify")(verify_command)

@@ -1,0 +1,95 @@
+"""Compile a model (its weights, kernel analysis and builds) through the worker, reusing cached
+results: what every verb that needs TVM calls."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from edgesdk.compile.build_cache import BuildCache, cache_key
+from edgesdk.compile.lowering import PIPELINE_VERSION, BuildResult, BuildSpec
+from edgesdk.compile.worker import Job, RunTask, run_in_worker
+from edgesdk.frontend.model import Model
+from edgesdk.frontend.tensors import load_npz, save_npz
+from edgesdk.versions import edgesdk_version, tvm_version
+
+# What a compiled model directory holds (and an artifact, copied from it).
+WEIGHTS_FILE = "params.npz"
+ANALYSIS_FILE = "analysis.json"
+
+
+def _read_build(path: Path) -> BuildResult:
+    return BuildResult.model_validate_json((path / "build.json").read_text())
+
+
+def build_key(model: Model, spec: BuildSpec) -> str:
+    return cache_key(
+        # Not the role: a device build that targets this host is the host build.
+        {"model": model.sha256, "spec": spec.model_dump(mode="json", exclude={"role"}), "edgesdk": edgesdk_version(), "tvm": tvm_version(), "pipeline": PIPELINE_VERSION}
+    )
+
+
+@dataclass
+class Compiled:
+    model_dir: Path  # params.npz and analysis.json
+    builds: list[tuple[Path, BuildResult]]  # per spec: its directory and what it holds
+    cached: bool
+    seconds: float
+    outputs: dict[str, np.ndarray] | None  # of the simulation on the verification inputs, if run
+
+
+def compile_model(
+    model: Model,
+    specs: Sequence[BuildSpec],
+    cache: BuildCache,
+    inputs: dict[str, np.ndarray] | None,
+    *,
+    timeout_s: float | None,
+    on_stage: Callable[[str], None],
+) -> Compiled:
+    """Weights, kernel analysis and builds for ``model``: from the cache, or made by the worker
+    (then cached). With no specs, only the model is imported and analysed.
+
+    A worker that compiles also runs the simulation build (the last spec) on ``inputs``, saving a
+    second start.
+    """
+    model_key = cache_key({"model": model.sha256, "tvm": tvm_version(), "pipeline": PIPELINE_VERSION})
+    keys = [build_key(model, spec) for spec in specs]
+    model_dir = cache.get("models", model_key)
+    found = [cache.get("builds", key) for key in keys]
+    if model_dir is not None and all(found):
+        return Compiled(model_dir, [(path, _read_build(path)) for path in found], True, 0.0, None)
+
+    scratch = cache.staging()
+    try:
+        (scratch / "model.onnx").write_bytes(model.serialized)
+        todo = [(index, spec) for index, spec in enumerate(specs) if not found[index]]
+        job = Job(
+            model=str(scratch / "model.onnx"),
+            shapes={spec.name: list(spec.shape) for spec in model.inputs},
+            model_dir=str(scratch / "model"),
+            builds=[(spec, str(scratch / f"build{index}")) for index, spec in todo],
+        )
+        if specs and inputs is not None:
+            simulation = found[-1] or scratch / f"build{len(specs) - 1}"
+            save_npz(scratch / "inputs.npz", inputs)
+            job.run = RunTask(
+                library=str(simulation / specs[-1].library_name),
+                weights=str(scratch / "model" / WEIGHTS_FILE),
+                inputs=str(scratch / "inputs.npz"),
+                outputs=str(scratch / "outputs.npz"),
+                output_names=[spec.name for spec in model.outputs],
+            )
+        result = run_in_worker(job, scratch / "job", model_name=model.name, timeout_s=timeout_s, on_stage=on_stage)
+        outputs = load_npz(scratch / "outputs.npz") if job.run else None
+        for (index, _), built in zip(todo, result.builds):
+            (scratch / f"build{index}" / "build.json").write_text(built.model_dump_json())
+            found[index] = cache.put("builds", keys[index], scratch / f"build{index}")
+        model_dir = cache.put("models", model_key, scratch / "model")
+        return Compiled(model_dir, [(path, _read_build(path)) for path in found], False, result.seconds, outputs)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)

@@ -1,0 +1,325 @@
+"""What the compiled model does, kernel by kernel: the input of partitioning and the cost model.
+
+After TVM's fusion (FuseOps + FuseTIR) a model is a sequence of kernels (TIR functions) called by
+the Relax ``main`` in order. For each call this records the op classes inside the kernel (from the
+names fusion gives kernels, e.g. ``fused_conv2d_add_relu``, and the TIR block names), its FLOPs
+(``tvm.s_tir.analysis.estimate_tir_flops``), and its tensors with their shapes, dtypes and where
+they come from (a model input, a weight, or an earlier kernel). The analysis runs in the TVM
+worker; the result is plain data (JSON), so partitioning and simulation need no TVM.
+"""
+
+from __future__ import annotations
+
+import re
+from functools import cached_property
+from typing import Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+# Relax op names (as fusion joins them into kernel names) -> the profile's op classes. Longest
+# names first, so that `layer_norm` is not read as something ending in `norm`.
+_OP_CLASSES = {
+    "conv2d_transpose": "conv",
+    "conv1d": "conv",
+    "conv2d": "conv",
+    "conv3d": "conv",
+    "matmul": "matmul",
+    "dense": "matmul",
+    "linear": "matmul",
+    "max_pool2d": "pool",
+    "avg_pool2d": "pool",
+    "adaptive_avg_pool2d": "pool",
+    "layer_norm": "normalization",
+    "batch_norm": "normalization",
+    "group_norm": "normalization",
+    "instance_norm": "normalization",
+    "rms_norm": "normalization",
+    "log_softmax": "softmax",
+    "softmax": "softmax",
+    "relu": "activation",
+    "gelu": "activation",
+    "sigmoid": "activation",
+    "tanh": "activation",
+    "erf": "activation",
+    "clip": "activation",
+    "hardswish": "activation",
+    "hard_sigmoid": "activation",
+    "silu": "activation",
+    "leakyrelu": "activation",
+    "mean": "reduce",
+    "sum": "reduce",
+    "max": "reduce",
+    "min": "reduce",
+    "prod": "reduce",
+    "variance": "reduce",
+    "argmax": "reduce",
+    "argmin": "reduce",
+    "topk": "sort",
+    "sort": "sort",
+    "argsort": "sort",
+    "take": "gather",
+    "gather_elements": "gather",
+    "gather_nd": "gather",
+    "scatter_elements": "gather",
+    "resize2d": "resize",
+    "image_resize2d": "resize",
+    "reshape": "data_movement",
+    "transpose": "data_movement",
+    "permute_dims": "data_movement",
+    "concatenate": "data_movement",
+    "concat": "data_movement",
+    "split": "data_movement",
+    "strided_slice": "data_movement",
+    "dynamic_strided_slice": "data_movement",
+    "squeeze": "data_movement",
+    "expand_dims": "data_movement",
+    "broadcast_to": "data_movement",
+    "flatten": "data_movement",
+    "tile": "data_movement",
+    "repeat": "data_movement",
+    "pad": "data_movement",
+    "astype": "elementwise",
+    "add": "elementwise",
+    "subtract": "elementwise",
+    "multiply": "elementwise",
+    "divide": "elementwise",
+    "power": "elementwise",
+    "sqrt": "elementwise",
+    "rsqrt": "elementwise",
+    "exp": "elementwise",
+    "log": "elementwise",
+    "negative": "elementwise",
+    "abs": "elementwise",
+    "maximum": "elementwise",
+    "minimum": "elementwise",
+    "where": "elementwise",
+    "equal": "elementwise",
+    "less": "elementwise",
+    "greater": "elementwise",
+    "floor": "elementwise",
+    "round": "elementwise",
+    "cast": "elementwise",
+    "quantize": "elementwise",
+    "dequantize": "elementwise",
+}
+_OP_PATTERN = re.compile("|".join(sorted(map(re.escape, _OP_CLASSES), key=len, reverse=True)))
+# The order in which a kernel's classes name it: the heaviest op first.
+_WEIGHT = ["conv", "depthwise_conv", "matmul", "softmax", "normalization", "pool", "reduce", "sort", "gather", "resize", "activation", "elementwise", "data_movement", "other"]
+
+
+class Tensor(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    shape: list[int]
+    dtype: str
+    source: Literal["input", "weight", "constant", "kernel"] = "kernel"
+    producer: int | None = Field(None, description="Index of the kernel that computes it, when source is `kernel`.")
+
+    @property
+    def bytes(self) -> int:
+        return int(np.prod(self.shape, dtype=np.int64)) * np.dtype(self.dtype).itemsize
+
+
+class LoopNest(BaseModel):
+    """The loop nest of a kernel's main block (the one with the most iterations): what the speed of
+    compiled loop code depends on, beyond the FLOP count (edgesdk.simulate.efficiency_model uses it)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    iterations: int = Field(description="Iterations of the block's loop nest.")
+    reduction: int = Field(description="Product of its reduction loop extents (1 if none).")
+    inner_extent: int = Field(description="Extent of its innermost spatial loop.")
+    inner_stride_bytes: int = Field(description="Largest stride (bytes) of a read along the innermost spatial loop.")
+    reduction_extents: list[int] = Field(description="Extent of each reduction loop (extent > 1, outer to inner).")
+    reduction_strides_bytes: list[int] = Field(description="Per reduction loop (extent > 1, outer to inner), the largest read stride in bytes.")
+    transcendentals: int = Field(0, description="Calls of exp, erf, tanh, sigmoid, log, pow or sqrt in the kernel's code.")
+    operand_dtype: str = Field("", description="Dtype of the block's first operand: int8 for an integer convolution whose kernel outputs float.")
+
+
+class Kernel(BaseModel):
+    """One call of a fused kernel in the model's ``main``, in execution order."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    op_classes: list[str]
+    flops: int
+    inputs: list[Tensor]
+    outputs: list[Tensor]
+    nest: LoopNest | None = None
+
+    @property
+    def ops(self) -> int:
+        """What the cost model counts as work: FLOPs, or one op per output element for a kernel
+        that only moves data (a transpose has no FLOPs but still takes time)."""
+        if self.flops:
+            return self.flops
+        return sum(int(np.prod(t.shape, dtype=np.int64)) for t in self.outputs)
+
+    @property
+    def op_class(self) -> str:
+        """The class that dominates the kernel (its heaviest op)."""
+        return self.op_classes[0]
+
+    @property
+    def bytes_read(self) -> int:
+        return sum(tensor.bytes for tensor in self.inputs)
+
+    @property
+    def bytes_written(self) -> int:
+        return sum(tensor.bytes for tensor in self.outputs)
+
+    @property
+    def dtypes(self) -> set[str]:
+        return {tensor.dtype for tensor in (*self.inputs, *self.outputs)}
+
+    @property
+    def max_rank(self) -> int:
+        return max((len(tensor.shape) for tensor in (*self.inputs, *self.outputs)), default=0)
+
+
+class ModelAnalysis(BaseModel):
+    """The kernels of a compiled model, in order."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kernels: list[Kernel]
+
+    @cached_property
+    def flops(self) -> int:
+        return sum(kernel.flops for kernel in self.kernels)
+
+
+def classify(kernel_name: str, block_names: list[str], weight_shape: list[int] | None) -> list[str]:
+    """Op classes of a kernel, heaviest first, from its fused name and its TIR block names."""
+    name = re.sub(r"\d+(?=_|$)", "", kernel_name.removeprefix("fused_"))
+    classes = {_OP_CLASSES[match] for match in _OP_PATTERN.findall(name)}
+    # A grouped convolution with one input channel per group is depthwise.
+    if "conv" in classes and any("group_conv" in block or "depthwise" in block for block in block_names):
+        if weight_shape is not None and len(weight_shape) >= 2 and weight_shape[1] == 1:
+            classes = (classes - {"conv"}) | {"depthwise_conv"}
+    return sorted(classes or {"other"}, key=_WEIGHT.index)
+
+
+def loop_nest(func, script: str) -> LoopNest | None:
+    """The main block's loop nest of a TIR function (``script``: its TVMScript text), or None for a
+    function with no blocks or one TVM's schedule API cannot read (TVM is imported by the caller,
+    in the worker)."""
+    import tvm
+
+    try:
+        nest = _loop_nest(tvm.s_tir.Schedule(tvm.IRModule({"main": func})))
+    except (ValueError, RuntimeError, IndexError):  # how TVM's FFI reports a schedule error
+        return None
+    if nest is not None:
+        nest.transcendentals = len(_TRANSCENDENTAL.findall(script))
+    return nest
+
+
+_TRANSCENDENTAL = re.compile(r"\bT\.(?:exp|exp2|erf|tanh|sigmoid|log|log2|pow|sqrt|rsqrt)\(")
+
+
+def _loop_nest(schedule) -> LoopNest | None:
+    import tvm
+    from tvm.sym import detect_linear_equation
+
+    best = None
+    for block_rv in schedule.get_child_blocks(schedule.get_sblock("root", "main")):
+        block = schedule.get(block_rv)
+        iterations = int(np.prod([int(schedule.get(loop).extent) for loop in schedule.get_loops(block_rv)], dtype=np.int64))
+        axes = [(axis.var, int(axis.dom.extent), int(axis.iter_type)) for axis in block.iter_vars]
+        reduction = int(np.prod([extent for _, extent, kind in axes if kind == REDUCE], dtype=np.int64))
+        if best is None or (iterations, reduction) > best[0]:
+            best = ((iterations, reduction), block, axes)
+    if best is None:
+        return None
+    (iterations, reduction), block, axes = best
+
+    def stride_bytes(var) -> int:
+        """The largest distance in memory between two reads one step of ``var`` apart."""
+        largest = 0
+        for read in block.reads:
+            shape = [int(dim) for dim in read.source.shape]
+            strides = np.cumprod([1, *shape[:0:-1]])[::-1]
+            step = 0
+            for extent, stride in zip(read.region, strides):
+                coefficients = detect_linear_equation(extent.min, [var])
+                step += int(coefficients[0]) * int(stride) if len(coefficients) else 0
+            largest = max(largest, abs(step) * tvm.runtime.DataType(read.source.dtype).bits // 8)
+        return largest
+
+    spatial = [var for var, extent, kind in axes if kind == SPATIAL and extent > 1]
+    reduced = [(var, extent) for var, extent, kind in axes if kind == REDUCE and extent > 1]
+    return LoopNest(
+        iterations=iterations,
+        reduction=reduction,
+        inner_extent=next((extent for var, extent, kind in reversed(axes) if kind == SPATIAL and extent > 1), 1),
+        inner_stride_bytes=stride_bytes(spatial[-1]) if spatial else 0,
+        reduction_extents=[extent for _, extent in reduced],
+        reduction_strides_bytes=[stride_bytes(var) for var, _ in reduced],
+        operand_dtype=str(block.reads[0].source.dtype) if block.reads else "",
+    )
+
+
+SPATIAL, REDUCE = 0, 2  # tirx IterVar kinds
+
+
+def analyze(mod) -> ModelAnalysis:
+    """Analyze a Relax module after FuseTIR (TVM is imported by the caller, in the worker)."""
+    import tvm
+    from tvm import relax
+
+    main = mod["main"]
+    num_inputs = int(main.attrs["num_input"]) if main.attrs and "num_input" in main.attrs else len(main.params)
+    sources: dict = {}
+    for index, param in enumerate(main.params):
+        sources[param] = ("input" if index < num_inputs else "weight", None)
+
+    def tensor(expr, source=("kernel", None)) -> Tensor | None:
+        ty = expr.ty
+        if not isinstance(ty, relax.TensorType) or ty.shape is None:
+            return None
+        kind, producer = sources.get(expr, ("constant", None) if isinstance(expr, tvm.ir.expr.Constant) else source)
+        return Tensor(shape=[int(d) for d in ty.shape], dtype=str(ty.dtype), source=kind, producer=producer)
+
+    kernels: list[Kernel] = []
+    for block in main.body.blocks:
+        for binding in block.bindings:
+            value = binding.value
+            if isinstance(value, relax.Call) and getattr(value.op, "name", "") == "relax.call_tir":
+                callee = mod[value.args[0]]
+                args = [t for t in (tensor(arg) for arg in value.args[1].fields) if t is not None]
+                out_types = value.ty.fields if isinstance(value.ty, relax.TupleType) else [value.ty]
+                outputs = [
+                    Tensor(shape=[int(d) for d in ty.shape], dtype=str(ty.dtype))
+                    for ty in out_types
+                    if isinstance(ty, relax.TensorType)
+                ]
+                script = callee.script()
+                blocks = re.findall(r'T\.s?block\("([^"]+)"', script)
+                weight_shape = args[1].shape if len(args) > 1 else None
+                nest = loop_nest(callee, script)
+                flops = int(tvm.s_tir.analysis.estimate_tir_flops(tvm.IRModule({"main": callee})))
+                if "packed_" in value.args[0].name_hint and nest is not None:
+                    # TVM counts the unpacking of packed int4/int8 weights as arithmetic; a device
+                    # does one multiply-add per weight use, like the float layer (+ the epilogue).
+                    flops = 2 * nest.iterations + int(np.prod(outputs[0].shape)) * len(blocks)
+                kernels.append(
+                    Kernel(
+                        name=value.args[0].name_hint,
+                        op_classes=classify(value.args[0].name_hint, blocks, weight_shape),
+                        flops=flops,
+                        inputs=args,
+                        outputs=outputs,
+                        nest=nest,
+                    )
+                )
+                sources[binding.var] = ("kernel", len(kernels) - 1)
+            elif isinstance(value, relax.Call) and value.args and value.args[0] in sources:
+                sources[binding.var] = sources[value.args[0]]  # a view (reshape) of its input
+            elif isinstance(value, relax.TupleGetItem) and value.tuple_value in sources:
+                sources[binding.var] = sources[value.tuple_value]
+            elif isinstance(value, relax.Var) and value in sources:
+                sources[binding.var] = sources[value]
+    return ModelAnalysis(kernels=kernels)

@@ -1,0 +1,153 @@
+"""The one lowering routine every backend shares: ONNX -> Relax -> fused TIR -> device files.
+
+This module imports TVM and runs only inside the TVM worker process (``edgesdk.compile.worker``), so
+a crash in TVM cannot take the caller down. Backends choose the target, what is emitted and the
+toolchain (``BuildSpec``); everything else is here, once.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from edgesdk.compile.kernels import ModelAnalysis, analyze
+from edgesdk.compile.half_accumulation import accumulate_in_float32
+from edgesdk.compile.integer_ops import integerize
+from edgesdk.compile.packed_kernels import extract_blocked_weights, unpack_in_kernels
+from edgesdk.plugin.toolchains import Toolchain
+
+# Bump when the lowering changes what it produces for the same inputs: it is part of cache keys.
+PIPELINE_VERSION = 14
+
+
+class BuildSpec(BaseModel):
+    """One build of a model: for the device, or for this host (the functional simulation)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    role: Literal["device", "host"]
+    target: dict[str, Any]
+    emit: Literal["shared_library", "c_source"]
+    toolchain: Toolchain
+    basename: str = Field(description="File name stem of the outputs, e.g. the model name.")
+
+    @property
+    def library_name(self) -> str:
+        """The shared library a ``shared_library`` build writes."""
+        return f"{self.basename}.so"
+
+
+class BuildResult(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    files: list[str] = Field(description="Output files, relative to the build directory.")
+    kernels: int
+    toolchain: str
+    notes: list[str] = Field(default_factory=list)
+
+
+def import_onnx(model_path: Path, shapes: dict[str, list[int]]):
+    """Import with TVM's ONNX frontend; weights come back as arrays, in the VM's argument order."""
+    import onnx
+    from tvm import relax
+    from tvm.relax.frontend import onnx as relax_onnx
+
+    # Group-wise quantized weights (int4/int8 blocked dequantize): read here, packed below.
+    proto, blocked = extract_blocked_weights(onnx.load(str(model_path)))
+    # The frontend prints diagnostics to stdout: in the worker, stdout is its log file.
+    mod = relax_onnx.from_onnx(proto, shape_dict=shapes, keep_params_in_input=True)
+    mod, params = relax.frontend.detach_params(mod)
+    known = dict(zip(mod["main"].params[len(shapes):], (array.numpy() for array in params.get("main", []))))
+    # Quantized (QDQ) models: their convolutions and matmuls become integer kernels.
+    mod = integerize(mod, known)
+    mod, known = unpack_in_kernels(mod, known, blocked)
+    mod = accumulate_in_float32(mod)
+    weight_vars = mod["main"].params[len(shapes):]
+    return mod, [known[var] for var in weight_vars], [str(var.name) for var in weight_vars]
+
+
+def optimize(mod, target_json: dict[str, Any]):
+    """Legalize, fold, fuse (FuseOps + FuseTIR) and lower to VM form for ``target``."""
+    import tvm
+    from tvm.relax.backend import cpu_generic
+
+    target = tvm.target.Target(target_json)
+    # The CPU pipeline, also for the `c` target, which TVM's default-pipeline table leaves out.
+    with target:
+        return cpu_generic.get_default_pipeline(target)(mod), target
+
+
+def analyze_kernels(mod) -> ModelAnalysis:
+    """The fused kernels in call order (op classes, FLOPs, tensors): see edgesdk.compile.kernels."""
+    import tvm
+    from tvm import relax
+    from tvm.relax.backend import cpu_generic
+
+    target = tvm.target.Target({"kind": "llvm"})
+    with target:
+        # RewriteDataflowReshape as in the build: reshapes become views, not kernel calls.
+        passes = [*cpu_generic.library_dispatch_passes(target), *cpu_generic.legalize_passes(target), relax.transform.RewriteDataflowReshape()]
+        fused = tvm.transform.Sequential(passes)(mod)
+    return analyze(fused)
+
+
+def count_kernels(mod) -> int:
+    import tvm
+
+    return sum(isinstance(func, tvm.tirx.PrimFunc) for func in mod.functions.values())
+
+
+def _include_dirs() -> list[str]:
+    import tvm
+    import tvm_ffi
+
+    tvm_root, ffi_root = Path(tvm.__file__).parent, Path(tvm_ffi.__file__).parent
+    return [str(tvm_root / "include"), str(ffi_root / "include"), str(ffi_root / "3rdparty" / "dlpack" / "include")]
+
+
+def build(mod, spec: BuildSpec, out_dir: Path) -> BuildResult:
+    """Build ``mod`` as ``spec`` says into ``out_dir``."""
+    from tvm import relax
+
+    optimized, target = optimize(mod, spec.target)
+    kernels = count_kernels(optimized)
+    executable = relax.build(optimized, target, relax_pipeline=None)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stem = spec.basename
+    if spec.emit == "shared_library":
+        executable.export_library(str(out_dir / spec.library_name), fcompile=spec.toolchain.fcompile())
+        return BuildResult(files=[spec.library_name], kernels=kernels, toolchain=spec.toolchain.describe())
+
+    sources = [module.inspect_source() for module in executable.mod.imports if module.kind == "c"]
+    (out_dir / f"{stem}.c").write_text("\n".join(sources))
+    # The VM program (which kernel runs when, on which buffers) as text, for the device's runtime.
+    (out_dir / f"{stem}.vm.txt").write_text(executable.as_text())
+    files, notes = [f"{stem}.c", f"{stem}.vm.txt"], []
+    why_not = spec.toolchain.missing()
+    if why_not is None:
+        spec.toolchain.compile_object(str(out_dir / f"{stem}.o"), str(out_dir / f"{stem}.c"), _include_dirs())
+        files.append(f"{stem}.o")
+        toolchain = spec.toolchain.describe()
+    else:
+        notes.append(f"no object file: {why_not}")
+        toolchain = f"none ({why_not})"
+    return BuildResult(files=files, kernels=kernels, toolchain=toolchain, notes=notes)
+
+
+def save_weights(path: Path, weights: Sequence[np.ndarray], names: Sequence[str]) -> None:
+    """Weights as npz, keys ``p0000_name`` so that sorted order is argument order."""
+    np.savez(path, **{f"p{index:04d}_{name}": array for index, (name, array) in enumerate(zip(names, weights))})
+
+
+def maybe_crash(stage: str, environ: dict[str, str] = os.environ) -> None:  # noqa: B006
+    """Test hook: EDGESDK_TEST_CRASH=<stage> makes the worker segfault at that stage."""
+    if environ.get("EDGESDK_TEST_CRASH") == stage:
+        import ctypes
+
+        ctypes.string_at(0)
+

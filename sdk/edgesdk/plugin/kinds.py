@@ -1,0 +1,66 @@
+"""The kinds of object plugins contribute besides device profiles.
+
+Each is a small interface: a name plus the data or the one method the core needs. The core does
+the shared work (TVM lowering, the pass pipeline, rendering); plugins supply choices.
+"""
+
+from __future__ import annotations
+
+import abc
+from pathlib import Path
+from typing import TYPE_CHECKING, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from edgesdk.plugin.toolchains import Toolchain
+
+if TYPE_CHECKING:
+    import tvm
+
+    from edgesdk.devices.profile import DeviceProfile
+
+
+class Backend(BaseModel):
+    """How models are built for the devices whose profile names this backend: data, not code.
+
+    The lowering routine is the core's (TVM import, fusion, build); a backend only chooses what
+    the device receives (``emit``) and the toolchain that makes it. A profile names its backend in
+    its ``backend`` field (by default the profile id; ``extends`` inherits it).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]*$")
+    description: str = ""
+    emit: Literal["shared_library", "c_source"] = Field(
+        "shared_library",
+        description="`shared_library`: a TVM runtime library (kernels + VM program) for the target; "
+        "`c_source`: the kernels as C (TVM's `c` target), plus an object when the toolchain is here.",
+    )
+    toolchain: Toolchain = Field(description="Links the shared library, or compiles the C source.")
+
+    def serves(self, profile: DeviceProfile) -> bool:
+        """Whether this backend builds for ``profile``."""
+        return profile.backend_name == self.name
+
+
+class Pass(abc.ABC):
+    """A graph transformation configured by a pydantic model (``config_model``)."""
+
+    name: ClassVar[str]
+    config_model: ClassVar[type[BaseModel]]
+
+    @abc.abstractmethod
+    def run(self, module: tvm.IRModule, config: BaseModel) -> tvm.IRModule:
+        """Return the transformed module; never mutate the one given."""
+
+
+class Template(BaseModel):
+    """A directory scaffold for ``edgesdk new``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(pattern=r"^[a-z][a-z0-9-]*$")
+    kind: Literal["app", "plugin"]
+    description: str
+    path: Path

@@ -1,0 +1,124 @@
+"""The device cost model: latency, energy and memory of a partitioned model, per kernel and in total.
+
+Per kernel ``k`` on unit ``u``, computing in dtype ``d`` (docs/simulator.md explains each term):
+
+- compute time  = ops(k) / (peak_ops_per_s[u][d] * efficiency), ops being FLOPs, or one per
+                  output element for a kernel that only moves data; efficiency is the profile's
+                  figure for k's op class, or, on the unit of a cost-model fit, interpolated from the
+                  measured kernels of that class most like it (edgesdk.simulate.efficiency_model)
+- DRAM bytes    = weight bytes read by k, plus all its activation bytes when its working set
+                  (inputs + outputs) exceeds u's on-chip memory (a spill), plus model inputs
+                  and outputs, which live in DRAM
+- memory time   = DRAM bytes / DRAM bandwidth
+- latency       = max(compute time, memory time) + launch_overhead_s[u]     (a roofline)
+- transfer      = for each input produced on another unit: bytes / interconnect bandwidth +
+                  interconnect latency, charged to the consuming kernel
+- energy        = FLOPs * energy_pj_per_op[u][d] + (DRAM + 2 x transfer bytes) * dram_energy_pj_per_byte
+
+Kernels run one after another (no overlap between units). Peak memory is the weights plus the
+largest set of activations alive at once, in call order.
+"""
+
+from __future__ import annotations
+
+from edgesdk.compile.kernels import Kernel, ModelAnalysis
+from edgesdk.simulate.cost_report import Estimate, LayerCost
+from edgesdk.simulate.partition import Partition, compute_dtype
+from edgesdk.devices.profile import DeviceProfile
+from edgesdk.simulate.fit import CostFit
+
+
+def _efficiency(profile: DeviceProfile, unit_name: str, kernel: Kernel, fit: CostFit | None) -> float:
+    """A fitted unit interpolates from measured kernels like this one; else the class's figure."""
+    fitted = fit.efficiency_of(kernel) if fit is not None and fit.unit == unit_name else None
+    unit = profile.compute_units[unit_name]
+    return fitted if fitted is not None else unit.efficiency.get(kernel.op_class, unit.efficiency["default"])
+
+
+def _figure(per_dtype: dict[str, float], dtype: str, conservative) -> float:
+    """A unit's figure for ``dtype``; a dtype it lacks runs widened to float32 (software fp16 on a
+    CPU without fp16 arithmetic), else at its most conservative figure."""
+    return per_dtype.get(dtype) or per_dtype.get("float32") or conservative(per_dtype.values())
+
+
+def _peak_memory(analysis: ModelAnalysis) -> tuple[int, int]:
+    """(weight bytes, weights + most activation bytes alive at once), activations by liveness."""
+    weights = sum(t.bytes for k in analysis.kernels for t in k.inputs if t.source in ("weight", "constant"))
+    last_use: dict[int, int] = {}
+    for index, kernel in enumerate(analysis.kernels):
+        for tensor in kernel.inputs:
+            if tensor.producer is not None:
+                last_use[tensor.producer] = index
+    live, peak = 0, 0
+    inputs = sum(t.bytes for k in analysis.kernels for t in k.inputs if t.source == "input")
+    for index, kernel in enumerate(analysis.kernels):
+        live += kernel.bytes_written
+        peak = max(peak, live)
+        live -= sum(analysis.kernels[p].bytes_written for p, last in last_use.items() if last == index)
+    return weights, weights + inputs + peak
+
+
+def _layer(index: int, kernel: Kernel, unit_name: str, partition: Partition, profile: DeviceProfile, fit: CostFit | None, consumers: set[int]) -> LayerCost:
+    unit = profile.compute_units[unit_name]
+    dtype = compute_dtype(kernel)
+    ops_per_s = _figure(unit.peak_ops_per_s, dtype, min)
+    compute_s = kernel.ops / (ops_per_s * _efficiency(profile, unit_name, kernel, fit))
+
+    spilled = kernel.bytes_read + kernel.bytes_written > unit.on_chip_memory_bytes
+    dram = sum(t.bytes for t in kernel.inputs if t.source in ("weight", "constant", "input"))
+    if spilled:
+        dram += sum(t.bytes for t in kernel.inputs if t.source == "kernel") + kernel.bytes_written
+    elif index not in consumers:  # a model output is written to DRAM
+        dram += kernel.bytes_written
+    memory_s = dram / profile.memory.dram_bandwidth_bytes_per_s
+
+    crossing = [t for t in kernel.inputs if t.producer is not None and partition.units[t.producer] != unit_name]
+    transfer_bytes = sum(t.bytes for t in crossing)
+    link = profile.interconnect
+    transfer_s = transfer_bytes / link.bandwidth_bytes_per_s + link.latency_s * len(crossing)
+
+    pj_per_op = _figure(unit.energy_pj_per_op, dtype, max)
+    energy_pj = kernel.flops * pj_per_op + (dram + 2 * transfer_bytes) * profile.memory.dram_energy_pj_per_byte
+    latency_s = max(compute_s, memory_s) + unit.launch_overhead_s + transfer_s
+    return LayerCost(
+        index=index,
+        name=kernel.name,
+        op_class=kernel.op_class,
+        unit=unit_name,
+        dtype=dtype,
+        flops=kernel.flops,
+        bytes=dram,
+        spilled=spilled,
+        compute_ms=compute_s * 1e3,
+        memory_ms=memory_s * 1e3,
+        transfer_ms=transfer_s * 1e3,
+        latency_ms=latency_s * 1e3,
+        energy_mj=energy_pj * 1e-9,
+        bound="compute" if compute_s >= memory_s else "memory",
+    )
+
+
+def simulate(analysis: ModelAnalysis, partition: Partition, profile: DeviceProfile, fit: CostFit | None = None) -> Estimate:
+    """The cost of ``analysis`` placed as ``partition`` on ``profile``, with ``fit``'s factors for
+    the unit it was fitted on (edgesdk.simulate.fit.stored_fit)."""
+    profile = fit.applied(profile) if fit is not None else profile
+    consumers = {t.producer for k in analysis.kernels for t in k.inputs if t.producer is not None}
+    layers = [
+        _layer(index, kernel, unit, partition, profile, fit, consumers)
+        for index, (kernel, unit) in enumerate(zip(analysis.kernels, partition.units))
+    ]
+    total_ms = sum(layer.latency_ms for layer in layers)
+    busy: dict[str, float] = {name: 0.0 for name in profile.compute_units}
+    for layer in layers:
+        busy[layer.unit] += layer.latency_ms
+    weights, peak = _peak_memory(analysis)
+    return Estimate(
+        latency_ms=total_ms,
+        energy_mj=sum(layer.energy_mj for layer in layers),
+        peak_memory_bytes=peak,
+        weight_bytes=weights,
+        flops=analysis.flops,
+        utilisation={name: (ms / total_ms if total_ms else 0.0) for name, ms in busy.items()},
+        calibrated_utc=fit.created_utc if fit is not None else None,
+        per_layer=layers,
+    )

@@ -1,0 +1,59 @@
+"""What the simulator reports: where each kernel runs (``PartitionInfo``) and what the model costs
+(``Estimate``, per layer ``LayerCost``). The manifest and `edgesdk profile` carry them."""
+
+from __future__ import annotations
+
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class _Record(BaseModel):
+    model_config = ConfigDict(extra="forbid", ser_json_inf_nan="strings")
+
+
+class Fallback(_Record):
+    """A kernel that could not run on the unit it preferred, and why."""
+
+    op: str
+    from_unit: str
+    to_unit: str
+    reason: str
+
+
+class PartitionInfo(_Record):
+    """Which compute unit runs each compiled kernel."""
+
+    units: dict[str, int] = Field(description="Kernels assigned to each compute unit.")
+    fallbacks: list[Fallback] = Field(default_factory=list)
+
+
+class LayerCost(_Record):
+    """The simulated cost of one kernel call (docs/simulator.md)."""
+
+    index: int
+    name: str
+    op_class: str
+    unit: str
+    dtype: str
+    flops: int
+    bytes: int = Field(description="DRAM bytes moved by the kernel.")
+    spilled: bool = Field(description="Whether its working set exceeded the unit's on-chip memory.")
+    compute_ms: float
+    memory_ms: float
+    transfer_ms: float
+    latency_ms: float = Field(description="Including launch overhead and incoming transfers.")
+    energy_mj: float
+    bound: str = Field(description="`compute` or `memory`: which side of the roofline it is on.")
+
+
+class Estimate(_Record):
+    """The simulated cost of the model on the device (docs/simulator.md)."""
+
+    latency_ms: float
+    energy_mj: float
+    peak_memory_bytes: int
+    weight_bytes: int
+    flops: int
+    utilisation: dict[str, float] = Field(description="Share of the total latency each unit is busy.")
+    calibrated_utc: str | None = Field(None, description="When the profile's factors were fitted on this host (`edgesdk calibrate`); null: the shipped figures.")
+    per_layer: list[LayerCost]

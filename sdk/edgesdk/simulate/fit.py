@@ -1,0 +1,91 @@
+"""The cost-model fit: factors of one device's compute unit fitted to kernel timings measured on
+this host by `edgesdk calibrate` (edgesdk.verbs.calibrate), stored as JSON in the edgesdk cache
+(``<cache>/calibration/<device>.json``), and given to the simulator explicitly.
+
+The fit inverts the cost model (docs/simulator.md) on the measurements:
+
+- ``launch_overhead_s``: the median time of the tiniest kernels (a few elements each);
+- ``efficiency[class]``: the median, over that class's kernels, of
+  ``ops / (peak_ops_per_s x (measured time - overhead))``, clipped to (0, 1];
+- every sample's own efficiency with its loop-nest features, and per class the feature weights
+  that predict the samples best: the simulator interpolates a kernel's efficiency from the
+  measured kernels most like it (edgesdk.simulate.efficiency_model), since untuned code's
+  efficiency depends on its loop nest far more than on its class.
+
+``EDGESDK_NO_CALIBRATION=1`` makes every verb ignore stored fits.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict
+
+from edgesdk.compile.build_cache import cache_root
+from edgesdk.compile.kernels import Kernel
+from edgesdk.devices.profile import DeviceProfile
+from edgesdk.simulate.efficiency_model import Sample, interpolate
+
+NO_FIT_ENV = "EDGESDK_NO_CALIBRATION"  # named after `edgesdk calibrate`
+TINY_ELEMENTS = 256  # kernels this small measure the launch overhead
+
+
+class CostFit(BaseModel):
+    """Fitted factors of one device's compute unit, with the measurements they come from."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    device: str
+    unit: str
+    created_utc: str
+    host: str
+    launch_overhead_s: float
+    efficiency: dict[str, float]
+    feature_weights: dict[str, dict[str, float]]  # per op class (efficiency_model.choose_weights)
+    samples: list[Sample]
+
+    def efficiency_of(self, kernel: Kernel) -> float | None:
+        """The kernel's efficiency interpolated from the measured kernels most like it, or None."""
+        return interpolate(self.samples, self.feature_weights, kernel)
+
+    def applied(self, profile: DeviceProfile) -> DeviceProfile:
+        """``profile`` with the fitted unit's efficiency and launch overhead."""
+        if self.unit not in profile.compute_units:
+            return profile
+        units = dict(profile.compute_units)
+        units[self.unit] = units[self.unit].model_copy(update={"efficiency": self.efficiency, "launch_overhead_s": self.launch_overhead_s})
+        return profile.model_copy(update={"compute_units": units})
+
+
+def fit_file(device_id: str) -> Path:
+    return cache_root() / "calibration" / f"{device_id}.json"
+
+
+def stored_fit(device_id: str) -> CostFit | None:
+    """The stored fit of ``device_id``; None when there is none or the user set EDGESDK_NO_CALIBRATION."""
+    path = fit_file(device_id)
+    if os.environ.get(NO_FIT_ENV) or not path.is_file():
+        return None
+    try:
+        return CostFit.model_validate_json(path.read_text())
+    except ValueError:
+        return None  # a file from another version: ignored, `calibrate` rewrites it
+
+
+def fit_factors(samples: list[Sample], peak_ops_per_s: float) -> tuple[float, dict[str, float]]:
+    """Fit the overhead and per-class efficiencies; also set each sample's own efficiency (which
+    ``choose_weights`` and ``interpolate`` then use)."""
+    tiny = [s.measured_ms for s in samples if s.ops <= TINY_ELEMENTS]
+    overhead_s = statistics.median(tiny) * 1e-3
+    by_class: dict[str, list[float]] = {}
+    for sample in samples:
+        if sample.ops <= TINY_ELEMENTS:
+            continue
+        busy_s = max(sample.measured_ms * 1e-3 - overhead_s, 1e-9)
+        sample.efficiency = min(1.0, sample.ops / (peak_ops_per_s * busy_s))
+        by_class.setdefault(sample.op_class, []).append(sample.efficiency)
+    efficiency = {op_class: statistics.median(values) for op_class, values in by_class.items()}
+    efficiency["default"] = statistics.median(efficiency.values())
+    return overhead_s, efficiency

@@ -1,0 +1,80 @@
+"""Measured latency of a compiled model on this host, in total and per kernel, beside the estimate.
+
+The total is the median wall time of whole runs of the compiled function on inputs already in
+TVM's memory (no numpy conversion, as on a device). Per-kernel times come from the Relax VM's
+instrument hook (``vm.set_instrument``), which is called before and after every call; a kernel's
+time is the median gap between its two calls, so it includes a few microseconds of hook overhead.
+Only devices whose code runs on this host (``pc``) can be measured here.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Mapping
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict
+
+from edgesdk.compile.host_runner import HostRunner
+from edgesdk.errors import UserInputError
+from edgesdk.compile.kernels import ModelAnalysis
+
+
+class KernelTime(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    index: int
+    name: str
+    measured_ms: float
+
+
+class Measurement(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    latency_ms: float
+    repeat: int
+    per_kernel: list[KernelTime]
+
+
+def measure(runner: HostRunner, inputs: Mapping[str, np.ndarray], analysis: ModelAnalysis, repeat: int = 20) -> Measurement:
+    call = runner.invoker(inputs)
+    call()  # warm up
+    totals = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        call()
+        totals.append((time.perf_counter() - start) * 1e3)
+
+    names = {kernel.name for kernel in analysis.kernels}
+    samples: list[list[float]] = []
+    current: list[float] = []
+    started: dict[str, float] = {}
+
+    def instrument(func, symbol, before_run, ret_value, *args):
+        if symbol in names:
+            if before_run:
+                started[symbol] = time.perf_counter()
+            else:
+                current.append((time.perf_counter() - started.pop(symbol)) * 1e3)
+        return 0
+
+    runner.vm.set_instrument(instrument)
+    try:
+        for _ in range(repeat):
+            current = []
+            call()
+            samples.append(current)
+    finally:
+        runner.vm.set_instrument(lambda *args: 0)  # detach ours (the VM wants a function)
+    calls = min(len(run) for run in samples)
+    if calls != len(analysis.kernels):
+        raise UserInputError(
+            f"the library made {calls} kernel calls but its analysis.json lists {len(analysis.kernels)}",
+            hint="the artifact was made by another edgesdk version: deploy it again",
+        )
+    per_kernel = [
+        KernelTime(index=index, name=kernel.name, measured_ms=statistics.median(run[index] for run in samples))
+        for index, kernel in enumerate(analysis.kernels)
+    ]
+    return Measurement(latency_ms=statistics.median(totals), repeat=repeat, per_kernel=per_kernel)

@@ -1,0 +1,119 @@
+"""Assign every fused kernel to a compute unit of the device, and say why when it falls back.
+
+Units are tried in preference order, npu -> gpu -> dsp -> cpu (within a kind, in profile order).
+A kernel runs on the first unit that supports all its op classes, the dtype it computes in (its
+output's) and the rank of its tensors. Each unit it skips is a fallback ``{op, from_unit,
+to_unit, reason}``. Memory never forces a fallback: a kernel whose working set exceeds a unit's
+on-chip memory runs there and spills to DRAM, which the cost model charges (edgesdk.simulate.cost_model).
+A kernel no unit supports goes to the CPU when the CPU runs its op classes: a CPU computes any
+dtype in software (fp16 without fp16 arithmetic runs widened to fp32, and is costed so).
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict
+
+from edgesdk.errors import CheckFailed, UserInputError
+from edgesdk.compile.kernels import Kernel, ModelAnalysis
+from edgesdk.simulate.cost_report import Fallback, PartitionInfo
+from edgesdk.compile.packed_kernels import packed_weight_dtype
+from edgesdk.devices.profile import ComputeUnit, DeviceProfile
+
+UNIT_PREFERENCE = {"npu": 0, "gpu": 1, "dsp": 2, "cpu": 3}
+
+
+class Partition(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    units: list[str]  # per kernel, in call order
+    fallbacks: list[Fallback]
+
+    def info(self) -> PartitionInfo:
+        counts: dict[str, int] = {}
+        for unit in self.units:
+            counts[unit] = counts.get(unit, 0) + 1
+        return PartitionInfo(units=counts, fallbacks=self.fallbacks)
+
+
+def preference(profile: DeviceProfile) -> list[str]:
+    names = list(profile.compute_units)
+    return sorted(names, key=lambda name: (UNIT_PREFERENCE[profile.compute_units[name].kind], names.index(name)))
+
+
+ARITHMETIC_CLASSES = ("conv", "depthwise_conv", "matmul")
+
+
+def compute_dtype(kernel: Kernel) -> str:
+    """The dtype a kernel computes in: a convolution's or matmul's operands (an integer conv whose
+    fused epilogue dequantizes still multiplies int8), else its output's."""
+    if kernel.op_class in ARITHMETIC_CLASSES and kernel.nest is not None and kernel.nest.operand_dtype:
+        dtype = kernel.nest.operand_dtype
+    else:
+        dtype = kernel.outputs[0].dtype if kernel.outputs else "float32"
+    return SAME_RATE.get(dtype, dtype)
+
+
+# Unsigned integers run on the same multipliers as the signed ones of their width.
+SAME_RATE = {"uint8": "int8", "uint16": "int16"}
+
+
+def weight_scheme(kernel: Kernel) -> str | None:
+    """The quantization scheme a kernel over packed weights needs natively (int4 weights with
+    int8 activations: w4a8, ...), or None for plain kernels."""
+    weights = packed_weight_dtype(kernel.name)
+    if weights is None:
+        return None
+    if weights.startswith("vq"):
+        return "vq"
+    integer_compute = compute_dtype(kernel) in ("int8", "int16")
+    return f"w{weights[-1]}a8" if integer_compute else f"w{weights[-1]}a16"
+
+
+def why_not(kernel: Kernel, unit: ComputeUnit, *, dtype: bool = True) -> str | None:
+    """Why ``unit`` cannot run ``kernel``, or None when it can (``dtype=False``: ignoring dtypes
+    and weight formats)."""
+    unsupported = [op for op in kernel.op_classes if not unit.supports_op_class(op)]
+    if unsupported:
+        return f"unsupported op class {', '.join(unsupported)}"
+    computes = compute_dtype(kernel)
+    if dtype and computes not in unit.dtypes:
+        return f"dtype {computes} not supported (computes {', '.join(unit.dtypes)})"
+    scheme = weight_scheme(kernel)
+    if dtype and scheme is not None and scheme not in unit.quantization_schemes:
+        return f"{scheme} weights not native (runs {', '.join(unit.quantization_schemes)})"
+    if unit.max_rank is not None and kernel.max_rank > unit.max_rank:
+        return f"rank {kernel.max_rank} tensors exceed max rank {unit.max_rank}"
+    return None
+
+
+def partition(analysis: ModelAnalysis, profile: DeviceProfile, *, unit: str | None = None, fallback: bool = True) -> Partition:
+    """Place each kernel. ``unit`` forces one unit; ``fallback=False`` fails instead of falling back."""
+    order = preference(profile)
+    if unit is not None:
+        if unit not in profile.compute_units:
+            raise UserInputError(f"--unit {unit}: device '{profile.id}' has units {', '.join(order)}")
+        order = [unit]
+    units, fallbacks = [], []
+    for kernel in analysis.kernels:
+        placed, skipped = None, []
+        for name in order:
+            reason = why_not(kernel, profile.compute_units[name])
+            if reason is None:
+                placed = name
+                break
+            skipped.append((name, reason))
+        if placed is None:
+            # A CPU runs anything in software (fp16 on a core without fp16 arithmetic is widened to
+            # fp32): the last resort, when the kernel's op classes are ones it runs.
+            cpu = next((name for name in order if profile.compute_units[name].kind == "cpu" and why_not(kernel, profile.compute_units[name], dtype=False) is None), None)
+            if cpu is None:
+                reasons = "; ".join(f"{name}: {reason}" for name, reason in skipped)
+                raise CheckFailed(f"kernel {kernel.name} runs on no unit of '{profile.id}' ({reasons})")
+            placed = cpu
+            skipped = [(name, reason) for name, reason in skipped if name != cpu]
+        fallbacks += [Fallback(op=kernel.name, from_unit=name, to_unit=placed, reason=reason) for name, reason in skipped]
+        units.append(placed)
+    if fallbacks and not fallback:
+        listed = ", ".join(sorted({f.op for f in fallbacks}))
+        raise CheckFailed(f"{len(fallbacks)} kernel(s) would fall back from their preferred unit: {listed}", hint="drop --no-fallback to allow it")
+    return Partition(units=units, fallbacks=fallbacks)

@@ -1,0 +1,122 @@
+"""`edgesdk compare`: one model on many devices, at one or more precisions, simulated side by side.
+
+Each precision is compiled (analysed) once per recipe, not once per device; every device then
+partitions and simulates the same kernels (edgesdk.verbs.pipeline.estimated). ``auto`` resolves
+per device, so devices whose recipes differ get their own quantized model.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+
+import onnx
+from pydantic import BaseModel, ConfigDict, Field
+
+from edgesdk.compile.kernels import ModelAnalysis
+from edgesdk.devices.registry import devices as all_devices
+from edgesdk.devices.registry import get_device
+from edgesdk.errors import UserInputError
+from edgesdk.quantization.accuracy import Accuracy, measure_agreement
+from edgesdk.quantization.ptq import calibration_samples
+from edgesdk.quantization.recipe import Calibration, Recipe, options_for, recipe
+from edgesdk.quantization.schemes import calibration_arrays, calibration_origin
+from edgesdk.verbs.pipeline import analysed, checked_options, estimated, load_precision
+from edgesdk.verbs.profile import as_artifact
+
+
+class CompareRow(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    device: str
+    scheme: str = Field(description="The precision simulated (`auto` resolved to the device's recipe).")
+    latency_ms: float
+    energy_mj: float
+    peak_memory_bytes: int
+    weight_bytes: int
+    units: dict[str, int] = Field(description="Kernels per compute unit.")
+    fallbacks: int = Field(description="Kernels that could not run on the unit they preferred.")
+    speedup: float = Field(description="Latency of the first precision asked for on this device / this latency.")
+    accuracy: Accuracy | None = Field(None, description="Agreement with the float model on the --calibration samples (quantized precisions).")
+    eval_accuracy: Accuracy | None = Field(None, description="Agreement with the float model on the held-out --eval inputs.")
+
+
+class CompareReport(BaseModel):
+    """What `edgesdk compare --json` prints."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str
+    rows: list[CompareRow]
+
+
+def _device_ids(devices: str | Sequence[str], profiles_dir) -> list[str]:
+    if isinstance(devices, str):
+        if devices == "all":
+            return [profile.id for profile in all_devices(profiles_dir)]
+        devices = [d.strip() for d in devices.split(",") if d.strip()]
+    if not devices:
+        raise UserInputError("--devices: no device given", hint="--devices all, or a comma-separated list of ids (`edgesdk devices`)")
+    return list(dict.fromkeys(devices))
+
+
+def _schemes(quantize: str | Sequence[str] | None) -> list[str]:
+    if quantize is None:
+        return ["none"]
+    if isinstance(quantize, str):
+        quantize = quantize.split(",")
+    schemes = [s.strip() for s in quantize if s.strip()]
+    return list(dict.fromkeys(schemes)) or ["none"]
+
+
+def compare(
+    source: str | os.PathLike | onnx.ModelProto,
+    devices: str | Sequence[str] = "all",
+    *,
+    quantize: str | Sequence[str] | None = None,
+    calibration: Calibration = None,
+    input_shapes: Mapping[str, Sequence[int]] | None = None,
+    profiles_dir: str | os.PathLike | None = None,
+    timeout_s: float | None = None,
+    eval_data: Calibration = None,
+    **quantize_options,
+) -> CompareReport:
+    """Simulate ``source`` on each of ``devices`` ("all", ids, or "a,b") at each precision of
+    ``quantize`` (a scheme, a list, or "none,int8,w4a16"); each of ``quantize_options``
+    (edgesdk.quantization.recipe.recipe) goes to the schemes that use it. Quantized precisions report their
+    agreement with the float model on the calibration samples, and on ``eval_data`` (held-out inputs,
+    stacked like calibration samples) when given."""
+    if as_artifact(source) is not None:
+        raise UserInputError(f"{source}: compare takes an ONNX model", hint="give the artifact's model.onnx")
+    quantize_options, _ = checked_options(quantize_options, "compare")
+    profiles = [get_device(device, profiles_dir) for device in _device_ids(devices, profiles_dir)]
+    eval_arrays = calibration_arrays(eval_data)
+    analyses: dict[Recipe, tuple[str, ModelAnalysis, Accuracy | None, Accuracy | None]] = {}
+    rows: list[CompareRow] = []
+    for profile in profiles:
+        first_latency = None
+        for scheme in _schemes(quantize):
+            resolved = profile.quantization.scheme if scheme == "auto" else scheme
+            chosen = recipe(scheme, calibration if resolved != "none" else None, profile, **options_for(resolved, quantize_options))
+            if chosen not in analyses:
+                precision = load_precision(source, input_shapes, chosen, calibration if chosen.scheme != "none" else None)
+                analysis = analysed(precision, timeout_s=timeout_s)
+                held_out = None
+                if eval_arrays is not None and chosen.scheme != "none":
+                    samples = calibration_samples(eval_arrays, precision.original.inputs, calibration_origin(eval_data, "--eval"))
+                    held_out = measure_agreement(precision.compiled.serialized, precision.original.serialized, samples)
+                on_samples = measure_agreement(precision.compiled.serialized, precision.original.serialized, precision.samples) if precision.samples else None
+                analyses[chosen] = (precision.compiled.name, analysis, on_samples, held_out)
+            _, analysis, on_samples, held_out = analyses[chosen]
+            placed, estimate = estimated(analysis, profile)
+            first_latency = first_latency or estimate.latency_ms
+            info = placed.info()
+            rows.append(
+                CompareRow(
+                    device=profile.id, scheme=chosen.scheme, latency_ms=estimate.latency_ms, energy_mj=estimate.energy_mj,
+                    peak_memory_bytes=estimate.peak_memory_bytes, weight_bytes=estimate.weight_bytes, units=info.units,
+                    fallbacks=len(info.fallbacks), speedup=first_latency / estimate.latency_ms if estimate.latency_ms else 1.0,
+                    accuracy=on_samples, eval_accuracy=held_out,
+                )
+            )  # fmt: skip
+    return CompareReport(model=next(iter(analyses.values()))[0], rows=rows)

@@ -1,0 +1,262 @@
+"""`edgesdk deploy`: one model to one device, as a verified artifact directory.
+
+The stages: the front half (edgesdk.verbs.pipeline: device, recipe, load and quantize) -> find the
+device's backend -> import and build through TVM in a worker process, for the device and for this
+host (edgesdk.compile.compiler), reusing cached builds -> partition and simulate -> run the host
+build against onnxruntime (edgesdk.artifact.verification) -> write the artifact beside its
+destination and rename it into place (edgesdk.artifact.files).
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+
+from edgesdk.artifact.directory import Artifact, failure_message, load_artifact
+from edgesdk.artifact.files import ANALYSIS_FILE, INPUTS_FILE, MODEL_FILE, WEIGHTS_FILE, check_destination, hash_tree, place, staging_dir
+from edgesdk.artifact.manifest import (
+    MANIFEST_NAME,
+    BuildInfo,
+    Manifest,
+    ModelInfo,
+    PartitionInfo,
+    QuantizationInfo,
+    QuantizedLayer,
+    TensorInfo,
+    VerificationInfo,
+)
+from edgesdk.artifact.verification import verification
+from edgesdk.compile.build_cache import BuildCache
+from edgesdk.compile.compiler import Compiled, build_key, compile_model
+from edgesdk.compile.kernels import ModelAnalysis
+from edgesdk.compile.lowering import BuildSpec
+from edgesdk.compile.packed_kernels import packed_weight_dtype
+from edgesdk.compile.targets import half_target, host_target, runs_here
+from edgesdk.compile.worker import run_isolated
+from edgesdk.devices.profile import DeviceProfile
+from edgesdk.devices.registry import get_device
+from edgesdk.errors import CheckFailed, UserInputError
+from edgesdk.frontend.model import Model, random_inputs
+from edgesdk.frontend.reference import reference_outputs
+from edgesdk.frontend.tensors import check_inputs, load_npz, save_npz
+from edgesdk.plugin import manager as plugin_manager
+from edgesdk.plugin.kinds import Backend
+from edgesdk.plugin.toolchains import host_toolchain
+from edgesdk.quantization.accuracy import measure_agreement
+from edgesdk.quantization.recipe import float_tolerance, recipe, stray_share
+from edgesdk.quantization.schemes import Precision, weight_bytes
+from edgesdk.simulate.partition import ARITHMETIC_CLASSES, compute_dtype
+from edgesdk.verbs.pipeline import checked_options, estimated, load_precision, read_analysis
+from edgesdk.versions import edgesdk_version, tvm_version
+
+OWN_OPTIONS = ("timeout_s", "cache", "profiles_dir", "seed", "on_stage", "unit", "fallback")
+
+
+def find_backend(profile: DeviceProfile) -> Backend:
+    serving = [backend for _, backend in plugin_manager.collect("edgesdk_backends") if isinstance(backend, Backend) and backend.serves(profile)]
+    if not serving:
+        raise UserInputError(
+            f"device '{profile.id}': no installed plugin provides its backend '{profile.backend_name}'",
+            hint="`edgesdk plugins` lists what is installed; a profile's `backend` field names the backend it needs",
+        )
+    return serving[0]
+
+
+def _inputs(model: Model, inputs: str | os.PathLike | Mapping[str, np.ndarray] | None, seed: int) -> tuple[dict[str, np.ndarray], bool]:
+    if inputs is None:
+        return random_inputs(model.inputs, seed), False
+    if isinstance(inputs, Mapping):
+        return check_inputs(inputs, model.inputs, "inputs"), True
+    return check_inputs(load_npz(inputs), model.inputs, str(inputs)), True
+
+
+def deploy(
+    model: str | os.PathLike | onnx.ModelProto,
+    device: str,
+    out: str | os.PathLike | None = None,
+    *,
+    input_shapes: Mapping[str, Sequence[int]] | None = None,
+    quantize: str | None = None,
+    calibration: str | os.PathLike | Mapping[str, np.ndarray] | None = None,
+    inputs: str | os.PathLike | Mapping[str, np.ndarray] | None = None,
+    **options: Any,
+) -> Artifact:
+    """Compile ``model`` for ``device`` through TVM, verify it against onnxruntime, write the artifact.
+
+    Options: ``range_method``, ``equalize``, ``group_size``, ``bias_correction``, ``vq_dim``, ``vq_bits``,
+    ``adaround_seconds`` (see edgesdk.quantization.recipe.recipe),
+    ``timeout_s`` (compile time limit), ``cache`` (False to rebuild), ``profiles_dir``,
+    ``seed`` (of the random verification inputs), ``on_stage`` (a callable told each stage's name),
+    ``unit`` (place every kernel on this compute unit), ``fallback`` (False: fail with exit 1
+    instead of letting kernels fall back from their preferred unit).
+    Raises ``CheckFailed`` (exit 1) after writing the artifact when verification fails.
+    """
+    recipe_options, options = checked_options(options, "deploy", OWN_OPTIONS)
+    on_stage: Callable[[str], None] = options.get("on_stage") or (lambda stage: None)
+
+    on_stage("load")
+    profile = get_device(device, options.get("profiles_dir"))
+    backend = find_backend(profile)
+    chosen = recipe(quantize, calibration, profile, **recipe_options)
+    scheme = chosen.scheme
+    if scheme != "none":
+        on_stage("load and quantize")
+    precision = load_precision(model, input_shapes, chosen, calibration)
+    prepared = precision.original
+    verify_inputs, user_inputs = _inputs(prepared, inputs, int(options.get("seed", 0)))
+    inputs_kind = "user" if user_inputs else "random"
+    if precision.samples and inputs is None:
+        verify_inputs, inputs_kind = precision.samples[0], "calibration"  # in the calibrated range, unlike random inputs
+    # The precision is in the default name: an int8 deploy must not replace the float artifact.
+    destination = Path(out) if out is not None else Path("build") / "-".join([prepared.name, profile.id, *([scheme] if scheme != "none" else [])])
+    check_destination(destination)
+    missing = backend.toolchain.missing()
+    if missing and backend.emit == "shared_library":
+        raise UserInputError(f"device '{profile.id}': cannot link its library: {missing}")
+
+    device_target = half_target(profile.target, precision.compiled)
+    specs = [BuildSpec(role="device", target=device_target, emit=backend.emit, toolchain=backend.toolchain, basename=prepared.name)]
+    if not runs_here(device_target):
+        specs.append(BuildSpec(role="host", target=host_target(precision.compiled), emit="shared_library", toolchain=host_toolchain(), basename=prepared.name))
+    # cache=False compiles into a throw-away cache, so both paths are one.
+    private = None if options.get("cache", True) else Path(tempfile.mkdtemp(prefix="edgesdk-nocache-"))
+    staged = None
+    try:
+        compiled = compile_model(
+            precision.compiled, specs, BuildCache(private), verify_inputs, timeout_s=options.get("timeout_s"), on_stage=lambda stage: on_stage(f"compile: {stage}")
+        )
+        on_stage("simulate")
+        analysis = read_analysis(compiled.model_dir)
+        placement, estimate = estimated(analysis, profile, unit=options.get("unit"), fallback=options.get("fallback", True))
+        on_stage("verify")
+        staged = staging_dir(destination)
+        simulation = _assemble(staged, precision.reference, compiled, specs, verify_inputs)
+        outputs = compiled.outputs
+        if outputs is None:  # cached builds: run the simulation now, isolated like a compile
+            outputs = run_isolated(staged / simulation, staged / WEIGHTS_FILE, verify_inputs, [spec.name for spec in prepared.outputs])
+        result = verification(
+            outputs, reference_outputs(precision.reference.serialized, verify_inputs), inputs=inputs_kind,
+            float_rtol=float_tolerance(scheme, precision.reference.proto), stray_share=stray_share(scheme),
+        )
+        on_stage("write")
+        manifest = _manifest(profile, backend, prepared, precision, analysis, specs, compiled, simulation, result, files=hash_tree(staged))
+        manifest.partition, manifest.estimate = placement.info(), estimate
+        if set(placement.units) - {_cpu_unit(profile)}:
+            manifest.build.notes.append(
+                "the device code is CPU code; kernels placed on other units are simulated there "
+                "(edgesdk does not generate NPU/GPU code yet)"
+            )
+        (staged / MANIFEST_NAME).write_text(manifest.model_dump_json(indent=2) + "\n")
+        place(staged, destination)
+    finally:
+        for scratch in (staged, private):
+            if scratch is not None:
+                shutil.rmtree(scratch, ignore_errors=True)
+    if not result.passed:
+        raise CheckFailed(failure_message(destination, result))
+    return load_artifact(destination)
+
+
+def _assemble(staged: Path, prepared: Model, compiled: Compiled, specs: Sequence[BuildSpec], inputs: dict[str, np.ndarray]) -> str:
+    """Copy the model, weights, builds and inputs into ``staged``; return the simulation library."""
+    (staged / MODEL_FILE).write_bytes(prepared.serialized)
+    for name in (WEIGHTS_FILE, ANALYSIS_FILE):
+        shutil.copyfile(compiled.model_dir / name, staged / name)
+    for (source, _), spec in zip(compiled.builds, specs):
+        shutil.copytree(source, staged / spec.role, ignore=shutil.ignore_patterns("build.json"))
+    (staged / "verification").mkdir()
+    save_npz(staged / INPUTS_FILE, inputs)
+    # The last build is the host's; with none, the device build runs here (pc) and simulates.
+    return f"{specs[-1].role}/{compiled.builds[-1][1].files[0]}"
+
+
+def _manifest(
+    profile: DeviceProfile,
+    backend: Backend,
+    prepared: Model,
+    precision: Precision,
+    analysis: ModelAnalysis,
+    specs: Sequence[BuildSpec],
+    compiled: Compiled,
+    simulation: str,
+    result: VerificationInfo,
+    files: dict[str, str],
+) -> Manifest:
+    device_build = compiled.builds[0][1]
+    return Manifest(
+        edgesdk_version=edgesdk_version(),
+        tvm_version=tvm_version(),
+        created_utc=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        device=profile.id,
+        target=specs[0].target,  # what was compiled: the profile's, + F16C for a float16 model on x86-64
+        model=ModelInfo(
+            name=prepared.name,
+            sha256=prepared.source_sha256,
+            prepared_sha256=prepared.sha256,
+            opset=prepared.opset,
+            inputs=[TensorInfo(**spec.to_json()) for spec in prepared.inputs],
+            outputs=[TensorInfo(**spec.to_json()) for spec in prepared.outputs],
+        ),
+        quantization=_quantization_info(prepared, precision, analysis),
+        files=files,
+        # What the device code runs on; deploy() replaces it with the simulated placement.
+        partition=PartitionInfo(units={_cpu_unit(profile): device_build.kernels}),
+        verification=result,
+        build=BuildInfo(
+            backend=backend.name,
+            toolchain=device_build.toolchain,
+            device_files=[f"device/{name}" for name in device_build.files],
+            simulation_library=simulation,
+            kernels=device_build.kernels,
+            cache_key=build_key(precision.compiled, specs[0]),
+            cached=compiled.cached,
+            compile_seconds=round(compiled.seconds, 3),
+            notes=[*precision.compiled.notes[len(prepared.notes) :], *_target_notes(profile, specs[0]), *device_build.notes],
+        ),
+    )
+
+
+def _target_notes(profile: DeviceProfile, spec: BuildSpec) -> list[str]:
+    added = [feature for feature in spec.target.get("mattr", []) if feature not in profile.target.get("mattr", [])]
+    return [f"float16 computation: the device code also uses {', '.join(added)} (the CPU must have it)"] if added else []
+
+
+def _quantization_info(prepared: Model, precision: Precision, analysis: ModelAnalysis) -> QuantizationInfo:
+    layers = [
+        QuantizedLayer(
+            name=kernel.name,
+            op_class=kernel.op_class,
+            weight_dtype=packed_weight_dtype(kernel.name)
+            or max((t for t in kernel.inputs if t.source in ("weight", "constant")), key=lambda t: t.bytes, default=kernel.outputs[0]).dtype,
+            compute_dtype=compute_dtype(kernel),
+        )
+        for kernel in analysis.kernels
+        if kernel.op_class in ARITHMETIC_CLASSES
+    ]
+    return QuantizationInfo(
+        scheme=precision.scheme,
+        range_method=precision.recipe.range_method,
+        group_size=precision.recipe.group_size,
+        equalize=precision.recipe.equalize,
+        bias_correction=precision.recipe.bias_correction,
+        vq_dim=precision.recipe.vq_dim,
+        vq_bits=precision.recipe.vq_bits,
+        adaround_seconds=precision.recipe.adaround_seconds,
+        weight_bytes=weight_bytes(precision.compiled.proto),
+        float_weight_bytes=weight_bytes(prepared.proto),
+        layers=layers,
+        # Only deploys measure it (profile needs no accuracy): both models run on every sample.
+        accuracy=measure_agreement(precision.compiled.serialized, prepared.serialized, precision.samples) if precision.samples else None,
+    )
+
+
+def _cpu_unit(profile: DeviceProfile) -> str:
+    return next((name for name, unit in profile.compute_units.items() if unit.kind == "cpu"), next(iter(profile.compute_units)))

@@ -1,0 +1,60 @@
+"""The front half of the pipeline, which every verb runs:
+device -> recipe -> quantize -> analyse -> partition -> simulate.
+
+``deploy`` goes on to build, verify and write an artifact; ``profile`` and ``compare`` stop at the
+estimate; ``quantize`` at the quantized model. Options are checked here, once, for every verb.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
+
+from edgesdk.compile.build_cache import BuildCache
+from edgesdk.compile.compiler import ANALYSIS_FILE, compile_model
+from edgesdk.compile.kernels import ModelAnalysis
+from edgesdk.devices.profile import DeviceProfile
+from edgesdk.errors import UserInputError
+from edgesdk.quantization.recipe import RECIPE_OPTIONS, Calibration, Recipe
+from edgesdk.quantization.schemes import Precision, prepare
+from edgesdk.simulate.cost_model import simulate
+from edgesdk.simulate.cost_report import Estimate
+from edgesdk.simulate.fit import stored_fit
+from edgesdk.simulate.partition import Partition, partition
+
+InputShapes = Mapping[str, Sequence[int]] | None
+
+
+def checked_options(options: Mapping, verb: str, own: Iterable[str] = ()) -> tuple[dict, dict]:
+    """``options`` split into the quantization recipe's (``RECIPE_OPTIONS``) and the verb's ``own``;
+    any other name is one clear error."""
+    own = set(own)
+    unknown = sorted(set(options) - set(RECIPE_OPTIONS) - own)
+    if unknown:
+        known = ", ".join(sorted({*RECIPE_OPTIONS, *own}))
+        raise UserInputError(f"{verb}: unknown option(s) {', '.join(unknown)}", hint=f"options are: {known}")
+    return {name: value for name, value in options.items() if name in RECIPE_OPTIONS}, {name: value for name, value in options.items() if name in own}
+
+
+def load_precision(source, input_shapes: InputShapes, chosen: Recipe, calibration: Calibration) -> Precision:
+    """The model loaded (input shapes bound, from ``input_shapes`` or the calibration arrays) and
+    brought to ``chosen``'s precision."""
+    return prepare(source, input_shapes, chosen, calibration)
+
+
+def analysed(precision: Precision, *, timeout_s: float | None = None, cache: BuildCache | None = None, on_stage: Callable[[str], None] | None = None) -> ModelAnalysis:
+    """The fused kernels of what ``precision`` compiles (imported by TVM in the worker, cached)."""
+    compiled = compile_model(precision.compiled, [], cache or BuildCache(), None, timeout_s=timeout_s, on_stage=on_stage or (lambda stage: None))
+    return read_analysis(compiled.model_dir)
+
+
+def read_analysis(directory: Path) -> ModelAnalysis:
+    """The kernel analysis stored in a compiled model's (or an artifact's) directory."""
+    return ModelAnalysis.model_validate_json((directory / ANALYSIS_FILE).read_text())
+
+
+def estimated(analysis: ModelAnalysis, profile: DeviceProfile, *, unit: str | None = None, fallback: bool = True) -> tuple[Partition, Estimate]:
+    """Where each kernel runs on ``profile`` and what the model costs there, with the device's
+    stored cost-model fit (`edgesdk calibrate`) when it has one."""
+    placed = partition(analysis, profile, unit=unit, fallback=fallback)
+    return placed, simulate(analysis, placed, profile, stored_fit(profile.id))

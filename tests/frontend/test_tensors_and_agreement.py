@@ -1,0 +1,76 @@
+import math
+
+import numpy as np
+import pytest
+
+from edgesdk.errors import UserInputError
+from edgesdk.frontend.model import TensorSpec
+from edgesdk.frontend.tensors import check_inputs, load_npz, save_npz
+from edgesdk.artifact.verification import verification
+from edgesdk.frontend.agreement import compare, tolerance
+
+SPECS = [TensorSpec("x", (2, 3), "float32"), TensorSpec("ids", (2,), "int64")]
+
+
+def test_npz_round_trip(tmp_path):
+    arrays = {"x": np.ones((2, 3), np.float32), "ids": np.arange(2)}
+    save_npz(tmp_path / "a.npz", arrays)
+    loaded = load_npz(tmp_path / "a.npz")
+    assert list(loaded) == ["x", "ids"] and (loaded["x"] == 1).all()
+    assert [p.name for p in tmp_path.iterdir()] == ["a.npz"]  # no temporary file left
+
+
+def test_npz_with_pickled_objects_is_refused(tmp_path):
+    np.savez(tmp_path / "evil.npz", x=np.array([{"a": 1}], dtype=object))
+    with pytest.raises(UserInputError, match="holds Python objects"):
+        load_npz(tmp_path / "evil.npz")
+
+
+def test_npz_that_is_not_a_zip(tmp_path):
+    (tmp_path / "bad.npz").write_text("hello")
+    with pytest.raises(UserInputError, match="not a valid .npz file"):
+        load_npz(tmp_path / "bad.npz")
+
+
+def test_inputs_are_checked_by_name_shape_and_dtype():
+    good = {"ids": np.array([1, 2]), "x": np.zeros((2, 3), np.float64)}
+    checked = check_inputs(good, SPECS, "t")
+    assert list(checked) == ["x", "ids"] and checked["x"].dtype == np.float32
+    with pytest.raises(UserInputError, match=r"missing ids; unknown y"):
+        check_inputs({"x": good["x"], "y": 1}, SPECS, "t")
+    with pytest.raises(UserInputError, match=r"input 'x' has shape \[3, 2\], the model expects \[2, 3\]"):
+        check_inputs({**good, "x": np.zeros((3, 2))}, SPECS, "t")
+    with pytest.raises(UserInputError, match="input 'ids' is float64, the model expects int64"):
+        check_inputs({**good, "ids": np.array([1.5, 2.0])}, SPECS, "t")
+
+
+def test_float_tolerance_scales_with_the_output():
+    assert tolerance(np.array([0.5], np.float32)) == pytest.approx(1e-4)
+    assert tolerance(np.array([-300.0, 2.0], np.float32)) == pytest.approx(3e-2)
+    assert tolerance(np.array([3], np.int64)) == 0.0
+
+
+def test_compare_metrics():
+    reference = np.linspace(-1, 1, 100, dtype=np.float32)
+    same = compare(reference.copy(), reference)
+    assert same.passed and same.max_abs_err == 0 and same.psnr_db is None and same.cosine == pytest.approx(1)
+    noisy = compare(reference + np.float32(5e-5), reference)
+    assert noisy.passed and noisy.max_abs_err == pytest.approx(5e-5, rel=1e-2)
+    assert noisy.psnr_db == pytest.approx(20 * math.log10(1 / 5e-5), rel=1e-2)
+    off = compare(reference + np.float32(2e-4), reference)
+    assert not off.passed and off.tolerance == pytest.approx(1e-4)
+    assert not compare(reference[:50], reference).passed
+
+
+def test_verification_summarises_the_worst_output():
+    a = np.ones(4, np.float32)
+    result = verification({"a": a, "b": a + 1e-3}, {"a": a, "b": a}, inputs="user")
+    assert result.inputs == "user" and not result.passed
+    assert [check.passed for check in result.outputs] == [True, False]
+    assert result.max_abs_err == pytest.approx(1e-3, rel=1e-3)
+    assert result.reference.startswith("onnxruntime ")
+
+
+def test_an_empty_npz_is_valid(tmp_path):
+    save_npz(tmp_path / "none.npz", {})
+    assert load_npz(tmp_path / "none.npz") == {}

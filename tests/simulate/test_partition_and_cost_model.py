@@ -1,0 +1,111 @@
+import pytest
+
+import edgesdk
+from edgesdk.errors import CheckFailed, UserInputError
+from edgesdk.compile.kernels import Kernel, ModelAnalysis, Tensor
+from edgesdk.simulate.partition import partition, preference
+from edgesdk.simulate.cost_model import simulate
+
+
+def kernel(name, op_classes, flops, inputs, out_shape, dtype="float32"):
+    return Kernel(name=name, op_classes=op_classes, flops=flops, inputs=inputs, outputs=[Tensor(shape=out_shape, dtype=dtype)])
+
+
+def small_model(dtype="float32", side=8):
+    x = Tensor(shape=[1, 16, side, side], dtype=dtype, source="input")
+    w = Tensor(shape=[16, 16, 3, 3], dtype=dtype, source="weight")
+    conv = kernel("fused_conv2d_add_relu", ["conv", "activation"], 2 * 16 * 16 * 9 * side * side, [x, w], [1, 16, side, side], dtype)
+    act = Tensor(shape=[1, 16, side, side], dtype=dtype, producer=0)
+    topk = kernel("topk", ["sort"], 0, [act], [1, 16, side, side], dtype)
+    act2 = Tensor(shape=[1, 16, side, side], dtype=dtype, producer=1)
+    conv2 = kernel("fused_conv2d1", ["conv"], 2 * 16 * 16 * 9 * side * side, [act2, w], [1, 16, side, side], dtype)
+    return ModelAnalysis(kernels=[conv, topk, conv2])
+
+
+def test_units_are_tried_npu_first():
+    assert preference(edgesdk.get_device("phone")) == ["npu", "gpu", "cpu"]
+    assert preference(edgesdk.get_device("mcu")) == ["cpu"]
+
+
+def test_an_op_no_accelerator_runs_falls_back_to_the_cpu_with_reasons_and_a_transfer():
+    phone = edgesdk.get_device("phone")
+    placed = partition(small_model("float16"), phone)
+    assert placed.units == ["npu", "cpu", "npu"]
+    by_unit = {(f.op, f.from_unit, f.to_unit): f.reason for f in placed.fallbacks}
+    assert by_unit[("topk", "npu", "cpu")] == "unsupported op class sort"
+    assert ("topk", "gpu", "cpu") in by_unit
+    estimate = simulate(small_model("float16"), placed, phone)
+    layers = estimate.per_layer
+    assert layers[0].transfer_ms == 0 and layers[1].transfer_ms > 0 and layers[2].transfer_ms > 0
+    link = phone.interconnect
+    assert layers[1].transfer_ms == pytest.approx((16 * 64 * 2 / link.bandwidth_bytes_per_s + link.latency_s) * 1e3)
+    assert placed.info().units == {"npu": 2, "cpu": 1}
+
+
+def test_fp32_kernels_skip_an_npu_that_has_no_fp32():
+    placed = partition(small_model("float32"), edgesdk.get_device("phone"))
+    assert placed.units[0] == "gpu"
+    assert placed.fallbacks[0].reason.startswith("dtype float32 not supported (computes int8")
+
+
+def test_forced_unit_and_no_fallback():
+    phone = edgesdk.get_device("phone")
+    assert partition(small_model(), phone, unit="cpu").units == ["cpu"] * 3
+    with pytest.raises(UserInputError, match="--unit tpu: device 'phone' has units npu, gpu, cpu"):
+        partition(small_model(), phone, unit="tpu")
+    with pytest.raises(CheckFailed, match=r"kernel\(s\) would fall back from their preferred unit: .*topk"):
+        partition(small_model("float16"), phone, fallback=False)
+
+
+def test_roofline_terms():
+    pc = edgesdk.get_device("pc")
+    model = small_model()
+    estimate = simulate(model, partition(model, pc), pc)
+    first = estimate.per_layer[0]
+    unit = pc.compute_units["cpu"]
+    efficiency = unit.efficiency.get("conv", unit.efficiency["default"])
+    assert first.compute_ms == pytest.approx(model.kernels[0].flops / (unit.peak_ops_per_s["float32"] * efficiency) * 1e3)
+    assert first.latency_ms == pytest.approx(max(first.compute_ms, first.memory_ms) + unit.launch_overhead_s * 1e3)
+    assert estimate.latency_ms == pytest.approx(sum(layer.latency_ms for layer in estimate.per_layer))
+    assert estimate.utilisation == {"cpu": pytest.approx(1.0)}
+    assert estimate.weight_bytes == 2 * 16 * 16 * 9 * 4  # the shared weight is read by two kernels
+
+
+def test_a_working_set_over_on_chip_memory_spills_to_dram():
+    mcu = edgesdk.get_device("mcu")
+    small, large = small_model(side=4), small_model(side=128)
+    assert not simulate(small, partition(small, mcu), mcu).per_layer[2].spilled
+    spilled = simulate(large, partition(large, mcu), mcu).per_layer[2]
+    assert spilled.spilled and spilled.bytes > large.kernels[2].inputs[1].bytes
+
+
+def test_the_mcu_is_the_slowest_device():
+    model = small_model()
+    latency = {d.id: simulate(model, partition(model, d), d).latency_ms for d in edgesdk.devices()}
+    assert max(latency, key=latency.get) == "mcu"
+
+
+def test_a_dtype_no_unit_computes_runs_on_the_cpu_widened_to_float32():
+    mcu = edgesdk.get_device("mcu")
+    assert "float16" not in mcu.compute_units["cpu"].dtypes
+    placed = partition(small_model("float16"), mcu)
+    assert placed.units == ["cpu", "cpu", "cpu"] and placed.fallbacks == []
+    fp16, fp32 = simulate(small_model("float16"), placed, mcu), simulate(small_model("float32"), placed, mcu)
+    assert fp16.per_layer[0].compute_ms == pytest.approx(fp32.per_layer[0].compute_ms)  # at the float32 rate
+
+
+@pytest.mark.parametrize(
+    ("name", "dtype", "units", "reason"),
+    [
+        ("fused_conv2d_packed_int4_cast_add", "float16", ["npu"], None),  # w4a16: native on the NPU
+        ("fused_conv2d_int8_packed_int4", "int8", ["npu"], None),  # w4a8
+        ("fused_conv2d_packed_vq8_cast_add", "float16", ["cpu"], "vq weights not native (runs int8, w8a16, w4a8, w4a16, fp16)"),
+    ],
+)
+def test_packed_weight_kernels_go_where_the_profile_says_their_scheme_is_native(name, dtype, units, reason):
+    x = Tensor(shape=[1, 16, 8, 8], dtype=dtype, source="input")
+    packed = Tensor(shape=[16, 72], dtype="uint8", source="weight")
+    analysis = ModelAnalysis(kernels=[kernel(name, ["conv"], 2 * 16 * 144 * 64, [x, packed], [1, 16, 8, 8], dtype)])
+    placed = partition(analysis, edgesdk.get_device("phone"))
+    assert placed.units == units
+    assert {f.reason for f in placed.fallbacks if f.from_unit == "npu"} == ({reason} if reason else set())
