@@ -1,22 +1,31 @@
-# The two commands of the README: `make demo` and `make test`. Both set up .venv first.
+# The two commands of the README: `make demo` and `make test`. Both set up .venv first: `make demo`
+# with the runtime dependencies only (`pip install -e .`), `make test` with the test extra too
+# (torch, pytest, ...), in two stamps so that a demo never downloads the test stack.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed-stamp
+RUNTIME_STAMP := $(VENV)/.installed-runtime
+TEST_STAMP := $(VENV)/.installed-test
+PIP_INSTALL := $(BIN)/python -m pip install --quiet --disable-pip-version-check
 
 .PHONY: demo test setup clean
 
-# Reinstall when the pinned dependencies change.
-$(STAMP): pyproject.toml
+# The venv with edgesdk (editable) and its runtime dependencies; again when the pins change.
+$(RUNTIME_STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "edgesdk needs Python >= 3.11, found " + sys.version.split()[0])'
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
-	touch $(STAMP)
+	$(PIP_INSTALL) -e .
+	touch $(RUNTIME_STAMP)
+
+# Plus the test extra; again whenever the runtime install was redone (so when the pins change).
+$(TEST_STAMP): $(RUNTIME_STAMP)
+	$(PIP_INSTALL) -e '.[test]'
+	touch $(TEST_STAMP)
 
 # Debian's arm-none-eabi-gcc compiles the mcu's C kernels to a Cortex-M object (optional:
 # without it an mcu artifact has C source only). Installed when we can (root + apt-get).
 TOOLCHAIN_STAMP := $(VENV)/.toolchain-stamp
-$(TOOLCHAIN_STAMP): | $(STAMP)
+$(TOOLCHAIN_STAMP): | $(RUNTIME_STAMP)
 	@if command -v arm-none-eabi-gcc >/dev/null; then :; \
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	  echo "installing arm-none-eabi-gcc (Debian)"; \
@@ -29,22 +38,23 @@ $(TOOLCHAIN_STAMP): | $(STAMP)
 # are fetched once here, pinned and without their dependencies; tests read the .onnx from the zip.
 TEST_MODELS := $(VENV)/test-models
 TEST_WHEELS := rapidocr_onnxruntime==1.4.4 nudenet==3.4.2
-$(TEST_MODELS)/.stamp: Makefile | $(STAMP)
+$(TEST_MODELS)/.stamp: Makefile | $(RUNTIME_STAMP)
 	$(BIN)/python -m pip download --quiet --disable-pip-version-check --no-deps --dest $(TEST_MODELS) $(TEST_WHEELS)
 	touch $@
 
-setup: $(STAMP) $(TOOLCHAIN_STAMP)
+# The full development environment (what `make test` uses), without running anything.
+setup: $(TEST_STAMP) $(TOOLCHAIN_STAMP)
 
 # The bundled example: built by a deterministic script, deployed to xr-headset, summarised.
 EXAMPLE := build/examples/hand_tracker.onnx
-$(EXAMPLE): examples/make_example.py | $(STAMP)
+$(EXAMPLE): examples/make_example.py | $(RUNTIME_STAMP)
 	@mkdir -p $(dir $@)
 	$(BIN)/python examples/make_example.py $@
 
-demo: $(STAMP) $(TOOLCHAIN_STAMP) $(EXAMPLE)
+demo: $(RUNTIME_STAMP) $(TOOLCHAIN_STAMP) $(EXAMPLE)
 	$(BIN)/edgesdk deploy $(EXAMPLE) --device xr-headset --input-shape frames=1,3,96,96 -o build/hand_tracker-xr-headset
 
-test: $(STAMP) $(TOOLCHAIN_STAMP) $(TEST_MODELS)/.stamp
+test: $(TEST_STAMP) $(TOOLCHAIN_STAMP) $(TEST_MODELS)/.stamp
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 clean:

@@ -18,6 +18,7 @@ from edgesdk.simulate.fit import CostFit
 from edgesdk.verbs.calibrate import calibrate
 from edgesdk.verbs.compare import CompareReport, compare
 from edgesdk.verbs.deploy import deploy
+from edgesdk.verbs.new import new
 from edgesdk.verbs.profile import CostReport, profile
 from edgesdk.verbs.quantize import QuantizeReport, quantize
 from edgesdk.versions import edgesdk_version
@@ -58,6 +59,7 @@ __all__ = [
     "hookimpl",
     "load_artifact",
     "load_model",
+    "new",
     "plugins",
     "profile",
     "quantize",

@@ -36,7 +36,7 @@ def test_float16_layers_sum_in_float32_and_round_once(op, tmp_path):
     model = _half_model(op)
     onnx.save(model, tmp_path / "m.onnx")
     shape = [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim]
-    mod, weights, _ = lowering.import_onnx(tmp_path / "m.onnx", {"x": shape})
+    mod, weights, _, _ = lowering.import_onnx(tmp_path / "m.onnx", {"x": shape})
     text = mod["main"].script()
     assert ('out_dtype="float32"' in text or op == "GlobalAveragePool") and 'R.astype(' in text
     optimized, target = lowering.optimize(mod, {"kind": "llvm", "mtriple": "x86_64-linux-gnu"})

@@ -51,7 +51,7 @@ def test_loop_nest_features_of_lowered_kernels(tmp_path):
         MicroOp("erf", "Erf", (4, 64)),
     ]
     onnx.save(suite_model(ops), tmp_path / "m.onnx")
-    mod, _, _ = import_onnx(tmp_path / "m.onnx", {f"x{i}": list(op.x_shape) for i, op in enumerate(ops)})
+    mod, _, _, _ = import_onnx(tmp_path / "m.onnx", {f"x{i}": list(op.x_shape) for i, op in enumerate(ops)})
     pointwise, _, depthwise, _, erf, _ = analyze_kernels(mod).kernels
     assert pointwise.nest.reduction == 32 and pointwise.nest.inner_extent == 32
     assert pointwise.nest.reduction_strides_bytes == [32 * 32 * 4] and pointwise.nest.reduction_extents == [32]

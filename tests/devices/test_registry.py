@@ -84,7 +84,7 @@ def test_duplicate_id_names_both_sources(profile_dir):
     builtin = files("edgesdk_device_profiles") / "phone.yaml"
     with pytest.raises(ProfileError) as caught:
         edgesdk.devices()
-    assert str(caught.value) == f"profile {path}: device id 'phone' is already defined by {builtin}"
+    assert str(caught.value) == f"device id 'phone' is defined twice, by {builtin} and {path}"
 
 
 def test_unknown_parent_lists_known_devices(profile_dir):

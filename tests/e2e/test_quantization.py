@@ -46,7 +46,7 @@ def integer_blocks(path, shapes):
 
     from edgesdk.compile.lowering import import_onnx, optimize
 
-    mod, _, _ = import_onnx(path, shapes)
+    mod, _, _, _ = import_onnx(path, shapes)
     lowered, _ = optimize(mod, {"kind": "llvm"})
     found = []
     for global_var, func in lowered.functions.items():
@@ -254,7 +254,7 @@ def test_lowered_tir_reads_packed_int4_weights_inside_the_conv_and_matmul_loops(
     onnx.save(precision.compiled.proto, tmp_path / "w4.onnx")
     blocks = integer_blocks(tmp_path / "w4.onnx", {"digits": [1, 1, 8, 8]})
     assert len(blocks) == 5 and all(operands == {"float16", "uint8"} for _, operands, _ in blocks), blocks
-    mod, weights, names = import_onnx(tmp_path / "w4.onnx", {"digits": [1, 1, 8, 8]})
+    mod, weights, names, _ = import_onnx(tmp_path / "w4.onnx", {"digits": [1, 1, 8, 8]})
     rows_by_depth = [(16, 9), (32, 144), (32, 288), (64, 512), (10, 64)]  # output channels x reduction length
     packed = sorted(a.shape for a, name in zip(weights, names) if name.endswith("_packed"))
     assert packed == sorted((rows, -(-depth // 2)) for rows, depth in rows_by_depth)  # a row of odd length pads one nibble

@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import logging
+import sys
+from pathlib import Path
+
+import pytest
 
 import edgesdk
+from edgesdk.errors import ProfileError
 from edgesdk.plugin import manager as plugin_manager
 from tests.conftest import BUILTIN_DEVICES
 
@@ -138,7 +143,7 @@ def test_hook_that_raises_or_returns_junk_is_skipped(make_plugin, caplog):
     assert f"plugin '{weird_item}': profile skipped, got 42, expected a DeviceProfile" in caplog.text
 
 
-def test_plugin_profile_that_is_invalid_or_duplicate_is_skipped(make_plugin, caplog):
+def test_plugin_profile_that_is_invalid_is_skipped_and_a_duplicate_id_names_both_plugins(make_plugin, caplog):
     name = make_plugin(
         '''
         from pathlib import Path
@@ -150,7 +155,7 @@ def test_plugin_profile_that_is_invalid_or_duplicate_is_skipped(make_plugin, cap
         def edgesdk_device_profiles():
             (HERE / "bad.yaml").write_text("extends: mcu\\nmemory: {dram_bytes: -1}\\n")
             (HERE / "dup.yaml").write_text("id: phone\\nextends: mcu\\n")
-            return [HERE / "bad.yaml", HERE / "dup.yaml"]
+            return [HERE / "bad.yaml"] + ([HERE / "dup.yaml"] if (HERE / "with-dup").exists() else [])
         '''
     )
     with caplog.at_level(logging.WARNING, logger="edgesdk"):
@@ -158,7 +163,10 @@ def test_plugin_profile_that_is_invalid_or_duplicate_is_skipped(make_plugin, cap
     assert "bad" not in profiles and profiles["phone"].source.plugin == "phone"
     assert f"plugin '{name}': profile skipped, profile " in caplog.text
     assert "memory.dram_bytes: Input should be greater than 0" in caplog.text
-    assert "device id 'phone' is already defined by" in caplog.text
+    (Path(sys.modules[name].__file__).parent / "with-dup").touch()
+    with pytest.raises(ProfileError, match=r"device id 'phone' is defined twice, by plugins '(phone|plugin_\w+)' and '(phone|plugin_\w+)'") as caught:
+        edgesdk.devices()
+    assert name in str(caught.value) and "'phone'" in str(caught.value)
 
 
 def test_every_hook_is_collected_per_plugin(make_plugin):
@@ -190,7 +198,7 @@ def test_every_hook_is_collected_per_plugin(make_plugin):
     assert backend.serves(edgesdk.get_device("pc"))
     assert not backend.serves(edgesdk.get_device("mcu"))
     assert [item.name for _, item in plugin_manager.collect("edgesdk_passes")] == ["identity"]
-    assert [item.name for _, item in plugin_manager.collect("edgesdk_templates")] == ["hello"]
+    assert [item.name for plugin, item in plugin_manager.collect("edgesdk_templates") if plugin == name] == ["hello"]
     assert set(infos_by_name()[name].hooks) == {"edgesdk_backends", "edgesdk_passes", "edgesdk_templates"}
 
 
@@ -200,3 +208,44 @@ def test_trace_switch_prints_hook_calls(make_plugin, monkeypatch, capsys):
     edgesdk.devices()
     err = capsys.readouterr().err
     assert "edgesdk trace: phone.edgesdk_device_profiles() -> [" in err
+
+
+BACKEND_PLUGIN = """
+from edgesdk.plugin import Backend, ZigCC, hookimpl
+
+@hookimpl{marker}
+def edgesdk_backends():
+    return [Backend(name="{name}", toolchain=ZigCC(target="aarch64-linux-gnu"))]
+"""
+
+
+def test_hooks_go_through_pluggy_so_tryfirst_and_wrappers_apply(make_plugin):
+    first = make_plugin(BACKEND_PLUGIN.format(marker="(tryfirst=True)", name="early"))  # registered first: pluggy would call it last
+    make_plugin(BACKEND_PLUGIN.format(marker="", name="plain"))
+    wrapper = make_plugin(
+        """
+        from edgesdk.plugin import hookimpl
+
+        SEEN = []
+
+        @hookimpl(wrapper=True)
+        def edgesdk_backends():
+            result = yield
+            SEEN.append([backend.name for backend in result[0]])
+            return result
+        """
+    )
+    names = [item.name for _, item in plugin_manager.collect("edgesdk_backends")]
+    assert names.index("early") < names.index("plain")
+    assert ["early"] in sys.modules[wrapper].SEEN and ["plain"] in sys.modules[wrapper].SEEN  # it wrapped each plugin's call
+    assert [plugin for plugin, item in plugin_manager.collect("edgesdk_backends") if item.name == "early"] == [first]
+
+
+def test_two_plugins_serving_one_backend_name_is_an_error_naming_both(make_plugin):
+    from edgesdk.verbs.deploy import find_backend
+
+    first = make_plugin(BACKEND_PLUGIN.format(marker="", name="phone"))
+    with pytest.raises(edgesdk.UserInputError, match=r"backend 'phone' is provided by two plugins: ") as caught:
+        find_backend(edgesdk.get_device("phone"))
+    named = str(caught.value).rsplit(": ", 1)[1].split(" and ")
+    assert sorted(named) == sorted([first, "phone"])

@@ -1,4 +1,5 @@
-"""The six built-in device plugins: registered like third-party ones, with sound, cited profiles."""
+"""The six built-in device plugins: registered like third-party ones, with sound, cited profiles.
+(The seventh built-in plugin, `templates`, has its own tests in test_templates.py.)"""
 
 from __future__ import annotations
 
@@ -6,9 +7,9 @@ import re
 from importlib.metadata import entry_points
 from importlib.resources import files
 
+import edgesdk
 import pytest
 
-import edgesdk
 from tests.conftest import BUILTIN_DEVICES
 
 EXPECTED_ISA = {
@@ -24,7 +25,7 @@ CITED_FIGURES = ("on_chip_memory_bytes:", "dram_bytes:", "dram_bandwidth_bytes_p
 
 def test_builtins_are_entry_points_of_the_public_group():
     declared = {ep.name: ep.value for ep in entry_points(group="edgesdk") if ep.dist.name == "edgesdk"}
-    assert sorted(declared) == sorted(BUILTIN_DEVICES)
+    assert sorted(declared) == sorted([*BUILTIN_DEVICES, "templates"])  # the device plugins, and `edgesdk new`'s templates
     assert all(value.startswith("edgesdk_plugins.") for value in declared.values())
 
 

@@ -95,17 +95,18 @@ def test_a_dtype_no_unit_computes_runs_on_the_cpu_widened_to_float32():
 
 
 @pytest.mark.parametrize(
-    ("name", "dtype", "units", "reason"),
+    ("packed_dtype", "dtype", "units", "reason"),
     [
-        ("fused_conv2d_packed_int4_cast_add", "float16", ["npu"], None),  # w4a16: native on the NPU
-        ("fused_conv2d_int8_packed_int4", "int8", ["npu"], None),  # w4a8
-        ("fused_conv2d_packed_vq8_cast_add", "float16", ["cpu"], "vq weights not native (runs int8, w8a16, w4a8, w4a16, fp16)"),
+        ("int4", "float16", ["npu"], None),  # w4a16: native on the NPU
+        ("int4", "int8", ["npu"], None),  # w4a8
+        ("vq8", "float16", ["cpu"], "vq weights not native (runs int8, w8a16, w4a8, w4a16, fp16)"),
+        (None, "float16", ["npu"], None),  # plain fp16 weights, whatever the kernel is called
     ],
 )
-def test_packed_weight_kernels_go_where_the_profile_says_their_scheme_is_native(name, dtype, units, reason):
+def test_packed_weight_kernels_go_where_the_profile_says_their_scheme_is_native(packed_dtype, dtype, units, reason):
     x = Tensor(shape=[1, 16, 8, 8], dtype=dtype, source="input")
-    packed = Tensor(shape=[16, 72], dtype="uint8", source="weight")
-    analysis = ModelAnalysis(kernels=[kernel(name, ["conv"], 2 * 16 * 144 * 64, [x, packed], [1, 16, 8, 8], dtype)])
+    packed = Tensor(shape=[16, 72], dtype="uint8", source="weight", packed_dtype=packed_dtype)
+    analysis = ModelAnalysis(kernels=[kernel("fused_conv2d_packed_vq8", ["conv"], 2 * 16 * 144 * 64, [x, packed], [1, 16, 8, 8], dtype)])
     placed = partition(analysis, edgesdk.get_device("phone"))
     assert placed.units == units
     assert {f.reason for f in placed.fallbacks if f.from_unit == "npu"} == ({reason} if reason else set())

@@ -25,7 +25,7 @@ from pydantic import ValidationError
 
 from edgesdk.artifact.manifest import MANIFEST_NAME, Manifest
 from edgesdk.errors import UserInputError, describe_validation_error
-from edgesdk.compile.compiler import ANALYSIS_FILE, WEIGHTS_FILE
+from edgesdk.compile.worker import ANALYSIS_FILE, WEIGHTS_FILE
 
 MODEL_FILE = "model.onnx"
 INPUTS_FILE = "verification/inputs.npz"

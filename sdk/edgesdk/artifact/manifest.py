@@ -9,6 +9,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from edgesdk.plugin.passes import PassChoice
 from edgesdk.quantization.accuracy import Accuracy
 from edgesdk.simulate.cost_report import Estimate, Fallback, LayerCost, PartitionInfo
 
@@ -122,6 +123,7 @@ class Manifest(_Record):
     target: dict[str, Any] = Field(description="TVM target (JSON) of the device build.")
     model: ModelInfo
     quantization: QuantizationInfo
+    passes: list[PassChoice] = Field(default_factory=list, description="Plugin passes run, in order (`--pass`): name, plugin, stage and validated config.")
     files: dict[str, str] = Field(description="Every other file of the artifact: relative path -> SHA-256.")
     partition: PartitionInfo
     estimate: Estimate | None = Field(None, description="Simulated cost on the device (docs/simulator.md).")

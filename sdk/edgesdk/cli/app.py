@@ -20,6 +20,7 @@ from rich.table import Table
 
 import edgesdk
 from edgesdk.cli import commands as cli_deploy
+from edgesdk.cli import new as cli_new
 from edgesdk.plugin import manager as plugin_manager
 from edgesdk.cli.options import JsonOption, ProfilesDirOption, print_json
 from edgesdk.devices.registry import device_summary
@@ -119,6 +120,7 @@ def make_app() -> typer.Typer:
     app.command("devices")(devices_command)
     app.command("plugins")(plugins_command)
     cli_deploy.register(app)
+    cli_new.register(app)
     plugin_manager.collect("edgesdk_register_commands", app=app)
     return app
 

@@ -31,6 +31,7 @@ from edgesdk.errors import UserInputError
 from edgesdk.artifact.manifest import VerificationInfo
 from edgesdk.frontend.model import parse_input_shape
 from edgesdk.frontend.tensors import load_npz, save_npz
+from edgesdk.plugin.passes import parse_pass_options
 from edgesdk.simulate.fit import fit_file
 
 
@@ -68,6 +69,8 @@ def _summary(artifact: Artifact) -> Table:
     table.add_row("artifact", str(artifact.path))
     table.add_row("target", json.dumps(manifest.target))
     table.add_row("backend", f"{build.backend} ({build.toolchain})")
+    if manifest.passes:
+        table.add_row("passes", ", ".join(f"{choice.name} ({choice.plugin}, {choice.stage})" for choice in manifest.passes))
     table.add_row("device files", "\n".join(f"{name}  {_size(artifact.path / name)}" for name in build.device_files))
     units = ", ".join(f"{name} {count}" for name, count in manifest.partition.units.items())
     fallbacks = len(manifest.partition.fallbacks)
@@ -99,15 +102,19 @@ def deploy_command(
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Compile again even if an identical build is cached.")] = False,
     unit: UnitOption = None,
     no_fallback: NoFallbackOption = False,
+    passes: Annotated[
+        list[str] | None, typer.Option("--pass", metavar="NAME[=JSON]", help="Run a plugin's pass (repeatable), with its config as a JSON object (`edgesdk plugins` lists who offers passes).")
+    ] = None,
     json_output: JsonOption = False,
     quantize_options: dict | None = None,
 ) -> None:
     """Compile MODEL for a device through TVM, verify it against onnxruntime, write the artifact."""
     shapes = dict(parse_input_shape(text) for text in input_shape or [])
+    requested = parse_pass_options(passes or [])
     with _progress() as on_stage:
         artifact = edgesdk.deploy(
             model, device, out, input_shapes=shapes, quantize=quantize, calibration=calibration, inputs=inputs, **quantize_options,
-            profiles_dir=profiles_dir, cache=not no_cache, on_stage=on_stage, unit=unit, fallback=not no_fallback,
+            profiles_dir=profiles_dir, cache=not no_cache, on_stage=on_stage, unit=unit, fallback=not no_fallback, passes=requested,
         )
     if json_output:
         print_json(artifact.manifest.model_dump(mode="json"))

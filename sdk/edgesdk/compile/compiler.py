@@ -12,34 +12,33 @@ import numpy as np
 
 from edgesdk.compile.build_cache import BuildCache, cache_key
 from edgesdk.compile.lowering import PIPELINE_VERSION, BuildResult, BuildSpec
-from edgesdk.compile.worker import Job, RunTask, run_in_worker
+from edgesdk.compile.worker import WEIGHTS_FILE, Job, RunTask, run_in_worker
 from edgesdk.frontend.model import Model
 from edgesdk.frontend.tensors import load_npz, save_npz
+from edgesdk.plugin.passes import PassChoice, fingerprint
 from edgesdk.versions import edgesdk_version, tvm_version
-
-# What a compiled model directory holds (and an artifact, copied from it).
-WEIGHTS_FILE = "params.npz"
-ANALYSIS_FILE = "analysis.json"
-
 
 def _read_build(path: Path) -> BuildResult:
     return BuildResult.model_validate_json((path / "build.json").read_text())
 
 
-def build_key(model: Model, spec: BuildSpec) -> str:
-    return cache_key(
-        # Not the role: a device build that targets this host is the host build.
-        {"model": model.sha256, "spec": spec.model_dump(mode="json", exclude={"role"}), "edgesdk": edgesdk_version(), "tvm": tvm_version(), "pipeline": PIPELINE_VERSION}
-    )
+def _model_key(model: Model, passes: Sequence[PassChoice]) -> dict:
+    return {"model": model.sha256, "passes": fingerprint(passes), "tvm": tvm_version(), "pipeline": PIPELINE_VERSION}
+
+
+def build_key(model: Model, spec: BuildSpec, passes: Sequence[PassChoice] = ()) -> str:
+    # Not the role: a device build that targets this host is the host build.
+    return cache_key({**_model_key(model, passes), "spec": spec.model_dump(mode="json", exclude={"role"}), "edgesdk": edgesdk_version()})
 
 
 @dataclass
 class Compiled:
-    model_dir: Path  # params.npz and analysis.json
+    model_dir: Path  # WEIGHTS_FILE and ANALYSIS_FILE
     builds: list[tuple[Path, BuildResult]]  # per spec: its directory and what it holds
     cached: bool
     seconds: float
     outputs: dict[str, np.ndarray] | None  # of the simulation on the verification inputs, if run
+    keys: list[str]  # the cache key of each build
 
 
 def compile_model(
@@ -50,29 +49,33 @@ def compile_model(
     *,
     timeout_s: float | None,
     on_stage: Callable[[str], None],
+    passes: Sequence[PassChoice] = (),
 ) -> Compiled:
     """Weights, kernel analysis and builds for ``model``: from the cache, or made by the worker
-    (then cached). With no specs, only the model is imported and analysed.
+    (then cached), after the ``relax``-stage plugin ``passes``. With no specs, only the model is
+    imported and analysed.
 
     A worker that compiles also runs the simulation build (the last spec) on ``inputs``, saving a
     second start.
     """
-    model_key = cache_key({"model": model.sha256, "tvm": tvm_version(), "pipeline": PIPELINE_VERSION})
-    keys = [build_key(model, spec) for spec in specs]
+    passes = [choice for choice in passes if choice.stage == "relax"]
+    model_key = cache_key(_model_key(model, passes))
+    keys = [build_key(model, spec, passes) for spec in specs]
     model_dir = cache.get("models", model_key)
     found = [cache.get("builds", key) for key in keys]
     if model_dir is not None and all(found):
-        return Compiled(model_dir, [(path, _read_build(path)) for path in found], True, 0.0, None)
+        return Compiled(model_dir, [(path, _read_build(path)) for path in found], True, 0.0, None, keys)
 
     scratch = cache.staging()
     try:
-        (scratch / "model.onnx").write_bytes(model.serialized)
+        (scratch / "model.onnx").write_bytes(model.serialized)  # the worker's input, not kept
         todo = [(index, spec) for index, spec in enumerate(specs) if not found[index]]
         job = Job(
             model=str(scratch / "model.onnx"),
             shapes={spec.name: list(spec.shape) for spec in model.inputs},
             model_dir=str(scratch / "model"),
             builds=[(spec, str(scratch / f"build{index}")) for index, spec in todo],
+            passes=passes,
         )
         if specs and inputs is not None:
             simulation = found[-1] or scratch / f"build{len(specs) - 1}"
@@ -90,6 +93,6 @@ def compile_model(
             (scratch / f"build{index}" / "build.json").write_text(built.model_dump_json())
             found[index] = cache.put("builds", keys[index], scratch / f"build{index}")
         model_dir = cache.put("models", model_key, scratch / "model")
-        return Compiled(model_dir, [(path, _read_build(path)) for path in found], False, result.seconds, outputs)
+        return Compiled(model_dir, [(path, _read_build(path)) for path in found], False, result.seconds, outputs, keys)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)

@@ -11,6 +11,7 @@ worker; the result is plain data (JSON), so partitioning and simulation need no 
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from functools import cached_property
 from typing import Literal
 
@@ -115,6 +116,7 @@ class Tensor(BaseModel):
     dtype: str
     source: Literal["input", "weight", "constant", "kernel"] = "kernel"
     producer: int | None = Field(None, description="Index of the kernel that computes it, when source is `kernel`.")
+    packed_dtype: str | None = Field(None, description="A weight stored packed (edgesdk.compile.packed_kernels): what its integers are, e.g. int4, uint8, vq8.")
 
     @property
     def bytes(self) -> int:
@@ -156,6 +158,11 @@ class Kernel(BaseModel):
         if self.flops:
             return self.flops
         return sum(int(np.prod(t.shape, dtype=np.int64)) for t in self.outputs)
+
+    @property
+    def packed_weight_dtype(self) -> str | None:
+        """What the packed weights this kernel unpacks are (int4, uint8, vq8...), or None."""
+        return next((tensor.packed_dtype for tensor in self.inputs if tensor.packed_dtype), None)
 
     @property
     def op_class(self) -> str:
@@ -265,7 +272,7 @@ def _loop_nest(schedule) -> LoopNest | None:
 SPATIAL, REDUCE = 0, 2  # tirx IterVar kinds
 
 
-def analyze(mod) -> ModelAnalysis:
+def analyze(mod, packed: Mapping[str, str] | None = None) -> ModelAnalysis:
     """Analyze a Relax module after FuseTIR (TVM is imported by the caller, in the worker)."""
     import tvm
     from tvm import relax
@@ -275,13 +282,15 @@ def analyze(mod) -> ModelAnalysis:
     sources: dict = {}
     for index, param in enumerate(main.params):
         sources[param] = ("input" if index < num_inputs else "weight", None)
+    packed = packed or {}
 
     def tensor(expr, source=("kernel", None)) -> Tensor | None:
         ty = expr.ty
         if not isinstance(ty, relax.TensorType) or ty.shape is None:
             return None
         kind, producer = sources.get(expr, ("constant", None) if isinstance(expr, tvm.ir.expr.Constant) else source)
-        return Tensor(shape=[int(d) for d in ty.shape], dtype=str(ty.dtype), source=kind, producer=producer)
+        packed_dtype = packed.get(str(expr.name)) if kind == "weight" and packed else None
+        return Tensor(shape=[int(d) for d in ty.shape], dtype=str(ty.dtype), source=kind, producer=producer, packed_dtype=packed_dtype)
 
     kernels: list[Kernel] = []
     for block in main.body.blocks:
@@ -301,7 +310,7 @@ def analyze(mod) -> ModelAnalysis:
                 weight_shape = args[1].shape if len(args) > 1 else None
                 nest = loop_nest(callee, script)
                 flops = int(tvm.s_tir.analysis.estimate_tir_flops(tvm.IRModule({"main": callee})))
-                if "packed_" in value.args[0].name_hint and nest is not None:
+                if any(arg.packed_dtype for arg in args) and nest is not None:
                     # TVM counts the unpacking of packed int4/int8 weights as arithmetic; a device
                     # does one multiply-add per weight use, like the float layer (+ the epilogue).
                     flops = 2 * nest.iterations + int(np.prod(outputs[0].shape)) * len(blocks)

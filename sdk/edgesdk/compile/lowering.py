@@ -22,7 +22,7 @@ from edgesdk.compile.packed_kernels import extract_blocked_weights, unpack_in_ke
 from edgesdk.plugin.toolchains import Toolchain
 
 # Bump when the lowering changes what it produces for the same inputs: it is part of cache keys.
-PIPELINE_VERSION = 14
+PIPELINE_VERSION = 15
 
 
 class BuildSpec(BaseModel):
@@ -65,10 +65,23 @@ def import_onnx(model_path: Path, shapes: dict[str, list[int]]):
     known = dict(zip(mod["main"].params[len(shapes):], (array.numpy() for array in params.get("main", []))))
     # Quantized (QDQ) models: their convolutions and matmuls become integer kernels.
     mod = integerize(mod, known)
-    mod, known = unpack_in_kernels(mod, known, blocked)
+    mod, known, packed = unpack_in_kernels(mod, known, blocked)
     mod = accumulate_in_float32(mod)
     weight_vars = mod["main"].params[len(shapes):]
-    return mod, [known[var] for var in weight_vars], [str(var.name) for var in weight_vars]
+    return mod, [known[var] for var in weight_vars], [str(var.name) for var in weight_vars], packed
+
+
+def checked_pass_result(choice, before, after):
+    """A relax-stage plugin pass's result: an IRModule whose ``main`` keeps the parameters of
+    ``before``'s (the weights are bound to them by position)."""
+    import tvm
+
+    names = [var.name_hint for var in after.get_global_vars()] if isinstance(after, tvm.IRModule) else []
+    if "main" not in names:
+        raise TypeError(f"pass {choice.name} (plugin {choice.plugin!r}) must return a tvm.IRModule with `main`, got {type(after).__name__}")
+    if len(after["main"].params) != len(before["main"].params):
+        raise TypeError(f"pass {choice.name} (plugin {choice.plugin!r}) changed the parameters of `main`")
+    return after
 
 
 def optimize(mod, target_json: dict[str, Any]):
@@ -82,8 +95,9 @@ def optimize(mod, target_json: dict[str, Any]):
         return cpu_generic.get_default_pipeline(target)(mod), target
 
 
-def analyze_kernels(mod) -> ModelAnalysis:
-    """The fused kernels in call order (op classes, FLOPs, tensors): see edgesdk.compile.kernels."""
+def analyze_kernels(mod, packed: dict[str, str] | None = None) -> ModelAnalysis:
+    """The fused kernels in call order (op classes, FLOPs, tensors; ``packed``: what each packed
+    weight parameter holds, by name): see edgesdk.compile.kernels."""
     import tvm
     from tvm import relax
     from tvm.relax.backend import cpu_generic
@@ -93,7 +107,7 @@ def analyze_kernels(mod) -> ModelAnalysis:
         # RewriteDataflowReshape as in the build: reshapes become views, not kernel calls.
         passes = [*cpu_generic.library_dispatch_passes(target), *cpu_generic.legalize_passes(target), relax.transform.RewriteDataflowReshape()]
         fused = tvm.transform.Sequential(passes)(mod)
-    return analyze(fused)
+    return analyze(fused, packed)
 
 
 def count_kernels(mod) -> int:

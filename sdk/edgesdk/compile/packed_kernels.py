@@ -22,7 +22,6 @@ TVM is imported by the caller (the worker).
 from __future__ import annotations
 
 import dataclasses
-import re
 
 import numpy as np
 import onnx
@@ -175,17 +174,19 @@ def _dequantized(weight: BlockedWeight) -> np.ndarray:
 
 
 def unpack_in_kernels(mod, known: dict, table: dict[str, BlockedWeight]):
-    """``mod`` with its conv2d/matmul over ``table``'s weights reading packed integers, and the
-    parameter values (``known``: var -> array) of its new ``main``."""
+    """``mod`` with its conv2d/matmul over ``table``'s weights reading packed integers, the
+    parameter values (``known``: var -> array) of its new ``main``, and what each packed
+    parameter holds (name -> int4, uint8, vq8...: the kernels' metadata)."""
     from tvm import relax
     from tvm.relax.expr_functor import PyExprMutator, mutator
 
     if not table:
-        return mod, known
+        return mod, known, {}
     main = mod["main"]
     by_name = {str(var.name): var for var in main.params if str(var.name) in table}
     known = dict(known)
     added: list = []
+    packed_dtypes: dict[str, str] = {}
     bindings = Bindings(main, known)
     value, op_name, constant = bindings.value, bindings.op_name, bindings.constant
 
@@ -218,6 +219,7 @@ def unpack_in_kernels(mod, known: dict, table: dict[str, BlockedWeight]):
             packed, scales = weight.packed(), weight.scales
             operands = [packed, scales] + ([weight.zero_points.astype(np.int32)] if weight.zero_points is not None else [])
             made = []
+            packed_dtypes[f"{stem}_packed"] = weight_dtype(weight)
             for suffix, array in zip(("packed", "scales", "zero_points"), operands):
                 var = relax.Var(f"{stem}_{suffix}", relax.TensorType(list(array.shape), str(array.dtype)))
                 known[var] = array
@@ -290,17 +292,16 @@ def unpack_in_kernels(mod, known: dict, table: dict[str, BlockedWeight]):
     used = relax.analysis.free_vars(built["main"].body)
     params = [*main.params[:num_inputs], *(p for p in [*main.params[num_inputs:], *added] if any(p.same_as(u) for u in used))]
     built["main"] = relax.Function(params, built["main"].body, built["main"].ret_ty, built["main"].is_pure, main.attrs)
-    return built, {var: array for var, array in known.items() if any(var.same_as(p) for p in params)}
+    return built, {var: array for var, array in known.items() if any(var.same_as(p) for p in params)}, packed_dtypes
+
+
+def weight_dtype(weight: BlockedWeight) -> str:
+    """What a packed weight's integers are: int4, uint4, int8, uint8, or vq4/vq8 (codebook indices)."""
+    return f"vq{weight.bits}" if weight.codebook else f"{'' if weight.signed else 'u'}int{weight.bits}"
 
 
 def _packed_name(weight: BlockedWeight) -> str:
-    return f"packed_vq{weight.bits}" if weight.codebook else f"packed_{'' if weight.signed else 'u'}int{weight.bits}"
-
-
-def packed_weight_dtype(kernel_name: str) -> str | None:
-    """The weight dtype of a kernel this module made (its name says it; TVM may append digits)."""
-    found = re.search(r"packed_(u?int|vq)(4|8)", kernel_name)
-    return found.group(1) + found.group(2) if found else None
+    return f"packed_{weight_dtype(weight)}"
 
 
 def _layout(weight: BlockedWeight) -> dict:

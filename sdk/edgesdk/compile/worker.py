@@ -29,7 +29,12 @@ from edgesdk.compile.lowering import BuildResult, BuildSpec
 from edgesdk.compile.host_runner import HostRunner
 from edgesdk.frontend.model import TensorSpec
 from edgesdk.frontend.tensors import load_npz, save_npz
+from edgesdk.plugin import passes
+from edgesdk.plugin.passes import PassChoice
 
+# What a compiled model directory holds (an artifact copies them): written here, in the worker.
+WEIGHTS_FILE = "params.npz"
+ANALYSIS_FILE = "analysis.json"
 DEFAULT_TIMEOUT_S = 1800.0
 TIMEOUT_ENV = "EDGESDK_COMPILE_TIMEOUT"
 
@@ -54,8 +59,9 @@ class Job(BaseModel):
 
     model: str | None = None
     shapes: dict[str, list[int]] = {}
-    model_dir: str | None = None  # receives params.npz and analysis.json
+    model_dir: str | None = None  # receives WEIGHTS_FILE and ANALYSIS_FILE
     builds: list[tuple[BuildSpec, str]] = []
+    passes: list[PassChoice] = []  # plugin passes of the relax stage, run after the import
     run: RunTask | None = None
 
 
@@ -166,13 +172,16 @@ def _work(job: Job, report: Callable[[str], None]) -> JobResult:
     if job.model:
         report("import")
         lowering.maybe_crash("import")
-        mod, weights, names = lowering.import_onnx(Path(job.model), job.shapes)
+        mod, weights, names, packed = lowering.import_onnx(Path(job.model), job.shapes)
+        for choice in job.passes:
+            report(f"pass {choice.name}")
+            mod = lowering.checked_pass_result(choice, mod, passes.run(choice, mod))
         if job.model_dir:
             report("analyze")
             Path(job.model_dir).mkdir(parents=True, exist_ok=True)
-            lowering.save_weights(Path(job.model_dir) / "params.npz", weights, names)
-            analysis = lowering.analyze_kernels(mod)
-            (Path(job.model_dir) / "analysis.json").write_text(analysis.model_dump_json(indent=1))
+            lowering.save_weights(Path(job.model_dir) / WEIGHTS_FILE, weights, names)
+            analysis = lowering.analyze_kernels(mod, packed)
+            (Path(job.model_dir) / ANALYSIS_FILE).write_text(analysis.model_dump_json(indent=1))
         for spec, out_dir in job.builds:
             report(f"build {spec.role}")
             lowering.maybe_crash(f"build {spec.role}")

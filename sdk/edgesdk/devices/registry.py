@@ -142,7 +142,9 @@ def _user_directories(profiles_dir: str | os.PathLike | None) -> list[Path]:
 def _claim(owners: dict[str, ProfileSource], device_id: str, source: ProfileSource) -> None:
     """Record who provides ``device_id``; a second provider is an error naming both."""
     if device_id in owners:
-        raise ProfileError(f"profile {source}: device id {device_id!r} is already defined by {owners[device_id]}")
+        first = owners[device_id]
+        by = f"plugins {first.plugin!r} and {source.plugin!r} ({first}; {source})" if USER not in (first.plugin, source.plugin) else f"{first} and {source}"
+        raise ProfileError(f"device id {device_id!r} is defined twice, by {by}", hint="uninstall or rename one of them")
     owners[device_id] = source
 
 
@@ -169,19 +171,22 @@ def _plugin_profiles() -> tuple[dict[str, _Document], dict[str, DeviceProfile], 
     for plugin, item in _collect_from_plugins():
         try:
             if isinstance(item, DeviceProfile):
-                source = ProfileSource(plugin)
-                _claim(owners, item.id, source)
-                ready[item.id] = item.with_source(source)
+                source, device_id = ProfileSource(plugin), item.id
             elif isinstance(item, (str, os.PathLike, Traversable)):
                 path = Path(item) if isinstance(item, (str, os.PathLike)) else item
                 source = ProfileSource(plugin, Path(str(path)))
                 document = read_profile_file(path, source)
-                _claim(owners, str(document.raw["id"]), source)
-                documents[str(document.raw["id"])] = document
+                device_id = str(document.raw["id"])
             else:
                 raise ProfileError(f"got {item!r}, expected a DeviceProfile or the path of a YAML file")
         except ProfileError as exc:
             log.warning("plugin %r: profile skipped, %s", plugin, exc)
+            continue
+        _claim(owners, device_id, source)  # two plugins claiming one id: an error, not a skip
+        if isinstance(item, DeviceProfile):
+            ready[device_id] = item.with_source(source)
+        else:
+            documents[device_id] = document
     return documents, ready, owners
 
 

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from edgesdk.plugin.toolchains import Toolchain
 
 if TYPE_CHECKING:
+    import onnx
     import tvm
 
     from edgesdk.devices.profile import DeviceProfile
@@ -45,13 +46,22 @@ class Backend(BaseModel):
 
 
 class Pass(abc.ABC):
-    """A graph transformation configured by a pydantic model (``config_model``)."""
+    """A graph transformation a deploy runs when asked (``--pass NAME[=JSON]``), configured by a
+    pydantic model (``config_model``), at its ``stage``:
+
+    - ``onnx``: on the loaded float model (an ``onnx.ModelProto``, static shapes bound), before
+      quantization; the result is checked and becomes the numerics reference;
+    - ``relax``: on the imported Relax module (a ``tvm.IRModule``), in the TVM worker, before
+      lowering; the compiled result is verified against onnxruntime like any other, so the pass
+      must keep the model's meaning.
+    """
 
     name: ClassVar[str]
+    stage: ClassVar[Literal["onnx", "relax"]]
     config_model: ClassVar[type[BaseModel]]
 
     @abc.abstractmethod
-    def run(self, module: tvm.IRModule, config: BaseModel) -> tvm.IRModule:
+    def run(self, module: onnx.ModelProto | tvm.IRModule, config: BaseModel) -> onnx.ModelProto | tvm.IRModule:
         """Return the transformed module; never mutate the one given."""
 
 

@@ -3,7 +3,8 @@
 Entry points in the ``edgesdk`` group (the built-in device plugins are declared there too) are
 loaded one by one, each inside ``try``: a plugin that fails to import, registers a misspelt hook
 or raises in a hook is reported by name and skipped. ``EDGESDK_PLUGINS=mod_a,mod_b`` imports
-extra plugin modules by dotted name; ``EDGESDK_TRACE_PLUGINS=1`` prints every hook call to stderr.
+extra plugin modules by dotted name; ``EDGESDK_TRACE_PLUGINS=1`` prints every hook call and its
+result to stderr (pluggy's tracing).
 """
 
 from __future__ import annotations
@@ -15,10 +16,12 @@ import os
 import sys
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
+from collections.abc import Callable
 from typing import Any
 
 import pluggy
 
+from edgesdk.errors import UserInputError
 from edgesdk.plugin import hookspecs
 
 log = logging.getLogger("edgesdk.plugins")
@@ -81,13 +84,19 @@ def _register(loaded: _Loaded, module: object, name: str, version: str | None, b
     loaded.infos.append(PluginInfo(name, version, builtin, hooks))
 
 
+def _trace(outcome: Any, hook_name: str, implementations: list, kwargs: dict) -> None:
+    """pluggy's call monitor: each call (one plugin's, see ``collect``) and what it returned."""
+    names = ",".join(impl.plugin_name for impl in implementations if not (impl.wrapper or impl.hookwrapper))
+    shown = repr(outcome.get_result()) if outcome.exception is None else f"raised {_one_line(outcome.exception)}"
+    print(f"edgesdk trace: {names}.{hook_name}() -> {shown}", file=sys.stderr)
+
+
 @functools.cache
 def _load(extra_modules: str) -> _Loaded:
     pm = pluggy.PluginManager("edgesdk")
     pm.add_hookspecs(hookspecs)
     if os.environ.get(TRACE_ENV):
-        pm.trace.root.setwriter(sys.stderr.write)
-        pm.enable_tracing()
+        pm.add_hookcall_monitoring(lambda *args: None, _trace)
     loaded = _Loaded(pm)
     for ep in entry_points(group=ENTRY_POINT_GROUP):
         version = ep.dist.version if ep.dist else None
@@ -129,24 +138,40 @@ def plugins() -> list[PluginInfo]:
 
 
 def collect(hook_name: str, **kwargs: Any) -> list[tuple[str, Any]]:
-    """Call each plugin's ``hook_name`` on its own and gather ``(plugin_name, item)`` pairs.
+    """Call ``hook_name`` through pluggy and gather ``(plugin_name, item)`` pairs.
 
-    Registration hooks return lists. A plugin that raises, or returns something that is not a
-    list, is reported by name and contributes nothing; the others are unaffected.
+    Each plugin's implementation is called through a pluggy hook caller that holds it alone (with
+    every wrapper), in pluggy's order: tryfirst/trylast, wrappers and tracing work, and what each
+    returns is known by its plugin. Registration hooks return lists; a plugin that raises, or
+    returns something that is not a list, is reported by name in one line and contributes
+    nothing; the others are unaffected.
     """
     pm = manager()
-    caller = getattr(pm.hook, hook_name)
-    trace = bool(os.environ.get(TRACE_ENV))
+    implementations = [impl for impl in getattr(pm.hook, hook_name).get_hookimpls() if not (impl.wrapper or impl.hookwrapper)]
     gathered: list[tuple[str, Any]] = []
-    for impl in caller.get_hookimpls():
+    for impl in reversed(implementations):  # pluggy calls the last of its list first
+        alone = pm.subset_hook_caller(hook_name, remove_plugins=[other.plugin for other in implementations if other is not impl])
         try:
-            result = impl.function(**{arg: kwargs[arg] for arg in impl.argnames})
+            results = alone(**kwargs)
+            result = results[0] if results else None
             if result is not None and not isinstance(result, (list, tuple)):
                 raise TypeError(f"returned {type(result).__name__}, expected a list")
         except Exception as exc:
             _report(impl.plugin_name, f"error in {hook_name}", exc)
             continue
-        if trace:
-            print(f"edgesdk trace: {impl.plugin_name}.{hook_name}() -> {result!r}", file=sys.stderr)
         gathered.extend((impl.plugin_name, item) for item in result or ())
     return gathered
+
+
+def unique(pairs: list[tuple[str, Any]], what: str, key: Callable[[Any], str]) -> dict[str, tuple[str, Any]]:
+    """``(plugin, item)`` pairs by ``key(item)``; two plugins giving one key is an error naming both."""
+    found: dict[str, tuple[str, Any]] = {}
+    for plugin, item in pairs:
+        name = key(item)
+        if name in found:
+            raise UserInputError(
+                f"{what} {name!r} is provided by two plugins: {found[name][0]} and {plugin}",
+                hint="uninstall one of them, or leave it out of EDGESDK_PLUGINS",
+            )
+        found[name] = (plugin, item)
+    return found

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import numpy as np
 import onnx
@@ -73,12 +73,13 @@ def warn_if_few(samples: list, scheme: str) -> None:
         logger.warning(f"only {len(samples)} calibration sample{'s' if len(samples) > 1 else ''} (fewer than {MIN_SAMPLES}): {risk}; give a few hundred representative inputs")
 
 
-def prepare(source, input_shapes, chosen: Recipe, calibration: Calibration = None) -> Precision:
+def prepare(source, input_shapes, chosen: Recipe, calibration: Calibration = None, transform: Callable[[Model], Model] | None = None) -> Precision:
     """Load ``source`` (dynamic input shapes from ``input_shapes``, else from the calibration
-    arrays) and apply ``chosen``: what deploy, profile and compare start from."""
+    arrays), ``transform`` it (plugin passes), and apply ``chosen``: what every verb starts from."""
     arrays = calibration_arrays(calibration)
     sample_shapes = {name: np.shape(array) for name, array in arrays.items()} if arrays else None
-    return apply_scheme(load_model(source, input_shapes, sample_shapes), chosen, arrays, origin=calibration_origin(calibration))
+    model = load_model(source, input_shapes, sample_shapes)
+    return apply_scheme(transform(model) if transform else model, chosen, arrays, origin=calibration_origin(calibration))
 
 
 def apply_scheme(model: Model, chosen: Recipe, calibration: Calibration = None, *, origin: str | None = None) -> Precision:

@@ -16,7 +16,6 @@ from pydantic import BaseModel, ConfigDict
 from edgesdk.errors import CheckFailed, UserInputError
 from edgesdk.compile.kernels import Kernel, ModelAnalysis
 from edgesdk.simulate.cost_report import Fallback, PartitionInfo
-from edgesdk.compile.packed_kernels import packed_weight_dtype
 from edgesdk.devices.profile import ComputeUnit, DeviceProfile
 
 UNIT_PREFERENCE = {"npu": 0, "gpu": 1, "dsp": 2, "cpu": 3}
@@ -60,7 +59,7 @@ SAME_RATE = {"uint8": "int8", "uint16": "int16"}
 def weight_scheme(kernel: Kernel) -> str | None:
     """The quantization scheme a kernel over packed weights needs natively (int4 weights with
     int8 activations: w4a8, ...), or None for plain kernels."""
-    weights = packed_weight_dtype(kernel.name)
+    weights = kernel.packed_weight_dtype
     if weights is None:
         return None
     if weights.startswith("vq"):

@@ -35,10 +35,9 @@ from edgesdk.artifact.manifest import (
 )
 from edgesdk.artifact.verification import verification
 from edgesdk.compile.build_cache import BuildCache
-from edgesdk.compile.compiler import Compiled, build_key, compile_model
+from edgesdk.compile.compiler import Compiled, compile_model
 from edgesdk.compile.kernels import ModelAnalysis
 from edgesdk.compile.lowering import BuildSpec
-from edgesdk.compile.packed_kernels import packed_weight_dtype
 from edgesdk.compile.targets import half_target, host_target, runs_here
 from edgesdk.compile.worker import run_isolated
 from edgesdk.devices.profile import DeviceProfile
@@ -49,6 +48,7 @@ from edgesdk.frontend.reference import reference_outputs
 from edgesdk.frontend.tensors import check_inputs, load_npz, save_npz
 from edgesdk.plugin import manager as plugin_manager
 from edgesdk.plugin.kinds import Backend
+from edgesdk.plugin.passes import choose
 from edgesdk.plugin.toolchains import host_toolchain
 from edgesdk.quantization.accuracy import measure_agreement
 from edgesdk.quantization.recipe import float_tolerance, recipe, stray_share
@@ -57,17 +57,19 @@ from edgesdk.simulate.partition import ARITHMETIC_CLASSES, compute_dtype
 from edgesdk.verbs.pipeline import checked_options, estimated, load_precision, read_analysis
 from edgesdk.versions import edgesdk_version, tvm_version
 
-OWN_OPTIONS = ("timeout_s", "cache", "profiles_dir", "seed", "on_stage", "unit", "fallback")
+OWN_OPTIONS = ("timeout_s", "cache", "profiles_dir", "seed", "on_stage", "unit", "fallback", "passes")
 
 
 def find_backend(profile: DeviceProfile) -> Backend:
-    serving = [backend for _, backend in plugin_manager.collect("edgesdk_backends") if isinstance(backend, Backend) and backend.serves(profile)]
-    if not serving:
+    """The backend that builds for ``profile``; two plugins offering one backend name is an error."""
+    offered = [(plugin, backend) for plugin, backend in plugin_manager.collect("edgesdk_backends") if isinstance(backend, Backend)]
+    backends = plugin_manager.unique(offered, "backend", lambda backend: backend.name)
+    if profile.backend_name not in backends:
         raise UserInputError(
             f"device '{profile.id}': no installed plugin provides its backend '{profile.backend_name}'",
             hint="`edgesdk plugins` lists what is installed; a profile's `backend` field names the backend it needs",
         )
-    return serving[0]
+    return backends[profile.backend_name][1]
 
 
 def _inputs(model: Model, inputs: str | os.PathLike | Mapping[str, np.ndarray] | None, seed: int) -> tuple[dict[str, np.ndarray], bool]:
@@ -96,7 +98,8 @@ def deploy(
     ``timeout_s`` (compile time limit), ``cache`` (False to rebuild), ``profiles_dir``,
     ``seed`` (of the random verification inputs), ``on_stage`` (a callable told each stage's name),
     ``unit`` (place every kernel on this compute unit), ``fallback`` (False: fail with exit 1
-    instead of letting kernels fall back from their preferred unit).
+    instead of letting kernels fall back from their preferred unit), ``passes`` (plugin passes to
+    run, ``{name: config}`` with a dict, JSON text or None for each config; edgesdk.plugin.passes).
     Raises ``CheckFailed`` (exit 1) after writing the artifact when verification fails.
     """
     recipe_options, options = checked_options(options, "deploy", OWN_OPTIONS)
@@ -106,10 +109,11 @@ def deploy(
     profile = get_device(device, options.get("profiles_dir"))
     backend = find_backend(profile)
     chosen = recipe(quantize, calibration, profile, **recipe_options)
+    passes = choose(options.get("passes"))
     scheme = chosen.scheme
     if scheme != "none":
         on_stage("load and quantize")
-    precision = load_precision(model, input_shapes, chosen, calibration)
+    precision = load_precision(model, input_shapes, chosen, calibration, passes)
     prepared = precision.original
     verify_inputs, user_inputs = _inputs(prepared, inputs, int(options.get("seed", 0)))
     inputs_kind = "user" if user_inputs else "random"
@@ -131,7 +135,7 @@ def deploy(
     staged = None
     try:
         compiled = compile_model(
-            precision.compiled, specs, BuildCache(private), verify_inputs, timeout_s=options.get("timeout_s"), on_stage=lambda stage: on_stage(f"compile: {stage}")
+            precision.compiled, specs, BuildCache(private), verify_inputs, timeout_s=options.get("timeout_s"), on_stage=lambda stage: on_stage(f"compile: {stage}"), passes=passes
         )
         on_stage("simulate")
         analysis = read_analysis(compiled.model_dir)
@@ -148,7 +152,7 @@ def deploy(
         )
         on_stage("write")
         manifest = _manifest(profile, backend, prepared, precision, analysis, specs, compiled, simulation, result, files=hash_tree(staged))
-        manifest.partition, manifest.estimate = placement.info(), estimate
+        manifest.partition, manifest.estimate, manifest.passes = placement.info(), estimate, passes
         if set(placement.units) - {_cpu_unit(profile)}:
             manifest.build.notes.append(
                 "the device code is CPU code; kernels placed on other units are simulated there "
@@ -216,7 +220,7 @@ def _manifest(
             device_files=[f"device/{name}" for name in device_build.files],
             simulation_library=simulation,
             kernels=device_build.kernels,
-            cache_key=build_key(precision.compiled, specs[0]),
+            cache_key=compiled.keys[0],
             cached=compiled.cached,
             compile_seconds=round(compiled.seconds, 3),
             notes=[*precision.compiled.notes[len(prepared.notes) :], *_target_notes(profile, specs[0]), *device_build.notes],
@@ -234,7 +238,7 @@ def _quantization_info(prepared: Model, precision: Precision, analysis: ModelAna
         QuantizedLayer(
             name=kernel.name,
             op_class=kernel.op_class,
-            weight_dtype=packed_weight_dtype(kernel.name)
+            weight_dtype=kernel.packed_weight_dtype
             or max((t for t in kernel.inputs if t.source in ("weight", "constant")), key=lambda t: t.bytes, default=kernel.outputs[0]).dtype,
             compute_dtype=compute_dtype(kernel),
         )

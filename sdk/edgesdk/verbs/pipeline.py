@@ -11,10 +11,13 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 
 from edgesdk.compile.build_cache import BuildCache
-from edgesdk.compile.compiler import ANALYSIS_FILE, compile_model
+from edgesdk.compile.compiler import compile_model
+from edgesdk.compile.worker import ANALYSIS_FILE
 from edgesdk.compile.kernels import ModelAnalysis
 from edgesdk.devices.profile import DeviceProfile
 from edgesdk.errors import UserInputError
+from edgesdk.frontend.passes import apply_onnx_passes
+from edgesdk.plugin.passes import PassChoice
 from edgesdk.quantization.recipe import RECIPE_OPTIONS, Calibration, Recipe
 from edgesdk.quantization.schemes import Precision, prepare
 from edgesdk.simulate.cost_model import simulate
@@ -36,15 +39,18 @@ def checked_options(options: Mapping, verb: str, own: Iterable[str] = ()) -> tup
     return {name: value for name, value in options.items() if name in RECIPE_OPTIONS}, {name: value for name, value in options.items() if name in own}
 
 
-def load_precision(source, input_shapes: InputShapes, chosen: Recipe, calibration: Calibration) -> Precision:
-    """The model loaded (input shapes bound, from ``input_shapes`` or the calibration arrays) and
-    brought to ``chosen``'s precision."""
-    return prepare(source, input_shapes, chosen, calibration)
+def load_precision(source, input_shapes: InputShapes, chosen: Recipe, calibration: Calibration, passes: Sequence[PassChoice] = ()) -> Precision:
+    """The model loaded (input shapes bound, from ``input_shapes`` or the calibration arrays), run
+    through the ``onnx``-stage plugin ``passes`` and brought to ``chosen``'s precision."""
+    return prepare(source, input_shapes, chosen, calibration, transform=(lambda model: apply_onnx_passes(model, passes)) if passes else None)
 
 
-def analysed(precision: Precision, *, timeout_s: float | None = None, cache: BuildCache | None = None, on_stage: Callable[[str], None] | None = None) -> ModelAnalysis:
-    """The fused kernels of what ``precision`` compiles (imported by TVM in the worker, cached)."""
-    compiled = compile_model(precision.compiled, [], cache or BuildCache(), None, timeout_s=timeout_s, on_stage=on_stage or (lambda stage: None))
+def analysed(
+    precision: Precision, *, timeout_s: float | None = None, cache: BuildCache | None = None, on_stage: Callable[[str], None] | None = None, passes: Sequence[PassChoice] = ()
+) -> ModelAnalysis:
+    """The fused kernels of what ``precision`` compiles (imported by TVM in the worker, after the
+    ``relax``-stage plugin ``passes``; cached)."""
+    compiled = compile_model(precision.compiled, [], cache or BuildCache(), None, timeout_s=timeout_s, on_stage=on_stage or (lambda stage: None), passes=passes)
     return read_analysis(compiled.model_dir)
 
 
