@@ -8,7 +8,7 @@ RUNTIME_STAMP := $(VENV)/.installed-runtime
 TEST_STAMP := $(VENV)/.installed-test
 PIP_INSTALL := $(BIN)/python -m pip install --quiet --disable-pip-version-check
 
-.PHONY: demo test setup clean
+.PHONY: demo test lint setup clean
 
 # The venv with edgesdk (editable) and its runtime dependencies; again when the pins change.
 $(RUNTIME_STAMP): pyproject.toml
@@ -54,7 +54,13 @@ $(EXAMPLE): examples/make_example.py | $(RUNTIME_STAMP)
 demo: $(RUNTIME_STAMP) $(TOOLCHAIN_STAMP) $(EXAMPLE)
 	$(BIN)/edgesdk deploy $(EXAMPLE) --device xr-headset --input-shape frames=1,3,96,96 -o build/hand_tracker-xr-headset
 
-test: $(TEST_STAMP) $(TOOLCHAIN_STAMP) $(TEST_MODELS)/.stamp
+# ruff (lint + format) and mypy first: seconds, and a failure says where.
+lint: $(TEST_STAMP)
+	$(BIN)/ruff check sdk plugins tests benchmarks examples
+	$(BIN)/ruff format --check sdk plugins tests benchmarks examples
+	$(BIN)/mypy
+
+test: lint $(TEST_STAMP) $(TOOLCHAIN_STAMP) $(TEST_MODELS)/.stamp
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 clean:

@@ -24,11 +24,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "examples"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-import edgesdk  # noqa: E402
 from _common import median_ms, write_result  # noqa: E402
+from make_example import hand_tracker  # noqa: E402
+
+import edgesdk  # noqa: E402
 from edgesdk.frontend.model import random_inputs  # noqa: E402
 from edgesdk.testing.models import mlp, tiny_cnn, transformer_block  # noqa: E402
-from make_example import hand_tracker  # noqa: E402
 
 MODELS = {
     "tiny_cnn": (tiny_cnn, {"image": [1, 3, 32, 32]}),

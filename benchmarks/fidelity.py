@@ -28,14 +28,15 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "examples"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-import edgesdk  # noqa: E402
 from _common import median_ms, write_result  # noqa: E402
-from edgesdk.verbs.calibrate import calibrate  # noqa: E402
-from edgesdk.compile.kernels import ModelAnalysis  # noqa: E402
-from edgesdk.simulate.measure import measure  # noqa: E402
-from edgesdk.frontend.model import random_inputs  # noqa: E402
-from edgesdk.testing import models  # noqa: E402
 from make_example import hand_tracker  # noqa: E402
+
+import edgesdk  # noqa: E402
+from edgesdk.compile.kernels import ModelAnalysis  # noqa: E402
+from edgesdk.frontend.model import random_inputs  # noqa: E402
+from edgesdk.simulate.measure import measure  # noqa: E402
+from edgesdk.testing import models  # noqa: E402
+from edgesdk.verbs.calibrate import calibrate  # noqa: E402
 
 WHEELS = ROOT / ".venv" / "test-models"
 
@@ -54,7 +55,10 @@ MODELS = {
     "large_spatial_net": (models.large_spatial_net, {"image": [1, 3, 224, 224]}),
     "hand_tracker (example)": (hand_tracker, {"frames": [1, 3, 96, 96]}),
     # Real pretrained models from PyPI wheels (downloaded by `make test`), when present.
-    "ppocr_cls (real)": (lambda: _wheel_model("rapidocr_onnxruntime-1.4.4-py3-none-any.whl", "rapidocr_onnxruntime/models/ch_ppocr_mobile_v2.0_cls_infer.onnx"), {"x": [1, 3, 48, 192]}),
+    "ppocr_cls (real)": (
+        lambda: _wheel_model("rapidocr_onnxruntime-1.4.4-py3-none-any.whl", "rapidocr_onnxruntime/models/ch_ppocr_mobile_v2.0_cls_infer.onnx"),
+        {"x": [1, 3, 48, 192]},
+    ),
     "yolov8n (real)": (lambda: _wheel_model("nudenet-3.4.2-py3-none-any.whl", "nudenet/320n.onnx"), {"images": [1, 3, 160, 160]}),
 }
 
@@ -97,7 +101,9 @@ def main() -> None:
                     "measured_ms": round(measured.latency_ms, 4),
                     "error": round(abs(predicted.latency_ms / measured.latency_ms - 1), 4),
                     "ratio": round(predicted.latency_ms / measured.latency_ms, 3),
-                    "kernel_rank_correlation": round(spearman([layer.latency_ms for layer in predicted.per_layer], [k.measured_ms for k in measured.per_kernel]), 3),
+                    "kernel_rank_correlation": round(
+                        spearman([layer.latency_ms for layer in predicted.per_layer], [k.measured_ms for k in measured.per_kernel]), 3
+                    ),
                     "onnxruntime_ms": round(onnxruntime_ms(artifact.path / "model.onnx", inputs, args.repeat), 4),
                 }
             )
@@ -110,8 +116,14 @@ def main() -> None:
     }
     print(f"{'model':<28} {'kernels':>7} {'pred ms':>9} {'meas ms':>9} {'pred/meas':>9} {'rank r':>7} {'ort ms':>8}")
     for r in records:
-        print(f"{r['model']:<28} {r['kernels']:>7} {r['predicted_ms']:>9.3f} {r['measured_ms']:>9.3f} {r['ratio']:>9.2f} {r['kernel_rank_correlation']:>7.2f} {r['onnxruntime_ms']:>8.3f}")
-    print(f"median error {summary['median_error']:.1%}, p90 {summary['p90_error']:.1%}, worst {summary['worst_error']:.1%}; median kernel rank correlation {summary['median_kernel_rank_correlation']:.2f}")
+        print(
+            f"{r['model']:<28} {r['kernels']:>7} {r['predicted_ms']:>9.3f} {r['measured_ms']:>9.3f} {r['ratio']:>9.2f}"
+            f" {r['kernel_rank_correlation']:>7.2f} {r['onnxruntime_ms']:>8.3f}"
+        )
+    print(
+        f"median error {summary['median_error']:.1%}, p90 {summary['p90_error']:.1%}, worst {summary['worst_error']:.1%}; "
+        f"median kernel rank correlation {summary['median_kernel_rank_correlation']:.2f}"
+    )
     calibrated = {"launch_overhead_s": calibration.launch_overhead_s, "efficiency": calibration.efficiency, "created_utc": calibration.created_utc}
     write_result(args.out, {"benchmark": "fidelity", "device": "pc", "calibration": calibrated, "repeat": args.repeat, "summary": summary, "models": records})
 

@@ -15,6 +15,7 @@ Nothing is asserted. benchmarks/quant_real.py does the same for real pretrained 
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 import tempfile
 from pathlib import Path
@@ -25,11 +26,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "examples"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-import edgesdk  # noqa: E402
 from _common import median_ms, write_result  # noqa: E402
 from digits import INPUT, top1, train_digits_cnn  # noqa: E402
-from edgesdk.quantization.recipe import CALIBRATED  # noqa: E402
+
+import edgesdk  # noqa: E402
 from edgesdk.frontend.reference import reference_runner  # noqa: E402
+from edgesdk.quantization.recipe import CALIBRATED  # noqa: E402
 
 DEVICES = ["phone", "pc", "xr-headset", "automotive", "iot", "mcu"]
 # (name, deploy options); calibrated schemes also get the calibration samples
@@ -63,7 +65,7 @@ def main() -> None:
             for device in DEVICES:
                 estimate = edgesdk.profile(digits.model, device, **options).estimate
                 simulated[device] = {"latency_ms": round(estimate.latency_ms, 5), "energy_mj": round(estimate.energy_mj, 7)}
-            artifact_ms, ort_ms = median_ms(call, args.repeat), median_ms(lambda: reference(one), args.repeat)
+            artifact_ms, ort_ms = median_ms(call, args.repeat), median_ms(functools.partial(reference, one), args.repeat)
             records.append(
                 {
                     "scheme": name,
@@ -85,7 +87,8 @@ def main() -> None:
     for r in records:
         print(
             f"{r['scheme']:<17} {r['top1']:>6.4f} {100 * (base - r['top1']):>7.2f} {r['weight_ratio']:>7.3f}x {r['integer_layers']:>4}/{r['layers']:<5}"
-            f" {r['simulated']['phone']['latency_ms']:>9.4f} {r['simulated']['mcu']['latency_ms']:>8.3f} {r['pc_measured_ms']:>7.4f} {r['onnxruntime_ms']:>7.4f} {r['ratio_vs_onnxruntime']:>6.2f}"
+            f" {r['simulated']['phone']['latency_ms']:>9.4f} {r['simulated']['mcu']['latency_ms']:>8.3f}"
+            f" {r['pc_measured_ms']:>7.4f} {r['onnxruntime_ms']:>7.4f} {r['ratio_vs_onnxruntime']:>6.2f}"
         )
     write_result(args.out, {"benchmark": "quant", "model": "digits_cnn", "heldout_images": len(labels), "repeat": args.repeat, "schemes": records})
 

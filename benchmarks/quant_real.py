@@ -29,11 +29,12 @@ import onnx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-import edgesdk  # noqa: E402
 from _common import write_result  # noqa: E402
+
+import edgesdk  # noqa: E402
+from edgesdk.frontend.reference import reference_runner  # noqa: E402
 from edgesdk.quantization.recipe import CALIBRATED  # noqa: E402
 from edgesdk.testing.real_models import REAL_MODELS, inputs, metric_names, real_model, run_each, score  # noqa: E402
-from edgesdk.frontend.reference import reference_runner  # noqa: E402
 
 SCHEMES = ["none", "int8", "w8a16", "w4a16", "w4a8", "fp16", "vq"]
 EVAL_INPUTS = {"rec": 60, "cls": 60, "det": 12, "detect": 24}
@@ -76,7 +77,8 @@ def main() -> None:
                 fp32_s = fp32_s or seconds
                 leaks = [line for line in stderr if line.strip() and not line.startswith(OWN_PREFIXES)]
                 record = {"model": model_id, "scheme": scheme, "deploy_s": round(seconds, 1), "vs_fp32_deploy": round(seconds / fp32_s, 2), "exit_code": code,
-                          "third_party_lines": len(leaks), "leak_sample": leaks[:3], "own_lines": [line for line in stderr if line.startswith(OWN_PREFIXES)][:5]}  # fmt: skip
+                          "third_party_lines": len(leaks), "leak_sample": leaks[:3],
+                          "own_lines": [line for line in stderr if line.startswith(OWN_PREFIXES)][:5]}  # fmt: skip
                 if code == 0:
                     artifact = edgesdk.load_artifact(out)
                     record["verified"] = artifact.manifest.verification.passed
@@ -86,9 +88,20 @@ def main() -> None:
                 records.append(record)
                 task = record.get("task", {})
                 shown = ", ".join(f"{name} {task[name]:.4f}" for name in metric_names(model_id) if name in task)
-                print(f"{model_id:<16} {scheme:<6} deploy {seconds:7.1f} s ({seconds / fp32_s:4.2f}x fp32) exit {code} leaks {len(leaks):>3}  {shown}", flush=True)
+                print(
+                    f"{model_id:<16} {scheme:<6} deploy {seconds:7.1f} s ({seconds / fp32_s:4.2f}x fp32) exit {code} leaks {len(leaks):>3}  {shown}", flush=True
+                )
                 # written after every deploy: a long run that is stopped keeps what it measured
-                write_result(args.out, {"benchmark": "quant_real", "device": args.device, "calibration_samples": CALIBRATION_SAMPLES, "eval_inputs": EVAL_INPUTS, "records": records})
+                write_result(
+                    args.out,
+                    {
+                        "benchmark": "quant_real",
+                        "device": args.device,
+                        "calibration_samples": CALIBRATION_SAMPLES,
+                        "eval_inputs": EVAL_INPUTS,
+                        "records": records,
+                    },
+                )
 
 
 if __name__ == "__main__":

@@ -51,10 +51,16 @@ def train_digits_cnn(seed: int = 0, epochs: int = 30) -> Digits:
     torch.use_deterministic_algorithms(True)
     x_train, x_test, y_train, y_test = _data(seed)
     model = nn.Sequential(
-        nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(),
-        nn.Conv2d(16, 32, 3, stride=2, padding=1), nn.ReLU(),
-        nn.Conv2d(32, 32, 3, padding=1), nn.ReLU(),
-        nn.Flatten(), nn.Linear(32 * 4 * 4, 64), nn.ReLU(), nn.Linear(64, 10),
+        nn.Conv2d(1, 16, 3, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(16, 32, 3, stride=2, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(32, 32, 3, padding=1),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.Linear(32 * 4 * 4, 64),
+        nn.ReLU(),
+        nn.Linear(64, 10),
     )
     optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
     images, labels = torch.from_numpy(x_train), torch.from_numpy(y_train)

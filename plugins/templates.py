@@ -13,5 +13,7 @@ def edgesdk_templates():
     root = files("edgesdk_templates")
     return [
         Template(name="app", kind="app", description="A project that deploys one ONNX model to several devices and verifies it on each", path=root / "app"),
-        Template(name="plugin", kind="plugin", description="A pip-installable plugin that adds a device: its profile, its backend and tests", path=root / "plugin"),
+        Template(
+            name="plugin", kind="plugin", description="A pip-installable plugin that adds a device: its profile, its backend and tests", path=root / "plugin"
+        ),
     ]

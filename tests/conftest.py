@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from edgesdk.plugin import manager as plugin_manager
 from edgesdk.cli.app import main
+from edgesdk.plugin import manager as plugin_manager
 
 BUILTIN_DEVICES = ["phone", "pc", "xr-headset", "automotive", "iot", "mcu"]
 

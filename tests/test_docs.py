@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from edgesdk import reference_docs
-from edgesdk.plugin import hookspecs
 from edgesdk.cli.app import make_app
+from edgesdk.plugin import hookspecs
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 HOOKS = [name for name in hookspecs.__all__ if name.startswith("edgesdk_")]
@@ -31,9 +31,7 @@ def test_every_builtin_command_is_in_the_cli_reference():
 @pytest.mark.parametrize("filename", sorted(reference_docs.PAGES))
 def test_generated_reference_is_current(filename):
     committed = (DOCS / "reference" / filename).read_text()
-    assert committed == reference_docs.PAGES[filename](), (
-        "regenerate with: python -m edgesdk.reference_docs docs/reference"
-    )
+    assert committed == reference_docs.PAGES[filename](), "regenerate with: python -m edgesdk.reference_docs docs/reference"
 
 
 def test_relative_links_resolve():

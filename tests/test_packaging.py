@@ -163,7 +163,9 @@ def installed(distributions) -> dict:
     # No extras: the runtime dependencies only. pip reuses what it has cached.
     done = _run(
         [python, "-m", "pip", "install", "--disable-pip-version-check", "--no-input", distributions["wheel"]],
-        cwd=base, env=_clean_env(), timeout=INSTALL_TIMEOUT,
+        cwd=base,
+        env=_clean_env(),
+        timeout=INSTALL_TIMEOUT,
     )
     seconds = time.perf_counter() - started
     assert done.returncode == 0, f"pip install failed:\n{done.stdout[-4000:]}\n{done.stderr[-4000:]}"
@@ -214,8 +216,11 @@ def _tiny_model(path: Path) -> Path:
         helper.make_node("MatMul", ["flat", "fc_w"], ["y"]),
     ]
     graph = helper.make_graph(
-        nodes, "tiny", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 16, 16])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4])], weights,
+        nodes,
+        "tiny",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 16, 16])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4])],
+        weights,
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     onnx.checker.check_model(model, full_check=True)

@@ -11,6 +11,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel
+
 from edgesdk.artifact.manifest import Manifest
 from edgesdk.devices.profile import DeviceProfile
 
@@ -52,7 +54,7 @@ def _table(model: dict[str, Any], definitions: dict[str, Any]) -> list[str]:
     return lines
 
 
-def _reference(model: type, title: str, intro: list[str]) -> str:
+def _reference(model: type[BaseModel], title: str, intro: list[str]) -> str:
     schema = model.model_json_schema()
     definitions = schema.get("$defs", {})
     lines = [
@@ -99,7 +101,7 @@ def manifest_reference() -> str:
     )
 
 
-def _schema(model: type) -> str:
+def _schema(model: type[BaseModel]) -> str:
     return json.dumps(model.model_json_schema(), indent=2) + "\n"
 
 

@@ -69,9 +69,7 @@ def test_external_plugins_one_adds_a_device_one_is_broken(run_cli, make_plugin):
     assert code == 0
     devices = {record["id"]: record for record in json.loads(out)}  # stdout is still valid JSON
     assert devices["toaster"]["plugin"] == good
-    assert err.splitlines() == [
-        f"warning: plugin '{broken}' skipped, failed to import: ModuleNotFoundError: No module named 'not_a_module_anywhere'"
-    ]
+    assert err.splitlines() == [f"warning: plugin '{broken}' skipped, failed to import: ModuleNotFoundError: No module named 'not_a_module_anywhere'"]
     code, out, _ = run_cli("plugins", "--json")
     records = {record["name"]: record for record in json.loads(out)}
     assert records[good]["builtin"] is False and records[good]["error"] is None
@@ -134,7 +132,7 @@ def test_unknown_device_lookup_error_is_one_line(run_cli, make_plugin):
 
 def test_internal_errors_are_one_line_and_exit_1(run_cli, make_plugin):
     make_plugin(
-        '''
+        """
         from edgesdk.plugin import hookimpl
 
         @hookimpl
@@ -142,7 +140,7 @@ def test_internal_errors_are_one_line_and_exit_1(run_cli, make_plugin):
             @app.command("crash")
             def crash():
                 return 1 / 0
-        '''
+        """
     )
     code, _, err = run_cli("crash")
     assert code == 1

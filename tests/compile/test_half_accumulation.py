@@ -12,7 +12,9 @@ def _half_model(op: str) -> onnx.ModelProto:
     rng = np.random.default_rng(0)
     if op == "GlobalAveragePool":  # 6,400 values of ~100: their float16 sum would be inf
         graph = helper.make_graph(
-            [helper.make_node("GlobalAveragePool", ["x"], ["y"])], "half", [helper.make_tensor_value_info("x", TensorProto.FLOAT16, [1, 2, 80, 80])],
+            [helper.make_node("GlobalAveragePool", ["x"], ["y"])],
+            "half",
+            [helper.make_tensor_value_info("x", TensorProto.FLOAT16, [1, 2, 80, 80])],
             [helper.make_tensor_value_info("y", TensorProto.FLOAT16, [1, 2, 1, 1])],
         )
         return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
@@ -23,7 +25,10 @@ def _half_model(op: str) -> onnx.ModelProto:
         weight = rng.standard_normal((4, 2, 2, 2)).astype(np.float16)
         node, shape, out = helper.make_node("ConvTranspose", ["x", "w"], ["y"], strides=[2, 2]), [1, 4, 8, 8], [1, 2, 16, 16]
     graph = helper.make_graph(
-        [node], "half", [helper.make_tensor_value_info("x", TensorProto.FLOAT16, shape)], [helper.make_tensor_value_info("y", TensorProto.FLOAT16, out)],
+        [node],
+        "half",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT16, shape)],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT16, out)],
         [onnx.numpy_helper.from_array(weight, "w")],
     )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
@@ -38,7 +43,7 @@ def test_float16_layers_sum_in_float32_and_round_once(op, tmp_path):
     shape = [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim]
     mod, weights, _, _ = lowering.import_onnx(tmp_path / "m.onnx", {"x": shape})
     text = mod["main"].script()
-    assert ('out_dtype="float32"' in text or op == "GlobalAveragePool") and 'R.astype(' in text
+    assert ('out_dtype="float32"' in text or op == "GlobalAveragePool") and "R.astype(" in text
     optimized, target = lowering.optimize(mod, {"kind": "llvm", "mtriple": "x86_64-linux-gnu"})
     executable = tvm.compile(optimized, target)
     x = np.random.default_rng(1).standard_normal(shape).astype(np.float16)

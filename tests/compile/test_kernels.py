@@ -42,8 +42,8 @@ def test_loop_nest_features_of_lowered_kernels(tmp_path):
     4 KiB along its channel reduction; a depthwise 3x3 reduces over 9 taps; GELU's erf is counted."""
     import onnx
 
-    from edgesdk.verbs.calibrate import MicroOp, suite_model
     from edgesdk.compile.lowering import analyze_kernels, import_onnx
+    from edgesdk.verbs.calibrate import MicroOp, suite_model
 
     ops = [
         MicroOp("pointwise", "Conv", (1, 32, 32, 32), ((16, 32, 1, 1),)),

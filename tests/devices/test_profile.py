@@ -59,9 +59,7 @@ def test_minimal_profile_validates_with_defaults():
 
 
 def test_unknown_field_is_rejected_and_named():
-    assert error_text(with_change("compute_units.cpu.peak_tops", 5)) == (
-        "compute_units.cpu.peak_tops: Extra inputs are not permitted"
-    )
+    assert error_text(with_change("compute_units.cpu.peak_tops", 5)) == ("compute_units.cpu.peak_tops: Extra inputs are not permitted")
 
 
 def test_wrong_type_names_the_field():

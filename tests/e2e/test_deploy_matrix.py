@@ -79,8 +79,8 @@ def test_the_kernel_analysis_follows_the_fused_model(tmp_path):
 
 def test_simulated_latency_orders_the_devices(tmp_path):
     from edgesdk.compile.kernels import ModelAnalysis
-    from edgesdk.simulate.partition import partition
     from edgesdk.simulate.cost_model import simulate
+    from edgesdk.simulate.partition import partition
 
     build, shapes = MODELS["transformer_block"]
     artifact = edgesdk.deploy(build(), "pc", tmp_path / "a", input_shapes=shapes)

@@ -33,8 +33,13 @@ def ort_qdq_model(tmp_path, activations="QInt8"):
             return next(samples, None)
 
     quantize_static(
-        str(tmp_path / "fp32.onnx"), str(tmp_path / "qdq.onnx"), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-        activation_type=getattr(QuantType, activations), weight_type=QuantType.QInt8,
+        str(tmp_path / "fp32.onnx"),
+        str(tmp_path / "qdq.onnx"),
+        Reader(),
+        quant_format=QuantFormat.QDQ,
+        per_channel=True,
+        activation_type=getattr(QuantType, activations),
+        weight_type=QuantType.QInt8,
     )
     return tmp_path / "qdq.onnx"
 
@@ -49,7 +54,7 @@ def integer_blocks(path, shapes):
     mod, _, _, _ = import_onnx(path, shapes)
     lowered, _ = optimize(mod, {"kind": "llvm"})
     found = []
-    for global_var, func in lowered.functions.items():
+    for _global_var, func in lowered.functions.items():
         if not isinstance(func, tvm.tirx.PrimFunc):
             continue
         schedule = tvm.s_tir.Schedule(tvm.IRModule({"main": func}))
@@ -89,7 +94,9 @@ def test_lowered_tir_multiplies_int8_and_accumulates_int32(tmp_path):
 
     fp32 = tmp_path / "fp32.onnx"
     onnx.save(prepared.proto, fp32)
-    assert {(frozenset(operands), accumulator) for _, operands, accumulator in integer_blocks(fp32, {"image": [1, 3, 96, 96]})} == {(frozenset({"float32"}), "float32")}
+    assert {(frozenset(operands), accumulator) for _, operands, accumulator in integer_blocks(fp32, {"image": [1, 3, 96, 96]})} == {
+        (frozenset({"float32"}), "float32")
+    }
 
 
 def test_int8_deploy_from_the_cli_records_scheme_layers_and_accuracy(tmp_path, run_cli, monkeypatch):
@@ -97,8 +104,21 @@ def test_int8_deploy_from_the_cli_records_scheme_layers_and_accuracy(tmp_path, r
     onnx.save(tiny_cnn(), tmp_path / "m.onnx")
     np.savez(tmp_path / "cal.npz", **calibration(32))
     code, out, err = run_cli(
-        "deploy", str(tmp_path / "m.onnx"), "--device", "phone", "--input-shape", "image=1,3,32,32", "--quantize", "int8",
-        "--calibration", str(tmp_path / "cal.npz"), "--range-method", "percentile", "-o", str(tmp_path / "a"), "--json",
+        "deploy",
+        str(tmp_path / "m.onnx"),
+        "--device",
+        "phone",
+        "--input-shape",
+        "image=1,3,32,32",
+        "--quantize",
+        "int8",
+        "--calibration",
+        str(tmp_path / "cal.npz"),
+        "--range-method",
+        "percentile",
+        "-o",
+        str(tmp_path / "a"),
+        "--json",
     )
     assert code == 0, err
     quantization = json.loads(out)["quantization"]
@@ -107,15 +127,27 @@ def test_int8_deploy_from_the_cli_records_scheme_layers_and_accuracy(tmp_path, r
     accuracy = quantization["accuracy"]
     assert accuracy["samples"] == 32 and accuracy["outputs"][0]["top1_agreement"] >= 0.9 and accuracy["outputs"][0]["cosine"] > 0.99
     code, out, err = run_cli(
-        "deploy", str(tmp_path / "m.onnx"), "--device", "phone", "--input-shape", "image=1,3,32,32", "--quantize", "auto",
-        "--calibration", str(tmp_path / "cal.npz"), "-o", str(tmp_path / "auto"), "--json",
+        "deploy",
+        str(tmp_path / "m.onnx"),
+        "--device",
+        "phone",
+        "--input-shape",
+        "image=1,3,32,32",
+        "--quantize",
+        "auto",
+        "--calibration",
+        str(tmp_path / "cal.npz"),
+        "-o",
+        str(tmp_path / "auto"),
+        "--json",
     )
     assert code == 0, err
     assert (json.loads(out)["quantization"]["scheme"], json.loads(out)["quantization"]["range_method"]) == ("int8", "percentile")  # the phone's recipe
     code, _, err = run_cli("verify", str(tmp_path / "a"))
     assert code == 0, err
     code, out, err = run_cli(
-        "deploy", str(tmp_path / "m.onnx"), "--device", "phone", "--input-shape", "image=1,3,32,32", "--quantize", "w4a16", "--calibration", str(tmp_path / "cal.npz"),
+        "deploy", str(tmp_path / "m.onnx"), "--device", "phone", "--input-shape", "image=1,3,32,32",
+        "--quantize", "w4a16", "--calibration", str(tmp_path / "cal.npz"),
         "-o", str(tmp_path / "w4"),
     )  # fmt: skip
     assert code == 0, err
@@ -172,8 +204,11 @@ def outlier_mlp() -> onnx.ModelProto:
         helper.make_node("MatMul", ["r", "w2"], ["logits"], name="classifier"),
     ]
     graph = helper.make_graph(
-        nodes, "outlier_mlp", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 16])],
-        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 10])], [numpy_helper.from_array(w1, "w1"), numpy_helper.from_array(w2, "w2")],
+        nodes,
+        "outlier_mlp",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 16])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 10])],
+        [numpy_helper.from_array(w1, "w1"), numpy_helper.from_array(w2, "w2")],
     )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
 
@@ -256,9 +291,9 @@ def test_lowered_tir_reads_packed_int4_weights_inside_the_conv_and_matmul_loops(
     assert len(blocks) == 5 and all(operands == {"float16", "uint8"} for _, operands, _ in blocks), blocks
     mod, weights, names, _ = import_onnx(tmp_path / "w4.onnx", {"digits": [1, 1, 8, 8]})
     rows_by_depth = [(16, 9), (32, 144), (32, 288), (64, 512), (10, 64)]  # output channels x reduction length
-    packed = sorted(a.shape for a, name in zip(weights, names) if name.endswith("_packed"))
+    packed = sorted(a.shape for a, name in zip(weights, names, strict=False) if name.endswith("_packed"))
     assert packed == sorted((rows, -(-depth // 2)) for rows, depth in rows_by_depth)  # a row of odd length pads one nibble
-    rest = [a for a, name in zip(weights, names) if not name.endswith("_packed")]  # scales and biases
+    rest = [a for a, name in zip(weights, names, strict=False) if not name.endswith("_packed")]  # scales and biases
     assert all(a.dtype == np.float16 for a in rest) and sum(a.size for a in rest) < sum(r * d for r, d in rows_by_depth) / 16
 
     # w4a8: int8 activations times unpacked int4 weights, summed in int32 per group of weights.

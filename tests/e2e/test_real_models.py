@@ -10,9 +10,9 @@ import pytest
 
 import edgesdk
 from edgesdk.frontend.model import load_model
+from edgesdk.frontend.reference import reference_runner
 from edgesdk.testing import real_models
 from edgesdk.testing.real_models import REAL_MODELS, inputs, run_each, score
-from edgesdk.frontend.reference import reference_runner
 
 pytestmark = pytest.mark.slow
 

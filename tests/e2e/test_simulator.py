@@ -45,8 +45,8 @@ def test_topk_on_the_phone_falls_back_to_the_cpu_and_pays_a_transfer(tmp_path):
 def test_calibrate_fits_this_host_and_later_estimates_use_it(run_cli, tmp_path, monkeypatch):
     import json
 
-    from edgesdk.verbs.calibrate import micro_benchmarks
     from edgesdk.testing.models import mlp
+    from edgesdk.verbs.calibrate import micro_benchmarks
 
     monkeypatch.setenv("EDGESDK_CACHE_DIR", str(tmp_path / "cache"))
     code, out, err = run_cli("calibrate", "--device", "pc", "--repeat", "5", "--json")
@@ -70,7 +70,9 @@ def test_devices_rank_as_their_peaks_say_and_fp16_runs_on_the_phone_npu():
     from edgesdk.testing.models import large_spatial_net, tiny_cnn
 
     model, shapes = large_spatial_net(), {"image": [1, 3, 224, 224]}
-    latency = {device: edgesdk.profile(model, device, input_shapes=shapes).estimate.latency_ms for device in ["phone", "pc", "xr-headset", "automotive", "iot", "mcu"]}
+    latency = {
+        device: edgesdk.profile(model, device, input_shapes=shapes).estimate.latency_ms for device in ["phone", "pc", "xr-headset", "automotive", "iot", "mcu"]
+    }
     assert max(latency, key=latency.get) == "mcu"
 
     npu = edgesdk.profile(model, "phone", input_shapes=shapes, quantize="fp16")
@@ -103,7 +105,19 @@ def test_an_fp16_deploy_runs_in_half_precision_and_is_checked_against_the_fp32_m
     from make_example import hand_tracker
 
     onnx.save(hand_tracker(), tmp_path / "hand.onnx")
-    code, out, err = run_cli("deploy", str(tmp_path / "hand.onnx"), "--device", "phone", "--quantize", "fp16", "--input-shape", "frames=1,3,96,96", "-o", str(tmp_path / "a"), "--json")
+    code, out, err = run_cli(
+        "deploy",
+        str(tmp_path / "hand.onnx"),
+        "--device",
+        "phone",
+        "--quantize",
+        "fp16",
+        "--input-shape",
+        "frames=1,3,96,96",
+        "-o",
+        str(tmp_path / "a"),
+        "--json",
+    )
     assert code == 0, err
     manifest = json.loads(out)
     quantization = manifest["quantization"]

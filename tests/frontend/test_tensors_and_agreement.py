@@ -3,11 +3,11 @@ import math
 import numpy as np
 import pytest
 
+from edgesdk.artifact.verification import verification
 from edgesdk.errors import UserInputError
+from edgesdk.frontend.agreement import compare, tolerance
 from edgesdk.frontend.model import TensorSpec
 from edgesdk.frontend.tensors import check_inputs, load_npz, save_npz
-from edgesdk.artifact.verification import verification
-from edgesdk.frontend.agreement import compare, tolerance
 
 SPECS = [TensorSpec("x", (2, 3), "float32"), TensorSpec("ids", (2,), "int64")]
 

@@ -13,7 +13,7 @@ from edgesdk.errors import ProfileError
 from edgesdk.plugin import manager as plugin_manager
 from tests.conftest import BUILTIN_DEVICES
 
-PROFILE_PLUGIN = '''
+PROFILE_PLUGIN = """
 from pathlib import Path
 from edgesdk.plugin import hookimpl
 
@@ -23,7 +23,7 @@ HERE = Path(__file__).parent
 def edgesdk_device_profiles():
     (HERE / "toaster.yaml").write_text("id: toaster\\nextends: mcu\\nname: Smart toaster\\n")
     return [HERE / "toaster.yaml"]
-'''
+"""
 
 
 def infos_by_name():
@@ -51,28 +51,28 @@ def test_extra_plugin_module_contributes_a_yaml_profile(make_plugin):
 
 def test_plugin_returning_a_profile_object(make_plugin):
     name = make_plugin(
-        '''
+        """
         from edgesdk.plugin import DeviceProfile, hookimpl
         from tests.devices.test_profile import MINIMAL
 
         @hookimpl
         def edgesdk_device_profiles():
             return [DeviceProfile.model_validate(MINIMAL)]
-        '''
+        """
     )
     assert edgesdk.get_device("tiny").source.plugin == name
 
 
 def test_profile_hook_that_looks_devices_up_is_stopped(make_plugin, caplog):
     name = make_plugin(
-        '''
+        """
         from edgesdk import get_device
         from edgesdk.plugin import hookimpl
 
         @hookimpl
         def edgesdk_device_profiles():
             return [get_device("pc").model_copy(update={"id": "pc-clone"})]
-        '''
+        """
     )
     with caplog.at_level(logging.WARNING, logger="edgesdk"):
         assert "pc-clone" not in [profile.id for profile in edgesdk.devices()]
@@ -93,13 +93,13 @@ def test_plugin_that_fails_to_import_is_named_and_skipped(make_plugin, caplog):
 
 def test_misspelt_hook_is_rejected_by_name(make_plugin):
     name = make_plugin(
-        '''
+        """
         from edgesdk.plugin import hookimpl
 
         @hookimpl
         def edgesdk_device_profile():
             return []
-        '''
+        """
     )
     info = infos_by_name()[name]
     assert info.error.startswith("invalid plugin: PluginValidationError")
@@ -109,31 +109,31 @@ def test_misspelt_hook_is_rejected_by_name(make_plugin):
 
 def test_hook_that_raises_or_returns_junk_is_skipped(make_plugin, caplog):
     raising = make_plugin(
-        '''
+        """
         from edgesdk.plugin import hookimpl
 
         @hookimpl
         def edgesdk_device_profiles():
             raise ValueError("boom")
-        '''
+        """
     )
     junk = make_plugin(
-        '''
+        """
         from edgesdk.plugin import hookimpl
 
         @hookimpl
         def edgesdk_device_profiles():
             return "phone.yaml"
-        '''
+        """
     )
     weird_item = make_plugin(
-        '''
+        """
         from edgesdk.plugin import hookimpl
 
         @hookimpl
         def edgesdk_device_profiles():
             return [42]
-        '''
+        """
     )
     with caplog.at_level(logging.WARNING, logger="edgesdk"):
         ids = [profile.id for profile in edgesdk.devices()]
@@ -145,7 +145,7 @@ def test_hook_that_raises_or_returns_junk_is_skipped(make_plugin, caplog):
 
 def test_plugin_profile_that_is_invalid_is_skipped_and_a_duplicate_id_names_both_plugins(make_plugin, caplog):
     name = make_plugin(
-        '''
+        """
         from pathlib import Path
         from edgesdk.plugin import hookimpl
 
@@ -156,7 +156,7 @@ def test_plugin_profile_that_is_invalid_is_skipped_and_a_duplicate_id_names_both
             (HERE / "bad.yaml").write_text("extends: mcu\\nmemory: {dram_bytes: -1}\\n")
             (HERE / "dup.yaml").write_text("id: phone\\nextends: mcu\\n")
             return [HERE / "bad.yaml"] + ([HERE / "dup.yaml"] if (HERE / "with-dup").exists() else [])
-        '''
+        """
     )
     with caplog.at_level(logging.WARNING, logger="edgesdk"):
         profiles = {profile.id: profile for profile in edgesdk.devices()}
@@ -171,7 +171,7 @@ def test_plugin_profile_that_is_invalid_is_skipped_and_a_duplicate_id_names_both
 
 def test_every_hook_is_collected_per_plugin(make_plugin):
     name = make_plugin(
-        '''
+        """
         from pathlib import Path
         from edgesdk.plugin import Backend, Pass, Template, ZigCC, hookimpl
 
@@ -192,7 +192,7 @@ def test_every_hook_is_collected_per_plugin(make_plugin):
         @hookimpl
         def edgesdk_templates():
             return [Template(name="hello", kind="app", description="Hello app", path=Path("."))]
-        '''
+        """
     )
     (backend,) = [item for plugin, item in plugin_manager.collect("edgesdk_backends") if plugin == name]
     assert backend.serves(edgesdk.get_device("pc"))

@@ -100,9 +100,23 @@ def test_passes_change_the_artifact_at_their_stage_and_are_verified(sample_passe
 @pytest.mark.slow
 def test_the_pass_option_on_the_command_line(sample_passes, tmp_path, run_cli):
     onnx.save(tiny_cnn(), tmp_path / "cnn.onnx")
-    code, out, err = run_cli("deploy", str(tmp_path / "cnn.onnx"), "--device", "pc", "--input-shape", "image=1,3,32,32", "--pass", 'scale-outputs={"factor": 0.5}', "-o", str(tmp_path / "a"), "--json")
+    code, out, err = run_cli(
+        "deploy",
+        str(tmp_path / "cnn.onnx"),
+        "--device",
+        "pc",
+        "--input-shape",
+        "image=1,3,32,32",
+        "--pass",
+        'scale-outputs={"factor": 0.5}',
+        "-o",
+        str(tmp_path / "a"),
+        "--json",
+    )
     assert code == 0, err
     assert json.loads(out)["passes"] == [{"name": "scale-outputs", "plugin": "sample_passes", "stage": "onnx", "config": {"factor": 0.5}}]
-    code, out, err = run_cli("deploy", str(tmp_path / "cnn.onnx"), "--device", "pc", "--input-shape", "image=1,3,32,32", "--pass", "nope", "-o", str(tmp_path / "b"))
+    code, out, err = run_cli(
+        "deploy", str(tmp_path / "cnn.onnx"), "--device", "pc", "--input-shape", "image=1,3,32,32", "--pass", "nope", "-o", str(tmp_path / "b")
+    )
     assert (code, out) == (2, "") and err.splitlines()[0] == "error: --pass nope: no installed plugin offers it"
     assert not (tmp_path / "b").exists()

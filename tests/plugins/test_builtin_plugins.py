@@ -7,9 +7,9 @@ import re
 from importlib.metadata import entry_points
 from importlib.resources import files
 
-import edgesdk
 import pytest
 
+import edgesdk
 from tests.conftest import BUILTIN_DEVICES
 
 EXPECTED_ISA = {

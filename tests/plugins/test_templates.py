@@ -11,10 +11,11 @@ from importlib.metadata import entry_points
 from importlib.resources import files
 from pathlib import Path
 
-import edgesdk
 import onnx
 import pytest
 import yaml
+
+import edgesdk
 from edgesdk_plugins import templates as templates_plugin
 
 REPO = Path(__file__).resolve().parents[2]

@@ -4,8 +4,8 @@ import numpy as np
 from onnx import TensorProto, helper, numpy_helper
 
 from edgesdk.frontend.model import load_model
-from edgesdk.quantization.equalize import equalize
 from edgesdk.frontend.reference import reference_outputs
+from edgesdk.quantization.equalize import equalize
 
 
 def imbalanced_net(depthwise: bool = False):
@@ -23,8 +23,11 @@ def imbalanced_net(depthwise: bool = False):
     inits = [numpy_helper.from_array(v.astype(np.float32), n) for n, v in (("wa", w_a), ("ba", b_a), ("wb", w_b))]
     out_channels = 8 if depthwise else 4
     graph = helper.make_graph(
-        nodes, "imbalanced", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, out_channels, 8, 8])], inits,
+        nodes,
+        "imbalanced",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, out_channels, 8, 8])],
+        inits,
     )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
 

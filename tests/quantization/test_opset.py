@@ -5,10 +5,10 @@ import onnx
 import pytest
 
 from edgesdk.frontend.model import load_model
-from edgesdk.quantization.recipe import AVAILABLE, recipe
-from edgesdk.quantization.schemes import apply_scheme
 from edgesdk.quantization.accuracy import measure_agreement
 from edgesdk.quantization.opset import SCHEME_OPSET, carried_over, newest_quantized_opset, opset_of
+from edgesdk.quantization.recipe import AVAILABLE, recipe
+from edgesdk.quantization.schemes import apply_scheme
 from edgesdk.testing.models import opset_net
 
 NEWEST = onnx.defs.onnx_opset_version()

@@ -5,8 +5,8 @@ import pytest
 
 from edgesdk.errors import UserInputError
 from edgesdk.frontend.model import TensorSpec
-from edgesdk.quantization.recipe import Recipe, recipe
 from edgesdk.quantization.ptq import _mse_range, calibration_samples
+from edgesdk.quantization.recipe import Recipe, recipe
 
 
 @pytest.mark.parametrize(
@@ -67,7 +67,10 @@ def test_calibration_samples_split_stacked_arrays_and_accept_one_sample():
 @pytest.mark.parametrize(
     ("arrays", "message"),
     [
-        ({"image": np.zeros((5, 3, 9, 9)), "scale": np.zeros((5, 1))}, "cal.npz: input 'image' has shape [5, 3, 9, 9]; calibration wants N samples of [1, 3, 8, 8]"),
+        (
+            {"image": np.zeros((5, 3, 9, 9)), "scale": np.zeros((5, 1))},
+            "cal.npz: input 'image' has shape [5, 3, 9, 9]; calibration wants N samples of [1, 3, 8, 8]",
+        ),
         ({"image": np.zeros((5, 3, 8, 8)), "scale": np.zeros((4, 1))}, "cal.npz: inputs hold different numbers of samples: [4, 5]"),
         ({"image": np.zeros((5, 3, 8, 8))}, "cal.npz: inputs do not match the model (missing scale)"),
     ],
@@ -81,7 +84,12 @@ def test_bad_calibration_data_is_a_clear_error(arrays, message):
 @pytest.mark.parametrize("distribution", ["normal", "laplace", "uniform", "relu"])
 def test_mse_range_never_quantizes_worse_than_minmax(distribution):
     rng = np.random.default_rng(1)
-    values = {"normal": rng.standard_normal(50_000), "laplace": rng.laplace(size=50_000), "uniform": rng.uniform(-1, 3, 50_000), "relu": np.maximum(rng.standard_normal(50_000), 0)}[distribution]
+    values = {
+        "normal": rng.standard_normal(50_000),
+        "laplace": rng.laplace(size=50_000),
+        "uniform": rng.uniform(-1, 3, 50_000),
+        "relu": np.maximum(rng.standard_normal(50_000), 0),
+    }[distribution]
 
     def error(low, high):
         low, high = min(low, 0.0), max(high, 0.0)

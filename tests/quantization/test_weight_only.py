@@ -6,9 +6,9 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
+from edgesdk.compile.packed_kernels import extract_blocked_weights
 from edgesdk.frontend.model import load_model
 from edgesdk.quantization.schemes import weight_bytes
-from edgesdk.compile.packed_kernels import extract_blocked_weights
 from edgesdk.quantization.weight_only import quantize_rows, quantize_weight_only
 from edgesdk.testing.models import tiny_cnn
 
@@ -46,7 +46,10 @@ def _blocked_matmul(quantized) -> onnx.ModelProto:
         helper.make_node("Gemm", ["x", "w"], ["y"], transB=1),
     ]
     graph = helper.make_graph(
-        nodes, "blocked", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 37])], [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8])],
+        nodes,
+        "blocked",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 37])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8])],
         [stored, numpy_helper.from_array(quantized.scales, "ws")],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)])
@@ -82,7 +85,10 @@ def test_w4a16_model_runs_in_onnxruntime_with_packed_int4_weights():
     # A layer kept in float keeps float (16-bit) weights.
     first_conv = next(node.name for node in w4.proto.graph.node if node.op_type == "Conv")
     partial = quantize_weight_only(model, 4, 32, keep_float=[first_conv])
-    assert sum(i.data_type == TensorProto.INT4 for i in partial.proto.graph.initializer) == sum(i.data_type == TensorProto.INT4 for i in w4.proto.graph.initializer) - 1
+    assert (
+        sum(i.data_type == TensorProto.INT4 for i in partial.proto.graph.initializer)
+        == sum(i.data_type == TensorProto.INT4 for i in w4.proto.graph.initializer) - 1
+    )
 
 
 def test_bias_correction_removes_the_mean_shift_of_rounding_every_weight_the_same_way():
@@ -115,7 +121,8 @@ def test_bias_correction_removes_the_mean_shift_of_rounding_every_weight_the_sam
 
 
 def test_kmeans_codebooks_are_exact_for_few_distinct_vectors_and_beat_uniform_grids():
-    from edgesdk.quantization.vector import kmeans, quantize_rows as vq_rows
+    from edgesdk.quantization.vector import kmeans
+    from edgesdk.quantization.vector import quantize_rows as vq_rows
 
     few = np.repeat(np.array([[0.5, -1.0], [2.0, 0.25], [0.0, 0.0]]), 20, axis=0)
     codebook, assignment = kmeans(few, 16)
@@ -145,9 +152,9 @@ def test_vq_lookup_chain_is_read_back_as_indices_and_codebook():
 def test_adaround_lowers_each_layers_output_error_within_its_time_budget(scheme):
     import time
 
+    from edgesdk.quantization.adaround import adaround
     from edgesdk.quantization.recipe import recipe
     from edgesdk.quantization.schemes import quantized_model
-    from edgesdk.quantization.adaround import adaround
 
     model = load_model(tiny_cnn(), {"image": [1, 3, 32, 32]})
     rng = np.random.default_rng(8)

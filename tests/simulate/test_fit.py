@@ -1,9 +1,9 @@
 import pytest
 
 import edgesdk
+from edgesdk.simulate.efficiency_model import FEATURES, Sample
 from edgesdk.simulate.fit import CostFit, fit_factors, fit_file, stored_fit
 from edgesdk.verbs.calibrate import micro_benchmarks, suite_model
-from edgesdk.simulate.efficiency_model import FEATURES, Sample
 
 
 def sample(kernel, op_class, ops, ms):
@@ -42,8 +42,14 @@ def test_the_micro_benchmark_suite_builds_valid_models_with_each_operator_twice(
 
 def write_fit(device="pc"):
     fitted = CostFit(
-        device=device, unit="cpu", created_utc="2026-01-01T00:00:00+00:00", host="test", launch_overhead_s=7e-6,
-        efficiency={"default": 0.01, "conv": 0.02}, feature_weights={}, samples=[],
+        device=device,
+        unit="cpu",
+        created_utc="2026-01-01T00:00:00+00:00",
+        host="test",
+        launch_overhead_s=7e-6,
+        efficiency={"default": 0.01, "conv": 0.02},
+        feature_weights={},
+        samples=[],
     )
     path = fit_file(device)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -79,12 +85,21 @@ def test_a_corrupt_fit_file_is_ignored(tmp_path, monkeypatch):
 
 
 def test_calibration_efficiency_comes_from_the_nearest_measured_kernels():
-    from edgesdk.simulate.efficiency_model import efficiency_features
     from edgesdk.compile.kernels import Kernel, LoopNest, Tensor
+    from edgesdk.simulate.efficiency_model import efficiency_features
 
     def conv(reduction):
-        nest = LoopNest(iterations=reduction * 4096, reduction=reduction, inner_extent=64, inner_stride_bytes=4, reduction_extents=[reduction], reduction_strides_bytes=[4])
-        return Kernel(name=f"conv_{reduction}", op_classes=["conv"], flops=2 * reduction * 4096, inputs=[], outputs=[Tensor(shape=[1, 1, 64, 64], dtype="float32")], nest=nest)
+        nest = LoopNest(
+            iterations=reduction * 4096, reduction=reduction, inner_extent=64, inner_stride_bytes=4, reduction_extents=[reduction], reduction_strides_bytes=[4]
+        )
+        return Kernel(
+            name=f"conv_{reduction}",
+            op_classes=["conv"],
+            flops=2 * reduction * 4096,
+            inputs=[],
+            outputs=[Tensor(shape=[1, 1, 64, 64], dtype="float32")],
+            nest=nest,
+        )
 
     def measured(reduction, efficiency):
         kernel = conv(reduction)

@@ -1,10 +1,10 @@
 import pytest
 
 import edgesdk
-from edgesdk.errors import CheckFailed, UserInputError
 from edgesdk.compile.kernels import Kernel, ModelAnalysis, Tensor
-from edgesdk.simulate.partition import partition, preference
+from edgesdk.errors import CheckFailed, UserInputError
 from edgesdk.simulate.cost_model import simulate
+from edgesdk.simulate.partition import partition, preference
 
 
 def kernel(name, op_classes, flops, inputs, out_shape, dtype="float32"):

@@ -23,7 +23,9 @@ def one_hot(indices, classes):
 
 def test_charset_puts_blank_first_and_space_last():
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])
-    model = helper.make_model(helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "g", [x], [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])]))
+    model = helper.make_model(
+        helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "g", [x], [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])])
+    )
     onnx.helper.set_model_props(model, {"character": "a\nb\n7"})
     assert charset_of(model) == ["", "a", "b", "7", " "]
     with pytest.raises(ValueError, match="no 'names' metadata"):
@@ -142,7 +144,7 @@ def test_task_data_is_seeded_model_ready_and_calibration_is_disjoint():
     assert lines.inputs.shape == (4, 3, 48, 320) and lines.inputs.dtype == np.float32
     assert lines.labels == again.labels and np.array_equal(lines.inputs, again.inputs)
     assert set(lines.labels).isdisjoint(calibration.labels)
-    assert -1 <= lines.inputs.min() and lines.inputs.max() <= 1
+    assert lines.inputs.min() >= -1 and lines.inputs.max() <= 1
     turned = text_orientations(4, seed=0)
     assert turned.inputs.shape == (4, 3, 48, 192) and sorted(turned.labels) == [0, 0, 1, 1]
     pages = text_pages(2, seed=0, height=64, width=96)
@@ -150,5 +152,5 @@ def test_task_data_is_seeded_model_ready_and_calibration_is_disjoint():
     with pytest.raises(ValueError, match="multiples of 32"):
         text_pages(1, height=50)
     photos = scenes(3, seed=0, size=64)
-    assert photos.inputs.shape == (3, 3, 64, 64) and 0 <= photos.inputs.min() and photos.inputs.max() <= 1
+    assert photos.inputs.shape == (3, 3, 64, 64) and photos.inputs.min() >= 0 and photos.inputs.max() <= 1
     assert len(set(photos.labels)) == 3

@@ -12,9 +12,10 @@ import tomllib
 from importlib.resources import files
 from pathlib import Path
 
-import edgesdk
 import pytest
 import yaml
+
+import edgesdk
 from edgesdk.plugin import manager as plugin_manager
 from edgesdk.verbs.new import parse_data, templates
 
@@ -52,7 +53,10 @@ def test_new_list_prints_both_templates(run_cli):
     assert "app" in out and "plugin" in out and "templates" in out
     code, out, err = run_cli("new", "--list", "--json")
     assert code == 0 and err == ""
-    assert [(record["name"], record["kind"], record["plugin"]) for record in json.loads(out)] == [("app", "app", "templates"), ("plugin", "plugin", "templates")]
+    assert [(record["name"], record["kind"], record["plugin"]) for record in json.loads(out)] == [
+        ("app", "app", "templates"),
+        ("plugin", "plugin", "templates"),
+    ]
 
 
 def test_new_plugin_renders_the_package_and_nothing_else(tmp_path):
@@ -64,7 +68,13 @@ def test_new_plugin_renders_the_package_and_nothing_else(tmp_path):
     assert pyproject["project"]["name"] == "edgesdk-acme-npu"
     assert pyproject["project"]["entry-points"]["edgesdk"] == {"acme-npu": "edgesdk_acme_npu"}
     profile = yaml.safe_load((path / "src/edgesdk_acme_npu/acme-npu.yaml").read_text())
-    assert profile == {"id": "acme-npu", "extends": "phone", "name": "Acme Npu", "description": "A device that starts from edgesdk's phone profile.", "backend": "acme-npu"}
+    assert profile == {
+        "id": "acme-npu",
+        "extends": "phone",
+        "name": "Acme Npu",
+        "description": "A device that starts from edgesdk's phone profile.",
+        "backend": "acme-npu",
+    }
 
 
 @pytest.mark.parametrize(
@@ -137,10 +147,19 @@ def test_an_empty_destination_is_used(tmp_path):
         (["plugin", "acme", "--data", "extends"], "error: --data 'extends': expected KEY=VALUE, KEY one of the template's questions"),
         (["plugin", "acme", "--data", "=pc"], "error: --data '=pc': expected KEY=VALUE, KEY one of the template's questions"),
         (["plugin", "acme", "--data", "extends=pc", "--data", "extends=mcu"], "error: --data extends: given twice"),
-        (["plugin", "acme", "--data", "extend=pc"], "error: template 'plugin' has no question 'extend'; it asks: description, distribution, extends, module, title"),
+        (
+            ["plugin", "acme", "--data", "extend=pc"],
+            "error: template 'plugin' has no question 'extend'; it asks: description, distribution, extends, module, title",
+        ),
         (["plugin", "acme", "--data", "name=other"], "error: name: give it as NAME, not in --data"),
-        (["plugin", "acme", "--data", "extends=laptop"], "error: template 'plugin': Invalid choice for 'extends': 'laptop' is not in ['phone', 'pc', 'xr-headset', 'automotive', 'iot', 'mcu']"),
-        (["app", "demo", "--data", "input_shapes=frames"], "error: template 'app': Validation error for question 'input_shapes': 'frames': expected NAME=D1,D2,..."),
+        (
+            ["plugin", "acme", "--data", "extends=laptop"],
+            "error: template 'plugin': Invalid choice for 'extends': 'laptop' is not in ['phone', 'pc', 'xr-headset', 'automotive', 'iot', 'mcu']",
+        ),
+        (
+            ["app", "demo", "--data", "input_shapes=frames"],
+            "error: template 'app': Validation error for question 'input_shapes': 'frames': expected NAME=D1,D2,...",
+        ),
         (["plugin"], "error: give a TEMPLATE and a NAME, e.g. `edgesdk new plugin acme-npu`"),
         (["plugin", "acme", "--list"], "error: --list takes no TEMPLATE or NAME"),
     ],

@@ -82,7 +82,9 @@ def test_bad_input_stays_exit_2_and_names_the_file(mlp_file, tmp_path, run_cli):
     np.savez(tmp_path / "cal.npz", features=np.zeros((16, 65), np.float32))
     code, _, err = run_cli("quantize", str(mlp_file), "--calibration", str(tmp_path / "cal.npz"), "-o", str(tmp_path / "q.onnx"))
     assert code == 2
-    assert err.splitlines()[0] == f"error: {mlp_file}: the calibration samples of 'features' [16, 65]: shape [1, 65] contradicts the model's fixed dims ['N', 64]"
+    assert (
+        err.splitlines()[0] == f"error: {mlp_file}: the calibration samples of 'features' [16, 65]: shape [1, 65] contradicts the model's fixed dims ['N', 64]"
+    )
 
 
 SPEC = TensorSpec("x", (2,), "float32")

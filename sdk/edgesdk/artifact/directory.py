@@ -17,6 +17,7 @@ from edgesdk.errors import CheckFailed, UserInputError
 from edgesdk.frontend.model import TensorSpec
 from edgesdk.frontend.tensors import check_inputs, load_npz
 
+
 class Artifact:
     """A deployed model: its manifest, its files, and a functional run of it on this host."""
 
@@ -74,16 +75,18 @@ class Artifact:
         """Re-check every file's hash, then the numerics against onnxruntime on the stored inputs."""
         import onnx
 
-        from edgesdk.quantization.recipe import float_tolerance, stray_share
         from edgesdk.artifact.verification import verification
         from edgesdk.frontend.reference import reference_outputs
+        from edgesdk.quantization.recipe import float_tolerance, stray_share
 
         self.check_files()
         inputs = load_npz(self.path / INPUTS_FILE)
         model = (self.path / MODEL_FILE).read_bytes()
         reference = reference_outputs(model, inputs)
         result = verification(
-            self.run(inputs, isolated=True), reference, inputs=self.manifest.verification.inputs,
+            self.run(inputs, isolated=True),
+            reference,
+            inputs=self.manifest.verification.inputs,
             float_rtol=float_tolerance(self.manifest.quantization.scheme, onnx.ModelProto.FromString(model)),
             stray_share=stray_share(self.manifest.quantization.scheme),
         )

@@ -24,12 +24,24 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from edgesdk.artifact.manifest import MANIFEST_NAME, Manifest
-from edgesdk.errors import UserInputError, describe_validation_error
 from edgesdk.compile.worker import ANALYSIS_FILE, WEIGHTS_FILE
+from edgesdk.errors import UserInputError, describe_validation_error
 
 MODEL_FILE = "model.onnx"
 INPUTS_FILE = "verification/inputs.npz"
-__all__ = ["ANALYSIS_FILE", "INPUTS_FILE", "MANIFEST_NAME", "MODEL_FILE", "WEIGHTS_FILE", "check_destination", "hash_tree", "place", "read_manifest", "sha256_file", "staging_dir"]
+__all__ = [
+    "ANALYSIS_FILE",
+    "INPUTS_FILE",
+    "MANIFEST_NAME",
+    "MODEL_FILE",
+    "WEIGHTS_FILE",
+    "check_destination",
+    "hash_tree",
+    "place",
+    "read_manifest",
+    "sha256_file",
+    "staging_dir",
+]
 
 
 def sha256_file(path: Path) -> str:

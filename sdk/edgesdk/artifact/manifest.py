@@ -81,7 +81,9 @@ class OutputCheck(_Record):
     cosine: float
     psnr_db: float | None = Field(description="Peak signal-to-noise ratio; null when the outputs are identical.")
     beyond_tolerance: int = Field(
-        0, description="Elements whose error exceeds the tolerance (quantized schemes pass with up to 0.1% of them while cosine >= 0.999: see edgesdk.frontend.agreement)."
+        0,
+        description="Elements whose error exceeds the tolerance "
+        "(quantized schemes pass with up to 0.1% of them while cosine >= 0.999: see edgesdk.frontend.agreement).",
     )
     passed: bool
 

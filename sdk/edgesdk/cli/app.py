@@ -21,11 +21,11 @@ from rich.table import Table
 import edgesdk
 from edgesdk.cli import commands as cli_deploy
 from edgesdk.cli import new as cli_new
-from edgesdk.plugin import manager as plugin_manager
 from edgesdk.cli.options import JsonOption, ProfilesDirOption, print_json
+from edgesdk.devices.profile import DeviceProfile
 from edgesdk.devices.registry import device_summary
 from edgesdk.errors import EdgeSDKError
-from edgesdk.devices.profile import DeviceProfile
+from edgesdk.plugin import manager as plugin_manager
 from edgesdk.versions import tvm_version
 
 
@@ -37,9 +37,7 @@ def _show_version(value: bool) -> None:
 
 def _root(
     ctx: typer.Context,
-    version: Annotated[
-        bool, typer.Option("--version", callback=_show_version, is_eager=True, help="Show versions and exit.")
-    ] = False,
+    version: Annotated[bool, typer.Option("--version", callback=_show_version, is_eager=True, help="Show versions and exit.")] = False,
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks of errors.")] = False,
 ) -> None:
     """edgesdk: deploy one ONNX model to many devices through Apache TVM."""
@@ -133,7 +131,7 @@ class _StderrHandler(logging.StreamHandler):
         self.setFormatter(logging.Formatter("warning: %(message)s"))
 
     @property
-    def stream(self):  # type: ignore[override]
+    def stream(self):
         return sys.stderr
 
     @stream.setter

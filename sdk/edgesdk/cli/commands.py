@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import numpy as np
 import typer
@@ -16,6 +16,7 @@ from rich.table import Table
 
 import edgesdk
 from edgesdk.artifact.directory import Artifact
+from edgesdk.artifact.manifest import VerificationInfo
 from edgesdk.cli.options import (
     CalibrationOption,
     InputShapeOption,
@@ -28,7 +29,6 @@ from edgesdk.cli.options import (
     with_quantize_options,
 )
 from edgesdk.errors import UserInputError
-from edgesdk.artifact.manifest import VerificationInfo
 from edgesdk.frontend.model import parse_input_shape
 from edgesdk.frontend.tensors import load_npz, save_npz
 from edgesdk.plugin.passes import parse_pass_options
@@ -103,18 +103,36 @@ def deploy_command(
     unit: UnitOption = None,
     no_fallback: NoFallbackOption = False,
     passes: Annotated[
-        list[str] | None, typer.Option("--pass", metavar="NAME[=JSON]", help="Run a plugin's pass (repeatable), with its config as a JSON object (`edgesdk plugins` lists who offers passes).")
+        list[str] | None,
+        typer.Option(
+            "--pass",
+            metavar="NAME[=JSON]",
+            help="Run a plugin's pass (repeatable), with its config as a JSON object (`edgesdk plugins` lists who offers passes).",
+        ),
     ] = None,
     json_output: JsonOption = False,
-    quantize_options: dict | None = None,
+    *,
+    quantize_options: dict[str, Any],  # always given, by with_quantize_options
 ) -> None:
     """Compile MODEL for a device through TVM, verify it against onnxruntime, write the artifact."""
     shapes = dict(parse_input_shape(text) for text in input_shape or [])
     requested = parse_pass_options(passes or [])
     with _progress() as on_stage:
         artifact = edgesdk.deploy(
-            model, device, out, input_shapes=shapes, quantize=quantize, calibration=calibration, inputs=inputs, **quantize_options,
-            profiles_dir=profiles_dir, cache=not no_cache, on_stage=on_stage, unit=unit, fallback=not no_fallback, passes=requested,
+            model,
+            device,
+            out,
+            input_shapes=shapes,
+            quantize=quantize,
+            calibration=calibration,
+            inputs=inputs,
+            **quantize_options,
+            profiles_dir=profiles_dir,
+            cache=not no_cache,
+            on_stage=on_stage,
+            unit=unit,
+            fallback=not no_fallback,
+            passes=requested,
         )
     if json_output:
         print_json(artifact.manifest.model_dump(mode="json"))
@@ -136,8 +154,15 @@ def run_command(
     outputs = artifact.run(load_npz(inputs), isolated=True, cast=cast)
     if output is not None:
         save_npz(output, outputs)
-    records = [
-        {"name": name, "shape": list(value.shape), "dtype": value.dtype.name, "min": float(np.min(value)), "max": float(np.max(value)), "mean": float(np.mean(value))}
+    records: list[dict[str, Any]] = [
+        {
+            "name": name,
+            "shape": list(value.shape),
+            "dtype": value.dtype.name,
+            "min": float(np.min(value)),
+            "max": float(np.max(value)),
+            "mean": float(np.mean(value)),
+        }
         for name, value in outputs.items()
     ]
     if json_output:
@@ -173,17 +198,28 @@ def profile_command(
     unit: UnitOption = None,
     no_fallback: NoFallbackOption = False,
     profiles_dir: ProfilesDirOption = None,
-    measure: Annotated[bool, typer.Option("--measure", help="Also run it here and show measured times (devices whose code runs on this host, e.g. pc).")] = False,
+    measure: Annotated[
+        bool, typer.Option("--measure", help="Also run it here and show measured times (devices whose code runs on this host, e.g. pc).")
+    ] = False,
     json_output: JsonOption = False,
-    quantize_options: dict | None = None,
+    *,
+    quantize_options: dict[str, Any],  # always given, by with_quantize_options
 ) -> None:
     """Cost report: the simulated cost of a model on a device, per kernel and in total."""
     shapes = dict(parse_input_shape(text) for text in input_shape or [])
     with _progress() as on_stage:
         on_stage("analysing the model")
         report = edgesdk.profile(
-            source, device, input_shapes=shapes, quantize=quantize, calibration=calibration, unit=unit, fallback=not no_fallback,
-            profiles_dir=profiles_dir, measure=measure, **quantize_options,
+            source,
+            device,
+            input_shapes=shapes,
+            quantize=quantize,
+            calibration=calibration,
+            unit=unit,
+            fallback=not no_fallback,
+            profiles_dir=profiles_dir,
+            measure=measure,
+            **quantize_options,
         )
     if json_output:
         print_json(report.model_dump(mode="json"))
@@ -193,8 +229,15 @@ def profile_command(
     table = Table(*columns, box=box.SIMPLE_HEAD, title=f"{report.model} on {report.device} (simulated)", title_justify="left")
     for layer in estimate.per_layer:
         row = [
-            str(layer.index), layer.name[:40], layer.op_class, layer.unit, layer.dtype, f"{layer.flops / 1e6:.3g}", f"{layer.bytes / 1024:.1f}",
-            f"{layer.latency_ms:.4f}", layer.bound + (", spill" if layer.spilled else ""),
+            str(layer.index),
+            layer.name[:40],
+            layer.op_class,
+            layer.unit,
+            layer.dtype,
+            f"{layer.flops / 1e6:.3g}",
+            f"{layer.bytes / 1024:.1f}",
+            f"{layer.latency_ms:.4f}",
+            layer.bound + (", spill" if layer.spilled else ""),
         ]
         table.add_row(*row, *([f"{measured.per_kernel[layer.index].measured_ms:.4f}"] if measured else []))
     console = Console()
@@ -205,7 +248,10 @@ def profile_command(
         f"{estimate.flops / 1e6:.4g} MFLOP; busy: {busy}; {len(report.partition.fallbacks)} fallbacks"
     )
     if measured:
-        console.print(f"measured here: {measured.latency_ms:.4g} ms (median of {measured.repeat} runs); predicted/measured = {estimate.latency_ms / measured.latency_ms:.2f}")
+        console.print(
+            f"measured here: {measured.latency_ms:.4g} ms (median of {measured.repeat} runs); "
+            f"predicted/measured = {estimate.latency_ms / measured.latency_ms:.2f}"
+        )
 
 
 def calibrate_command(
@@ -232,21 +278,35 @@ def quantize_command(
     out: Annotated[Path, typer.Option("-o", "--out", help="The quantized model to write (*.onnx); its encodings go beside it.", show_default=False)],
     calibration: Annotated[
         Path | None,
-        typer.Option("--calibration", help="Sample inputs (.npz: per input, N samples stacked on a new first axis): int8/w4a8 calibrate on them, and the drop is measured on them. Weight-only schemes need none."),
+        typer.Option(
+            "--calibration",
+            help="Sample inputs (.npz: per input, N samples stacked on a new first axis): int8/w4a8 calibrate on them, "
+            "and the drop is measured on them. Weight-only schemes need none.",
+        ),
     ] = None,
     scheme: Annotated[str, typer.Option("--scheme", help="Quantization scheme: int8, w4a8, w8a16, w4a16 or vq.")] = "int8",
     input_shape: InputShapeOption = None,
     analyze: Annotated[bool, typer.Option("--analyze", help="Measure every conv/matmul layer's sensitivity.")] = False,
-    max_drop: Annotated[float | None, typer.Option("--max-drop", help="Keep the most sensitive layers in float until the drop (points) is at most this.")] = None,
+    max_drop: Annotated[
+        float | None, typer.Option("--max-drop", help="Keep the most sensitive layers in float until the drop (points) is at most this.")
+    ] = None,
     json_output: JsonOption = False,
-    quantize_options: dict | None = None,
+    *,
+    quantize_options: dict[str, Any],  # always given, by with_quantize_options
 ) -> None:
     """Quantize a model to an ONNX model onnxruntime runs (+ encodings JSON), optionally mixed precision."""
     shapes = dict(parse_input_shape(text) for text in input_shape or [])
     with _progress() as on_stage:
         on_stage("quantizing")
         report = edgesdk.quantize(
-            model, calibration, out, scheme=scheme, input_shapes=shapes, analyze=analyze, max_drop=max_drop, **quantize_options,
+            model,
+            calibration,
+            out,
+            scheme=scheme,
+            input_shapes=shapes,
+            analyze=analyze,
+            max_drop=max_drop,
+            **quantize_options,
         )
     if json_output:
         print_json(report.model_dump(mode="json"))
@@ -276,19 +336,28 @@ def compare_command(
     ] = None,
     calibration: CalibrationOption = None,
     eval_data: Annotated[
-        Path | None, typer.Option("--eval", help="Held-out inputs (.npz, stacked like --calibration): report each precision's agreement with the float model on them.")
+        Path | None,
+        typer.Option("--eval", help="Held-out inputs (.npz, stacked like --calibration): report each precision's agreement with the float model on them."),
     ] = None,
     input_shape: InputShapeOption = None,
     profiles_dir: ProfilesDirOption = None,
     json_output: JsonOption = False,
-    quantize_options: dict | None = None,
+    *,
+    quantize_options: dict[str, Any],  # always given, by with_quantize_options
 ) -> None:
     """Simulated cost of one model on many devices, at one or more precisions, and their accuracy."""
     shapes = dict(parse_input_shape(text) for text in input_shape or [])
     with _progress() as on_stage:
         on_stage("analysing the model")
         report = edgesdk.compare(
-            model, devices, quantize=quantize, calibration=calibration, input_shapes=shapes, profiles_dir=profiles_dir, eval_data=eval_data, **quantize_options,
+            model,
+            devices,
+            quantize=quantize,
+            calibration=calibration,
+            input_shapes=shapes,
+            profiles_dir=profiles_dir,
+            eval_data=eval_data,
+            **quantize_options,
         )
     if json_output:
         print_json(report.model_dump(mode="json"))

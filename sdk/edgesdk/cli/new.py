@@ -17,7 +17,9 @@ from edgesdk.verbs.new import parse_data, templates
 
 
 def new_command(
-    template: Annotated[str | None, typer.Argument(metavar="TEMPLATE", help="The template: app, plugin, or one a plugin adds (see --list).", show_default=False)] = None,
+    template: Annotated[
+        str | None, typer.Argument(metavar="TEMPLATE", help="The template: app, plugin, or one a plugin adds (see --list).", show_default=False)
+    ] = None,
     name: Annotated[str | None, typer.Argument(metavar="NAME", help="The new project's or device's name, e.g. acme-npu.", show_default=False)] = None,
     out: Annotated[Path | None, typer.Option("-o", "--out", metavar="DIR", help="The directory to create (new or empty) [default: ./NAME].")] = None,
     data: Annotated[list[str] | None, typer.Option("--data", metavar="KEY=VALUE", help="Answer one of the template's questions (repeat per answer).")] = None,

@@ -14,9 +14,7 @@ from typing import Annotated, Any
 import typer
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON on stdout, nothing else.")]
-ProfilesDirOption = Annotated[
-    Path | None, typer.Option("--profiles-dir", help="Also read device profiles (*.yaml) from this directory.")
-]
+ProfilesDirOption = Annotated[Path | None, typer.Option("--profiles-dir", help="Also read device profiles (*.yaml) from this directory.")]
 InputShapeOption = Annotated[
     list[str] | None,
     typer.Option("--input-shape", help="NAME=D1,D2,... for an input with dynamic dims (repeat per input)."),
@@ -24,19 +22,28 @@ InputShapeOption = Annotated[
 QuantizeOption = Annotated[
     str | None,
     typer.Option(
-        "--quantize", help="Precision: none (keep the model's), fp16, int8 (needs --calibration), w8a16, w4a16 (int8/int4 weights, fp16 activations), w4a8 (needs --calibration), vq (k-means codebooks), or auto (the device's recipe)."
+        "--quantize",
+        help="Precision: none (keep the model's), fp16, int8 (needs --calibration), w8a16, w4a16 (int8/int4 weights, fp16 activations), "
+        "w4a8 (needs --calibration), vq (k-means codebooks), or auto (the device's recipe).",
     ),
 ]
 CalibrationOption = Annotated[
     Path | None,
-    typer.Option("--calibration", help="Sample inputs (.npz: per input, N samples stacked on a new first axis): int8 calibrates on them; every scheme reports its accuracy on them."),
+    typer.Option(
+        "--calibration",
+        help="Sample inputs (.npz: per input, N samples stacked on a new first axis): int8 calibrates on them; every scheme reports its accuracy on them.",
+    ),
 ]
 EqualizeOption = Annotated[bool, typer.Option("--equalize", help="int8: cross-layer equalization of Conv-ReLU-Conv pairs before quantizing.")]
 RangeMethodOption = Annotated[
-    str | None, typer.Option("--range-method", help="How int8 activation ranges are calibrated: minmax, percentile or mse [default: percentile; auto: the profile's].")
+    str | None,
+    typer.Option("--range-method", help="How int8 activation ranges are calibrated: minmax, percentile or mse [default: percentile; auto: the profile's]."),
 ]
 GroupSizeOption = Annotated[
-    int | None, typer.Option("--group-size", help="w4a16/w8a16/w4a8: weights per scale along the reduction axis, e.g. 32, 64, 128 [default: 32; w8a16 per output channel].")
+    int | None,
+    typer.Option(
+        "--group-size", help="w4a16/w8a16/w4a8: weights per scale along the reduction axis, e.g. 32, 64, 128 [default: 32; w8a16 per output channel]."
+    ),
 ]
 BiasCorrectionOption = Annotated[
     bool, typer.Option("--bias-correction", help="Correct each conv/Gemm bias for the mean shift quantization causes, measured on --calibration.")
@@ -44,12 +51,11 @@ BiasCorrectionOption = Annotated[
 VqDimOption = Annotated[int | None, typer.Option("--vq-dim", help="vq: weights per codebook vector [default: 2].")]
 VqBitsOption = Annotated[int | None, typer.Option("--vq-bits", help="vq: bits per index, 4 or 8 (a codebook of 16 or 256 vectors per layer) [default: 8].")]
 AdaroundOption = Annotated[
-    float | None, typer.Option("--adaround", metavar="SECONDS", help="Learn each weight's rounding (AdaRound) on --calibration, within this many seconds in all.")
+    float | None,
+    typer.Option("--adaround", metavar="SECONDS", help="Learn each weight's rounding (AdaRound) on --calibration, within this many seconds in all."),
 ]
 UnitOption = Annotated[str | None, typer.Option("--unit", help="Place every kernel on this compute unit (e.g. cpu).")]
-NoFallbackOption = Annotated[
-    bool, typer.Option("--no-fallback", help="Fail (exit 1) if any kernel would fall back from its preferred unit.")
-]
+NoFallbackOption = Annotated[bool, typer.Option("--no-fallback", help="Fail (exit 1) if any kernel would fall back from its preferred unit.")]
 
 
 def print_json(data: Any) -> None:
@@ -81,5 +87,6 @@ def with_quantize_options(command: Callable) -> Callable:
         given = {name: kwargs.pop(name) for name in _QUANTIZE_OPTIONS}
         return command(**kwargs, quantize_options={name: value for name, value in given.items() if value is not None and value is not False})
 
-    wrapper.__signature__ = signature.replace(parameters=[*own, *added])  # what typer reads
+    # what typer reads; functools.wraps' _Wrapped type does not declare __signature__
+    wrapper.__signature__ = signature.replace(parameters=[*own, *added])  # type: ignore[attr-defined]
     return wrapper

@@ -18,8 +18,16 @@ from edgesdk.frontend.tensors import load_npz, save_npz
 from edgesdk.plugin.passes import PassChoice, fingerprint
 from edgesdk.versions import edgesdk_version, tvm_version
 
+
 def _read_build(path: Path) -> BuildResult:
     return BuildResult.model_validate_json((path / "build.json").read_text())
+
+
+def _read_builds(paths: Sequence[Path | None]) -> list[tuple[Path, BuildResult]]:
+    """Each build's directory and result, once every build is cached (none is None)."""
+    complete = [path for path in paths if path is not None]
+    assert len(complete) == len(paths), "a build is missing"
+    return [(path, _read_build(path)) for path in complete]
 
 
 def _model_key(model: Model, passes: Sequence[PassChoice]) -> dict:
@@ -64,7 +72,7 @@ def compile_model(
     model_dir = cache.get("models", model_key)
     found = [cache.get("builds", key) for key in keys]
     if model_dir is not None and all(found):
-        return Compiled(model_dir, [(path, _read_build(path)) for path in found], True, 0.0, None, keys)
+        return Compiled(model_dir, _read_builds(found), True, 0.0, None, keys)
 
     scratch = cache.staging()
     try:
@@ -89,10 +97,10 @@ def compile_model(
             )
         result = run_in_worker(job, scratch / "job", model_name=model.name, timeout_s=timeout_s, on_stage=on_stage)
         outputs = load_npz(scratch / "outputs.npz") if job.run else None
-        for (index, _), built in zip(todo, result.builds):
+        for (index, _), built in zip(todo, result.builds, strict=False):
             (scratch / f"build{index}" / "build.json").write_text(built.model_dump_json())
             found[index] = cache.put("builds", keys[index], scratch / f"build{index}")
         model_dir = cache.put("models", model_key, scratch / "model")
-        return Compiled(model_dir, [(path, _read_build(path)) for path in found], False, result.seconds, outputs, keys)
+        return Compiled(model_dir, _read_builds(found), False, result.seconds, outputs, keys)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)

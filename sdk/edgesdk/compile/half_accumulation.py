@@ -27,7 +27,18 @@ WIDENED = {
 # Reductions and averaging pools: same attributes, input widened. A float16 sum overflows
 # (65,504) long before a float32 one: PP-OCRv4 det's GlobalAveragePool over 6,400 values up to 160
 # came out inf, and its probability map 1.0 where float32 says 0.
-WIDENED_INPUT = {"relax.mean", "relax.sum", "relax.variance", "relax.std", "relax.nn.avg_pool1d", "relax.nn.avg_pool2d", "relax.nn.avg_pool3d", "relax.nn.adaptive_avg_pool1d", "relax.nn.adaptive_avg_pool2d", "relax.nn.adaptive_avg_pool3d"}
+WIDENED_INPUT = {
+    "relax.mean",
+    "relax.sum",
+    "relax.variance",
+    "relax.std",
+    "relax.nn.avg_pool1d",
+    "relax.nn.avg_pool2d",
+    "relax.nn.avg_pool3d",
+    "relax.nn.adaptive_avg_pool1d",
+    "relax.nn.adaptive_avg_pool2d",
+    "relax.nn.adaptive_avg_pool3d",
+}
 
 
 def accumulate_in_float32(mod):

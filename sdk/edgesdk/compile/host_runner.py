@@ -55,4 +55,4 @@ class HostRunner:
 
         result = self.vm["main"](*(tvm.runtime.tensor(array) for array in arrays.values()), *self._weights)
         values = [result] if hasattr(result, "numpy") else list(result)
-        return {name: value.numpy() for name, value in zip(self.outputs, values)}
+        return {name: value.numpy() for name, value in zip(self.outputs, values, strict=False)}

@@ -79,7 +79,9 @@ def integerize(mod, known: dict | None = None):
             wq, sw, zw = value(weight).args
             weight_var = self.visit_expr(wq)  # the int8 weights, as a constant or a parameter
             sx, zx, wq_np, sw, zw = _const(sx), _const(zx), _const(wq), _const(sw), _const(zw)
-            if any(v is None for v in (sx, zx, wq_np, sw, zw)) or sx.size != 1 or np.any(zw != 0) or wq_np.dtype != np.int8:
+            if sx is None or zx is None or wq_np is None or sw is None or zw is None:
+                return None
+            if sx.size != 1 or np.any(zw != 0) or wq_np.dtype != np.int8:
                 return None
             # Per-channel scales must run along the output channels: axis 0 of a conv's (O, I, kh, kw)
             # or a transposed matmul weight's (N, K), axis 1 of a matmul weight's (K, N).
@@ -91,6 +93,7 @@ def integerize(mod, known: dict | None = None):
             emit = self.builder_.emit
             zero = int(zx.reshape(-1)[0])
             weights = wq_np.astype(np.int32)
+            channel_shape: tuple[int, ...]
             if kind == "relax.nn.conv2d":
                 attrs = layer.attrs
                 if str(attrs.data_layout) != "NCHW" or str(attrs.kernel_layout) != "OIHW":
@@ -98,7 +101,9 @@ def integerize(mod, known: dict | None = None):
                 top, left, bottom, right = (int(p) for p in attrs.padding)
                 if any((top, left, bottom, right)):
                     xq = emit(relax.op.nn.pad(xq, [0, 0, 0, 0, top, bottom, left, right], pad_value=float(zero)))
-                acc = emit(relax.op.nn.conv2d(xq, weight_var, strides=attrs.strides, padding=0, dilation=attrs.dilation, groups=int(attrs.groups), out_dtype="int32"))
+                acc = emit(
+                    relax.op.nn.conv2d(xq, weight_var, strides=attrs.strides, padding=0, dilation=attrs.dilation, groups=int(attrs.groups), out_dtype="int32")
+                )
                 channel_shape = (1, -1, 1, 1)
                 window_sums = weights.sum(axis=(1, 2, 3))
             else:
@@ -115,7 +120,9 @@ def integerize(mod, known: dict | None = None):
             if relu:
                 y = emit(relax.op.nn.relu(y))
             call = value(quantize)
-            return relax.op.quantize(y, self.visit_expr(call.args[1]), self.visit_expr(call.args[2]), axis=int(call.attrs.axis), out_dtype=str(call.attrs.out_dtype))
+            return relax.op.quantize(
+                y, self.visit_expr(call.args[1]), self.visit_expr(call.args[2]), axis=int(call.attrs.axis), out_dtype=str(call.attrs.out_dtype)
+            )
 
     rewritten = Rewriter(mod).visit_expr(main)
     mod = mod.__class__({**{gv: f for gv, f in mod.functions.items()}, mod.get_global_var("main"): rewritten})

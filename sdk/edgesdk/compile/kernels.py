@@ -106,7 +106,22 @@ _OP_CLASSES = {
 }
 _OP_PATTERN = re.compile("|".join(sorted(map(re.escape, _OP_CLASSES), key=len, reverse=True)))
 # The order in which a kernel's classes name it: the heaviest op first.
-_WEIGHT = ["conv", "depthwise_conv", "matmul", "softmax", "normalization", "pool", "reduce", "sort", "gather", "resize", "activation", "elementwise", "data_movement", "other"]
+_WEIGHT = [
+    "conv",
+    "depthwise_conv",
+    "matmul",
+    "softmax",
+    "normalization",
+    "pool",
+    "reduce",
+    "sort",
+    "gather",
+    "resize",
+    "activation",
+    "elementwise",
+    "data_movement",
+    "other",
+]
 
 
 class Tensor(BaseModel):
@@ -203,9 +218,9 @@ def classify(kernel_name: str, block_names: list[str], weight_shape: list[int] |
     name = re.sub(r"\d+(?=_|$)", "", kernel_name.removeprefix("fused_"))
     classes = {_OP_CLASSES[match] for match in _OP_PATTERN.findall(name)}
     # A grouped convolution with one input channel per group is depthwise.
-    if "conv" in classes and any("group_conv" in block or "depthwise" in block for block in block_names):
-        if weight_shape is not None and len(weight_shape) >= 2 and weight_shape[1] == 1:
-            classes = (classes - {"conv"}) | {"depthwise_conv"}
+    grouped = "conv" in classes and any("group_conv" in block or "depthwise" in block for block in block_names)
+    if grouped and weight_shape is not None and len(weight_shape) >= 2 and weight_shape[1] == 1:
+        classes = (classes - {"conv"}) | {"depthwise_conv"}
     return sorted(classes or {"other"}, key=_WEIGHT.index)
 
 
@@ -250,7 +265,7 @@ def _loop_nest(schedule) -> LoopNest | None:
             shape = [int(dim) for dim in read.source.shape]
             strides = np.cumprod([1, *shape[:0:-1]])[::-1]
             step = 0
-            for extent, stride in zip(read.region, strides):
+            for extent, stride in zip(read.region, strides, strict=False):
                 coefficients = detect_linear_equation(extent.min, [var])
                 step += int(coefficients[0]) * int(stride) if len(coefficients) else 0
             largest = max(largest, abs(step) * tvm.runtime.DataType(read.source.dtype).bits // 8)
@@ -300,11 +315,7 @@ def analyze(mod, packed: Mapping[str, str] | None = None) -> ModelAnalysis:
                 callee = mod[value.args[0]]
                 args = [t for t in (tensor(arg) for arg in value.args[1].fields) if t is not None]
                 out_types = value.ty.fields if isinstance(value.ty, relax.TupleType) else [value.ty]
-                outputs = [
-                    Tensor(shape=[int(d) for d in ty.shape], dtype=str(ty.dtype))
-                    for ty in out_types
-                    if isinstance(ty, relax.TensorType)
-                ]
+                outputs = [Tensor(shape=[int(d) for d in ty.shape], dtype=str(ty.dtype)) for ty in out_types if isinstance(ty, relax.TensorType)]
                 script = callee.script()
                 blocks = re.findall(r'T\.s?block\("([^"]+)"', script)
                 weight_shape = args[1].shape if len(args) > 1 else None

@@ -8,16 +8,16 @@ toolchain (``BuildSpec``); everything else is here, once.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from edgesdk.compile.kernels import ModelAnalysis, analyze
 from edgesdk.compile.half_accumulation import accumulate_in_float32
 from edgesdk.compile.integer_ops import integerize
+from edgesdk.compile.kernels import ModelAnalysis, analyze
 from edgesdk.compile.packed_kernels import extract_blocked_weights, unpack_in_kernels
 from edgesdk.plugin.toolchains import Toolchain
 
@@ -62,12 +62,12 @@ def import_onnx(model_path: Path, shapes: dict[str, list[int]]):
     # The frontend prints diagnostics to stdout: in the worker, stdout is its log file.
     mod = relax_onnx.from_onnx(proto, shape_dict=shapes, keep_params_in_input=True)
     mod, params = relax.frontend.detach_params(mod)
-    known = dict(zip(mod["main"].params[len(shapes):], (array.numpy() for array in params.get("main", []))))
+    known = dict(zip(mod["main"].params[len(shapes) :], (array.numpy() for array in params.get("main", [])), strict=False))
     # Quantized (QDQ) models: their convolutions and matmuls become integer kernels.
     mod = integerize(mod, known)
     mod, known, packed = unpack_in_kernels(mod, known, blocked)
     mod = accumulate_in_float32(mod)
-    weight_vars = mod["main"].params[len(shapes):]
+    weight_vars = mod["main"].params[len(shapes) :]
     return mod, [known[var] for var in weight_vars], [str(var.name) for var in weight_vars], packed
 
 
@@ -155,13 +155,13 @@ def build(mod, spec: BuildSpec, out_dir: Path) -> BuildResult:
 
 def save_weights(path: Path, weights: Sequence[np.ndarray], names: Sequence[str]) -> None:
     """Weights as npz, keys ``p0000_name`` so that sorted order is argument order."""
-    np.savez(path, **{f"p{index:04d}_{name}": array for index, (name, array) in enumerate(zip(names, weights))})
+    arrays = {f"p{index:04d}_{name}": array for index, (name, array) in enumerate(zip(names, weights, strict=False))}
+    np.savez(path, **arrays)  # type: ignore[arg-type]  # numpy's stub: mypy matches **arrays against allow_pickle: bool
 
 
-def maybe_crash(stage: str, environ: dict[str, str] = os.environ) -> None:  # noqa: B006
+def maybe_crash(stage: str, environ: Mapping[str, str] = os.environ) -> None:  # noqa: B006
     """Test hook: EDGESDK_TEST_CRASH=<stage> makes the worker segfault at that stage."""
     if environ.get("EDGESDK_TEST_CRASH") == stage:
         import ctypes
 
         ctypes.string_at(0)
-

@@ -77,7 +77,10 @@ def extract_blocked_weights(proto: onnx.ModelProto) -> tuple[onnx.ModelProto, di
             consumers.setdefault(name, []).append(node)
     producers = {out: node for node in proto.graph.node for out in node.output}
     table: dict[str, BlockedWeight] = {}
-    drop_nodes, drop_inits, new_inits, renames = set(), set(), [], {}
+    drop_nodes: set[int] = set()  # id()s of the nodes to drop
+    drop_inits: set[str] = set()
+    new_inits: list[onnx.TensorProto] = []
+    renames: dict[str, str] = {}
     for node in proto.graph.node:
         lookup = _codebook_lookup(node, initializers, producers, consumers)
         if lookup is not None:
@@ -148,7 +151,13 @@ def _codebook_lookup(node, initializers, producers, consumers):
         return None
     reshape, stored, codebook = users[0], initializers[cast.input[0]], numpy_helper.to_array(initializers[node.input[0]])
     shape = numpy_helper.to_array(initializers[reshape.input[1]]) if reshape.input[1] in initializers else None
-    if stored.data_type not in (onnx.TensorProto.UINT4, onnx.TensorProto.UINT8) or len(stored.dims) != 2 or codebook.ndim != 2 or shape is None or len(shape) != 2:
+    if (
+        stored.data_type not in (onnx.TensorProto.UINT4, onnx.TensorProto.UINT8)
+        or len(stored.dims) != 2
+        or codebook.ndim != 2
+        or shape is None
+        or len(shape) != 2
+    ):
         return None
     indices = numpy_helper.to_array(stored).astype(np.int32)
     after = consumers.get(reshape.output[0], [])
@@ -220,7 +229,7 @@ def unpack_in_kernels(mod, known: dict, table: dict[str, BlockedWeight]):
             operands = [packed, scales] + ([weight.zero_points.astype(np.int32)] if weight.zero_points is not None else [])
             made = []
             packed_dtypes[f"{stem}_packed"] = weight_dtype(weight)
-            for suffix, array in zip(("packed", "scales", "zero_points"), operands):
+            for suffix, array in zip(("packed", "scales", "zero_points"), operands, strict=False):
                 var = relax.Var(f"{stem}_{suffix}", relax.TensorType(list(array.shape), str(array.dtype)))
                 known[var] = array
                 added.append(var)
@@ -243,12 +252,16 @@ def unpack_in_kernels(mod, known: dict, table: dict[str, BlockedWeight]):
             operands = self._operands(weight, f"w{len(added)}")
             if integer is not None:
                 xq, quantization = integer
-                kernel = self.builder_.call_te(make, xq, *operands, **_layout(weight), **kwargs, **quantization, primfunc_name_hint=f"{name}_int8_{_packed_name(weight)}")
+                kernel = self.builder_.call_te(
+                    make, xq, *operands, **_layout(weight), **kwargs, **quantization, primfunc_name_hint=f"{name}_int8_{_packed_name(weight)}"
+                )
                 # Two reductions (int32 group sums, then their float sum) read as opaque to FuseOps;
                 # like a convolution, the kernel takes its elementwise epilogue (bias, requantize).
                 self.builder_.update_func(kernel.args[0], self.builder_.get()[kernel.args[0]].with_attr("op_pattern", 4))  # kOutEWiseFusable
             else:
-                kernel = self.builder_.call_te(make, self.visit_expr(data), *operands, **_layout(weight), **kwargs, primfunc_name_hint=f"{name}_{_packed_name(weight)}")
+                kernel = self.builder_.call_te(
+                    make, self.visit_expr(data), *operands, **_layout(weight), **kwargs, primfunc_name_hint=f"{name}_{_packed_name(weight)}"
+                )
             # The float32 result in the layer's dtype: an op fused into the kernel. Returned as calls,
             # not bound variables: an alias binding would keep FuseOps from fusing the epilogue.
             dtype = str(call.ty.dtype)
@@ -358,13 +371,17 @@ def _reduce(shape, activation, packed, scales, zero_points, *, depth: int, group
     def partial(*index_and_group):
         *index, g = index_and_group
         k = g * group + inner
-        product = (activation(index, k).astype("int32") - input_zero) * _weight_value(packed, scales, zero_points, row_of(index), k, group=group, integer=True, **layout)
+        product = (activation(index, k).astype("int32") - input_zero) * _weight_value(
+            packed, scales, zero_points, row_of(index), k, group=group, integer=True, **layout
+        )
         return te.sum(tirx.if_then_else(k < depth, product, 0), axis=inner)
 
     sums = te.compute([*shape, groups], partial, name=f"{name}_int_groups")
     g = te.reduce_axis((0, groups), name="g")
     return te.compute(
-        shape, lambda *index: te.sum(sums[(*index, g)].astype("float32") * (scales[row_of(index), g].astype("float32") * input_scale), axis=g), name=f"{name}_rescale"
+        shape,
+        lambda *index: te.sum(sums[(*index, g)].astype("float32") * (scales[row_of(index), g].astype("float32") * input_scale), axis=g),
+        name=f"{name}_rescale",
     )
 
 

@@ -24,9 +24,9 @@ from pathlib import Path
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
-from edgesdk.errors import EdgeSDKError
-from edgesdk.compile.lowering import BuildResult, BuildSpec
 from edgesdk.compile.host_runner import HostRunner
+from edgesdk.compile.lowering import BuildResult, BuildSpec
+from edgesdk.errors import EdgeSDKError
 from edgesdk.frontend.model import TensorSpec
 from edgesdk.frontend.tensors import load_npz, save_npz
 from edgesdk.plugin import passes

@@ -48,6 +48,14 @@ Identifier = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]*$", max_length=6
 Fraction = Annotated[float, Field(gt=0, le=1)]
 
 
+def _default_efficiency() -> dict[OpClass | Literal["default"], float]:
+    return {"default": 0.5}
+
+
+def _default_quantization_schemes() -> list[QuantizationScheme]:
+    return ["none"]
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -62,30 +70,23 @@ class ComputeUnit(_Strict):
         description="Peak throughput per dtype in operations per second (a multiply-add counts as 2).",
     )
     efficiency: dict[OpClass | Literal["default"], Fraction] = Field(
-        default_factory=lambda: {"default": 0.5},
+        default_factory=_default_efficiency,
         description="Fraction of peak that kernels of each op class reach; `default` covers the rest.",
     )
-    launch_overhead_s: float = Field(
-        ge=0, description="Fixed cost of dispatching one kernel on this unit, in seconds."
-    )
-    op_classes: list[OpClass] | Literal["all"] = Field(
-        description="Op classes this unit can run, or `all`."
-    )
+    launch_overhead_s: float = Field(ge=0, description="Fixed cost of dispatching one kernel on this unit, in seconds.")
+    op_classes: list[OpClass] | Literal["all"] = Field(description="Op classes this unit can run, or `all`.")
     dtypes: list[DType] = Field(min_length=1, description="Dtypes this unit computes in.")
-    max_rank: int | None = Field(
-        None, gt=0, description="Largest tensor rank the unit accepts (none: no limit)."
-    )
+    max_rank: int | None = Field(None, gt=0, description="Largest tensor rank the unit accepts (none: no limit).")
     on_chip_memory_bytes: int = Field(
         ge=0,
-        description="Fast memory local to the unit (VTCM, TCM, L2): a kernel whose working set "
-        "exceeds it spills to DRAM.",
+        description="Fast memory local to the unit (VTCM, TCM, L2): a kernel whose working set exceeds it spills to DRAM.",
     )
     energy_pj_per_op: dict[DType, Annotated[float, Field(gt=0)]] = Field(
         min_length=1,
         description="Energy of one operation per dtype in picojoules, control overhead included.",
     )
     quantization_schemes: list[QuantizationScheme] = Field(
-        default_factory=lambda: ["none"],
+        default_factory=_default_quantization_schemes,
         description="Quantization schemes this unit runs natively.",
     )
 
@@ -114,9 +115,7 @@ class Memory(_Strict):
     dram_bytes: int = Field(gt=0, description="Capacity of main memory in bytes.")
     dram_bandwidth_bytes_per_s: float = Field(gt=0, description="Sustainable main-memory bandwidth.")
     dram_energy_pj_per_byte: float = Field(gt=0, description="Energy to move one byte to or from main memory.")
-    flash_bytes: int | None = Field(
-        None, gt=0, description="Non-volatile memory that can hold read-only weights (MCUs run from flash)."
-    )
+    flash_bytes: int | None = Field(None, gt=0, description="Non-volatile memory that can hold read-only weights (MCUs run from flash).")
 
 
 class Interconnect(_Strict):
@@ -151,17 +150,11 @@ class DeviceProfile(_Strict):
     name: str = Field(description="Human-readable name.")
     device_class: DeviceClass = Field(description="The family of device.")
     description: str = Field("", description="What the profile is modelled on, in words.")
-    target: dict[str, Any] = Field(
-        description="TVM target as a JSON object, e.g. `{kind: llvm, mtriple: aarch64-linux-gnu}`."
-    )
-    compute_units: dict[Identifier, ComputeUnit] = Field(
-        min_length=1, description="The device's engines, by name."
-    )
+    target: dict[str, Any] = Field(description="TVM target as a JSON object, e.g. `{kind: llvm, mtriple: aarch64-linux-gnu}`.")
+    compute_units: dict[Identifier, ComputeUnit] = Field(min_length=1, description="The device's engines, by name.")
     memory: Memory
     interconnect: Interconnect
-    quantization: QuantizationRecipe = Field(
-        default_factory=QuantizationRecipe, description="Recommended recipe for `--quantize auto`."
-    )
+    quantization: QuantizationRecipe = Field(default_factory=QuantizationRecipe, description="Recommended recipe for `--quantize auto`.")
     backend: Identifier | None = Field(
         None,
         description="Name of the lowering backend (a plugin's `edgesdk_backends`) that builds for this "
@@ -180,9 +173,7 @@ class DeviceProfile(_Strict):
     @model_validator(mode="after")
     def _recipe_runs_somewhere(self) -> DeviceProfile:
         scheme = self.quantization.scheme
-        if scheme != "none" and not any(
-            scheme in unit.quantization_schemes for unit in self.compute_units.values()
-        ):
+        if scheme != "none" and not any(scheme in unit.quantization_schemes for unit in self.compute_units.values()):
             raise ValueError(f"quantization.scheme {scheme!r} is not native to any compute unit")
         return self
 

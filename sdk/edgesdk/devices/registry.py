@@ -21,9 +21,9 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from edgesdk.plugin import manager as plugin_manager
-from edgesdk.errors import ProfileError, UnknownDeviceError, describe_validation_error
 from edgesdk.devices.profile import DeviceProfile, ProfileSource
+from edgesdk.errors import ProfileError, UnknownDeviceError, describe_validation_error
+from edgesdk.plugin import manager as plugin_manager
 
 log = logging.getLogger("edgesdk.devices")
 
@@ -55,9 +55,7 @@ def read_profile_file(path: Path | Traversable, source: ProfileSource) -> _Docum
         problem = getattr(exc, "problem", None) or "invalid YAML"
         raise ProfileError(f"profile {source}: invalid YAML{where}: {problem}") from exc
     if not isinstance(data, dict):
-        raise ProfileError(
-            f"profile {source}: expected a mapping of fields, got {type(data).__name__}"
-        )
+        raise ProfileError(f"profile {source}: expected a mapping of fields, got {type(data).__name__}")
     data.setdefault("id", Path(path.name).stem)
     return _Document(data, source)
 
@@ -105,21 +103,14 @@ class _Resolver:
             raw = _merge(inherited, raw)
         if on_chip is not None:
             if isinstance(on_chip, bool) or not isinstance(on_chip, int) or on_chip < 0:
-                raise ProfileError(
-                    f"profile {document.source}: on_chip_memory_bytes: must be a whole number >= 0"
-                )
+                raise ProfileError(f"profile {document.source}: on_chip_memory_bytes: must be a whole number >= 0")
             units = raw.get("compute_units")
             if isinstance(units, dict):
-                raw["compute_units"] = {
-                    name: {**unit, "on_chip_memory_bytes": on_chip} if isinstance(unit, dict) else unit
-                    for name, unit in units.items()
-                }
+                raw["compute_units"] = {name: {**unit, "on_chip_memory_bytes": on_chip} if isinstance(unit, dict) else unit for name, unit in units.items()}
         try:
             profile = DeviceProfile.model_validate(raw)
         except ValidationError as exc:
-            raise ProfileError(
-                f"profile {document.source}: {describe_validation_error(exc)}"
-            ) from None
+            raise ProfileError(f"profile {document.source}: {describe_validation_error(exc)}") from None
         profile = profile.with_source(document.source)
         self.ready[device_id] = profile
         return profile
@@ -127,9 +118,7 @@ class _Resolver:
 
 def _user_directories(profiles_dir: str | os.PathLike | None) -> list[Path]:
     # Like PATH, entries of the variable that do not exist are skipped; an explicit flag is not.
-    directories = [
-        Path(entry).expanduser() for entry in os.environ.get(PROFILE_PATH_ENV, "").split(os.pathsep) if entry
-    ]
+    directories = [Path(entry).expanduser() for entry in os.environ.get(PROFILE_PATH_ENV, "").split(os.pathsep) if entry]
     directories = [d for d in directories if d.is_dir()]
     if profiles_dir is not None:
         explicit = Path(profiles_dir).expanduser()
@@ -154,9 +143,7 @@ _collecting = contextvars.ContextVar("edgesdk_collecting_profiles", default=Fals
 def _collect_from_plugins() -> list[tuple[str, Any]]:
     if _collecting.get():
         # A plugin asked for the device list while we were asking it for its devices.
-        raise ProfileError(
-            "edgesdk_device_profiles must not look devices up; return a YAML path that uses `extends:`"
-        )
+        raise ProfileError("edgesdk_device_profiles must not look devices up; return a YAML path that uses `extends:`")
     token = _collecting.set(True)
     try:
         return plugin_manager.collect("edgesdk_device_profiles")
@@ -232,10 +219,7 @@ def device_summary(profile: DeviceProfile) -> dict[str, Any]:
         "id": profile.id,
         "name": profile.name,
         "device_class": profile.device_class,
-        "compute_units": [
-            {"name": name, **unit.model_dump(mode="json")}
-            for name, unit in profile.compute_units.items()
-        ],
+        "compute_units": [{"name": name, **unit.model_dump(mode="json")} for name, unit in profile.compute_units.items()],
         "memory_bytes": profile.memory.dram_bytes,
         "target": profile.target,
         "plugin": profile.source.plugin if profile.source else None,

@@ -10,6 +10,7 @@ reference numerics are unchanged.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import tempfile
@@ -120,7 +121,7 @@ def _opset(name: str, proto: onnx.ModelProto) -> int:
     versions = {entry.domain or "": entry.version for entry in proto.opset_import}
     if "" not in versions and "ai.onnx" not in versions:
         raise UserInputError(f"{name}: the model imports no standard ONNX opset")
-    opset = versions.get("", versions.get("ai.onnx"))
+    opset = versions[""] if "" in versions else versions["ai.onnx"]
     newest = onnx.defs.onnx_opset_version()
     if not MIN_OPSET <= opset <= newest:
         raise UserInputError(f"{name}: opset {opset} is outside the supported range {MIN_OPSET}-{newest}")
@@ -181,10 +182,10 @@ def _bind_shapes(name: str, proto: onnx.ModelProto, input_shapes: Mapping[str, S
         given = [int(d) for d in given]
         if len(given) != len(dims) or any(d <= 0 for d in given):
             raise UserInputError(f"{name}: {source}: expected {len(dims)} positive dims for {dims}, got {given}")
-        clash = [(have, want) for have, want in zip(dims, given) if isinstance(have, int) and have != want]
+        clash = [(have, want) for have, want in zip(dims, given, strict=False) if isinstance(have, int) and have != want]
         if clash:
             raise UserInputError(f"{name}: {source} {given} contradicts the model's fixed dims {dims}")
-        for dim, size in zip(value.type.tensor_type.shape.dim, given):
+        for dim, size in zip(value.type.tensor_type.shape.dim, given, strict=False):
             symbol = dim.dim_param if not dim.HasField("dim_value") else ""
             if symbol not in ANONYMOUS_DIMS:
                 # A named dim is one size everywhere it appears, across inputs too.
@@ -278,10 +279,8 @@ def with_dynamic_dims(model: Model, source: str | Path | onnx.ModelProto) -> Mod
     """``model`` as the user's graph: its own (dynamic) dims, unfolded, shapes inferred; for a
     model to hand back (an exported quantized model), not to compile."""
     proto = onnx.ModelProto.FromString(_read(source)[1].SerializeToString())
-    try:
-        proto = onnx.shape_inference.infer_shapes(proto)
-    except (onnx.shape_inference.InferenceError, onnx.checker.ValidationError):
-        pass  # value types are a help to the quantizer, not a need
+    with contextlib.suppress(onnx.shape_inference.InferenceError, onnx.checker.ValidationError):
+        proto = onnx.shape_inference.infer_shapes(proto)  # value types help the quantizer; it does not need them
     return dataclasses.replace(model, proto=proto, notes=list(model.notes))
 
 

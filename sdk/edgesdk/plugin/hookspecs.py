@@ -21,8 +21,8 @@ if TYPE_CHECKING:
 
     import typer
 
-    from edgesdk.plugin.kinds import Backend, Pass, Template
     from edgesdk.devices.profile import DeviceProfile
+    from edgesdk.plugin.kinds import Backend, Pass, Template
 
 __all__ = [
     "hookimpl",
@@ -37,9 +37,11 @@ __all__ = [
 hookspec = pluggy.HookspecMarker("edgesdk")
 hookimpl = pluggy.HookimplMarker("edgesdk")
 
+# A spec declares a hook's signature and its implementations' return type; pluggy never calls its body.
+
 
 @hookspec
-def edgesdk_device_profiles() -> list[DeviceProfile | os.PathLike | str | Traversable]:
+def edgesdk_device_profiles() -> list[DeviceProfile | os.PathLike | str | Traversable]:  # type: ignore[empty-body]
     """Devices this plugin contributes: validated profiles, or paths of profile YAML files.
 
     Called whenever the device list is built (``edgesdk devices``, any ``--device`` lookup).
@@ -48,7 +50,7 @@ def edgesdk_device_profiles() -> list[DeviceProfile | os.PathLike | str | Traver
 
 
 @hookspec
-def edgesdk_backends() -> list[Backend]:
+def edgesdk_backends() -> list[Backend]:  # type: ignore[empty-body]
     """Lowering backends: which devices each serves and the choices it makes for them.
 
     Called when a model is deployed to a device, to find the backend that serves its profile.
@@ -56,7 +58,7 @@ def edgesdk_backends() -> list[Backend]:
 
 
 @hookspec
-def edgesdk_passes() -> list[Pass]:
+def edgesdk_passes() -> list[Pass]:  # type: ignore[empty-body]
     """Optimization or quantization passes, each configured by a pydantic model.
 
     Called when the optimization pipeline is assembled for a deploy.
@@ -64,7 +66,7 @@ def edgesdk_passes() -> list[Pass]:
 
 
 @hookspec
-def edgesdk_templates() -> list[Template]:
+def edgesdk_templates() -> list[Template]:  # type: ignore[empty-body]
     """Project or plugin scaffolds offered by ``edgesdk new``.
 
     Called when ``edgesdk new`` lists or renders templates.

@@ -14,9 +14,9 @@ import importlib
 import logging
 import os
 import sys
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
-from collections.abc import Callable
 from typing import Any
 
 import pluggy
@@ -84,7 +84,7 @@ def _register(loaded: _Loaded, module: object, name: str, version: str | None, b
     loaded.infos.append(PluginInfo(name, version, builtin, hooks))
 
 
-def _trace(outcome: Any, hook_name: str, implementations: list, kwargs: dict) -> None:
+def _trace(outcome: pluggy.Result[Any], hook_name: str, implementations: Sequence[pluggy.HookImpl], kwargs: Mapping[str, Any]) -> None:
     """pluggy's call monitor: each call (one plugin's, see ``collect``) and what it returned."""
     names = ",".join(impl.plugin_name for impl in implementations if not (impl.wrapper or impl.hookwrapper))
     shown = repr(outcome.get_result()) if outcome.exception is None else f"raised {_one_line(outcome.exception)}"
@@ -100,7 +100,7 @@ def _load(extra_modules: str) -> _Loaded:
     loaded = _Loaded(pm)
     for ep in entry_points(group=ENTRY_POINT_GROUP):
         version = ep.dist.version if ep.dist else None
-        builtin = bool(ep.dist) and ep.dist.name == _OWN_DISTRIBUTION
+        builtin = ep.dist is not None and ep.dist.name == _OWN_DISTRIBUTION
         try:
             module = ep.load()
         except Exception as exc:

@@ -60,7 +60,9 @@ def _config(name: str, config: Any) -> dict[str, Any]:
         try:
             config = json.loads(config)
         except json.JSONDecodeError as exc:
-            raise UserInputError(f"--pass {name}: its config is not JSON ({exc.msg} at column {exc.colno})", hint=f"e.g. --pass '{name}={{\"key\": 1}}'") from None
+            raise UserInputError(
+                f"--pass {name}: its config is not JSON ({exc.msg} at column {exc.colno})", hint=f"e.g. --pass '{name}={{\"key\": 1}}'"
+            ) from None
     if not isinstance(config, Mapping):
         raise UserInputError(f"--pass {name}: its config must be a JSON object, got {type(config).__name__}")
     return dict(config)
@@ -101,4 +103,6 @@ def run(choice: PassChoice, module: Any) -> Any:
     try:
         return found.run(module, found.config_model.model_validate(choice.config))
     except Exception as exc:
-        raise UserInputError(f"pass {choice.name} (plugin {plugin!r}) failed: {type(exc).__name__}: {exc}", hint=f"a fault of that plugin; deploy without --pass {choice.name}") from exc
+        raise UserInputError(
+            f"pass {choice.name} (plugin {plugin!r}) failed: {type(exc).__name__}: {exc}", hint=f"a fault of that plugin; deploy without --pass {choice.name}"
+        ) from exc

@@ -21,7 +21,7 @@ import sys
 from collections.abc import Sequence
 from importlib import metadata
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Literal, Protocol, cast
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -35,6 +35,14 @@ def _run(cmd: Sequence[str], what: str) -> None:
     if proc.returncode != 0:
         output = (proc.stdout + proc.stderr).strip()
         raise ToolchainError(f"{what} failed (exit {proc.returncode}): {' '.join(cmd)}\n{output}")
+
+
+class _FCompile(Protocol):
+    """What TVM's ``export_library`` takes as ``fcompile``: a link callable tagged with its output format."""
+
+    output_format: str
+
+    def __call__(self, output: str, objects: Sequence[str], options: Sequence[str] | None = None) -> None: ...
 
 
 class _Toolchain(BaseModel):
@@ -57,14 +65,15 @@ class _Toolchain(BaseModel):
         includes = [f"-I{directory}" for directory in include_dirs]
         _run([*self.driver(), "-c", "-o", output, source, *includes], f"compiling {Path(source).name}")
 
-    def fcompile(self):
+    def fcompile(self) -> _FCompile:
         """The ``fcompile`` callable TVM's ``export_library`` expects."""
 
-        def link(output, objects, options=None):
+        def link(output: str, objects: Sequence[str], options: Sequence[str] | None = None) -> None:
             self.link_shared(output, [*objects, *(options or [])])
 
-        link.output_format = "so"
-        return link
+        tagged = cast(_FCompile, link)  # the function itself, seen as the protocol so its attribute can be set
+        tagged.output_format = "so"
+        return tagged
 
 
 class ZigCC(_Toolchain):

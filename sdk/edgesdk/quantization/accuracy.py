@@ -15,7 +15,9 @@ class OutputAgreement(BaseModel):
     name: str
     cosine: float = Field(description="Cosine similarity to the float model's output, over all samples.")
     psnr_db: float | None = Field(description="Peak signal-to-noise ratio against the float output (None when identical).")
-    top1_agreement: float | None = Field(None, description="Share of samples whose arg-max (last axis) matches the float model's: classifier-like outputs only.")
+    top1_agreement: float | None = Field(
+        None, description="Share of samples whose arg-max (last axis) matches the float model's: classifier-like outputs only."
+    )
 
 
 class Accuracy(BaseModel):

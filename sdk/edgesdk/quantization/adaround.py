@@ -121,7 +121,9 @@ def _layers(proto: onnx.ModelProto, float_model: onnx.ModelProto) -> list[_Layer
             continue
         axis, block = _attr(source, "axis", 1) % values.ndim, _attr(source, "block_size", 0)
         in_layout = weight.reshape(values.shape) if transposed else weight
-        layers.append(_Layer(twin, stored, _spread(scale, values.shape, axis, block), -(2 ** (bits - 1)), 2 ** (bits - 1) - 1, in_layout, transposed, weight.shape))
+        layers.append(
+            _Layer(twin, stored, _spread(scale, values.shape, axis, block), -(2 ** (bits - 1)), 2 ** (bits - 1) - 1, in_layout, transposed, weight.shape)
+        )
     return layers
 
 
@@ -150,7 +152,8 @@ def _covariance(node: onnx.NodeProto, weight_shape, values: np.ndarray) -> np.nd
     windows = np.lib.stride_tricks.sliding_window_view(images, span, axis=(2, 3))[:, :, :: strides[0], :: strides[1], :: dilations[0], :: dilations[1]]
     channels = images.shape[1] // groups
     rng = np.random.default_rng(0)
-    total, count = None, 0
+    total: np.ndarray | None = None
+    count = 0
     for image in windows:  # (C, H', W', kh, kw)
         patches = image.transpose(1, 2, 0, 3, 4).reshape(-1, groups, channels * kh * kw)
         if len(patches) > MAX_PATCHES:
@@ -158,6 +161,7 @@ def _covariance(node: onnx.NodeProto, weight_shape, values: np.ndarray) -> np.nd
         part = np.einsum("pgi,pgj->gij", patches, patches)
         total = part if total is None else total + part
         count += len(patches)
+    assert total is not None  # values hold at least one sample (intermediate_values stacks one per sample)
     return total / count
 
 

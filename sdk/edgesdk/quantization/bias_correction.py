@@ -34,12 +34,14 @@ def correct_biases(quantized: onnx.ModelProto, float_model: onnx.ModelProto, sam
     initializers = {init.name: init for init in proto.graph.initializer}
     producers = {out: node for node in proto.graph.node for out in node.output}
     casts = {node.input[0]: node.output[0] for node in proto.graph.node if node.op_type == "Cast"}
-    matches = {}  # layer -> (its output in the quantized model, the float model's value of that layer)
+    matches: dict[str, tuple[str, str]] = {}  # layer -> (its output in the quantized model, the float model's value of that layer)
     for node in proto.graph.node:
         if node.op_type in ("Conv", "Gemm") and len(node.input) > 2:
             # A float16 model's graph output is a cast of the layer's output (inputs and outputs keep their types).
             for name in (node.output[0], casts.get(node.output[0])):
-                twin = _float_twin(node.op_type, name, float_model) if name else None
+                if not name:
+                    continue
+                twin = _float_twin(node.op_type, name, float_model)
                 if twin is not None:
                     matches[node.output[0]] = (name, twin)
                     break

@@ -21,7 +21,9 @@ def to_float16(model: Model) -> Model:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         # Its default clamp of large values is 1e4: float16's largest is given, so the note is true.
-        proto = float16.convert_float_to_float16(onnx.ModelProto.FromString(model.serialized), keep_io_types=True, max_finite_val=float(np.finfo(np.float16).max))
+        proto = float16.convert_float_to_float16(
+            onnx.ModelProto.FromString(model.serialized), keep_io_types=True, max_finite_val=float(np.finfo(np.float16).max)
+        )
     clamped = sum("truncated" in str(warning.message) for warning in caught)
     notes = [*model.notes, "weights and computation in float16 (inputs and outputs keep their types)"]
     if clamped:

@@ -69,10 +69,14 @@ def newest_quantized_opset() -> int:
 
     nodes = [helper.make_node("QuantizeLinear", ["x", "s", "z"], ["q"]), helper.make_node("DequantizeLinear", ["q", "s", "z"], ["y"])]
     constants = [helper.make_tensor("s", TensorProto.FLOAT, [], [0.1]), helper.make_tensor("z", TensorProto.INT8, [], [0])]
-    graph = helper.make_graph(nodes, "probe", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])], [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])], constants)
+    graph = helper.make_graph(
+        nodes, "probe", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])], [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])], constants
+    )
     for opset in range(onnx.defs.onnx_opset_version(), max(SCHEME_OPSET.values()), -1):
         try:
-            ort.InferenceSession(helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)]).SerializeToString(), providers=["CPUExecutionProvider"])
+            ort.InferenceSession(
+                helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)]).SerializeToString(), providers=["CPUExecutionProvider"]
+            )
             return opset
         except Exception:  # noqa: BLE001 - onnxruntime raises its own types: no kernel at this version
             continue

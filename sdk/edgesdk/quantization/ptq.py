@@ -29,6 +29,7 @@ import logging
 import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -50,7 +51,7 @@ def calibration_samples(arrays: Mapping[str, np.ndarray], specs: Sequence[Tensor
     arrays = {spec.name: as_dtype(np.asarray(arrays[spec.name]), spec, origin) for spec in specs if spec.name in arrays} | {
         name: array for name, array in arrays.items() if name not in {spec.name for spec in specs}
     }  # converted once, so a float64 file warns once
-    counts = {}
+    counts: dict[str, int | None] = {}  # samples per input; None for an input given as one sample
     for spec in specs:
         array = np.asarray(arrays[spec.name]) if spec.name in arrays else None
         if array is None:
@@ -186,7 +187,7 @@ def quantize_int8(
 
     if range_method not in RANGE_METHODS:
         raise UserInputError(f"--range-method {range_method}: unknown", hint=f"methods: {', '.join(RANGE_METHODS)}")
-    extra = {"ActivationSymmetric": False, "WeightSymmetric": True}
+    extra: dict[str, Any] = {"ActivationSymmetric": False, "WeightSymmetric": True}  # onnxruntime's extra_options
     method = CalibrationMethod.MinMax
     if range_method == "percentile":
         method, extra["CalibPercentile"] = CalibrationMethod.Percentile, PERCENTILE
@@ -202,9 +203,18 @@ def quantize_int8(
         try:
             with contextlib.redirect_stdout(io.StringIO()), _quiet_root_logger():  # progress and pre-processing advice
                 quantize_static(
-                    str(source), str(target), _Reader(samples), quant_format=QuantFormat.QDQ, per_channel=True,
-                    activation_type=QuantType.QInt8, weight_type=QuantType.QInt8, calibrate_method=method, extra_options=extra,
-                    nodes_to_quantize=list(only) if only is not None else None, nodes_to_exclude=list(keep_float), op_types_to_quantize=list(QUANTIZABLE),
+                    str(source),
+                    str(target),
+                    _Reader(samples),
+                    quant_format=QuantFormat.QDQ,
+                    per_channel=True,
+                    activation_type=QuantType.QInt8,
+                    weight_type=QuantType.QInt8,
+                    calibrate_method=method,
+                    extra_options=extra,
+                    nodes_to_quantize=list(only) if only is not None else None,
+                    nodes_to_exclude=list(keep_float),
+                    op_types_to_quantize=list(QUANTIZABLE),
                 )
         except Exception as exc:  # onnxruntime's quantizer raises many kinds; the user gets one line
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]

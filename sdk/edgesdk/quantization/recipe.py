@@ -72,7 +72,6 @@ class Recipe:
     vq_bits: int | None = None  # vq: bits per index
     adaround_seconds: float | None = None  # integer-weight schemes, with calibration samples
 
-
     def options(self) -> dict:
         """The options (``recipe``'s keywords) that make this recipe again."""
         return {name: value for name in RECIPE_OPTIONS if (value := getattr(self, name)) is not None and value is not False}
@@ -120,9 +119,7 @@ def recipe(
     if scheme not in AVAILABLE:
         raise UserInputError(f"{chosen}: unknown scheme", hint=f"schemes: {', '.join(AVAILABLE)}, auto")
     if scheme in CALIBRATED and calibration is None:
-        raise UserInputError(
-            f"{chosen} needs calibration data", hint="give --calibration NPZ: a few hundred representative inputs, one array per model input"
-        )
+        raise UserInputError(f"{chosen} needs calibration data", hint="give --calibration NPZ: a few hundred representative inputs, one array per model input")
     if scheme == "none" and calibration is not None:
         raise UserInputError("--calibration: nothing is quantized", hint="give --quantize, or drop --calibration")
     if range_method is not None and range_method not in RANGE_METHODS:
@@ -135,7 +132,8 @@ def recipe(
         raise UserInputError(f"--group-size is only used by group-wise schemes ({', '.join(GROUPED)})", hint="drop --group-size")
     if bias_correction and (scheme in ("none", "fp16") or calibration is None):
         raise UserInputError(
-            "--bias-correction needs a quantized scheme and --calibration samples", hint=f"e.g. --quantize {'w4a16' if scheme in ('none', 'fp16') else scheme} --calibration NPZ"
+            "--bias-correction needs a quantized scheme and --calibration samples",
+            hint=f"e.g. --quantize {'w4a16' if scheme in ('none', 'fp16') else scheme} --calibration NPZ",
         )
     if adaround_seconds is not None and (scheme not in INTEGER_WEIGHTS or calibration is None or adaround_seconds <= 0):
         raise UserInputError(

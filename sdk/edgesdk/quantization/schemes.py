@@ -18,7 +18,7 @@ from edgesdk.quantization.bias_correction import SAMPLES, correct_biases
 from edgesdk.quantization.half import to_float16
 from edgesdk.quantization.opset import for_scheme
 from edgesdk.quantization.ptq import calibration_samples, quantize_int8
-from edgesdk.quantization.recipe import CALIBRATED, Calibration, MIN_SAMPLES, Recipe, WEIGHT_ONLY
+from edgesdk.quantization.recipe import CALIBRATED, MIN_SAMPLES, WEIGHT_ONLY, Calibration, Recipe
 from edgesdk.quantization.vector import quantize_vq
 from edgesdk.quantization.weight_only import quantize_weight_only, with_int4_weights
 
@@ -69,8 +69,15 @@ def calibration_origin(calibration: Calibration, flag: str = "--calibration") ->
 def warn_if_few(samples: list, scheme: str) -> None:
     """Few samples are a risk worth a word: int8 ranges fitted to them, accuracy measured on them."""
     if 0 < len(samples) < MIN_SAMPLES:
-        risk = "activation ranges fitted to so few inputs clip or waste levels on others" if scheme in CALIBRATED else "the accuracy reported rests on so few inputs"
-        logger.warning(f"only {len(samples)} calibration sample{'s' if len(samples) > 1 else ''} (fewer than {MIN_SAMPLES}): {risk}; give a few hundred representative inputs")
+        risk = (
+            "activation ranges fitted to so few inputs clip or waste levels on others"
+            if scheme in CALIBRATED
+            else "the accuracy reported rests on so few inputs"
+        )
+        logger.warning(
+            f"only {len(samples)} calibration sample{'s' if len(samples) > 1 else ''} (fewer than {MIN_SAMPLES}): {risk}; "
+            "give a few hundred representative inputs"
+        )
 
 
 def prepare(source, input_shapes, chosen: Recipe, calibration: Calibration = None, transform: Callable[[Model], Model] | None = None) -> Precision:
@@ -116,9 +123,11 @@ def quantized_model(model: Model, chosen: Recipe, samples, *, only=None, keep_fl
 
 def _quantized(model: Model, chosen: Recipe, samples, *, only, keep_float) -> Model:
     if chosen.scheme == "vq":
+        assert chosen.vq_dim is not None and chosen.vq_bits is not None  # recipe() sets both for vq
         return quantize_vq(model, chosen.vq_dim, chosen.vq_bits, only=only, keep_float=keep_float)
     if chosen.scheme in WEIGHT_ONLY:
         return quantize_weight_only(model, WEIGHT_ONLY[chosen.scheme], chosen.group_size, only=only, keep_float=keep_float)
+    assert chosen.range_method is not None  # recipe() sets it for every calibrated scheme
     quantized = quantize_int8(model, samples, chosen.range_method, only=only, keep_float=keep_float, equalize=chosen.equalize)
     equalized = ", cross-layer equalized" if chosen.equalize else ""
     what = "int8 (W8A8)"

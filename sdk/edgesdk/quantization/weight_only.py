@@ -23,8 +23,8 @@ from onnx import TensorProto, helper, numpy_helper
 
 from edgesdk.frontend.model import Model
 from edgesdk.quantization.half import to_float16
-from edgesdk.quantization.ptq import named_nodes
 from edgesdk.quantization.opset import converted, opset_of
+from edgesdk.quantization.ptq import named_nodes
 
 GROUP_SIZES = (32, 64, 128)
 OPSET = 21  # DequantizeLinear with block_size and int4 inputs
@@ -144,7 +144,11 @@ def _dequantize_nodes(weight: QuantizedWeight, original: onnx.TensorProto, node:
     scale = numpy_helper.from_array(np.ascontiguousarray(scales), f"{name}_scale")
     initializers = [stored, scale]
     out = f"{name}_dequantized"
-    made = [helper.make_node("DequantizeLinear", [stored.name, scale.name], [out], axis=1 if transposed else 0, block_size=weight.group, name=f"{name}_DequantizeLinear")]
+    made = [
+        helper.make_node(
+            "DequantizeLinear", [stored.name, scale.name], [out], axis=1 if transposed else 0, block_size=weight.group, name=f"{name}_DequantizeLinear"
+        )
+    ]
     if float_type != TensorProto.FLOAT16:
         made.append(helper.make_node("Cast", [out], [f"{out}_cast"], to=float_type, name=f"{name}_Cast"))
         out = f"{out}_cast"
@@ -191,8 +195,8 @@ def with_int4_weights(qdq: onnx.ModelProto, source: onnx.ModelProto, group: int 
         original = floats.get(name)
         if original is not None and list(original.dims) == list(stored.dims):
             array = numpy_helper.to_array(original).astype(np.float32)
-        else:  # what the int8 encoding holds
-            array = _dequantize_int8(node, initializers)
+        else:
+            array = _dequantize_int8(node, initializers)  # what int8 holds
         rows = array.reshape(array.shape[0], -1) if is_transposed(layer) else array.T
         replaced[id(node)] = _dequantize_nodes(quantize_rows(name, rows, 4, group), stored, layer, TensorProto.FLOAT, output=node.output[0])
     nodes = list(graph.node)

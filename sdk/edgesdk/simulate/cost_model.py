@@ -21,23 +21,27 @@ largest set of activations alive at once, in call order.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
 from edgesdk.compile.kernels import Kernel, ModelAnalysis
-from edgesdk.simulate.cost_report import Estimate, LayerCost
-from edgesdk.simulate.partition import Partition, compute_dtype
 from edgesdk.devices.profile import DeviceProfile
+from edgesdk.simulate.cost_report import Estimate, LayerCost
 from edgesdk.simulate.fit import CostFit
+from edgesdk.simulate.partition import Partition, compute_dtype
 
 
 def _efficiency(profile: DeviceProfile, unit_name: str, kernel: Kernel, fit: CostFit | None) -> float:
     """A fitted unit interpolates from measured kernels like this one; else the class's figure."""
     fitted = fit.efficiency_of(kernel) if fit is not None and fit.unit == unit_name else None
-    unit = profile.compute_units[unit_name]
-    return fitted if fitted is not None else unit.efficiency.get(kernel.op_class, unit.efficiency["default"])
+    efficiency: Mapping[Any, float] = profile.compute_units[unit_name].efficiency  # OpClass keys, looked up by a kernel's str class
+    return fitted if fitted is not None else efficiency.get(kernel.op_class, efficiency["default"])
 
 
-def _figure(per_dtype: dict[str, float], dtype: str, conservative) -> float:
+def _figure(per_dtype: Mapping[Any, float], dtype: str, conservative: Callable[[Iterable[float]], float]) -> float:
     """A unit's figure for ``dtype``; a dtype it lacks runs widened to float32 (software fp16 on a
-    CPU without fp16 arithmetic), else at its most conservative figure."""
+    CPU without fp16 arithmetic), else at its most conservative figure. ``per_dtype`` has the
+    profile's DType keys; ``dtype`` is any dtype name."""
     return per_dtype.get(dtype) or per_dtype.get("float32") or conservative(per_dtype.values())
 
 
@@ -105,7 +109,7 @@ def simulate(analysis: ModelAnalysis, partition: Partition, profile: DeviceProfi
     consumers = {t.producer for k in analysis.kernels for t in k.inputs if t.producer is not None}
     layers = [
         _layer(index, kernel, unit, partition, profile, fit, consumers)
-        for index, (kernel, unit) in enumerate(zip(analysis.kernels, partition.units))
+        for index, (kernel, unit) in enumerate(zip(analysis.kernels, partition.units, strict=False))
     ]
     total_ms = sum(layer.latency_ms for layer in layers)
     busy: dict[str, float] = {name: 0.0 for name in profile.compute_units}

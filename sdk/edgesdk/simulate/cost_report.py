@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-
 from pydantic import BaseModel, ConfigDict, Field
 
 
@@ -55,5 +54,7 @@ class Estimate(_Record):
     weight_bytes: int
     flops: int
     utilisation: dict[str, float] = Field(description="Share of the total latency each unit is busy.")
-    calibrated_utc: str | None = Field(None, description="When the profile's factors were fitted on this host (`edgesdk calibrate`); null: the shipped figures.")
+    calibrated_utc: str | None = Field(
+        None, description="When the profile's factors were fitted on this host (`edgesdk calibrate`); null: the shipped figures."
+    )
     per_layer: list[LayerCost]

@@ -52,8 +52,9 @@ def efficiency_features(kernel: Kernel) -> tuple[float, ...]:
     (short reductions are unrolled and the loop over outputs vectorized; long ones run as a scalar
     chain), the innermost output extent and the share of it that fills whole vectors, the output
     size, the innermost read step (strided convolutions step by 2+), how far a reduction loop
-    overflows the L1 cache sets its strided walk maps to (``l1_set_overflow``), the largest reduction stride in bytes (a matmul's K loop walks down a column of B: one cache
-    line per step), and the transcendental calls (exp, erf, tanh...) per element."""
+    overflows the L1 cache sets its strided walk maps to (``l1_set_overflow``), the largest
+    reduction stride in bytes (a matmul's K loop walks down a column of B: one cache line per step),
+    and the transcendental calls (exp, erf, tanh...) per element."""
     out = kernel.outputs[0] if kernel.outputs else None
     elements = max(1, int(np.prod(out.shape, dtype=np.int64))) if out else 1
     nest = kernel.nest
@@ -102,9 +103,7 @@ def _classes(samples: list[Sample]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         if sample.efficiency > 0 and len(sample.features) == len(FEATURES):
             grouped.setdefault(sample.op_class, []).append(sample)
     return {
-        op_class: (np.array([s.features for s in own]), np.log2([s.efficiency for s in own]))
-        for op_class, own in grouped.items()
-        if len(own) >= MIN_SAMPLES
+        op_class: (np.array([s.features for s in own]), np.log2([s.efficiency for s in own])) for op_class, own in grouped.items() if len(own) >= MIN_SAMPLES
     }
 
 

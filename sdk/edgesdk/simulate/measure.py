@@ -17,8 +17,8 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict
 
 from edgesdk.compile.host_runner import HostRunner
-from edgesdk.errors import UserInputError
 from edgesdk.compile.kernels import ModelAnalysis
+from edgesdk.errors import UserInputError
 
 
 class KernelTime(BaseModel):
@@ -74,7 +74,6 @@ def measure(runner: HostRunner, inputs: Mapping[str, np.ndarray], analysis: Mode
             hint="the artifact was made by another edgesdk version: deploy it again",
         )
     per_kernel = [
-        KernelTime(index=index, name=kernel.name, measured_ms=statistics.median(run[index] for run in samples))
-        for index, kernel in enumerate(analysis.kernels)
+        KernelTime(index=index, name=kernel.name, measured_ms=statistics.median(run[index] for run in samples)) for index, kernel in enumerate(analysis.kernels)
     ]
     return Measurement(latency_ms=statistics.median(totals), repeat=repeat, per_kernel=per_kernel)

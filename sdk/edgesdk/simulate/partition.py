@@ -13,10 +13,10 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict
 
-from edgesdk.errors import CheckFailed, UserInputError
 from edgesdk.compile.kernels import Kernel, ModelAnalysis
-from edgesdk.simulate.cost_report import Fallback, PartitionInfo
 from edgesdk.devices.profile import ComputeUnit, DeviceProfile
+from edgesdk.errors import CheckFailed, UserInputError
+from edgesdk.simulate.cost_report import Fallback, PartitionInfo
 
 UNIT_PREFERENCE = {"npu": 0, "gpu": 1, "dsp": 2, "cpu": 3}
 
@@ -104,7 +104,10 @@ def partition(analysis: ModelAnalysis, profile: DeviceProfile, *, unit: str | No
         if placed is None:
             # A CPU runs anything in software (fp16 on a core without fp16 arithmetic is widened to
             # fp32): the last resort, when the kernel's op classes are ones it runs.
-            cpu = next((name for name in order if profile.compute_units[name].kind == "cpu" and why_not(kernel, profile.compute_units[name], dtype=False) is None), None)
+            cpu = next(
+                (name for name in order if profile.compute_units[name].kind == "cpu" and why_not(kernel, profile.compute_units[name], dtype=False) is None),
+                None,
+            )
             if cpu is None:
                 reasons = "; ".join(f"{name}: {reason}" for name, reason in skipped)
                 raise CheckFailed(f"kernel {kernel.name} runs on no unit of '{profile.id}' ({reasons})")

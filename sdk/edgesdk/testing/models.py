@@ -156,7 +156,9 @@ def branchy_net(seed: int = 3) -> onnx.ModelProto:
             _conv(g, g.op("MaxPool", [x], kernel_shape=[3, 3], pads=[1, 1, 1, 1], strides=[1, 1]), channels, width, 1),
         ]
         x, channels = g.op("Concat", branches, axis=1), 4 * width
-    logits = g.op("Gemm", [g.op("Flatten", [g.op("GlobalAveragePool", [x])]), g.weight((10, channels), channels), g.const(np.zeros(10, np.float32))], "logits", transB=1)
+    logits = g.op(
+        "Gemm", [g.op("Flatten", [g.op("GlobalAveragePool", [x])]), g.weight((10, channels), channels), g.const(np.zeros(10, np.float32))], "logits", transB=1
+    )
     return g.model(
         "branchy_net",
         [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["N", 3, 64, 64])],
@@ -189,7 +191,9 @@ def depthwise_net(seed: int = 5) -> onnx.ModelProto:
     for cout, stride in ((32, 1), (64, 2), (64, 1), (128, 2), (128, 1)):
         x = _conv(g, x, channels, channels, 3, stride=stride, group=channels)
         x, channels = _conv(g, x, channels, cout, 1), cout
-    logits = g.op("Gemm", [g.op("Flatten", [g.op("GlobalAveragePool", [x])]), g.weight((10, channels), channels), g.const(np.zeros(10, np.float32))], "logits", transB=1)
+    logits = g.op(
+        "Gemm", [g.op("Flatten", [g.op("GlobalAveragePool", [x])]), g.weight((10, channels), channels), g.const(np.zeros(10, np.float32))], "logits", transB=1
+    )
     return g.model(
         "depthwise_net",
         [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["N", 3, 96, 96])],
@@ -212,10 +216,7 @@ def opset_net(opset: int, seed: int = 6) -> onnx.ModelProto:
     x = g.op("Concat", [g.op("Relu", [left]), g.op("Sigmoid", [right])], axis=1)
     x = g.op("Conv", [x, g.weight((16, 8, 3, 3), 72), g.const(np.zeros(16, np.float32))], pads=[1, 1, 1, 1], strides=[2, 2])
     x = g.op("Relu", [x])
-    if opset >= 18:
-        x = g.op("ReduceMean", [x, g.const(np.array([2, 3], np.int64))], keepdims=1)
-    else:
-        x = g.op("ReduceMean", [x], axes=[2, 3], keepdims=1)
+    x = g.op("ReduceMean", [x, g.const(np.array([2, 3], np.int64))], keepdims=1) if opset >= 18 else g.op("ReduceMean", [x], axes=[2, 3], keepdims=1)
     x = g.op("Squeeze", [x, g.const(np.array([2, 3], np.int64))]) if opset >= 13 else g.op("Squeeze", [x], axes=[2, 3])
     x = g.op("Gemm", [x, g.weight((10, 16), 16), g.const(np.zeros(10, np.float32))], transB=1)
     g.op("Softmax", [x], "probs", axis=1)

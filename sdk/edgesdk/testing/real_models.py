@@ -18,6 +18,7 @@ import zipfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -39,19 +40,35 @@ class RealModel:
 
 REAL_MODELS = {
     "ppocr_v4_det": RealModel(
-        "rapidocr_onnxruntime-1.4.4-py3-none-any.whl", "rapidocr_onnxruntime/models/ch_PP-OCRv4_det_infer.onnx", "x", (1, 3, 160, 160), "det",
+        "rapidocr_onnxruntime-1.4.4-py3-none-any.whl",
+        "rapidocr_onnxruntime/models/ch_PP-OCRv4_det_infer.onnx",
+        "x",
+        (1, 3, 160, 160),
+        "det",
         "PaddleOCR PP-OCRv4 text detector (Paddle2ONNX, opset 12): DBNet on a MobileNetV3 backbone",
     ),
     "ppocr_v4_rec": RealModel(
-        "rapidocr_onnxruntime-1.4.4-py3-none-any.whl", "rapidocr_onnxruntime/models/ch_PP-OCRv4_rec_infer.onnx", "x", (1, 3, 48, 320), "rec",
+        "rapidocr_onnxruntime-1.4.4-py3-none-any.whl",
+        "rapidocr_onnxruntime/models/ch_PP-OCRv4_rec_infer.onnx",
+        "x",
+        (1, 3, 48, 320),
+        "rec",
         "PP-OCRv4 text recognizer (opset 12): SVTR neck with attention; reshapes from Shape",
     ),
     "ppocr_cls": RealModel(
-        "rapidocr_onnxruntime-1.4.4-py3-none-any.whl", "rapidocr_onnxruntime/models/ch_ppocr_mobile_v2.0_cls_infer.onnx", "x", (1, 3, 48, 192), "cls",
+        "rapidocr_onnxruntime-1.4.4-py3-none-any.whl",
+        "rapidocr_onnxruntime/models/ch_ppocr_mobile_v2.0_cls_infer.onnx",
+        "x",
+        (1, 3, 48, 192),
+        "cls",
         "PP-OCR v2 text-direction classifier (opset 11): Shape -> Slice -> Concat -> Reshape",
     ),
     "nudenet_yolov8n": RealModel(
-        "nudenet-3.4.2-py3-none-any.whl", "nudenet/320n.onnx", "images", (1, 3, 256, 256), "detect",
+        "nudenet-3.4.2-py3-none-any.whl",
+        "nudenet/320n.onnx",
+        "images",
+        (1, 3, 256, 256),
+        "detect",
         "NudeNet detector: YOLOv8n exported by PyTorch 2.3.1 (opset 17); Shape -> Gather -> Range/Reshape/Expand",
     ),
 }
@@ -77,6 +94,7 @@ def inputs(model_id: str, n: int, split: task_data.Split = "eval", seed: int = 0
     """``n`` task inputs of the model's test shape, stacked (N, C, H, W)."""
     entry = REAL_MODELS[model_id]
     height, width = entry.shape[2:]
+    made: task_data.TaskSet[Any]  # only the inputs are used; the label type differs per task
     if entry.task == "rec":
         made = task_data.text_lines(n, seed, width=width, split=split)
     elif entry.task == "cls":

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import importlib.util
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -27,13 +27,16 @@ Label = TypeVar("Label")
 LINE_HEIGHT = 48
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32)
-WORDS = (
-    "the of and to in is for on with as by at from that this it be are was or an not have you all new more "
-    "about time year people way day man thing world life hand part child eye place work week case point "
-    "number group problem fact open close next price total order model device phone screen battery memory "
-    "speed power input output error report table figure page line text photo camera label value result "
-    "north south street road city station ticket coffee water energy signal network server update version"
-).split()
+WORDS = [
+    "the", "of", "and", "to", "in", "is", "for", "on", "with", "as", "by", "at", "from", "that", "this", "it",
+    "be", "are", "was", "or", "an", "not", "have", "you", "all", "new", "more", "about", "time", "year", "people",
+    "way", "day", "man", "thing", "world", "life", "hand", "part", "child", "eye", "place", "work", "week", "case",
+    "point", "number", "group", "problem", "fact", "open", "close", "next", "price", "total", "order", "model",
+    "device", "phone", "screen", "battery", "memory", "speed", "power", "input", "output", "error", "report",
+    "table", "figure", "page", "line", "text", "photo", "camera", "label", "value", "result", "north", "south",
+    "street", "road", "city", "station", "ticket", "coffee", "water", "energy", "signal", "network", "server",
+    "update", "version",
+]  # fmt: skip
 PUNCTUATION = ",.;:!?"
 
 
@@ -51,7 +54,15 @@ def _rng(seed: int, split: Split) -> np.random.Generator:
 
 @cache
 def _font(size: int) -> ImageFont.FreeTypeFont:
-    return ImageFont.load_default(size=size)
+    font = ImageFont.load_default(size=size)
+    assert isinstance(font, ImageFont.FreeTypeFont)  # given a size, load_default always returns the TrueType font
+    return font
+
+
+def _ink_box(font: ImageFont.FreeTypeFont, text: str, stroke: int = 0) -> tuple[int, int, int, int]:
+    """``font.getbbox``: FreeType's box is in whole pixels, though Pillow types it as floats."""
+    x0, y0, x1, y1 = font.getbbox(text, stroke_width=stroke)
+    return int(x0), int(y0), int(x1), int(y1)
 
 
 def _token(rng: np.random.Generator) -> str:
@@ -99,12 +110,13 @@ def _roughen(rng: np.random.Generator, image: Image.Image) -> Image.Image:
 
 def render_line(rng: np.random.Generator, text: str) -> Image.Image:
     """A tight crop of one rendered line (RGB): random size, weight, colours, margins, wear."""
-    font = _font(int(rng.integers(22, 44)))
+    size = int(rng.integers(22, 44))
+    font = _font(size)
     stroke = int(rng.random() < 0.2)
     paper, ink = _colours(rng)
-    x0, y0, x1, y1 = font.getbbox(text, stroke_width=stroke)
+    x0, y0, x1, y1 = _ink_box(font, text, stroke)
     # wide side margins read as spaces (PP-OCR is trained on tight detector crops)
-    mx, my = int(rng.integers(1, font.size // 8 + 2)), int(rng.integers(2, font.size // 3 + 2))
+    mx, my = int(rng.integers(1, size // 8 + 2)), int(rng.integers(2, size // 3 + 2))
     image = Image.new("RGB", (x1 - x0 + 2 * mx, y1 - y0 + 2 * my), paper)
     ImageDraw.Draw(image).text((mx - x0, my - y0), text, fill=ink, font=font, stroke_width=stroke, stroke_fill=ink)
     return _roughen(rng, image)
@@ -114,7 +126,7 @@ def line_tensor(image: Image.Image, width: int) -> np.ndarray:
     """PaddleOCR rec/cls preprocessing: BGR, height 48 at the same aspect (squeezed if wider
     than ``width``), scaled to [-1, 1], zero-padded on the right to ``width``."""
     resized_w = min(width, math.ceil(LINE_HEIGHT * image.width / image.height))
-    pixels = np.asarray(image.resize((resized_w, LINE_HEIGHT), Image.BILINEAR), np.float32)[..., ::-1]
+    pixels = np.asarray(image.resize((resized_w, LINE_HEIGHT), Image.Resampling.BILINEAR), np.float32)[..., ::-1]
     out = np.zeros((3, LINE_HEIGHT, width), np.float32)
     out[:, :, :resized_w] = (pixels.transpose(2, 0, 1) / 255 - 0.5) / 0.5
     return out
@@ -168,13 +180,13 @@ def _paste_scan(rng: np.random.Generator, page: Image.Image) -> tuple[int, int, 
     top, left = int(rng.integers(0, h - ch + 1)), int(rng.integers(0, w - cw + 1))
     scale = rng.uniform(0.3, 0.6) * page.width / cw
     crop = Image.fromarray(scan[top : top + ch, left : left + cw]).convert("RGB")
-    crop = crop.resize((max(1, min(page.width, round(cw * scale))), max(1, min(page.height, round(ch * scale)))), Image.BILINEAR)
+    crop = crop.resize((max(1, min(page.width, round(cw * scale))), max(1, min(page.height, round(ch * scale)))), Image.Resampling.BILINEAR)
     x, y = int(rng.integers(0, page.width - crop.width + 1)), int(rng.integers(0, page.height - crop.height + 1))
     page.paste(crop, (x, y))
     return x, y, x + crop.width, y + crop.height
 
 
-def _overlaps(box: tuple[int, ...], taken: list[tuple[int, ...]], gap: int = 4) -> bool:
+def _overlaps(box: tuple[int, ...], taken: Sequence[tuple[int, ...]], gap: int = 4) -> bool:
     return any(box[0] < t[2] + gap and t[0] < box[2] + gap and box[1] < t[3] + gap and t[1] < box[3] + gap for t in taken)
 
 
@@ -205,7 +217,7 @@ def text_pages(n: int, seed: int = 0, height: int = 320, width: int = 320, split
         for _ in range(int(rng.integers(2, 7))):
             for _attempt in range(30):
                 text, font = phrase(rng, 20), _font(int(rng.integers(12, 30)))
-                x0, y0, x1, y1 = font.getbbox(text)
+                x0, y0, x1, y1 = _ink_box(font, text)
                 if x1 - x0 >= width - 8 or y1 - y0 >= height - 8:
                     continue
                 x, y = int(rng.integers(4, width - (x1 - x0) - 3)), int(rng.integers(4, height - (y1 - y0) - 3))
@@ -227,7 +239,7 @@ def _photos() -> dict[str, np.ndarray]:
     photos = {name: getattr(data, name)() for name in ("astronaut", "camera", "coffee", "chelsea", "rocket")}
     # scikit-learn's load_sample_images, read directly: importing sklearn takes about a second
     spec = importlib.util.find_spec("sklearn")
-    if spec is None:
+    if spec is None or spec.submodule_search_locations is None:
         raise ModuleNotFoundError("scenes use scikit-learn's sample images: pip install scikit-learn")
     images = Path(spec.submodule_search_locations[0]) / "datasets" / "images"
     photos.update((name, np.asarray(Image.open(images / f"{name}.jpg").convert("RGB"))) for name in ("china", "flower"))
@@ -248,7 +260,7 @@ def scene(rng: np.random.Generator, photo: np.ndarray, size: int) -> Image.Image
     side = max(image.size)
     square = Image.new("RGB", (side, side))
     square.paste(image, (0, 0))
-    return square.resize((size, size), Image.BILINEAR)
+    return square.resize((size, size), Image.Resampling.BILINEAR)
 
 
 def scenes(n: int, seed: int = 0, size: int = 320, split: Split = "eval") -> TaskSet[str]:

@@ -69,7 +69,7 @@ def character_error_rate(predicted: str | Sequence[str], reference: str | Sequen
     reference = [reference] if isinstance(reference, str) else list(reference)
     if len(predicted) != len(reference):
         raise ValueError(f"{len(predicted)} predictions for {len(reference)} references")
-    edits = sum(edit_distance(p, r) for p, r in zip(predicted, reference))
+    edits = sum(edit_distance(p, r) for p, r in zip(predicted, reference, strict=False))
     chars = sum(len(r) for r in reference)
     if chars == 0:
         return float(edits > 0)
@@ -82,7 +82,7 @@ def line_agreement(predicted: Sequence[str], reference: Sequence[str]) -> float:
         raise ValueError(f"{len(predicted)} predictions for {len(reference)} references")
     if not reference:
         return 1.0
-    return sum(p == r for p, r in zip(predicted, reference)) / len(reference)
+    return sum(p == r for p, r in zip(predicted, reference, strict=False)) / len(reference)
 
 
 def top1_agreement(probs: np.ndarray, reference: np.ndarray) -> float:
@@ -117,9 +117,7 @@ def db_boxes(prob_map: np.ndarray, thresh: float = 0.3, box_thresh: float = 0.6,
         if score < box_thresh:
             continue
         grow = h * w * unclip_ratio / (2 * (h + w))
-        boxes.append(
-            [max(cols.start - grow, 0), max(rows.start - grow, 0), min(cols.stop + grow, width), min(rows.stop + grow, height), score, 0]
-        )
+        boxes.append([max(cols.start - grow, 0), max(rows.start - grow, 0), min(cols.stop + grow, width), min(rows.stop + grow, height), score, 0])
     return np.array(boxes, np.float32).reshape(-1, 6)
 
 
@@ -189,13 +187,13 @@ def map50(detections: Sequence[np.ndarray], references: Sequence[np.ndarray]) ->
     """
     if len(detections) != len(references):
         raise ValueError(f"{len(detections)} images of detections against {len(references)}")
-    classes = np.unique(np.concatenate([np.asarray(r).reshape(-1, 6)[:, 5] for r in references] or [[]]))
+    classes = np.unique(np.concatenate([np.asarray(r).reshape(-1, 6)[:, 5] for r in references] or [np.empty(0)]))
     if classes.size == 0:
         return float(all(len(d) == 0 for d in detections))
     aps = []
     for cls in classes:
         scores, hits, positives = [], [], 0
-        for found, truth in zip(detections, references):
+        for found, truth in zip(detections, references, strict=False):
             found = np.asarray(found).reshape(-1, 6)
             found = found[found[:, 5] == cls]
             truth = np.asarray(truth).reshape(-1, 6)

@@ -32,7 +32,7 @@ from edgesdk.devices.registry import get_device
 from edgesdk.errors import UserInputError
 from edgesdk.frontend.model import random_inputs
 from edgesdk.simulate.efficiency_model import Sample, choose_weights, efficiency_features
-from edgesdk.simulate.fit import CostFit, TINY_ELEMENTS, fit_factors, fit_file
+from edgesdk.simulate.fit import TINY_ELEMENTS, CostFit, fit_factors, fit_file
 from edgesdk.simulate.measure import measure
 from edgesdk.verbs.deploy import deploy
 
@@ -54,7 +54,7 @@ class MicroOp:
         names = [f"w{index}_{n}" for n in range(len(self.weights))]
         initializers = [
             numpy_helper.from_array((rng.standard_normal(shape) * 0.1 + (1.0 if self.op == "LayerNormalization" and n == 0 else 0.0)).astype(np.float32), name)
-            for n, (name, shape) in enumerate(zip(names, self.weights))
+            for n, (name, shape) in enumerate(zip(names, self.weights, strict=False))
         ]
         # Twice: the second call finds its input and weights in cache, as a kernel of a model does
         # (its input was just written by its producer; its weights were read in the last run).
@@ -78,7 +78,10 @@ def suite_model(ops: list[MicroOp], name: str = "calibration") -> onnx.ModelProt
 def _conv(cin: int, cout: int, k: int, h: int, w: int, stride: int = 1, groups: int = 1) -> tuple[MicroOp, int]:
     """A convolution and its FLOPs."""
     op = MicroOp(
-        f"conv{k}x{k}s{stride}g{groups}_{cin}_{cout}_{h}x{w}", "Conv", (1, cin, h, w), ((cout, cin // groups, k, k), (cout,)),
+        f"conv{k}x{k}s{stride}g{groups}_{cin}_{cout}_{h}x{w}",
+        "Conv",
+        (1, cin, h, w),
+        ((cout, cin // groups, k, k), (cout,)),
         (("pads", (k // 2,) * 4), ("group", groups), ("strides", (stride, stride))),
     )
     return op, 2 * (cin // groups) * cout * k * k * -(-h // stride) * -(-w // stride)
@@ -130,7 +133,10 @@ def micro_benchmarks(seed: int = 2026) -> list[MicroOp]:
         MicroOp("add_64x56x56", "Add", (1, 64, 56, 56), ((1, 64, 56, 56),)),
         MicroOp("add_tiny", "Add", (1, TINY_ELEMENTS), ((1, TINY_ELEMENTS),)),
         MicroOp("relu_tiny", "Relu", (1, TINY_ELEMENTS)),
-        *(MicroOp(f"{op.lower()}_{c}x{hw}", op, (1, c, hw, hw)) for op, c, hw in [("Sigmoid", 32, 28), ("Sigmoid", 8, 112), ("Tanh", 64, 14), ("Erf", 16, 56), ("Exp", 128, 7)]),
+        *(
+            MicroOp(f"{op.lower()}_{c}x{hw}", op, (1, c, hw, hw))
+            for op, c, hw in [("Sigmoid", 32, 28), ("Sigmoid", 8, 112), ("Tanh", 64, 14), ("Erf", 16, 56), ("Exp", 128, 7)]
+        ),
         *(MicroOp(f"softmax_{rows}x{n}", "Softmax", (rows, n), attrs=(("axis", -1),)) for rows, n in [(16, 1000), (256, 64), (4, 4096)]),
         *(
             MicroOp(f"maxpool{k}s{s}_{c}x{hw}", "MaxPool", (1, c, hw, hw), attrs=(("kernel_shape", (k, k)), ("strides", (s, s)), ("pads", (k // 2,) * 4)))
@@ -159,8 +165,8 @@ def calibrate(device: str = "pc", *, repeat: int = 30, on_stage: Callable[[str],
             artifact = deploy(suite_model(ops, f"calibration{number}"), device, Path(scratch) / str(number))
             analysis = ModelAnalysis.model_validate_json((artifact.path / ANALYSIS_FILE).read_text())
             measured = measure(artifact.runner, random_inputs(artifact.inputs, seed=0), analysis, repeat)
-            calls = list(zip(analysis.kernels, measured.per_kernel))
-            for (first, _), (kernel, timing) in zip(calls, calls[1:]):
+            calls = list(zip(analysis.kernels, measured.per_kernel, strict=False))
+            for (first, _), (kernel, timing) in zip(calls, calls[1:], strict=False):
                 if kernel.name != first.name:
                     continue  # keep the second, warm call of each operator
                 samples.append(
@@ -170,7 +176,7 @@ def calibrate(device: str = "pc", *, repeat: int = 30, on_stage: Callable[[str],
     result = CostFit(
         device=profile.id,
         unit=unit_name,
-        created_utc=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        created_utc=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         host=f"{platform.machine()} {platform.processor() or platform.platform()} ({os.cpu_count()} cpus)",
         launch_overhead_s=overhead_s,
         efficiency=efficiency,

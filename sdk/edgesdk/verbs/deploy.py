@@ -135,7 +135,13 @@ def deploy(
     staged = None
     try:
         compiled = compile_model(
-            precision.compiled, specs, BuildCache(private), verify_inputs, timeout_s=options.get("timeout_s"), on_stage=lambda stage: on_stage(f"compile: {stage}"), passes=passes
+            precision.compiled,
+            specs,
+            BuildCache(private),
+            verify_inputs,
+            timeout_s=options.get("timeout_s"),
+            on_stage=lambda stage: on_stage(f"compile: {stage}"),
+            passes=passes,
         )
         on_stage("simulate")
         analysis = read_analysis(compiled.model_dir)
@@ -147,16 +153,18 @@ def deploy(
         if outputs is None:  # cached builds: run the simulation now, isolated like a compile
             outputs = run_isolated(staged / simulation, staged / WEIGHTS_FILE, verify_inputs, [spec.name for spec in prepared.outputs])
         result = verification(
-            outputs, reference_outputs(precision.reference.serialized, verify_inputs), inputs=inputs_kind,
-            float_rtol=float_tolerance(scheme, precision.reference.proto), stray_share=stray_share(scheme),
+            outputs,
+            reference_outputs(precision.reference.serialized, verify_inputs),
+            inputs=inputs_kind,
+            float_rtol=float_tolerance(scheme, precision.reference.proto),
+            stray_share=stray_share(scheme),
         )
         on_stage("write")
         manifest = _manifest(profile, backend, prepared, precision, analysis, specs, compiled, simulation, result, files=hash_tree(staged))
         manifest.partition, manifest.estimate, manifest.passes = placement.info(), estimate, passes
         if set(placement.units) - {_cpu_unit(profile)}:
             manifest.build.notes.append(
-                "the device code is CPU code; kernels placed on other units are simulated there "
-                "(edgesdk does not generate NPU/GPU code yet)"
+                "the device code is CPU code; kernels placed on other units are simulated there (edgesdk does not generate NPU/GPU code yet)"
             )
         (staged / MANIFEST_NAME).write_text(manifest.model_dump_json(indent=2) + "\n")
         place(staged, destination)
@@ -174,7 +182,7 @@ def _assemble(staged: Path, prepared: Model, compiled: Compiled, specs: Sequence
     (staged / MODEL_FILE).write_bytes(prepared.serialized)
     for name in (WEIGHTS_FILE, ANALYSIS_FILE):
         shutil.copyfile(compiled.model_dir / name, staged / name)
-    for (source, _), spec in zip(compiled.builds, specs):
+    for (source, _), spec in zip(compiled.builds, specs, strict=False):
         shutil.copytree(source, staged / spec.role, ignore=shutil.ignore_patterns("build.json"))
     (staged / "verification").mkdir()
     save_npz(staged / INPUTS_FILE, inputs)
@@ -198,7 +206,7 @@ def _manifest(
     return Manifest(
         edgesdk_version=edgesdk_version(),
         tvm_version=tvm_version(),
-        created_utc=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        created_utc=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         device=profile.id,
         target=specs[0].target,  # what was compiled: the profile's, + F16C for a float16 model on x86-64
         model=ModelInfo(

@@ -150,9 +150,7 @@ def _render(offer: OfferedTemplate, staging: Path, answers: dict[str, Any]) -> N
         warnings.simplefilter("always", UserWarning)  # copier's warnings are UserWarnings
         try:
             # Into our own empty staging directory: nothing there to overwrite or to clean up for copier.
-            copier.run_copy(
-                str(offer.template.path), staging, data=answers, defaults=True, unsafe=False, quiet=True, overwrite=True, cleanup_on_error=False
-            )
+            copier.run_copy(str(offer.template.path), staging, data=answers, defaults=True, unsafe=False, quiet=True, overwrite=True, cleanup_on_error=False)
         except (ValueError, TypeError) as exc:  # an answer the template refuses: a validator, a choice, a type
             raise UserInputError(f"template '{name}': {_first_line(exc)}") from None
         except Exception as exc:

@@ -12,8 +12,8 @@ from pathlib import Path
 
 from edgesdk.compile.build_cache import BuildCache
 from edgesdk.compile.compiler import compile_model
-from edgesdk.compile.worker import ANALYSIS_FILE
 from edgesdk.compile.kernels import ModelAnalysis
+from edgesdk.compile.worker import ANALYSIS_FILE
 from edgesdk.devices.profile import DeviceProfile
 from edgesdk.errors import UserInputError
 from edgesdk.frontend.passes import apply_onnx_passes
@@ -46,7 +46,12 @@ def load_precision(source, input_shapes: InputShapes, chosen: Recipe, calibratio
 
 
 def analysed(
-    precision: Precision, *, timeout_s: float | None = None, cache: BuildCache | None = None, on_stage: Callable[[str], None] | None = None, passes: Sequence[PassChoice] = ()
+    precision: Precision,
+    *,
+    timeout_s: float | None = None,
+    cache: BuildCache | None = None,
+    on_stage: Callable[[str], None] | None = None,
+    passes: Sequence[PassChoice] = (),
 ) -> ModelAnalysis:
     """The fused kernels of what ``precision`` compiles (imported by TVM in the worker, after the
     ``relax``-stage plugin ``passes``; cached)."""

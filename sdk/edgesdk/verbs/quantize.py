@@ -103,7 +103,7 @@ def encodings(qdq: onnx.ModelProto) -> dict:
         bits = bits_of.get(node.input[0]) if node.op_type == "DequantizeLinear" and node.input[0] in values else 8 * zero.dtype.itemsize
         entries = [
             {"bitwidth": bits, "dtype": "int", "scale": float(s), "offset": -int(z), "is_symmetric": str(bool(np.all(zero == 0)))}
-            for s, z in zip(np.ravel(scale), np.ravel(np.broadcast_to(zero, np.shape(scale))))
+            for s, z in zip(np.ravel(scale), np.ravel(np.broadcast_to(zero, np.shape(scale))), strict=False)
         ]
         if node.op_type == "QuantizeLinear":
             activations[node.input[0]] = entries
@@ -151,8 +151,17 @@ def quantize_model(model: Model, samples, out: Path, chosen: Recipe, *, analyze:
     encodings_path.write_text(json.dumps(encodings(quantized.proto), indent=1) + "\n")
     staging.rename(out)
     return QuantizeReport(
-        model=model.name, scheme=chosen.scheme, range_method=chosen.range_method, group_size=chosen.group_size, output=str(out), encodings=str(encodings_path), samples=len(samples),
-        drop_pt=None if current is None else round(current, 4), accuracy=accuracy, float_layers=kept, sensitivity=layers if analyze else [],
+        model=model.name,
+        scheme=chosen.scheme,
+        range_method=chosen.range_method,
+        group_size=chosen.group_size,
+        output=str(out),
+        encodings=str(encodings_path),
+        samples=len(samples),
+        drop_pt=None if current is None else round(current, 4),
+        accuracy=accuracy,
+        float_layers=kept,
+        sensitivity=layers if analyze else [],
         max_drop_met=None if max_drop is None or current is None else current <= max_drop,
     )
 
