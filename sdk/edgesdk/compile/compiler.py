@@ -3,8 +3,9 @@ results: what every verb that needs TVM calls."""
 
 from __future__ import annotations
 
+import hashlib
 import shutil
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,7 +13,7 @@ import numpy as np
 
 from edgesdk.compile.build_cache import BuildCache, cache_key
 from edgesdk.compile.lowering import PIPELINE_VERSION, BuildResult, BuildSpec
-from edgesdk.compile.worker import WEIGHTS_FILE, Job, RunTask, run_in_worker
+from edgesdk.compile.worker import WEIGHTS_FILE, Job, RunTask, run_in_worker, run_isolated
 from edgesdk.frontend.model import Model
 from edgesdk.frontend.tensors import load_npz, save_npz
 from edgesdk.plugin.passes import PassChoice, fingerprint
@@ -28,6 +29,28 @@ def _read_builds(paths: Sequence[Path | None]) -> list[tuple[Path, BuildResult]]
     complete = [path for path in paths if path is not None]
     assert len(complete) == len(paths), "a build is missing"
     return [(path, _read_build(path)) for path in complete]
+
+
+def _digest(arrays: Mapping[str, np.ndarray] | None) -> str:
+    """A hash of named arrays: names, dtypes, shapes and bytes."""
+    digest = hashlib.sha256()
+    for name, array in sorted((arrays or {}).items()):
+        array = np.ascontiguousarray(array)
+        digest.update(f"{name}|{array.dtype.str}|{array.shape}|".encode())
+        digest.update(array.tobytes())
+    return digest.hexdigest()
+
+
+def _cached_run(cache: BuildCache, key: str) -> dict[str, np.ndarray] | None:
+    entry = cache.get("runs", key)
+    return load_npz(entry / "outputs.npz") if entry is not None else None
+
+
+def _store_run(cache: BuildCache, key: str, outputs: Mapping[str, np.ndarray]) -> None:
+    """Keep a simulation's outputs: the build and its inputs decide them, so a redeploy reuses them."""
+    staged = cache.staging()
+    save_npz(staged / "outputs.npz", outputs)
+    cache.put("runs", key, staged)
 
 
 def _model_key(model: Model, passes: Sequence[PassChoice]) -> dict:
@@ -63,16 +86,25 @@ def compile_model(
     (then cached), after the ``relax``-stage plugin ``passes``. With no specs, only the model is
     imported and analysed.
 
-    A worker that compiles also runs the simulation build (the last spec) on ``inputs``, saving a
-    second start.
+    With ``inputs``, the simulation build (the last spec) also runs on them: in the worker that
+    compiles (saving a second start), else in a worker of its own, unless the outputs of that
+    build on those inputs are cached (a warm deploy then starts no TVM process at all).
     """
     passes = [choice for choice in passes if choice.stage == "relax"]
     model_key = cache_key(_model_key(model, passes))
     keys = [build_key(model, spec, passes) for spec in specs]
     model_dir = cache.get("models", model_key)
     found = [cache.get("builds", key) for key in keys]
+    run_key = cache_key({"build": keys[-1], "inputs": _digest(inputs)}) if specs and inputs is not None else None
     if model_dir is not None and all(found):
-        return Compiled(model_dir, _read_builds(found), True, 0.0, None, keys)
+        outputs = None
+        if run_key is not None and inputs is not None:
+            outputs = _cached_run(cache, run_key)
+            if outputs is None:
+                library = _read_builds(found)[-1][0] / specs[-1].library_name
+                outputs = run_isolated(library, model_dir / WEIGHTS_FILE, inputs, [spec.name for spec in model.outputs])
+                _store_run(cache, run_key, outputs)
+        return Compiled(model_dir, _read_builds(found), True, 0.0, outputs, keys)
 
     scratch = cache.staging()
     try:
@@ -97,6 +129,8 @@ def compile_model(
             )
         result = run_in_worker(job, scratch / "job", model_name=model.name, timeout_s=timeout_s, on_stage=on_stage)
         outputs = load_npz(scratch / "outputs.npz") if job.run else None
+        if run_key is not None and outputs is not None:
+            _store_run(cache, run_key, outputs)
         for (index, _), built in zip(todo, result.builds, strict=False):
             (scratch / f"build{index}" / "build.json").write_text(built.model_dump_json())
             found[index] = cache.put("builds", keys[index], scratch / f"build{index}")

@@ -3,7 +3,8 @@
 They cover the op families a deploy must handle: convolutions with batch norm, depthwise
 convolution, residual adds, pooling, Gemm and Softmax (`tiny_cnn`); dense layers (`mlp`); and a
 transformer encoder block whose head reshapes are computed in-graph with Shape -> Gather ->
-Concat -> Reshape, on dynamic batch and sequence dims (`transformer_block`).
+Concat -> Reshape, on dynamic batch and sequence dims (`transformer_block`). For performance work:
+MobileNetV2's and ResNet-18's layouts at 224x224 (`mobilenet_v2_like`, `resnet18_like`).
 """
 
 from __future__ import annotations
@@ -223,3 +224,57 @@ def opset_net(opset: int, seed: int = 6) -> onnx.ModelProto:
     inputs = [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["N", 3, 16, 16])]
     outputs = [helper.make_tensor_value_info("probs", TensorProto.FLOAT, ["N", 10])]
     return g.model(f"opset{opset}_net", inputs, outputs, opset=opset)
+
+
+def mobilenet_v2_like(seed: int = 7, classes: int = 1000) -> onnx.ModelProto:
+    """MobileNetV2's layout (inverted residual blocks: 1x1 expand, 3x3 depthwise, 1x1 project,
+    ReLU6 as Clip, residual adds where shapes allow) with seeded weights. Input `image`: [N, 3, 224, 224]."""
+    g = GraphBuilder(seed)
+
+    def conv(x: str, cin: int, cout: int, kernel: int, stride: int = 1, group: int = 1, act: bool = True) -> str:
+        weight = g.weight((cout, cin // group, kernel, kernel), cin // group * kernel * kernel)
+        y = g.op("Conv", [x, weight, g.const(np.zeros(cout, np.float32))], pads=[kernel // 2] * 4, strides=[stride] * 2, group=group)
+        return g.op("Clip", [y, g.const(np.array(0, np.float32)), g.const(np.array(6, np.float32))]) if act else y
+
+    x, channels = conv("image", 3, 32, 3, stride=2), 32
+    # (expansion, output channels, repeats, first stride): MobileNetV2's table.
+    for expansion, cout, repeats, first_stride in ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1)):
+        for index in range(repeats):
+            stride = first_stride if index == 0 else 1
+            hidden = channels * expansion
+            y = conv(x, channels, hidden, 1) if expansion != 1 else x
+            y = conv(y, hidden, hidden, 3, stride=stride, group=hidden)
+            y = conv(y, hidden, cout, 1, act=False)
+            x, channels = (g.op("Add", [x, y]) if stride == 1 and channels == cout else y), cout
+    x = conv(x, channels, 1280, 1)
+    logits = g.op(
+        "Gemm", [g.op("Flatten", [g.op("GlobalAveragePool", [x])]), g.weight((classes, 1280), 1280), g.const(np.zeros(classes, np.float32))], "logits", transB=1
+    )
+    return g.model(
+        "mobilenet_v2_like",
+        [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["N", 3, 224, 224])],
+        [helper.make_tensor_value_info(logits, TensorProto.FLOAT, ["N", classes])],
+    )
+
+
+def resnet18_like(seed: int = 8, classes: int = 1000) -> onnx.ModelProto:
+    """ResNet-18's layout (7x7 stem, max pool, four stages of two basic blocks, 1x1 projection
+    shortcuts) with seeded weights. Input `image`: [N, 3, 224, 224]."""
+    g = GraphBuilder(seed)
+    x = _conv(g, "image", 3, 64, 7, stride=2)
+    x = g.op("MaxPool", [x], kernel_shape=[3, 3], pads=[1, 1, 1, 1], strides=[2, 2])
+    channels = 64
+    for cout, first_stride in ((64, 1), (128, 2), (256, 2), (512, 2)):
+        for index in range(2):
+            stride = first_stride if index == 0 else 1
+            y = _conv(g, _conv(g, x, channels, cout, 3, stride=stride), cout, cout, 3, relu=False)
+            shortcut = _conv(g, x, channels, cout, 1, stride=stride, relu=False) if stride != 1 or channels != cout else x
+            x, channels = g.op("Relu", [g.op("Add", [y, shortcut])]), cout
+    logits = g.op(
+        "Gemm", [g.op("Flatten", [g.op("GlobalAveragePool", [x])]), g.weight((classes, 512), 512), g.const(np.zeros(classes, np.float32))], "logits", transB=1
+    )
+    return g.model(
+        "resnet18_like",
+        [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["N", 3, 224, 224])],
+        [helper.make_tensor_value_info(logits, TensorProto.FLOAT, ["N", classes])],
+    )

@@ -39,7 +39,6 @@ from edgesdk.compile.compiler import Compiled, compile_model
 from edgesdk.compile.kernels import ModelAnalysis
 from edgesdk.compile.lowering import BuildSpec
 from edgesdk.compile.targets import half_target, host_target, runs_here
-from edgesdk.compile.worker import run_isolated
 from edgesdk.devices.profile import DeviceProfile
 from edgesdk.devices.registry import get_device
 from edgesdk.errors import CheckFailed, UserInputError
@@ -150,8 +149,7 @@ def deploy(
         staged = staging_dir(destination)
         simulation = _assemble(staged, precision.reference, compiled, specs, verify_inputs)
         outputs = compiled.outputs
-        if outputs is None:  # cached builds: run the simulation now, isolated like a compile
-            outputs = run_isolated(staged / simulation, staged / WEIGHTS_FILE, verify_inputs, [spec.name for spec in prepared.outputs])
+        assert outputs is not None  # compile_model runs the simulation when given inputs
         result = verification(
             outputs,
             reference_outputs(precision.reference.serialized, verify_inputs),
