@@ -8,6 +8,8 @@ import ast
 from pathlib import Path
 
 import edgesdk
+import edgesdk.plugin
+import edgesdk_plugins
 
 PACKAGE = Path(edgesdk.__file__).parent
 
@@ -155,3 +157,15 @@ def test_the_checker_sees_a_cycle_and_an_upward_import():
     assert layer("edgesdk.compile.b") > layer("edgesdk.frontend.a") > layer("edgesdk.plugin.manager") > layer("edgesdk.devices.profile")
     tree = ast.parse("def f():\n    from edgesdk.verbs import deploy\nif TYPE_CHECKING:\n    import tvm\n")
     assert imported(tree, "edgesdk.frontend.a", False) == {"edgesdk.verbs", "edgesdk.verbs.deploy"}
+
+
+def test_built_in_plugins_import_only_the_plugin_module():
+    """They are written as a third-party plugin is: from `edgesdk.plugin`, nothing deeper."""
+    allowed = {"edgesdk.plugin", *(f"edgesdk.plugin.{name}" for name in edgesdk.plugin.__all__)}
+    outside = {}
+    for path in sorted(Path(edgesdk_plugins.__file__).parent.glob("*.py")):
+        targets = imported(ast.parse(path.read_text()), f"edgesdk_plugins.{path.stem}", path.name == "__init__.py")
+        outside[path.name] = sorted(target for target in targets if target.split(".")[0] == "edgesdk" and target not in allowed)
+    assert len(outside) >= 7 and all(found == [] for found in outside.values()), outside
+    deeper = imported(ast.parse("from edgesdk.plugin.manager import collect\nfrom edgesdk import deploy\n"), "edgesdk_plugins.x", False)
+    assert {"edgesdk.plugin.manager", "edgesdk.deploy"} <= deeper - allowed  # what the check refuses

@@ -90,6 +90,11 @@ def _summary(artifact: Artifact) -> Table:
     return table
 
 
+def _input_shapes(texts: list[str] | None) -> dict[str, list[int]]:
+    """The repeated ``--input-shape NAME=D1,D2,...`` options as ``{name: dims}``."""
+    return dict(parse_input_shape(text) for text in texts or [])
+
+
 def deploy_command(
     model: Annotated[Path, typer.Argument(help="The ONNX model file.", show_default=False)],
     device: Annotated[str, typer.Option("--device", "-d", help="Device id (see `edgesdk devices`).", show_default=False)],
@@ -115,7 +120,7 @@ def deploy_command(
     quantize_options: dict[str, Any],  # always given, by with_quantize_options
 ) -> None:
     """Compile MODEL for a device through TVM, verify it against onnxruntime, write the artifact."""
-    shapes = dict(parse_input_shape(text) for text in input_shape or [])
+    shapes = _input_shapes(input_shape)
     requested = parse_pass_options(passes or [])
     with _progress() as on_stage:
         artifact = edgesdk.deploy(
@@ -206,7 +211,7 @@ def profile_command(
     quantize_options: dict[str, Any],  # always given, by with_quantize_options
 ) -> None:
     """Cost report: the simulated cost of a model on a device, per kernel and in total."""
-    shapes = dict(parse_input_shape(text) for text in input_shape or [])
+    shapes = _input_shapes(input_shape)
     with _progress() as on_stage:
         on_stage("analysing the model")
         report = edgesdk.profile(
@@ -295,7 +300,7 @@ def quantize_command(
     quantize_options: dict[str, Any],  # always given, by with_quantize_options
 ) -> None:
     """Quantize a model to an ONNX model onnxruntime runs (+ encodings JSON), optionally mixed precision."""
-    shapes = dict(parse_input_shape(text) for text in input_shape or [])
+    shapes = _input_shapes(input_shape)
     with _progress() as on_stage:
         on_stage("quantizing")
         report = edgesdk.quantize(
@@ -346,7 +351,7 @@ def compare_command(
     quantize_options: dict[str, Any],  # always given, by with_quantize_options
 ) -> None:
     """Simulated cost of one model on many devices, at one or more precisions, and their accuracy."""
-    shapes = dict(parse_input_shape(text) for text in input_shape or [])
+    shapes = _input_shapes(input_shape)
     with _progress() as on_stage:
         on_stage("analysing the model")
         report = edgesdk.compare(
