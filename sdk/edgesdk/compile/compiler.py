@@ -97,14 +97,14 @@ def compile_model(
     found = [cache.get("builds", key) for key in keys]
     run_key = cache_key({"build": keys[-1], "inputs": _digest(inputs)}) if specs and inputs is not None else None
     if model_dir is not None and all(found):
+        builds = _read_builds(found)
         outputs = None
         if run_key is not None and inputs is not None:
             outputs = _cached_run(cache, run_key)
             if outputs is None:
-                library = _read_builds(found)[-1][0] / specs[-1].library_name
-                outputs = run_isolated(library, model_dir / WEIGHTS_FILE, inputs, [spec.name for spec in model.outputs])
+                outputs = run_isolated(builds[-1][0] / specs[-1].library_name, model_dir / WEIGHTS_FILE, inputs, [spec.name for spec in model.outputs])
                 _store_run(cache, run_key, outputs)
-        return Compiled(model_dir, _read_builds(found), True, 0.0, outputs, keys)
+        return Compiled(model_dir, builds, True, 0.0, outputs, keys)
 
     scratch = cache.staging()
     try:
