@@ -74,3 +74,45 @@ def test_verification_summarises_the_worst_output():
 def test_an_empty_npz_is_valid(tmp_path):
     save_npz(tmp_path / "none.npz", {})
     assert load_npz(tmp_path / "none.npz") == {}
+
+
+def test_the_references_own_noise_widens_what_a_quantized_output_may_miss_by():
+    reference = np.random.default_rng(0).random(10_000).astype(np.float32)
+    flipped = reference.copy()
+    flipped[:40] += 0.3  # 0.4% of the values: beyond the 0.1% a quantized output may miss by
+    assert not compare(flipped, reference, float_rtol=5e-2, stray_share=1e-3).passed
+    noisy = reference.copy()
+    noisy[100:125] -= 0.3  # the reference, re-run under rounding noise, moves 25 values as far
+    check = compare(flipped, reference, float_rtol=5e-2, stray_share=1e-3, noise=[reference, noisy])
+    assert check.passed and (check.noise_beyond_tolerance, check.beyond_tolerance) == (25, 40)
+    assert check.noise_cosine == pytest.approx(compare(noisy, reference).cosine)
+    worse = reference.copy()
+    worse[:60] += 0.3  # more than twice the noise
+    assert not compare(worse, reference, float_rtol=5e-2, stray_share=1e-3, noise=[noisy]).passed
+    # Float deploys (no stray share) take no noise into account.
+    assert not compare(flipped, reference, noise=[noisy]).passed
+
+
+def test_noise_perturbs_every_float32_conv_and_matmul_by_summation_sized_errors():
+    from onnx import TensorProto, helper, numpy_helper
+
+    from edgesdk.frontend.noise import NOISE_SCALE, noise_outputs, perturbable
+
+    weight = numpy_helper.from_array(np.eye(4, dtype=np.float32), "w")
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["h"]), helper.make_node("Relu", ["h"], ["y"])],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 4])],
+        [weight],
+    )
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    perturbed, factors = perturbable(proto)
+    assert factors == {"edgesdk_noise_0": (2, 4)} and [n.op_type for n in perturbed.graph.node] == ["MatMul", "Mul", "Relu"]
+    x = np.full((2, 4), 1000.0, np.float32)
+    draws = noise_outputs(proto.SerializeToString(), {"x": x})
+    assert len(draws) == 3 and all(draw["y"].shape == (2, 4) for draw in draws)
+    relative = np.abs(np.stack([draw["y"] for draw in draws]) / 1000.0 - 1)
+    assert 0 < relative.max() < 8 * NOISE_SCALE  # moved, by a few summation errors at most
+    nothing_to_perturb = helper.make_model(helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g", graph.input, graph.output))
+    assert noise_outputs(nothing_to_perturb.SerializeToString(), {"x": x}) == []

@@ -73,22 +73,13 @@ class Artifact:
 
     def verify(self) -> VerificationInfo:
         """Re-check every file's hash, then the numerics against onnxruntime on the stored inputs."""
-        import onnx
-
-        from edgesdk.artifact.verification import verification
-        from edgesdk.frontend.reference import reference_outputs
-        from edgesdk.quantization.recipe import float_tolerance, stray_share
+        from edgesdk.artifact.verification import verify_against_reference
 
         self.check_files()
         inputs = load_npz(self.path / INPUTS_FILE)
         model = (self.path / MODEL_FILE).read_bytes()
-        reference = reference_outputs(model, inputs)
-        result = verification(
-            self.run(inputs, isolated=True),
-            reference,
-            inputs=self.manifest.verification.inputs,
-            float_rtol=float_tolerance(self.manifest.quantization.scheme, onnx.ModelProto.FromString(model)),
-            stray_share=stray_share(self.manifest.quantization.scheme),
+        result = verify_against_reference(
+            self.run(inputs, isolated=True), model, inputs, inputs_kind=self.manifest.verification.inputs, scheme=self.manifest.quantization.scheme
         )
         if not result.passed:
             raise CheckFailed(failure_message(self.path, result))
@@ -98,7 +89,10 @@ class Artifact:
 def failure_message(path: Path, result: VerificationInfo) -> str:
     failed = [check for check in result.outputs if not check.passed]
     described = ", ".join(
-        f"'{c.name}' (max abs err {c.max_abs_err:.3g} > {c.tolerance:.3g}; {c.beyond_tolerance} of its values beyond it, cosine {c.cosine:.6f})" for c in failed
+        f"'{c.name}' (max abs err {c.max_abs_err:.3g} > {c.tolerance:.3g}; {c.beyond_tolerance} of its values beyond it, cosine {c.cosine:.6f}"
+        + (f"; onnxruntime under rounding noise: {c.noise_beyond_tolerance}, cosine {c.noise_cosine:.6f}" if c.noise_cosine is not None else "")
+        + ")"
+        for c in failed
     )
     return f"{path}: numerics differ from {result.reference} on output {described}"
 

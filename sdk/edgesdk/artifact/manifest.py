@@ -66,7 +66,7 @@ class QuantizationInfo(_Record):
     vq_dim: int | None = Field(None, description="vq: weights per codebook vector.")
     vq_bits: int | None = Field(None, description="vq: bits per index (codebooks of 2**vq_bits vectors per layer).")
     adaround_seconds: float | None = Field(None, description="AdaRound's time budget, when weights were re-rounded by it.")
-    weight_bytes: int = Field(0, description="Bytes of the compiled model's weights.")
+    weight_bytes: int = Field(0, description="Bytes of the compiled model's weights as the artifact stores them (`params.npz`: packed int4, float16 scales).")
     float_weight_bytes: int = Field(0, description="Bytes of the weights at the model's own precision.")
     layers: list[QuantizedLayer] = Field(default_factory=list, description="Every convolution and matmul kernel.")
     accuracy: Accuracy | None = Field(None, description="Agreement of the compiled model with the float model on the `--calibration` samples, when given.")
@@ -83,8 +83,14 @@ class OutputCheck(_Record):
     beyond_tolerance: int = Field(
         0,
         description="Elements whose error exceeds the tolerance "
-        "(quantized schemes pass with up to 0.1% of them while cosine >= 0.999: see edgesdk.frontend.agreement).",
+        "(quantized schemes pass with up to 0.1% of them while cosine >= 0.999, or twice the reference's own noise: see edgesdk.frontend.agreement).",
     )
+    noise_beyond_tolerance: int | None = Field(
+        None,
+        description="Reduced precision: elements beyond the tolerance when onnxruntime itself runs with every float32 conv/matmul result perturbed "
+        "by float32 summation noise (worst of 3 draws; edgesdk.frontend.noise). Null when not measured.",
+    )
+    noise_cosine: float | None = Field(None, description="The cosine of those perturbed runs against the reference (worst of the draws).")
     passed: bool
 
 

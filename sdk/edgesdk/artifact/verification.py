@@ -3,27 +3,39 @@ records it (edgesdk.frontend.agreement says how two outputs are compared)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import numpy as np
+import onnx
 
 from edgesdk.artifact.manifest import OutputCheck, VerificationInfo
 from edgesdk.frontend.agreement import compare
-from edgesdk.frontend.reference import reference_name
+from edgesdk.frontend.noise import noise_outputs
+from edgesdk.frontend.reference import reference_name, reference_outputs
+from edgesdk.quantization.recipe import float_tolerance, stray_share
 
 
-def check_output(name: str, actual: np.ndarray, reference: np.ndarray, float_rtol: float | None = None, stray_share: float = 0.0) -> OutputCheck:
-    found = compare(np.asarray(actual), np.asarray(reference), float_rtol, stray_share)
+def check_output(
+    name: str, actual: np.ndarray, reference: np.ndarray, float_rtol: float | None = None, stray_share: float = 0.0, noise: Sequence[np.ndarray] = ()
+) -> OutputCheck:
+    found = compare(np.asarray(actual), np.asarray(reference), float_rtol, stray_share, noise)
     return OutputCheck(
         name=name, max_abs_err=found.max_abs_err, tolerance=found.tolerance, cosine=found.cosine, psnr_db=found.psnr_db,
-        beyond_tolerance=found.beyond_tolerance, passed=found.passed,
+        beyond_tolerance=found.beyond_tolerance, noise_beyond_tolerance=found.noise_beyond_tolerance, noise_cosine=found.noise_cosine,
+        passed=found.passed,
     )  # fmt: skip
 
 
 def verification(
-    actual: Mapping[str, np.ndarray], reference: Mapping[str, np.ndarray], *, inputs: str, float_rtol: float | None = None, stray_share: float = 0.0
+    actual: Mapping[str, np.ndarray],
+    reference: Mapping[str, np.ndarray],
+    *,
+    inputs: str,
+    float_rtol: float | None = None,
+    stray_share: float = 0.0,
+    noise: Sequence[Mapping[str, np.ndarray]] = (),
 ) -> VerificationInfo:
-    checks = [check_output(name, actual[name], ref, float_rtol, stray_share) for name, ref in reference.items()]
+    checks = [check_output(name, actual[name], ref, float_rtol, stray_share, [draw[name] for draw in noise]) for name, ref in reference.items()]
     psnrs = [check.psnr_db for check in checks if check.psnr_db is not None]
     return VerificationInfo(
         reference=reference_name(),
@@ -33,4 +45,21 @@ def verification(
         psnr_db=min(psnrs) if psnrs else None,
         passed=all(check.passed for check in checks),
         outputs=checks,
+    )
+
+
+def verify_against_reference(
+    actual: Mapping[str, np.ndarray], model: bytes, inputs: Mapping[str, np.ndarray], *, inputs_kind: str, scheme: str
+) -> VerificationInfo:
+    """``actual`` (the compiled model's outputs on ``inputs``) against onnxruntime running
+    ``model``, with the tolerances of the precision ``scheme``; a reduced-precision scheme's also
+    measure the reference's own rounding noise (edgesdk.frontend.noise)."""
+    share = stray_share(scheme)
+    return verification(
+        actual,
+        reference_outputs(model, inputs),
+        inputs=inputs_kind,
+        float_rtol=float_tolerance(scheme, onnx.ModelProto.FromString(model)),
+        stray_share=share,
+        noise=noise_outputs(model, inputs) if share else (),
     )

@@ -53,6 +53,15 @@ class BlockedWeight:
     def depth(self) -> int:
         return int(self.values.shape[1]) * (self.group if self.codebook else 1)
 
+    def stored_scales(self) -> np.ndarray:
+        """The scales as the artifact stores them: float32 ones that float16 holds exactly (w4a8's)
+        as float16, half the bytes for the same values; the kernel still multiplies in float32."""
+        if self.scales.dtype == np.float32 and not self.codebook:
+            half = self.scales.astype(np.float16)
+            if np.array_equal(half.astype(np.float32), self.scales):
+                return half
+        return self.scales
+
     def packed(self) -> np.ndarray:
         """int4: uint8 (rows, ceil(depth/2)), element 2j in the low nibble of byte j, stored with an
         offset of 8 when signed. int8/uint8: the integers as they are."""
@@ -225,7 +234,7 @@ def unpack_in_kernels(mod, known: dict, table: dict[str, BlockedWeight]):
             return None if floats is None else relax.const(floats)
 
         def _operands(self, weight: BlockedWeight, stem: str):
-            packed, scales = weight.packed(), weight.scales
+            packed, scales = weight.packed(), weight.stored_scales()
             operands = [packed, scales] + ([weight.zero_points.astype(np.int32)] if weight.zero_points is not None else [])
             made = []
             packed_dtypes[f"{stem}_packed"] = weight_dtype(weight)
@@ -319,13 +328,19 @@ def _packed_name(weight: BlockedWeight) -> str:
 
 def _layout(weight: BlockedWeight) -> dict:
     """What a kernel needs to know of ``weight`` to unpack it."""
-    return {"rows": weight.rows, "depth": weight.depth, "group": weight.group, "bits": weight.bits, "signed": weight.signed, "codebook": weight.codebook}
+    return {
+        "rows": weight.rows, "depth": weight.depth, "group": weight.group, "bits": weight.bits, "signed": weight.signed, "codebook": weight.codebook,
+        "product": str(weight.scales.dtype),
+    }  # fmt: skip
 
 
-def _weight_value(packed, scales, zero_points, row, k, *, group: int, bits: int, signed: bool, codebook: bool = False, integer: bool = False, **_):
+def _weight_value(
+    packed, scales, zero_points, row, k, *, group: int, bits: int, signed: bool, product: str, codebook: bool = False, integer: bool = False, **_
+):
     """The weight at (row, k), unpacked from the kernel's operands (a TE expression): the int32
-    integer when ``integer``, else the float32 value; for a codebook, entry k % group of the
-    vector whose index is stored at (row, k // group)."""
+    integer when ``integer``, else the float32 value, rounded through ``product`` (the type
+    DequantizeLinear makes) like the model does; for a codebook, entry k % group of the vector
+    whose index is stored at (row, k // group)."""
     from tvm import tirx
 
     slot = k // group if codebook else k
@@ -342,8 +357,7 @@ def _weight_value(packed, scales, zero_points, row, k, *, group: int, bits: int,
     if integer:
         return value
     value = value.astype("float32") * scales[row, k // group].astype("float32")
-    # DequantizeLinear produces the scale's type: round as it does.
-    return value.astype(scales.dtype).astype("float32") if scales.dtype != "float32" else value
+    return value.astype(product).astype("float32") if product != "float32" else value
 
 
 def _reduce(shape, activation, packed, scales, zero_points, *, depth: int, group: int, input_scale=None, input_zero=None, name: str, **layout):

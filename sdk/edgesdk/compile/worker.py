@@ -228,4 +228,6 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
+    # tvm_ffi imports torch whenever it is installed (~2 s); the worker never hands tensors to torch.
+    sys.modules.setdefault("torch", None)  # type: ignore[arg-type]  # None in sys.modules makes `import torch` fail fast
     sys.exit(main(sys.argv[1:]))

@@ -154,8 +154,6 @@ def shape_from_samples(dims: Sequence[int | str], stacked: Sequence[int]) -> lis
 
 
 def _bind_shapes(name: str, proto: onnx.ModelProto, input_shapes: Mapping[str, Sequence[int]], sample_shapes: Mapping[str, Sequence[int]]) -> None:
-    from onnxruntime.tools.onnx_model_utils import make_dim_param_fixed
-
     inputs = {value.name: value for value in _graph_inputs(proto)}
     unknown = sorted(set(input_shapes) - set(inputs))
     if unknown:
@@ -194,8 +192,22 @@ def _bind_shapes(name: str, proto: onnx.ModelProto, input_shapes: Mapping[str, S
                     raise UserInputError(f"{name}: dim '{symbol}' is {bound} in '{where}' but {size} in '{input_name}'")
             dim.Clear()
             dim.dim_value = size
-    for symbol, (size, _) in symbols.items():
-        make_dim_param_fixed(proto.graph, symbol, size)
+    _fix_dims(proto.graph, {symbol: size for symbol, (size, _) in symbols.items()})
+
+
+def _fix_dims(graph: onnx.GraphProto, sizes: Mapping[str, int]) -> None:
+    """Every ``dim_param`` named in ``sizes`` made that size, in ``graph`` and its subgraphs.
+    (onnxruntime.tools has this too, but importing it imports torch when installed: ~1.5 s.)"""
+    for value in [*graph.input, *graph.output, *graph.value_info]:
+        for dim in value.type.tensor_type.shape.dim if value.type.HasField("tensor_type") else ():
+            if dim.HasField("dim_param") and dim.dim_param in sizes:
+                size = sizes[dim.dim_param]
+                dim.Clear()
+                dim.dim_value = size
+    for node in graph.node:
+        for attribute in node.attribute:
+            for subgraph in [attribute.g] if attribute.HasField("g") else attribute.graphs:
+                _fix_dims(subgraph, sizes)
 
 
 def _fold_constants(name: str, proto: onnx.ModelProto) -> onnx.ModelProto:

@@ -141,6 +141,9 @@ def _dequantize_nodes(weight: QuantizedWeight, original: onnx.TensorProto, node:
     values, scales = (weight.values, weight.scales) if transposed else (weight.values.T, weight.scales.T)
     integer_type = TensorProto.INT4 if weight.bits == 4 else TensorProto.INT8
     stored = helper.make_tensor(f"{name}_quantized", integer_type, list(values.shape), values.ravel().tolist())
+    # Dequantized in the layer's type: float32 products of int4/int8 and float16 scales are exact,
+    # what an integer kernel (w4a8) computes; float16 ones round like a float16 layer does.
+    scales = scales if float_type == TensorProto.FLOAT16 else scales.astype(helper.tensor_dtype_to_np_dtype(float_type))
     scale = numpy_helper.from_array(np.ascontiguousarray(scales), f"{name}_scale")
     initializers = [stored, scale]
     out = f"{name}_dequantized"
@@ -149,9 +152,6 @@ def _dequantize_nodes(weight: QuantizedWeight, original: onnx.TensorProto, node:
             "DequantizeLinear", [stored.name, scale.name], [out], axis=1 if transposed else 0, block_size=weight.group, name=f"{name}_DequantizeLinear"
         )
     ]
-    if float_type != TensorProto.FLOAT16:
-        made.append(helper.make_node("Cast", [out], [f"{out}_cast"], to=float_type, name=f"{name}_Cast"))
-        out = f"{out}_cast"
     if len(shape) != 2:
         target = numpy_helper.from_array(np.array(shape, np.int64), f"{name}_shape")
         initializers.append(target)

@@ -33,7 +33,7 @@ from edgesdk.artifact.manifest import (
     TensorInfo,
     VerificationInfo,
 )
-from edgesdk.artifact.verification import verification
+from edgesdk.artifact.verification import verify_against_reference
 from edgesdk.compile.build_cache import BuildCache
 from edgesdk.compile.compiler import Compiled, compile_model
 from edgesdk.compile.kernels import ModelAnalysis
@@ -43,14 +43,13 @@ from edgesdk.devices.profile import DeviceProfile
 from edgesdk.devices.registry import get_device
 from edgesdk.errors import CheckFailed, UserInputError
 from edgesdk.frontend.model import Model, random_inputs
-from edgesdk.frontend.reference import reference_outputs
 from edgesdk.frontend.tensors import check_inputs, load_npz, save_npz
 from edgesdk.plugin import manager as plugin_manager
 from edgesdk.plugin.kinds import Backend
 from edgesdk.plugin.passes import choose
 from edgesdk.plugin.toolchains import host_toolchain
 from edgesdk.quantization.accuracy import measure_agreement
-from edgesdk.quantization.recipe import float_tolerance, recipe, stray_share
+from edgesdk.quantization.recipe import recipe
 from edgesdk.quantization.schemes import Precision, weight_bytes
 from edgesdk.simulate.partition import ARITHMETIC_CLASSES, compute_dtype
 from edgesdk.verbs.pipeline import checked_options, estimated, load_precision, read_analysis
@@ -150,13 +149,7 @@ def deploy(
         simulation = _assemble(staged, precision.reference, compiled, specs, verify_inputs)
         outputs = compiled.outputs
         assert outputs is not None  # compile_model runs the simulation when given inputs
-        result = verification(
-            outputs,
-            reference_outputs(precision.reference.serialized, verify_inputs),
-            inputs=inputs_kind,
-            float_rtol=float_tolerance(scheme, precision.reference.proto),
-            stray_share=stray_share(scheme),
-        )
+        result = verify_against_reference(outputs, precision.reference.serialized, verify_inputs, inputs_kind=inputs_kind, scheme=scheme)
         on_stage("write")
         manifest = _manifest(profile, backend, prepared, precision, analysis, specs, compiled, simulation, result, files=hash_tree(staged))
         manifest.partition, manifest.estimate, manifest.passes = placement.info(), estimate, passes
@@ -215,7 +208,7 @@ def _manifest(
             inputs=[TensorInfo(**spec.to_json()) for spec in prepared.inputs],
             outputs=[TensorInfo(**spec.to_json()) for spec in prepared.outputs],
         ),
-        quantization=_quantization_info(prepared, precision, analysis),
+        quantization=_quantization_info(prepared, precision, analysis, _stored_bytes(compiled.model_dir / WEIGHTS_FILE)),
         files=files,
         # What the device code runs on; deploy() replaces it with the simulated placement.
         partition=PartitionInfo(units={_cpu_unit(profile): device_build.kernels}),
@@ -239,7 +232,13 @@ def _target_notes(profile: DeviceProfile, spec: BuildSpec) -> list[str]:
     return [f"float16 computation: the device code also uses {', '.join(added)} (the CPU must have it)"] if added else []
 
 
-def _quantization_info(prepared: Model, precision: Precision, analysis: ModelAnalysis) -> QuantizationInfo:
+def _stored_bytes(weights_file: Path) -> int:
+    """Bytes of the weights as the artifact stores them (packed int4, float16 scales...)."""
+    with np.load(weights_file, allow_pickle=False) as arrays:
+        return sum(arrays[name].nbytes for name in arrays.files)
+
+
+def _quantization_info(prepared: Model, precision: Precision, analysis: ModelAnalysis, stored_bytes: int) -> QuantizationInfo:
     layers = [
         QuantizedLayer(
             name=kernel.name,
@@ -260,7 +259,7 @@ def _quantization_info(prepared: Model, precision: Precision, analysis: ModelAna
         vq_dim=precision.recipe.vq_dim,
         vq_bits=precision.recipe.vq_bits,
         adaround_seconds=precision.recipe.adaround_seconds,
-        weight_bytes=weight_bytes(precision.compiled.proto),
+        weight_bytes=stored_bytes,
         float_weight_bytes=weight_bytes(prepared.proto),
         layers=layers,
         # Only deploys measure it (profile needs no accuracy): both models run on every sample.
