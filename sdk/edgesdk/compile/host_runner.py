@@ -5,26 +5,35 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from edgesdk.frontend.model import TensorSpec
 from edgesdk.frontend.tensors import check_inputs, load_npz
 
+ALIGNMENT = 64  # bytes: TVM takes a numpy array without a copy only when it starts at such an address
+
 
 class HostRunner:
-    """The functional simulation: a host build of the lowered model, run by TVM's Relax VM."""
+    """The functional simulation: a host build of the lowered model, run by TVM's Relax VM.
+
+    One call at a time (as TVM's VM itself): an input that is not aligned for TVM is copied into a
+    buffer kept for the next call, and outputs are handed over without a copy."""
 
     def __init__(self, library: Path, weights: Path, inputs: list[TensorSpec], outputs: list[str]):
         self.library, self.weights_file, self.inputs, self.outputs = library, weights, inputs, outputs
-        self._vm = None
+        self._vm: Any = None
+        self._main: Any = None
         self._weights: list = []
+        self._buffers: dict[int, tuple[Any, np.ndarray]] = {}  # input index -> (TVM tensor, numpy view of it)
 
     def _load(self) -> None:
         import tvm
         from tvm import relax
 
-        self._vm = relax.VirtualMachine(tvm.runtime.load_module(str(self.library)), tvm.cpu())
+        vm = relax.VirtualMachine(tvm.runtime.load_module(str(self.library)), tvm.cpu())
+        self._vm, self._main = vm, vm["main"]
         weights = load_npz(self.weights_file)
         self._weights = [tvm.runtime.tensor(weights[key]) for key in sorted(weights)]
 
@@ -50,9 +59,30 @@ class HostRunner:
         main = self.vm["main"]
         return lambda: main(*arrays, *self._weights)
 
-    def _run_here(self, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def _tensor(self, index: int, array: np.ndarray):
+        """``array`` as a TVM tensor (and the numpy memory it lives in): shared when aligned, else
+        copied into this input's buffer."""
         import tvm
 
-        result = self.vm["main"](*(tvm.runtime.tensor(array) for array in arrays.values()), *self._weights)
+        if array.ctypes.data % ALIGNMENT == 0 and array.flags.c_contiguous:
+            return tvm.runtime.from_dlpack(array), array
+        kept = self._buffers.get(index)
+        if kept is None or kept[1].shape != array.shape or kept[1].dtype != array.dtype:
+            buffer = tvm.runtime.empty(array.shape, array.dtype.name)
+            kept = self._buffers[index] = (buffer, np.from_dlpack(buffer))
+        kept[1][...] = array
+        return kept
+
+    def _run_here(self, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        if self._main is None:
+            self._load()
+        assert self._main is not None
+        passed = [self._tensor(index, array) for index, array in enumerate(arrays.values())]
+        result = self._main(*(tensor for tensor, _ in passed), *self._weights)
         values = [result] if hasattr(result, "numpy") else list(result)
-        return {name: value.numpy() for name, value in zip(self.outputs, values, strict=False)}
+        outputs = {}
+        for name, value in zip(self.outputs, values, strict=False):
+            array = np.from_dlpack(value)  # the VM allocated it for this call: no copy needed
+            # ...unless it is an input passed through (an Identity model): that memory is not ours.
+            outputs[name] = array.copy() if any(np.shares_memory(array, memory) for _, memory in passed) else array
+        return outputs
