@@ -116,7 +116,13 @@ class BuildInfo(_Record):
     kernels: int = Field(description="Compiled kernels (TIR functions) in the device module.")
     cache_key: str
     cached: bool = Field(description="Whether the builds came from the compile cache.")
-    compile_seconds: float = Field(description="Time spent in the TVM worker (0 when cached).")
+    compile_seconds: float = Field(description="Time spent in the TVM workers, wall clock (0 when cached).")
+    compile_stages: dict[str, float] = Field(
+        default_factory=dict,
+        description="Seconds per stage in the TVM workers: `import`, `analyze`, `build device`, `build host`, `run` (empty when cached). "
+        "The device and host builds run in two workers at once when the machine has two cores, each importing the model: "
+        "the stages then add up to more than `compile_seconds`.",
+    )
     notes: list[str] = Field(default_factory=list, description="What the build could not do here, and why.")
 
 

@@ -79,7 +79,8 @@ def _summary(artifact: Artifact) -> Table:
     units = ", ".join(f"{name} {count}" for name, count in manifest.partition.units.items())
     fallbacks = len(manifest.partition.fallbacks)
     table.add_row("kernels", f"{build.kernels} compiled; calls per unit: {units}" + (f" ({fallbacks} fallbacks)" if fallbacks else ""))
-    table.add_row("compile", "from the cache" if build.cached else f"{build.compile_seconds:.1f} s in TVM")
+    stages = ", ".join(f"{name} {seconds:.1f} s" for name, seconds in build.compile_stages.items())
+    table.add_row("compile", "from the cache" if build.cached else f"{build.compile_seconds:.1f} s in TVM" + (f" ({stages})" if stages else ""))
     estimate = manifest.estimate
     if estimate:
         table.add_row("simulated", f"{estimate.latency_ms:.3g} ms, {estimate.energy_mj:.3g} mJ, peak memory {estimate.peak_memory_bytes / 2**20:.2f} MiB")

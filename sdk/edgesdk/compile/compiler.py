@@ -3,9 +3,12 @@ results: what every verb that needs TVM calls."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import os
 import shutil
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,7 +16,7 @@ import numpy as np
 
 from edgesdk.compile.build_cache import BuildCache, cache_key
 from edgesdk.compile.lowering import PIPELINE_VERSION, BuildResult, BuildSpec
-from edgesdk.compile.worker import WEIGHTS_FILE, Job, RunTask, run_in_worker, run_isolated
+from edgesdk.compile.worker import WEIGHTS_FILE, Job, JobResult, RunTask, run_in_worker, run_isolated
 from edgesdk.frontend.model import Model
 from edgesdk.frontend.tensors import load_npz, save_npz
 from edgesdk.plugin.passes import PassChoice, fingerprint
@@ -70,6 +73,7 @@ class Compiled:
     seconds: float
     outputs: dict[str, np.ndarray] | None  # of the simulation on the verification inputs, if run
     keys: list[str]  # the cache key of each build
+    stages: dict[str, float] = dataclasses.field(default_factory=dict)  # worker seconds per stage (empty when cached)
 
 
 def compile_model(
@@ -108,33 +112,69 @@ def compile_model(
 
     scratch = cache.staging()
     try:
-        (scratch / "model.onnx").write_bytes(model.serialized)  # the worker's input, not kept
+        (scratch / "model.onnx").write_bytes(model.serialized)  # the workers' input, not kept
         todo = [(index, spec) for index, spec in enumerate(specs) if not found[index]]
-        job = Job(
-            model=str(scratch / "model.onnx"),
-            shapes={spec.name: list(spec.shape) for spec in model.inputs},
-            model_dir=str(scratch / "model"),
-            builds=[(spec, str(scratch / f"build{index}")) for index, spec in todo],
-            passes=passes,
-        )
+        run = None
         if specs and inputs is not None:
             simulation = found[-1] or scratch / f"build{len(specs) - 1}"
             save_npz(scratch / "inputs.npz", inputs)
-            job.run = RunTask(
+            run = RunTask(
                 library=str(simulation / specs[-1].library_name),
                 weights=str(scratch / "model" / WEIGHTS_FILE),
                 inputs=str(scratch / "inputs.npz"),
                 outputs=str(scratch / "outputs.npz"),
                 output_names=[spec.name for spec in model.outputs],
             )
-        result = run_in_worker(job, scratch / "job", model_name=model.name, timeout_s=timeout_s, on_stage=on_stage)
-        outputs = load_npz(scratch / "outputs.npz") if job.run else None
+        jobs = _jobs(model, scratch, todo, run, passes)
+        results = _run_jobs(jobs, scratch, model_name=model.name, timeout_s=timeout_s, on_stage=on_stage)
+        outputs = load_npz(scratch / "outputs.npz") if run else None
         if run_key is not None and outputs is not None:
             _store_run(cache, run_key, outputs)
-        for (index, _), built in zip(todo, result.builds, strict=False):
-            (scratch / f"build{index}" / "build.json").write_text(built.model_dump_json())
-            found[index] = cache.put("builds", keys[index], scratch / f"build{index}")
+        for (_, part), result in zip(jobs, results, strict=True):
+            for (index, _), build in zip(part, result.builds, strict=True):
+                (scratch / f"build{index}" / "build.json").write_text(build.model_dump_json())
+                found[index] = cache.put("builds", keys[index], scratch / f"build{index}")
         model_dir = cache.put("models", model_key, scratch / "model")
-        return Compiled(model_dir, _read_builds(found), False, result.seconds, outputs, keys)
+        stages = _merged_stages(results)
+        return Compiled(model_dir, _read_builds(found), False, max(result.seconds for result in results), outputs, keys, stages)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _jobs(model: Model, scratch: Path, todo: list[tuple[int, BuildSpec]], run: RunTask | None, passes: Sequence[PassChoice]) -> list[tuple[Job, list]]:
+    """The worker jobs, each with the builds it makes: one, or, when two builds are due and this
+    machine has a core for each, two processes in parallel: the first imports, analyses and makes
+    the device build; the second imports again (a few seconds) and makes the rest and the run."""
+    base = {"model": str(scratch / "model.onnx"), "shapes": {spec.name: list(spec.shape) for spec in model.inputs}, "passes": passes}
+    first = Job(**base, model_dir=str(scratch / "model"), builds=[(spec, str(scratch / f"build{index}")) for index, spec in todo[:1]])
+    if len(todo) < 2 or (os.cpu_count() or 1) < 2:
+        first.builds = [(spec, str(scratch / f"build{index}")) for index, spec in todo]
+        first.run = run
+        return [(first, todo)]
+    # Its run reads the weights of its own import: the first job may not have written them yet.
+    if run is not None:
+        run = run.model_copy(update={"weights": str(scratch / "weights-second.npz")})
+    second = Job(**base, weights_file=run.weights if run else None, builds=[(spec, str(scratch / f"build{index}")) for index, spec in todo[1:]], run=run)
+    return [(first, todo[:1]), (second, todo[1:])]
+
+
+def _run_jobs(jobs: list[tuple[Job, list]], scratch: Path, *, model_name: str, timeout_s: float | None, on_stage: Callable[[str], None]) -> list[JobResult]:
+    """Each job in its own worker, concurrently; the first failure is raised once all have ended."""
+    if len(jobs) == 1:
+        return [run_in_worker(jobs[0][0], scratch / "job0", model_name=model_name, timeout_s=timeout_s, on_stage=on_stage)]
+    with ThreadPoolExecutor(max_workers=len(jobs)) as pool:
+        futures = [
+            pool.submit(run_in_worker, job, scratch / f"job{number}", model_name=model_name, timeout_s=timeout_s, on_stage=on_stage)
+            for number, (job, _) in enumerate(jobs)
+        ]
+        wait(futures)
+    return [future.result() for future in futures]
+
+
+def _merged_stages(results: Sequence[JobResult]) -> dict[str, float]:
+    """Seconds per stage over all workers (a stage two of them ran, such as import, adds up)."""
+    stages: dict[str, float] = {}
+    for result in results:
+        for name, seconds in result.stages.items():
+            stages[name] = round(stages.get(name, 0.0) + seconds, 3)
+    return stages

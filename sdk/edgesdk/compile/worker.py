@@ -60,6 +60,7 @@ class Job(BaseModel):
     model: str | None = None
     shapes: dict[str, list[int]] = {}
     model_dir: str | None = None  # receives WEIGHTS_FILE and ANALYSIS_FILE
+    weights_file: str | None = None  # without a model_dir: where the imported weights go
     builds: list[tuple[BuildSpec, str]] = []
     passes: list[PassChoice] = []  # plugin passes of the relax stage, run after the import
     run: RunTask | None = None
@@ -70,6 +71,7 @@ class JobResult(BaseModel):
 
     builds: list[BuildResult] = []
     seconds: float = 0.0
+    stages: dict[str, float] = {}  # seconds per stage (import, analyze, build device, ...), in order
     error: str | None = None
     stage: str | None = None
 
@@ -176,6 +178,8 @@ def _work(job: Job, report: Callable[[str], None]) -> JobResult:
         for choice in job.passes:
             report(f"pass {choice.name}")
             mod = lowering.checked_pass_result(choice, mod, passes.run(choice, mod))
+        if job.weights_file:
+            lowering.save_weights(Path(job.weights_file), weights, names)
         if job.model_dir:
             report("analyze")
             Path(job.model_dir).mkdir(parents=True, exist_ok=True)
@@ -209,12 +213,15 @@ def _one_line(exc: BaseException) -> str:
 
 def main(argv: list[str]) -> int:
     job_file, events_fd = Path(argv[0]), int(argv[1])
-    stage = "start"
+    stage, since = "start", time.monotonic()
+    stages: dict[str, float] = {}
     with os.fdopen(events_fd, "w", buffering=1) as events:
 
         def report(name: str) -> None:
-            nonlocal stage
-            stage = name
+            nonlocal stage, since
+            now = time.monotonic()
+            stages[stage] = stages.get(stage, 0.0) + now - since
+            stage, since = name, now
             events.write(json.dumps({"stage": name}) + "\n")
 
         job = Job.model_validate_json(job_file.read_text())
@@ -223,6 +230,9 @@ def main(argv: list[str]) -> int:
         except Exception as exc:  # any failure inside TVM or a toolchain is reported, not raised
             traceback.print_exc()
             result = JobResult(error=_one_line(exc), stage=stage)
+        report("done")
+    stages.pop("start", None)  # the job file read, before any TVM work
+    result.stages = {name: round(seconds, 3) for name, seconds in stages.items()}
     (job_file.parent / "result.json").write_text(result.model_dump_json())
     return 0 if result.error is None else 3
 

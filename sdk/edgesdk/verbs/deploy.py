@@ -222,6 +222,7 @@ def _manifest(
             cache_key=compiled.keys[0],
             cached=compiled.cached,
             compile_seconds=round(compiled.seconds, 3),
+            compile_stages=compiled.stages,
             notes=[*precision.compiled.notes[len(prepared.notes) :], *_target_notes(profile, specs[0]), *device_build.notes],
         ),
     )
