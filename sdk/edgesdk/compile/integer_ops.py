@@ -34,18 +34,6 @@ def integerize(mod, known: dict | None = None):
     bindings = Bindings(main, known or {})
     value, op_name, _const = bindings.value, bindings.op_name, bindings.constant
 
-    def _fold(expr):
-        """The value of a reshape/dequantize chain over known tensors, or None."""
-        known_value = _const(expr)
-        if known_value is not None:
-            return known_value
-        name = op_name(expr)
-        call = value(expr)
-        if name == "relax.reshape":
-            inner = _fold(call.args[0])
-            return None if inner is None else inner.reshape([int(d) for d in call.ty.shape])
-        return bindings.dequantized(call) if name == "relax.dequantize" else None
-
     @mutator
     class Rewriter(PyExprMutator):
         def visit_call_(self, call):  # noqa: N802 - TVM's visitor naming
@@ -115,7 +103,7 @@ def integerize(mod, known: dict | None = None):
             scale = (sx.reshape(-1)[0] * sw.astype(np.float32).reshape(-1)).reshape(channel_shape if sw.size > 1 else (1,) * len(channel_shape))
             y = emit(relax.op.multiply(emit(relax.op.astype(acc, "float32")), relax.const(scale.astype(np.float32))))
             if bias is not None:
-                folded = _fold(bias)  # a quantized bias, dequantized once here, not at every run
+                folded = bindings.folded(bias)  # a quantized bias, dequantized once here, not at every run
                 y = emit(relax.op.add(y, relax.const(folded) if folded is not None else self.visit_expr(bias)))
             if relu:
                 y = emit(relax.op.nn.relu(y))

@@ -52,3 +52,18 @@ class Bindings:
             shape[int(call.attrs.axis) % q.ndim] = -1
         floats = (q.astype(np.float64) - zero.astype(np.float64).reshape(shape if zero.size > 1 else [1] * q.ndim)) * scale.astype(np.float64).reshape(shape)
         return floats.astype(str(call.ty.dtype))
+
+    def folded(self, expr, *, params: bool = True) -> np.ndarray | None:
+        """The value of a reshape/dequantize chain over constants and known tensors, else None;
+        with ``params=False`` a known parameter on its own is not a value (it stays a weight:
+        only what a dequantize makes of it is)."""
+        call = self.value(expr)
+        name = self.op_name(expr)
+        if name == "relax.reshape":
+            inner = self.folded(call.args[0], params=params)
+            return None if inner is None else inner.reshape([int(d) for d in call.ty.shape])
+        if name == "relax.dequantize":
+            return self.dequantized(call)
+        import tvm
+
+        return call.value.numpy() if isinstance(call, tvm.ir.expr.Constant) else self.known.get(call) if params else None
