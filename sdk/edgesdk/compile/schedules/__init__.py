@@ -16,6 +16,7 @@ __all__ = ["CpuSpec", "ScheduleKernels", "cpu_spec", "schedule_func"]
 
 def schedule_func(func, cpu: CpuSpec):
     """``func`` scheduled for ``cpu``, or None when no rule applies."""
+    import tvm
     from tvm import s_tir
 
     sch = s_tir.Schedule(func, debug_mask="all" if _checking() else 0, error_render_level="none")
@@ -24,14 +25,17 @@ def schedule_func(func, cpu: CpuSpec):
         if found is not None:
             spatial.inline_elementwise(sch, keep=found.block_name)
             found = contraction.match(sch)  # re-read: inlining renamed nothing but may drop blocks
+        placed = None
         if found is not None:
-            contraction.schedule(sch, found, cpu, spatial.inline_epilogue)
+            placed = contraction.schedule(sch, found, cpu, spatial.inline_epilogue)
         elif not spatial.applies(sch):
             return None
         if cpu.parallel:
-            spatial.parallelize_rest(sch)
-    except s_tir.ScheduleError:
-        return None  # a pattern this rule set does not fully handle: keep the function as TVM made it
+            spatial.parallelize_rest(sch, scheduled=placed)
+    except (s_tir.ScheduleError, tvm.error.InternalError):
+        # A pattern the rules do not fully handle (a primitive refused it, or TVM tripped over it):
+        # keep the function exactly as TVM made it.
+        return None
     return sch.mod["main"].with_attr("tir.is_scheduled", True)
 
 

@@ -75,10 +75,16 @@ def match(sch) -> Contraction | None:
     acc, product = store.value.a, store.value.b
     if not (isinstance(acc, TensorLoad) and acc.source.same_as(store.buffer) and isinstance(product, tirx.Mul)):
         return None
-    if str(store.buffer.dtype) not in ("float32", "int32"):
-        return None
     operands = [_strip_cast(product.a), _strip_cast(product.b)]
     if not all(isinstance(operand, TensorLoad) for operand in operands):
+        return None
+    # float32 x float32 -> float32, or 8-bit integers -> int32. Not float16 (accumulated in float32):
+    # unrolled and vectorised, its conversions are library calls on baseline x86-64 that LLVM takes minutes over.
+    dtypes = {str(operand.source.dtype) for operand in operands}
+    if str(store.buffer.dtype) == "float32":
+        if dtypes != {"float32"}:
+            return None
+    elif str(store.buffer.dtype) != "int32" or not dtypes <= {"int8", "uint8"}:
         return None
     spatial_vars = [var.var for var in block.iter_vars if var.iter_type == tirx.IterVar.DataPar]
     reduce_vars = [var.var for var in block.iter_vars if var.iter_type == tirx.IterVar.CommReduce]
@@ -161,7 +167,8 @@ def tiles(found: Contraction, cpu: CpuSpec) -> tuple[int, int]:
     return reuse, vector
 
 
-def schedule(sch, found: Contraction, cpu: CpuSpec, inline_epilogue) -> None:
+def schedule(sch, found: Contraction, cpu: CpuSpec, inline_epilogue):
+    """Schedule the contraction; returns the outermost loop of its nest."""
     block = sch.get_sblock(found.block_name)
     loops = sch.get_loops(block)
     spatial_loops, reduce_loops = loops[: len(found.spatial)], loops[len(found.spatial) :]
@@ -188,9 +195,11 @@ def schedule(sch, found: Contraction, cpu: CpuSpec, inline_epilogue) -> None:
     sch.vectorize(sch.get_loops(local)[-1])
     parallel = cpu.parallel and math.prod(found.spatial) * math.prod(found.reduction) >= MIN_PARALLEL_MACS
     if parallel:
-        sch.parallel(sch.fuse(*outer))
+        outer = [sch.fuse(*outer)]
+        sch.parallel(outer[0])
     init = sch.decompose_reduction(block, reduce_loops[0])
-    init_loops = sch.get_loops(init)[1 if parallel else len(outer) :]
+    init_loops = sch.get_loops(init)[len(outer) :]
     for loop in init_loops[:-1]:
         sch.unroll(loop)
     sch.vectorize(init_loops[-1])
+    return outer[0]

@@ -47,13 +47,25 @@ def inline_epilogue(sch, producer) -> None:
         produced = [region.source for region in sch.get(producer).writes]
         for region in sch.get(consumer).reads:
             if any(region.source.same_as(buffer) for buffer in produced):
-                continue
-            if any(region.source.same_as(buffer) for buffer in intermediates):
+                if not _same_point(sch.get(consumer), region):
+                    return  # a broadcast or a reshape of the result: not an elementwise epilogue
+            elif any(region.source.same_as(buffer) for buffer in intermediates):
                 return
         try:
             sch.reverse_compute_inline(consumer)
         except s_tir.ScheduleError:
             return
+
+
+def _same_point(block, region) -> bool:
+    """Whether ``block`` reads ``region`` at exactly its own iterators, in order (elementwise)."""
+    iters = block.iter_vars
+    if len(region.region) != len(iters):
+        return False
+    return all(
+        extent_one and axis.min.same_as(var.var) and int(var.dom.extent) == int(shape)
+        for axis, var, shape, extent_one in zip(region.region, iters, region.source.shape, (int(axis.extent) == 1 for axis in region.region), strict=True)
+    )
 
 
 def _data_parallel_prefix(sch, block) -> list:
@@ -108,10 +120,21 @@ def _parallel_loops(sch, block) -> list:
     return chosen if chunks > 1 else []
 
 
-def parallelize_rest(sch) -> None:
+def parallelize_rest(sch, scheduled=None) -> None:
     """Parallel outer loops for the root blocks that no rule scheduled (padding, unfused epilogues,
-    reductions such as softmax and layer norm: their outer loops are data-parallel)."""
+    reductions such as softmax and layer norm: their outer loops are data-parallel). ``scheduled``
+    is the outermost loop of a nest a rule has placed: it is left as the rule made it."""
+    from tvm import s_tir
+
+    taken = sch.get(scheduled) if scheduled is not None else None
     for block in _root_blocks(sch):
+        outer = sch.get_loops(block)
+        if taken is not None and outer and sch.get(outer[0]).same_as(taken):
+            continue
         loops = _parallel_loops(sch, block)
-        if loops:
+        if not loops:
+            continue
+        try:
             sch.parallel(sch.fuse(*loops) if len(loops) > 1 else loops[0])
+        except s_tir.ScheduleError:
+            continue  # every primitive keeps the function correct: this block just stays serial
