@@ -37,6 +37,9 @@ class Contraction:
     reduction: list[int]
     vector_axis: int  # index into spatial
     reuse_axis: int | None
+    # The streamed operand's position in the block's reads when it is a plain [.., K, N] tensor
+    # (matmul B): then a [K, vector] panel of it is copied contiguous once per column tile.
+    panel_read: int | None = None
 
 
 def _strip_cast(expr):
@@ -122,11 +125,20 @@ def match(sch) -> Contraction | None:
     if len(streamed) == 1:
         free = [axis for axis, var in enumerate(spatial_vars[:-1]) if spatial[axis] > 1 and not any(_uses(index, var) for index in streamed[0].indices)]
         reuse_axis = free[-1] if free else None
+    panel_read = None
+    if reuse_axis is not None and len(streamed) == 1:
+        indices = streamed[0].indices
+        plain = all(any(index.same_as(var) for var in spatial_vars + reduce_vars) for index in indices)
+        uses_reduction = any(index.same_as(var) for index in indices for var in reduce_vars)
+        reads = [str(region.source.name) for region in block.reads]
+        name = str(streamed[0].source.name)
+        if plain and uses_reduction and reads.count(name) == 1:
+            panel_read = reads.index(name)
     if reuse_axis is None:
         # Depthwise and the like: the largest other axis still gives independent accumulators.
         others = [axis for axis in range(len(spatial) - 1) if spatial[axis] > 1]
         reuse_axis = max(others, key=lambda axis: spatial[axis]) if others else None
-    return Contraction(str(block.name_hint), spatial, reduction, vector_axis, reuse_axis)
+    return Contraction(str(block.name_hint), spatial, reduction, vector_axis, reuse_axis, panel_read)
 
 
 def _all_blocks(sch):
@@ -181,7 +193,17 @@ def schedule(sch, found: Contraction, cpu: CpuSpec, inline_epilogue):
         reuse_outer, reuse_inner = sch.split(spatial_loops[found.reuse_axis], factors=[None, reuse])
         outer[found.reuse_axis] = reuse_outer
         inner = [reuse_inner, vector_inner]
+    panel_at = None
+    if found.panel_read is not None and found.reuse_axis is not None:
+        # Column tiles outside row tiles: the panel, packed once per column tile, serves every row tile.
+        outer.remove(reuse_outer)
+        panel_at = outer[-1]
+        outer.append(reuse_outer)
     sch.reorder(*outer, *reduce_loops, *inner)
+    if panel_at is not None:
+        panel = sch.cache_read(block, found.panel_read, "global")
+        sch.compute_at(panel, panel_at, preserve_unit_loops=True)
+        sch.vectorize(sch.get_loops(panel)[-1])
     local = sch.cache_write(block, 0, "local")
     inline_epilogue(sch, local)
     sch.reverse_compute_at(local, outer[-1], preserve_unit_loops=True)
@@ -194,7 +216,13 @@ def schedule(sch, found: Contraction, cpu: CpuSpec, inline_epilogue):
         sch.unroll(loop)
     sch.vectorize(sch.get_loops(local)[-1])
     parallel = cpu.parallel and math.prod(found.spatial) * math.prod(found.reduction) >= MIN_PARALLEL_MACS
-    if parallel:
+    if parallel and panel_at is not None:
+        # Only the loops above the panel copy can be fused: threads split the column tiles.
+        shared = outer[: outer.index(panel_at) + 1]
+        fused = sch.fuse(*shared) if len(shared) > 1 else shared[0]
+        sch.parallel(fused)
+        outer = [fused, *outer[len(shared) :]]
+    elif parallel:
         outer = [sch.fuse(*outer)]
         sch.parallel(outer[0])
     init = sch.decompose_reduction(block, reduce_loops[0])

@@ -4,7 +4,7 @@ epilogues, and parallel outer loops over data-parallel iterators."""
 from __future__ import annotations
 
 # Below this many iterations a parallel region costs more to start than it saves.
-MIN_PARALLEL_WORK = 16384
+MIN_PARALLEL_WORK = 1 << 16
 
 
 def _root_blocks(sch):
