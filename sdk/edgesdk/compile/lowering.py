@@ -22,7 +22,7 @@ from edgesdk.compile.packed_kernels import extract_blocked_weights, unpack_in_ke
 from edgesdk.plugin.toolchains import Toolchain
 
 # Bump when the lowering changes what it produces for the same inputs: it is part of cache keys.
-PIPELINE_VERSION = 17
+PIPELINE_VERSION = 18
 
 
 class BuildSpec(BaseModel):
@@ -85,14 +85,25 @@ def checked_pass_result(choice, before, after):
 
 
 def optimize(mod, target_json: dict[str, Any]):
-    """Legalize, fold, fuse (FuseOps + FuseTIR) and lower to VM form for ``target``."""
+    """Legalize, fold, fuse (FuseOps + FuseTIR), schedule the kernels and lower to VM form for ``target``."""
     import tvm
     from tvm.relax.backend import cpu_generic
+    from tvm.relax.backend.cpu_generic import pipeline as cpu_pipeline  # the package does not export dataflow_lower_passes
+
+    from edgesdk.compile.schedules import ScheduleKernels
 
     target = tvm.target.Target(target_json)
-    # The CPU pipeline, also for the `c` target, which TVM's default-pipeline table leaves out.
+    # The CPU pipeline, also for the `c` target, which TVM's default-pipeline table leaves out, with
+    # the SDK's schedule rules between fusion and lowering: TVM's own schedules nothing on CPU.
     with target:
-        return cpu_generic.get_default_pipeline(target)(mod), target
+        passes = [
+            *cpu_generic.library_dispatch_passes(target),
+            *cpu_generic.legalize_passes(target),
+            ScheduleKernels(target),
+            *cpu_pipeline.dataflow_lower_passes(target),
+            *cpu_generic.finalize_passes(target),
+        ]
+        return tvm.transform.Sequential(passes)(mod), target
 
 
 def analyze_kernels(mod, packed: dict[str, str] | None = None) -> ModelAnalysis:

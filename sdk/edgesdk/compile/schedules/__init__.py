@@ -1,0 +1,69 @@
+"""CPU schedule rules for the fused kernels TVM's default pipeline leaves as scalar loop nests.
+
+A rule recognises a block pattern in one fused PrimFunc and schedules it with ``tvm.s_tir.Schedule``;
+nothing here knows about models. `ScheduleKernels` runs after fusion (FuseOps + FuseTIR) and before
+TIR lowering (see edgesdk.compile.lowering.optimize). A function no rule understands, or one a rule
+fails on, is kept exactly as it was: a rule only ever changes loop structure, never arithmetic.
+"""
+
+from __future__ import annotations
+
+from edgesdk.compile.schedules import contraction, spatial
+from edgesdk.compile.schedules.cpu import CpuSpec, cpu_spec
+
+__all__ = ["CpuSpec", "ScheduleKernels", "cpu_spec", "schedule_func"]
+
+
+def schedule_func(func, cpu: CpuSpec):
+    """``func`` scheduled for ``cpu``, or None when no rule applies."""
+    import tvm
+    from tvm import s_tir
+
+    sch = s_tir.Schedule(func, debug_mask="all" if _checking() else 0, error_render_level="none")
+    try:
+        found = contraction.match(sch)
+        if found is not None:
+            spatial.inline_elementwise(sch, keep=found.block_name)
+            found = contraction.match(sch)  # re-read: inlining renamed nothing but may drop blocks
+        placed = None
+        if found is not None:
+            placed = contraction.schedule(sch, found, cpu, spatial.inline_epilogue)
+        elif not spatial.applies(sch):
+            return None
+        if cpu.parallel:
+            spatial.parallelize_rest(sch, scheduled=placed)
+    except (s_tir.ScheduleError, tvm.error.InternalError):
+        # A pattern the rules do not fully handle (a primitive refused it, or TVM tripped over it):
+        # keep the function exactly as TVM made it.
+        return None
+    return sch.mod["main"].with_attr("tir.is_scheduled", True)
+
+
+def _checking() -> bool:
+    import os
+
+    return os.environ.get("EDGESDK_SCHEDULE_DEBUG") == "1"
+
+
+def ScheduleKernels(target):  # noqa: N802 - a pass constructor, named like TVM's
+    """The module pass: every PrimFunc that a rule applies to, scheduled for ``target``."""
+    import tvm
+
+    cpu = cpu_spec(target)
+
+    @tvm.transform.module_pass(opt_level=0, name="edgesdk.ScheduleKernels")
+    def _pass(mod, _ctx):
+        if cpu is None:
+            return mod
+        updates = {}
+        for gvar, func in mod.functions.items():
+            if not isinstance(func, tvm.tirx.PrimFunc) or func.attrs is not None and "tir.is_scheduled" in func.attrs:
+                continue
+            scheduled = schedule_func(func, cpu)
+            if scheduled is not None:
+                updates[gvar] = scheduled
+        for gvar, func in updates.items():
+            mod[gvar] = func
+        return mod
+
+    return _pass

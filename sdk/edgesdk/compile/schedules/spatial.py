@@ -1,0 +1,140 @@
+"""Helpers shared by the rules, and the fallback for blocks no rule owns: elementwise inlining into
+epilogues, and parallel outer loops over data-parallel iterators."""
+
+from __future__ import annotations
+
+# Below this many iterations a parallel region costs more to start than it saves.
+MIN_PARALLEL_WORK = 1 << 16
+
+
+def _root_blocks(sch):
+    return sch.get_child_blocks(sch.get_sblock("root"))
+
+
+def _intermediates(sch) -> list:
+    """Buffers the function allocates itself (everything else it touches is a parameter)."""
+    return list(sch.get(sch.get_sblock("root")).alloc_buffers)
+
+
+def inline_elementwise(sch, keep: str) -> None:
+    """Inline every injective intermediate block into its consumers, except ``keep`` and its
+    producers (a padding stage stays materialised: inlined, it puts a branch in the hot loop)."""
+    from tvm import s_tir
+
+    main = sch.get_sblock(keep)
+    protected = {str(sch.get(block).name_hint) for block in sch.get_producers(main)} | {keep}
+    for block in _root_blocks(sch):
+        if str(sch.get(block).name_hint) in protected:
+            continue
+        try:
+            sch.compute_inline(block)
+        except s_tir.ScheduleError:
+            continue
+
+
+def inline_epilogue(sch, producer) -> None:
+    """Fold the elementwise consumer chain of ``producer`` into it, while each consumer is the only
+    one and reads nothing but ``producer``'s output and function parameters (an intermediate it
+    read could be computed later in the function)."""
+    from tvm import s_tir
+
+    while True:
+        intermediates = _intermediates(sch)
+        consumers = sch.get_consumers(producer)
+        if len(consumers) != 1:
+            return
+        consumer = consumers[0]
+        produced = [region.source for region in sch.get(producer).writes]
+        for region in sch.get(consumer).reads:
+            if any(region.source.same_as(buffer) for buffer in produced):
+                if not _same_point(sch.get(consumer), region):
+                    return  # a broadcast or a reshape of the result: not an elementwise epilogue
+            elif any(region.source.same_as(buffer) for buffer in intermediates):
+                return
+        try:
+            sch.reverse_compute_inline(consumer)
+        except s_tir.ScheduleError:
+            return
+
+
+def _same_point(block, region) -> bool:
+    """Whether ``block`` reads ``region`` at exactly its own iterators, in order (elementwise)."""
+    iters = block.iter_vars
+    if len(region.region) != len(iters):
+        return False
+    return all(
+        extent_one and axis.min.same_as(var.var) and int(var.dom.extent) == int(shape)
+        for axis, var, shape, extent_one in zip(region.region, iters, region.source.shape, (int(axis.extent) == 1 for axis in region.region), strict=True)
+    )
+
+
+def _data_parallel_prefix(sch, block) -> list:
+    """The leading loops of ``block`` bound only to its data-parallel iterators."""
+    from tvm import tirx
+
+    loops = sch.get_loops(block)
+    if not loops:
+        return []
+    realize = sch.get(loops[-1]).body
+    stmt = sch.get(block)
+    if not hasattr(realize, "iter_values"):
+        return []
+    spatial_vars = []
+    for value, var in zip(realize.iter_values, stmt.iter_vars, strict=True):
+        if var.iter_type != tirx.IterVar.DataPar:
+            break
+        spatial_vars.append(value)
+    prefix = []
+    for loop_rv, value in zip(loops, spatial_vars, strict=False):
+        if not value.same_as(sch.get(loop_rv).loop_var):
+            break
+        prefix.append(loop_rv)
+    return prefix
+
+
+def applies(sch) -> bool:
+    """Whether the fallback has something to parallelise: a root block with enough data-parallel work."""
+    return any(_parallel_loops(sch, block) for block in _root_blocks(sch))
+
+
+def _parallel_loops(sch, block) -> list:
+    from tvm import tirx
+
+    prefix = _data_parallel_prefix(sch, block)
+    if not prefix or any(isinstance(sch.get(loop).body, tirx.SeqStmt) for loop in prefix[:-1]):
+        return []
+    if any(sch.get(loop).kind != tirx.ForKind.SERIAL for loop in sch.get_loops(block)[: len(prefix)]):
+        return []
+    work = 1
+    for loop in sch.get_loops(block):
+        work *= int(sch.get(loop).extent) if isinstance(sch.get(loop).extent, tirx.IntImm) else 1
+    if work < MIN_PARALLEL_WORK:
+        return []
+    # Fuse as few leading loops as give both threads work: at least 8 chunks.
+    chosen, chunks = [], 1
+    for loop in prefix:
+        chosen.append(loop)
+        chunks *= int(sch.get(loop).extent)
+        if chunks >= 8:
+            break
+    return chosen if chunks > 1 else []
+
+
+def parallelize_rest(sch, scheduled=None) -> None:
+    """Parallel outer loops for the root blocks that no rule scheduled (padding, unfused epilogues,
+    reductions such as softmax and layer norm: their outer loops are data-parallel). ``scheduled``
+    is the outermost loop of a nest a rule has placed: it is left as the rule made it."""
+    from tvm import s_tir
+
+    taken = sch.get(scheduled) if scheduled is not None else None
+    for block in _root_blocks(sch):
+        outer = sch.get_loops(block)
+        if taken is not None and outer and sch.get(outer[0]).same_as(taken):
+            continue
+        loops = _parallel_loops(sch, block)
+        if not loops:
+            continue
+        try:
+            sch.parallel(sch.fuse(*loops) if len(loops) > 1 else loops[0])
+        except s_tir.ScheduleError:
+            continue  # every primitive keeps the function correct: this block just stays serial

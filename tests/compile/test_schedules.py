@@ -1,0 +1,181 @@
+"""The CPU schedule rules (edgesdk.compile.schedules): numerics against onnxruntime on awkward
+shapes, and proof that a rule actually scheduled the kernel (a parallel or vectorised loop)."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+tvm = pytest.importorskip("tvm")
+ort = pytest.importorskip("onnxruntime")
+
+HOST = {"kind": "llvm", "mtriple": "x86_64-linux-gnu"}
+
+
+def _model(nodes, shape, output, weights) -> onnx.ModelProto:
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
+        [helper.make_tensor_value_info(output, TensorProto.FLOAT, None)],
+        [numpy_helper.from_array(value, name) for name, value in weights.items()],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def conv(shape, out_channels, kernel, stride=1, pads=(0, 0, 0, 0), group=1, epilogue="Relu", residual=False) -> onnx.ModelProto:
+    rng = np.random.default_rng(0)
+    weights = {
+        "w": (rng.standard_normal((out_channels, shape[1] // group, kernel, kernel)) * 0.1).astype(np.float32),
+        "b": rng.standard_normal(out_channels).astype(np.float32),
+    }
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["y"], kernel_shape=[kernel, kernel], strides=[stride, stride], pads=list(pads), group=group)]
+    if epilogue == "Clip":
+        weights |= {"lo": np.array(0.0, np.float32), "hi": np.array(6.0, np.float32)}
+        nodes.append(helper.make_node("Clip", ["y", "lo", "hi"], ["z"]))
+    else:
+        nodes.append(helper.make_node(epilogue, ["y"], ["z"]))
+    if residual:  # same shape as the output: only with stride 1, same padding, in == out channels
+        nodes.append(helper.make_node("Add", ["z", "x"], ["r"]))
+    return _model(nodes, shape, "r" if residual else "z", weights)
+
+
+def matmul(shape, n, transposed=False, epilogue="Relu") -> onnx.ModelProto:
+    rng = np.random.default_rng(1)
+    k = shape[-1]
+    bias = rng.standard_normal(n).astype(np.float32)
+    if transposed:  # Gemm with transB: the frontend transposes the weight first
+        weights = {"w": (rng.standard_normal((n, k)) * 0.1).astype(np.float32), "b": bias}
+        nodes = [helper.make_node("Gemm", ["x", "w", "b"], ["y"], transB=1)]
+    else:
+        weights = {"w": (rng.standard_normal((k, n)) * 0.1).astype(np.float32), "b": bias}
+        nodes = [helper.make_node("MatMul", ["x", "w"], ["m"]), helper.make_node("Add", ["m", "b"], ["y"])]
+    nodes.append(helper.make_node(epilogue, ["y"], ["z"]))
+    return _model(nodes, shape, "z", weights)
+
+
+def compile_and_run(proto: onnx.ModelProto, shape, tmp_path, target=HOST):
+    """(TVM output, onnxruntime output, the optimized module)."""
+    from tvm import relax
+
+    from edgesdk.compile import lowering
+
+    onnx.save(proto, tmp_path / "m.onnx")
+    mod, weights, _, _ = lowering.import_onnx(tmp_path / "m.onnx", {"x": list(shape)})
+    optimized, tvm_target = lowering.optimize(mod, target)
+    vm = relax.VirtualMachine(relax.build(optimized, tvm_target, relax_pipeline=None), tvm.cpu())
+    x = np.random.default_rng(2).standard_normal(shape).astype(np.float32)
+    out = vm["main"](tvm.runtime.tensor(x), *(tvm.runtime.tensor(w) for w in weights))
+    expected = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    return out.numpy(), expected, optimized
+
+
+def scheduled_kernels(mod) -> dict[str, str]:
+    return {
+        gvar.name_hint: func.script()
+        for gvar, func in mod.functions.items()
+        if isinstance(func, tvm.tirx.PrimFunc) and "tir.is_scheduled" in (func.attrs or {})
+    }
+
+
+def assert_contraction_scheduled(mod, parallel=True) -> None:
+    kernels = [script for name, script in scheduled_kernels(mod).items() if "conv2d" in name or "matmul" in name]
+    assert kernels, "no conv/matmul kernel was scheduled"
+    for script in kernels:
+        assert "T.vectorized(" in script and 'scope="local"' in script
+        assert "T.parallel(" in script or not parallel
+
+
+# name: (model, input shape, whether the kernel is big enough to run on threads)
+CASES = {
+    "matmul_prime": (lambda: matmul([37, 53], 97), [37, 53], False),
+    "matmul_gemv": (lambda: matmul([1, 64], 1024, epilogue="Sigmoid"), [1, 64], False),
+    "gemm_transposed_b": (lambda: matmul([67, 96], 130, transposed=True), [67, 96], True),
+    "batch_matmul_tanh": (lambda: matmul([3, 29, 64], 96, epilogue="Tanh"), [3, 29, 64], True),
+    "conv3x3_same_residual": (lambda: conv([1, 16, 19, 19], 16, 3, pads=(1, 1, 1, 1), residual=True), [1, 16, 19, 19], True),
+    "conv1x1_batch2": (lambda: conv([2, 24, 14, 14], 40, 1), [2, 24, 14, 14], False),
+    "conv_stride2_asymmetric": (lambda: conv([2, 5, 23, 17], 7, 3, stride=2, pads=(0, 1, 1, 2), epilogue="Clip"), [2, 5, 23, 17], False),
+    "conv_grouped": (lambda: conv([1, 12, 13, 13], 18, 3, pads=(1, 1, 1, 1), group=3), [1, 12, 13, 13], False),
+    "conv_depthwise_stride2": (lambda: conv([1, 32, 29, 29], 32, 3, stride=2, pads=(1, 1, 1, 1), group=32, epilogue="Clip"), [1, 32, 29, 29], False),
+    "conv_1x1_output_width_1": (lambda: conv([1, 64, 1, 1], 96, 1), [1, 64, 1, 1], False),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_scheduled_kernels_match_onnxruntime(case, tmp_path):
+    make, shape, parallel = CASES[case]
+    got, expected, optimized = compile_and_run(make(), shape, tmp_path)
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
+    assert_contraction_scheduled(optimized, parallel=parallel)
+
+
+def test_the_epilogue_is_computed_in_the_write_back(tmp_path):
+    """Bias, relu and the residual add land in the register block's write-back: the kernel keeps
+    only its padded input and the local accumulator, no full-size conv result."""
+    make, shape, _ = CASES["conv3x3_same_residual"]
+    _, _, optimized = compile_and_run(make(), shape, tmp_path)
+    (script,) = [script for name, script in scheduled_kernels(optimized).items() if "conv2d" in name]
+    allocations = [line for line in script.splitlines() if "T.sblock_alloc_buffer(" in line]
+    assert len(allocations) == 2 and any("pad_temp" in line for line in allocations) and any('scope="local"' in line for line in allocations)
+
+
+def test_aarch64_kernels_get_neon_blocks_and_c_kernels_stay_as_tvm_emits_them(tmp_path):
+    from edgesdk.compile import lowering
+
+    onnx.save(matmul([16, 64], 64), tmp_path / "m.onnx")
+    mod, _, _, _ = lowering.import_onnx(tmp_path / "m.onnx", {"x": [16, 64]})
+    arm, _ = lowering.optimize(mod, {"kind": "llvm", "mtriple": "aarch64-linux-gnu", "mcpu": "cortex-a78"})
+    (script,) = scheduled_kernels(arm).values()
+    # NEON's 32 registers: 8 rows unrolled x 2 vectors of 4 lanes (baseline x86-64 has 16: 4 x 2).
+    assert "T.unroll(T.int64(8))" in script and "T.vectorized(T.int64(8))" in script
+    mcu, _ = lowering.optimize(mod, {"kind": "c", "mcpu": "cortex-m7", "march": "thumbv7em"})
+    assert not scheduled_kernels(mcu)
+
+
+@pytest.mark.parametrize(
+    ("target", "lanes"),
+    [
+        ({"kind": "llvm", "mtriple": "x86_64-linux-gnu"}, 4),
+        ({"kind": "llvm", "mtriple": "x86_64-linux-gnu", "mattr": ["+avx2", "+fma"]}, 8),
+        ({"kind": "llvm", "mtriple": "x86_64-linux-gnu", "mcpu": "znver4"}, 16),
+        ({"kind": "llvm", "mtriple": "aarch64-linux-gnu", "mcpu": "cortex-a78"}, 4),
+        ({"kind": "c", "mcpu": "cortex-m7", "march": "thumbv7em"}, None),
+    ],
+)
+def test_vector_width_comes_from_the_target(target, lanes):
+    from edgesdk.compile.schedules import cpu_spec
+
+    spec = cpu_spec(tvm.target.Target(target))
+    assert (spec.lanes if spec else None) == lanes
+
+
+def test_functions_without_a_contraction_only_get_parallel_loops(tmp_path):
+    """Softmax is no contraction: its row loop goes parallel, its arithmetic is untouched."""
+    proto = _model([helper.make_node("Softmax", ["x"], ["y"], axis=-1)], [256, 512], "y", {})
+    got, expected, optimized = compile_and_run(proto, [256, 512], tmp_path)
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+    (script,) = scheduled_kernels(optimized).values()
+    assert "T.parallel(" in script and "T.vectorized(" not in script
+
+
+def test_int8_matmul_accumulates_exactly_in_int32():
+    """int8 x int8 -> int32 (edgesdk.compile.integer_ops' kernels): scheduled, and bit-exact."""
+    from tvm import relax
+
+    from edgesdk.compile import lowering
+
+    builder = relax.BlockBuilder()
+    x, w = relax.Var("x", relax.TensorType([45, 70], "int8")), relax.Var("w", relax.TensorType([70, 131], "int8"))
+    with builder.function("main", [x, w]):
+        with builder.dataflow():
+            out = builder.emit_output(relax.op.matmul(x, w, out_dtype="int32"))
+        builder.emit_func_output(out)
+    optimized, target = lowering.optimize(builder.get(), HOST)
+    assert_contraction_scheduled(optimized, parallel=False)  # 0.4M multiply-adds: below the threading threshold
+    rng = np.random.default_rng(3)
+    a, b = rng.integers(-128, 128, (45, 70), dtype=np.int8), rng.integers(-128, 128, (70, 131), dtype=np.int8)
+    vm = relax.VirtualMachine(relax.build(optimized, target, relax_pipeline=None), tvm.cpu())
+    got = vm["main"](tvm.runtime.tensor(a), tvm.runtime.tensor(b)).numpy()
+    np.testing.assert_array_equal(got, a.astype(np.int32) @ b.astype(np.int32))
