@@ -1,5 +1,6 @@
 """`edgesdk quantize` and friends without traps: each test is one trap a user fell into."""
 
+import json
 import logging
 
 import numpy as np
@@ -140,3 +141,58 @@ def test_integer_schemes_pass_a_few_one_step_strays_but_not_a_wrong_output():
     assert check.passed and check.beyond_tolerance == 5
     broad = reference + np.where(np.arange(reference.size) % 50 == 0, 0.2, 0.0).astype(np.float32)  # 2% of values off
     assert not compare(broad, reference, float_rtol=5e-2, stray_share=1e-3).passed
+
+
+def _constant_weights_and_a_cast_into_range() -> onnx.ModelProto:
+    """What Paddle2ONNX and PyTorch export and the first exports tripped on: a conv weight held by a
+    Constant node (PP-OCR), and an int64 -> float Cast feeding Range (YOLOv8n's anchors)."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    weight = np.random.default_rng(0).standard_normal((8, 3, 3, 3)).astype(np.float32)
+    nodes = [
+        helper.make_node("Constant", [], ["w"], value=numpy_helper.from_array(weight, "w")),
+        helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
+        helper.make_node("Shape", ["c"], ["shape"]),
+        helper.make_node("Gather", ["shape", "three"], ["width"], axis=0),
+        helper.make_node("Cast", ["width"], ["width_f"], to=TensorProto.FLOAT),
+        helper.make_node("Range", ["zero", "width_f", "one"], ["ramp"]),
+        helper.make_node("Add", ["c", "ramp"], ["y"]),
+    ]
+    constants = [
+        numpy_helper.from_array(np.array(3, np.int64), "three"),
+        numpy_helper.from_array(np.array(0, np.float32), "zero"),
+        numpy_helper.from_array(np.array(1, np.float32), "one"),
+    ]
+    graph = helper.make_graph(
+        nodes, "exported", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 16, 16])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 8, 16, 16])], constants,
+    )  # fmt: skip
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+
+
+@pytest.mark.parametrize("scheme", ["w4a16", "int8"])
+def test_exported_weights_in_constant_nodes_are_quantized_and_the_export_loads(tmp_path, scheme):
+    source = tmp_path / "exported.onnx"
+    onnx.save(_constant_weights_and_a_cast_into_range(), source)
+    samples = {"x": np.random.default_rng(1).standard_normal((16, 3, 16, 16)).astype(np.float32)}
+    report = edgesdk.quantize(source, samples, tmp_path / "q.onnx", scheme=scheme)
+    written = onnx.load(str(tmp_path / "q.onnx"))
+    # The Constant-node weight was found and quantized (it used to stay float, silently).
+    assert list(json.loads((tmp_path / "q.encodings.json").read_text())["param_encodings"]) == ["w"]
+    assert any(node.op_type == "DequantizeLinear" and node.input[0] == "w_quantized" for node in written.graph.node)
+    # onnxruntime loads and runs it (float16's converter had left the Cast declaring one type, making another).
+    (y,) = ort.InferenceSession(str(tmp_path / "q.onnx"), providers=["CPUExecutionProvider"]).run(None, {"x": samples["x"][:2]})
+    assert y.shape == (2, 8, 16, 16) and report.accuracy.cosine > 0.99
+
+
+def test_a_model_with_nothing_to_quantize_says_so(tmp_path, caplog):
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Relu", ["x"], ["y"])], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])],
+    )  # fmt: skip
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), tmp_path / "relu.onnx")
+    with caplog.at_level(logging.WARNING, logger="edgesdk"):
+        edgesdk.quantize(tmp_path / "relu.onnx", None, tmp_path / "q.onnx", scheme="w4a16")
+    assert "no conv/matmul weight could be quantized (w4a16)" in caplog.text

@@ -52,7 +52,11 @@ VqDimOption = Annotated[int | None, typer.Option("--vq-dim", help="vq: weights p
 VqBitsOption = Annotated[int | None, typer.Option("--vq-bits", help="vq: bits per index, 4 or 8 (a codebook of 16 or 256 vectors per layer) [default: 8].")]
 AdaroundOption = Annotated[
     float | None,
-    typer.Option("--adaround", metavar="SECONDS", help="Learn each weight's rounding (AdaRound) on --calibration, within this many seconds in all."),
+    typer.Option(
+        "--adaround",
+        metavar="SECONDS",
+        help="Learn each weight's rounding (AdaRound) on --calibration within this many seconds (after one run that collects the layers' inputs).",
+    ),
 ]
 UnitOption = Annotated[str | None, typer.Option("--unit", help="Place every kernel on this compute unit (e.g. cpu).")]
 NoFallbackOption = Annotated[bool, typer.Option("--no-fallback", help="Fail (exit 1) if any kernel would fall back from its preferred unit.")]

@@ -290,10 +290,25 @@ def has_dynamic_dims(proto: onnx.ModelProto) -> bool:
 def with_dynamic_dims(model: Model, source: str | Path | onnx.ModelProto) -> Model:
     """``model`` as the user's graph: its own (dynamic) dims, unfolded, shapes inferred; for a
     model to hand back (an exported quantized model), not to compile."""
-    proto = onnx.ModelProto.FromString(_read(source)[1].SerializeToString())
+    proto = _constants_as_initializers(onnx.ModelProto.FromString(_read(source)[1].SerializeToString()))
     with contextlib.suppress(onnx.shape_inference.InferenceError, onnx.checker.ValidationError):
         proto = onnx.shape_inference.infer_shapes(proto)  # value types help the quantizer; it does not need them
     return dataclasses.replace(model, proto=proto, notes=list(model.notes))
+
+
+def _constants_as_initializers(proto: onnx.ModelProto) -> onnx.ModelProto:
+    """``proto`` with its top-level ``Constant`` nodes that hold a tensor as initializers of the
+    same name: the same graph, with weights where quantizers look for them (Paddle2ONNX writes
+    PP-OCR's conv weights as Constant nodes)."""
+    graph = proto.graph
+    lifted = [node for node in graph.node if node.op_type == "Constant" and not node.domain and [a.name for a in node.attribute] == ["value"]]
+    for node in lifted:
+        tensor = onnx.TensorProto()
+        tensor.CopyFrom(node.attribute[0].t)
+        tensor.name = node.output[0]
+        graph.initializer.append(tensor)
+        graph.node.remove(node)
+    return proto
 
 
 def random_inputs(specs: Sequence[TensorSpec], seed: int = 0) -> dict[str, np.ndarray]:

@@ -10,9 +10,10 @@ a layer ``y = W x`` with weights stored as integers ``q`` times a per-channel or
 where the regularizer, with ``beta`` annealed from 20 to 2, drives ``h`` to 0 or 1. The output
 error needs only ``C = E[x x^T]`` (per conv group), accumulated once from the calibration samples
 (im2col patches for a convolution), so each step is a (rows x depth) x (depth x depth) product,
-optimized with Adam in numpy. Each layer gets an equal share of the time budget and stops at
-``ITERATIONS`` or when its share is spent; a layer keeps the learned rounding only if its output
-error beats round-to-nearest on the samples.
+optimized with Adam in numpy. One deadline covers the covariances and the optimization (the
+layers' inputs are collected first, in one onnxruntime run): each layer gets an equal share of the
+time left and stops at ``ITERATIONS`` or when its share is spent; a layer keeps the learned
+rounding only if its output error beats round-to-nearest on the samples.
 
 Works on the integer weights of any quantized model edgesdk makes (int8 QDQ, w4a8, w8a16, w4a16)
 whose layers keep their float model's node names; weights must be symmetric (zero point 0).
@@ -79,10 +80,12 @@ def adaround(quantized: onnx.ModelProto, float_model: onnx.ModelProto, samples, 
     samples = samples[:SAMPLES]
     inputs = intermediate_values(float_model, list(dict.fromkeys(layer.node.input[0] for layer in layers)), samples)
     results = []
-    deadline_each = seconds / len(layers)
-    for layer in layers:
+    # One deadline for all: each layer's covariance counts against it, and each layer gets an equal
+    # share of what is left (a layer reached with no time left keeps its nearest rounding).
+    deadline = time.monotonic() + seconds
+    for done, layer in enumerate(layers):
         covariance = _covariance(layer.node, layer.float_shape, inputs[layer.node.input[0]])
-        results.append(_round_layer(layer, covariance, deadline_each))
+        results.append(_round_layer(layer, covariance, max(0.0, deadline - time.monotonic()) / (len(layers) - done)))
     return proto, results
 
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +36,8 @@ from edgesdk.quantization.ptq import quantizable_nodes
 from edgesdk.quantization.recipe import WEIGHT_ONLY, Recipe, recipe
 from edgesdk.quantization.schemes import quantized_model, stored_bits, warn_if_few
 from edgesdk.verbs.pipeline import checked_options, load_precision
+
+logger = logging.getLogger("edgesdk")
 
 
 class LayerSensitivity(BaseModel):
@@ -148,7 +151,10 @@ def quantize_model(model: Model, samples, out: Path, chosen: Recipe, *, analyze:
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = out.with_name(f".{out.name}.partial")
     staging.write_bytes(quantized.serialized)
-    encodings_path.write_text(json.dumps(encodings(quantized.proto), indent=1) + "\n")
+    written = encodings(quantized.proto)
+    if not written["param_encodings"]:
+        logger.warning(f"{model.name}: no conv/matmul weight could be quantized ({chosen.scheme}): the model is written with its weights in float")
+    encodings_path.write_text(json.dumps(written, indent=1) + "\n")
     staging.rename(out)
     return QuantizeReport(
         model=model.name,
