@@ -28,6 +28,9 @@ from edgesdk.compile.schedules.cpu import CpuSpec
 # Below this many multiply-adds a kernel takes tens of microseconds on one core: waking a second
 # thread costs about as much, and on a loaded machine a parallel region can wait a whole time slice.
 MIN_PARALLEL_MACS = 1 << 19
+# Channel blocks (x batch) from which a conv packs each weight panel inside its block's loop: enough
+# parallel chunks for a few threads without splitting rows.
+PANELS_PER_BLOCK_MIN = 8
 
 
 @dataclass(frozen=True)
@@ -290,8 +293,14 @@ def schedule_channels(sch, found: Contraction, cpu: CpuSpec, inline_epilogue, co
     channel_outer, channel_inner = sch.split(oc, factors=[None, vector])
     column_outer, column_inner = sch.split(w, factors=[None, columns])
     sch.reorder(n, channel_outer, h, column_outer, rc, ry, rx, column_inner, channel_inner)
-    sch.cache_read(block, found.weight_read, "global")
+    packed = sch.cache_read(block, found.weight_read, "global")
     sch.transform_layout(block, ("read", found.weight_read), lambda o, i, kh, kw: (o // vector, i, kh, kw, o % vector))
+    # With enough channel blocks to share between threads, each block packs its own panel right
+    # before using it (still in cache: a 512x3x3 x 16 panel is 295 KB); rows then stay serial in it.
+    # Otherwise all panels are packed up front and rows are split between threads too.
+    per_block = found.spatial[0] * found.spatial[1] // vector >= PANELS_PER_BLOCK_MIN
+    if per_block:
+        sch.compute_at(packed, channel_outer, preserve_unit_loops=True)
     # The accumulator with its channel axis innermost: strided, it ran 16x slower (shared notes).
     local = sch.cache_write(block, 0, "local")
     sch.transform_layout(block, ("write", 0), lambda b, c, y, x: (b, y, x, c))
@@ -304,12 +313,12 @@ def schedule_channels(sch, found: Contraction, cpu: CpuSpec, inline_epilogue, co
     for loop in back[:-1]:
         sch.unroll(loop)
     sch.vectorize(back[-1])
-    outer = [n, channel_outer, h]
+    outer = [n, channel_outer] if per_block else [n, channel_outer, h]
     if cpu.parallel and math.prod(found.spatial) * math.prod(found.reduction) >= MIN_PARALLEL_MACS:
         outer = [sch.fuse(*outer)]
         sch.parallel(outer[0])
     init = sch.decompose_reduction(block, rc)
-    init_loops = sch.get_loops(init)[len(outer) + 1 :]
+    init_loops = sch.get_loops(init)[len(outer) + (2 if per_block else 1) :]
     for loop in init_loops[:-1]:
         sch.unroll(loop)
     sch.vectorize(init_loops[-1])
