@@ -6,7 +6,7 @@ the conv/matmul kernels reach.
 One process, the same inputs, the same thread count for both (2: onnxruntime's intra-op pool and
 TVM's, through TVM_NUM_THREADS, set before TVM loads), all graph optimisations on in onnxruntime.
 Each model is deployed to pc (cached builds are reused) and both runtimes are timed interleaved,
-call by call, after a warm-up; medians of ``--repeat`` calls. The edgesdk side is `Artifact.run`,
+in turns of a few calls (see TURN), after a warm-up; medians of ``--repeat`` calls. The edgesdk side is `Artifact.run`,
 what a user calls. int8: the same model quantized with `--quantize int8` (calibration samples made
 here), onnxruntime running the artifact's QDQ model against our integer kernels. The peak share is
 the conv/matmul kernels' FLOPs over their measured time (TVM's per-kernel instrument), divided by
@@ -74,16 +74,25 @@ def _session(path: Path) -> ort.InferenceSession:
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
+# Calls per turn. Both runtimes' thread pools spin for a while after a call: a call made right after
+# the other runtime's competes with its spinning threads for this host's 2 cores (branchy_net 44 ms
+# vs 5.7 alone when alternated call by call). In turns of 5 only the first call of a turn pays that,
+# and the median ignores it; the turns still alternate, so load drift hits both alike.
+TURN = 5
+
+
 def interleaved_ms(first, second, repeat: int) -> tuple[float, float]:
-    """Medians (ms) of ``first`` and ``second`` called alternately, after two warm-up calls each."""
+    """Medians (ms) of ``first`` and ``second`` called in alternating turns of ``TURN`` calls, after
+    two warm-up calls each."""
     for _ in range(2):
         first(), second()
     times: tuple[list[float], list[float]] = ([], [])
-    for _ in range(repeat):
+    for _ in range(-(-repeat // TURN)):
         for function, samples in ((first, times[0]), (second, times[1])):
-            start = time.perf_counter()
-            function()
-            samples.append((time.perf_counter() - start) * 1e3)
+            for _ in range(TURN):
+                start = time.perf_counter()
+                function()
+                samples.append((time.perf_counter() - start) * 1e3)
     return statistics.median(times[0]), statistics.median(times[1])
 
 

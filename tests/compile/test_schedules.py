@@ -99,7 +99,18 @@ CASES = {
     "conv_stride2_asymmetric": (lambda: conv([2, 5, 23, 17], 7, 3, stride=2, pads=(0, 1, 1, 2), epilogue="Clip"), [2, 5, 23, 17], False),
     "conv_grouped": (lambda: conv([1, 12, 13, 13], 18, 3, pads=(1, 1, 1, 1), group=3), [1, 12, 13, 13], False),
     "conv_depthwise_stride2": (lambda: conv([1, 32, 29, 29], 32, 3, stride=2, pads=(1, 1, 1, 1), group=32, epilogue="Clip"), [1, 32, 29, 29], False),
+    "conv_depthwise_batch2_odd_width": (lambda: conv([2, 12, 9, 11], 12, 3, pads=(1, 0, 2, 1), group=12), [2, 12, 9, 11], False),
+    "conv_depthwise_stride2_odd_width": (lambda: conv([1, 8, 15, 21], 8, 5, stride=2, pads=(2, 1, 2, 2), group=8), [1, 8, 15, 21], False),
     "conv_1x1_output_width_1": (lambda: conv([1, 64, 1, 1], 96, 1), [1, 64, 1, 1], False),
+    # Output-channel vectorised (OC a multiple of the vector): strided, asymmetric, odd widths, batch 2.
+    "conv_channels_stride2_asymmetric_batch2": (
+        lambda: conv([2, 6, 23, 17], 16, 3, stride=2, pads=(0, 1, 1, 2), epilogue="Clip"),
+        [2, 6, 23, 17],
+        False,
+    ),
+    "conv_channels_5x5_width_7": (lambda: conv([1, 20, 7, 7], 24, 5, pads=(2, 2, 2, 2)), [1, 20, 7, 7], False),
+    "conv_channels_12_not_a_multiple_of_8": (lambda: conv([1, 8, 15, 15], 12, 3, pads=(1, 1, 1, 1), epilogue="Sigmoid"), [1, 8, 15, 15], False),
+    "conv_channels_large_parallel": (lambda: conv([1, 32, 28, 28], 64, 3, pads=(1, 1, 1, 1)), [1, 32, 28, 28], True),
 }
 
 
@@ -113,12 +124,15 @@ def test_scheduled_kernels_match_onnxruntime(case, tmp_path):
 
 def test_the_epilogue_is_computed_in_the_write_back(tmp_path):
     """Bias, relu and the residual add land in the register block's write-back: the kernel keeps
-    only its padded input and the local accumulator, no full-size conv result."""
+    only its padded input, the packed weights and the local accumulator, no full-size conv result."""
     make, shape, _ = CASES["conv3x3_same_residual"]
     _, _, optimized = compile_and_run(make(), shape, tmp_path)
     (script,) = [script for name, script in scheduled_kernels(optimized).items() if "conv2d" in name]
     allocations = [line for line in script.splitlines() if "T.sblock_alloc_buffer(" in line]
-    assert len(allocations) == 2 and any("pad_temp" in line for line in allocations) and any('scope="local"' in line for line in allocations)
+    assert len(allocations) == 3 and any("pad_temp" in line for line in allocations) and any('scope="local"' in line for line in allocations)
+    # 16 output channels on SSE: [OC/8, IC, KH, KW, 8] weight panels, the channel block vectorised.
+    assert any("(T.int64(2), T.int64(16), T.int64(3), T.int64(3), T.int64(8))" in line for line in allocations)
+    assert "T.vectorized(T.int64(8))" in script
 
 
 def test_aarch64_kernels_get_neon_blocks_and_c_kernels_stay_as_tvm_emits_them(tmp_path):

@@ -28,10 +28,17 @@ def _host_features() -> frozenset[str]:
     return frozenset(line.partition(":")[2].split())
 
 
+# x86-64-v3's vector features, as the pc profile's target spells them (device_profiles/pc.yaml).
+X86_64_V3 = ["+avx2", "+fma", "+f16c"]
+
+
 def host_target(model: Model) -> dict[str, Any]:
-    """The simulation build's target: spelled like the pc profile's, so that a pc build and a host
-    build share a cache entry (and, for a float16 model, F16C where this CPU has it)."""
+    """The simulation build's target: spelled like the pc profile's where this CPU runs it, so that
+    a pc build and a host build share a cache entry; on an x86-64 CPU without AVX2/FMA, baseline
+    x86-64 (with F16C for a float16 model where this CPU has it)."""
     target: dict[str, Any] = {"kind": "llvm", "mtriple": f"{_host_arch()}-linux-gnu"}
+    if _host_arch() == "x86_64" and all(feature[1:] in _host_features() for feature in X86_64_V3):
+        return {**target, "mattr": list(X86_64_V3)}
     return half_target(target, model) if "f16c" in _host_features() else target
 
 

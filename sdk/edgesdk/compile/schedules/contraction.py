@@ -28,6 +28,9 @@ from edgesdk.compile.schedules.cpu import CpuSpec
 # Below this many multiply-adds a kernel takes tens of microseconds on one core: waking a second
 # thread costs about as much, and on a loaded machine a parallel region can wait a whole time slice.
 MIN_PARALLEL_MACS = 1 << 19
+# Channel blocks (x batch) from which a conv packs each weight panel inside its block's loop: enough
+# parallel chunks for a few threads without splitting rows.
+PANELS_PER_BLOCK_MIN = 8
 
 
 @dataclass(frozen=True)
@@ -40,6 +43,17 @@ class Contraction:
     # The streamed operand's position in the block's reads when it is a plain [.., K, N] tensor
     # (matmul B): then a [K, vector] panel of it is copied contiguous once per column tile.
     panel_read: int | None = None
+    # Conv2d NCHW whose input does not depend on the output channel (not grouped): the weight's
+    # position in the block's reads when it is read plainly as [OC, IC, KH, KW]. Such a conv can
+    # vectorise over output channels instead (`schedule_channels`).
+    weight_read: int | None = None
+    # Conv2d NCHW where every output channel reads its own input channel (depthwise): no operand
+    # is shared across a spatial axis, so `schedule_depthwise` blocks rows x columns instead.
+    depthwise: bool = False
+    # How far apart the streamed operand's elements are along the vector axis (conv stride), and
+    # its position in the block's reads: 0 when not a plain constant stride.
+    column_stride: int = 1
+    streamed_read: int | None = None
 
 
 def _strip_cast(expr):
@@ -60,6 +74,7 @@ def match(sch) -> Contraction | None:
     """The one contraction block of ``sch``'s function, or None when the function is anything else."""
     from tvm import tirx
     from tvm.ir import TensorLoad  # what tirx.BufferLoad builds
+    from tvm.sym.pattern import detect_linear_equation
 
     candidates = []
     for block_rv in _all_blocks(sch):
@@ -134,11 +149,28 @@ def match(sch) -> Contraction | None:
         name = str(streamed[0].source.name)
         if plain and uses_reduction and reads.count(name) == 1:
             panel_read = reads.index(name)
+    weight_read = None
+    if len(spatial) == 4 and reuse_axis == 1 and len(streamed) == 1 and len(reduce_vars) == 3:
+        weights = [operand for operand in operands if operand is not streamed[0]]
+        expected = [spatial_vars[1], *reduce_vars]  # [OC, IC, KH, KW]
+        reads = [str(region.source.name) for region in block.reads]
+        if len(weights) == 1 and len(weights[0].indices) == 4 and all(index.same_as(var) for index, var in zip(weights[0].indices, expected, strict=True)):
+            name = str(weights[0].source.name)
+            weight_read = reads.index(name) if reads.count(name) == 1 else None
+    column_stride, streamed_read = 0, None
+    if len(streamed) == 1:
+        linear = detect_linear_equation(streamed[0].indices[-1], [vector_var])
+        if len(linear) == 2 and isinstance(linear[0], tirx.IntImm):
+            column_stride = int(linear[0])
+        reads = [str(region.source.name) for region in block.reads]
+        name = str(streamed[0].source.name)
+        streamed_read = reads.index(name) if reads.count(name) == 1 else None
+    depthwise = len(spatial) == 4 and reuse_axis is None and len(streamed) == 1 and len(reduction) == 3 and reduction[0] == 1
     if reuse_axis is None:
         # Depthwise and the like: the largest other axis still gives independent accumulators.
         others = [axis for axis in range(len(spatial) - 1) if spatial[axis] > 1]
         reuse_axis = max(others, key=lambda axis: spatial[axis]) if others else None
-    return Contraction(str(block.name_hint), spatial, reduction, vector_axis, reuse_axis, panel_read)
+    return Contraction(str(block.name_hint), spatial, reduction, vector_axis, reuse_axis, panel_read, weight_read, depthwise, column_stride, streamed_read)
 
 
 def _all_blocks(sch):
@@ -227,6 +259,106 @@ def schedule(sch, found: Contraction, cpu: CpuSpec, inline_epilogue):
         sch.parallel(outer[0])
     init = sch.decompose_reduction(block, reduce_loops[0])
     init_loops = sch.get_loops(init)[len(outer) :]
+    for loop in init_loops[:-1]:
+        sch.unroll(loop)
+    sch.vectorize(init_loops[-1])
+    return outer[0]
+
+
+def channel_tiles(found: Contraction, cpu: CpuSpec) -> tuple[int, int] | None:
+    """(output columns, output channels) register block of the channel-vectorised conv, or None
+    where output channels do not fill whole vectors (then the width path is used)."""
+    if found.weight_read is None:
+        return None
+    channels, width = found.spatial[1], found.spatial[3]
+    vectors = 2 if cpu.registers <= 16 else 4  # channel vectors per block; SSE/AVX2: 16 registers
+    while vectors > 1 and channels % (vectors * cpu.lanes):
+        vectors -= 1
+    if channels % (vectors * cpu.lanes):
+        return None
+    # Accumulators = columns x vectors, leaving registers for the weight vectors and a broadcast.
+    wanted = max(2, min(8, (cpu.registers - vectors - 2) // vectors))
+    return _factor(width, wanted), vectors * cpu.lanes
+
+
+def schedule_channels(sch, found: Contraction, cpu: CpuSpec, inline_epilogue, columns: int, vector: int):
+    """Conv2d NCHW vectorised over a block of output channels: the weight read as [OC/vector, IC,
+    KH, KW, vector] panels (repacked once per call: weights are parameters, not constants), each
+    input value broadcast against a channel vector, a block of output columns x channel vector
+    accumulated in registers. Output channels are contiguous in the weights whatever the spatial
+    size, so small and strided outputs (7x7, 14x14, stride 2) fill whole vectors, unlike the width
+    path. Returns the outermost loop of the nest."""
+    block = sch.get_sblock(found.block_name)
+    n, oc, h, w, rc, ry, rx = sch.get_loops(block)
+    channel_outer, channel_inner = sch.split(oc, factors=[None, vector])
+    column_outer, column_inner = sch.split(w, factors=[None, columns])
+    sch.reorder(n, channel_outer, h, column_outer, rc, ry, rx, column_inner, channel_inner)
+    packed = sch.cache_read(block, found.weight_read, "global")
+    sch.transform_layout(block, ("read", found.weight_read), lambda o, i, kh, kw: (o // vector, i, kh, kw, o % vector))
+    # With enough channel blocks to share between threads, each block packs its own panel right
+    # before using it (still in cache: a 512x3x3 x 16 panel is 295 KB); rows then stay serial in it.
+    # Otherwise all panels are packed up front and rows are split between threads too.
+    per_block = found.spatial[0] * found.spatial[1] // vector >= PANELS_PER_BLOCK_MIN
+    if per_block:
+        sch.compute_at(packed, channel_outer, preserve_unit_loops=True)
+    # The accumulator with its channel axis innermost: strided, it ran 16x slower (shared notes).
+    local = sch.cache_write(block, 0, "local")
+    sch.transform_layout(block, ("write", 0), lambda b, c, y, x: (b, y, x, c))
+    inline_epilogue(sch, local)
+    sch.reverse_compute_at(local, column_outer, preserve_unit_loops=True)
+    sch.unroll(column_inner)
+    sch.vectorize(channel_inner)
+    # Write-back: NCHW output rows are contiguous along the columns.
+    back = sch.get_loops(local)[4:]
+    for loop in back[:-1]:
+        sch.unroll(loop)
+    sch.vectorize(back[-1])
+    outer = [n, channel_outer] if per_block else [n, channel_outer, h]
+    if cpu.parallel and math.prod(found.spatial) * math.prod(found.reduction) >= MIN_PARALLEL_MACS:
+        outer = [sch.fuse(*outer)]
+        sch.parallel(outer[0])
+    init = sch.decompose_reduction(block, rc)
+    init_loops = sch.get_loops(init)[len(outer) + (2 if per_block else 1) :]
+    for loop in init_loops[:-1]:
+        sch.unroll(loop)
+    sch.vectorize(init_loops[-1])
+    return outer[0]
+
+
+def schedule_depthwise(sch, found: Contraction, cpu: CpuSpec, inline_epilogue):
+    """Depthwise conv2d NCHW: a block of output rows x a vector of output columns accumulated in
+    registers, the KH x KW window unrolled around it (each input row loaded serves every output row
+    of the block it overlaps), channels (and row blocks) parallel. Returns the outermost loop."""
+    block = sch.get_sblock(found.block_name)
+    n, c, h, w, rc, ry, rx = sch.get_loops(block)
+    vector = _factor(found.spatial[3], 2 * cpu.lanes, cpu.lanes)
+    vectors = -(-vector // cpu.lanes)
+    rows = _factor(found.spatial[2], max(1, min(4, (cpu.registers - 4) // vectors)))
+    row_outer, row_inner = sch.split(h, factors=[None, rows])
+    column_outer, column_inner = sch.split(w, factors=[None, vector])
+    sch.reorder(n, c, row_outer, column_outer, rc, ry, rx, row_inner, column_inner)
+    stride = found.column_stride
+    if stride > 1 and found.streamed_read is not None:
+        # Strided columns would be gathered lane by lane: the (padded) input is stored with its
+        # columns deinterleaved by stride phase, [.., W] -> [.., stride, W / stride], so the
+        # columns one vector reads are contiguous.
+        sch.transform_layout(block, ("read", found.streamed_read), lambda b, ch, y, x: (b, ch, y, x % stride, x // stride), pad_value=0.0)
+    local = sch.cache_write(block, 0, "local")
+    inline_epilogue(sch, local)
+    sch.reverse_compute_at(local, column_outer, preserve_unit_loops=True)
+    for loop in (ry, rx, row_inner):
+        sch.unroll(loop)
+    sch.vectorize(column_inner)
+    back = sch.get_loops(local)[4:]
+    for loop in back[:-1]:
+        sch.unroll(loop)
+    sch.vectorize(back[-1])
+    outer = [n, c, row_outer]
+    if cpu.parallel and math.prod(found.spatial) * math.prod(found.reduction) >= MIN_PARALLEL_MACS:
+        outer = [sch.fuse(*outer)]
+        sch.parallel(outer[0])
+    init = sch.decompose_reduction(block, rc)
+    init_loops = sch.get_loops(init)[len(outer) + 1 :]
     for loop in init_loops[:-1]:
         sch.unroll(loop)
     sch.vectorize(init_loops[-1])
