@@ -6,7 +6,7 @@ the conv/matmul kernels reach.
 One process, the same inputs, the same thread count for both (2: onnxruntime's intra-op pool and
 TVM's, through TVM_NUM_THREADS, set before TVM loads), all graph optimisations on in onnxruntime.
 Each model is deployed to pc (cached builds are reused) and both runtimes are timed interleaved,
-in turns of a few calls (see TURN), after a warm-up; medians of ``--repeat`` calls. The edgesdk side is `Artifact.run`,
+in alternating turns of at least TURN_S seconds, after a warm-up; medians of >= ``--repeat`` calls. The edgesdk side is `Artifact.run`,
 what a user calls. int8: the same model quantized with `--quantize int8` (calibration samples made
 here), onnxruntime running the artifact's QDQ model against our integer kernels. The peak share is
 the conv/matmul kernels' FLOPs over their measured time (TVM's per-kernel instrument), divided by
@@ -78,21 +78,26 @@ def _session(path: Path) -> ort.InferenceSession:
 # the other runtime's competes with its spinning threads for this host's 2 cores (branchy_net 44 ms
 # vs 5.7 alone when alternated call by call). In turns of 5 only the first call of a turn pays that,
 # and the median ignores it; the turns still alternate, so load drift hits both alike.
-TURN = 5
+TURN_S = 0.25  # seconds per turn of one runtime
 
 
 def interleaved_ms(first, second, repeat: int) -> tuple[float, float]:
-    """Medians (ms) of ``first`` and ``second`` called in alternating turns of ``TURN`` calls, after
-    two warm-up calls each."""
+    """Medians (ms) of ``first`` and ``second`` over at least ``repeat`` calls each, timed in
+    alternating turns of at least ``TURN_S`` seconds. Each turn's first call is not counted: it
+    pays for the other runtime's worker threads, which spin on the 2 cores for a while after their
+    last call (alternating call by call made each runtime look several times slower)."""
     for _ in range(2):
         first(), second()
     times: tuple[list[float], list[float]] = ([], [])
-    for _ in range(-(-repeat // TURN)):
+    while min(len(samples) for samples in times) < repeat:
         for function, samples in ((first, times[0]), (second, times[1])):
-            for _ in range(TURN):
+            function()
+            turn_started, calls = time.perf_counter(), 0
+            while time.perf_counter() - turn_started < TURN_S or calls < 3:
                 start = time.perf_counter()
                 function()
                 samples.append((time.perf_counter() - start) * 1e3)
+                calls += 1
     return statistics.median(times[0]), statistics.median(times[1])
 
 
