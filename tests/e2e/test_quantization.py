@@ -45,8 +45,9 @@ def ort_qdq_model(tmp_path, activations="QInt8"):
 
 
 def integer_blocks(path, shapes):
-    """Per conv/matmul block of the lowered TIR: (block name, dtypes of the buffers it reads,
-    dtype of the buffer it accumulates into)."""
+    """Per kernel of the lowered TIR that has a conv/matmul reduction: (its block's name, dtypes of
+    the operands it reads, dtype of the accumulator it writes). Read after scheduling, where a
+    reduction may be split into an init, an update into a local accumulator and a write-back."""
     import tvm
 
     from edgesdk.compile.lowering import import_onnx, optimize
@@ -58,10 +59,16 @@ def integer_blocks(path, shapes):
         if not isinstance(func, tvm.tirx.PrimFunc):
             continue
         schedule = tvm.s_tir.Schedule(tvm.IRModule({"main": func}))
-        for block_rv in schedule.get_child_blocks(schedule.get_sblock("root", "main")):
-            block = schedule.get(block_rv)
-            if re.match(r"(group_)?conv2d|(NT_)?matmul", block.name_hint):
-                found.append((block.name_hint, {str(r.source.dtype) for r in block.reads}, str(block.writes[0].source.dtype)))
+        blocks = [schedule.get(rv) for rv in schedule.get_child_blocks(schedule.get_sblock("root", "main"))]
+        reductions = [
+            block for block in blocks
+            if re.match(r"(group_)?conv2d|(NT_)?matmul", block.name_hint) and any(var.iter_type == tvm.tirx.IterVar.CommReduce for var in block.iter_vars)
+        ]  # fmt: skip
+        if reductions:
+            block = reductions[0]
+            accumulator = str(block.writes[0].source.dtype)
+            operands = {str(r.source.dtype) for r in block.reads if not r.source.same_as(block.writes[0].source)}
+            found.append((block.name_hint, operands, accumulator))
     return found
 
 
