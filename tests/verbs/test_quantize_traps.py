@@ -196,3 +196,20 @@ def test_a_model_with_nothing_to_quantize_says_so(tmp_path, caplog):
     with caplog.at_level(logging.WARNING, logger="edgesdk"):
         edgesdk.quantize(tmp_path / "relu.onnx", None, tmp_path / "q.onnx", scheme="w4a16")
     assert "no conv/matmul weight could be quantized (w4a16)" in caplog.text
+
+
+def test_analyze_lists_only_layers_the_scheme_can_quantize(tmp_path):
+    from edgesdk.quantization.ptq import named_nodes
+    from edgesdk.testing.models import transformer_block
+
+    proto = transformer_block(d_model=32, heads=2, ffn=64)
+    onnx.save(proto, tmp_path / "block.onnx")
+    samples = {"tokens": np.random.default_rng(0).standard_normal((16, 8, 32)).astype(np.float32)}
+    report = edgesdk.quantize(tmp_path / "block.onnx", samples, tmp_path / "q.onnx", scheme="w4a16", analyze=True)
+    proto = named_nodes(proto)  # the names quantize gives unnamed nodes
+    weights = {init.name for init in proto.graph.initializer}
+    with_weights = {node.name for node in proto.graph.node if node.op_type in ("MatMul", "Gemm") and node.input[1] in weights}
+    computed = {node.name for node in proto.graph.node if node.op_type == "MatMul" and node.input[1] not in weights}
+    listed = {layer.node for layer in report.sensitivity}
+    # Attention's Q x K^T and P x V multiply two activations: nothing for a weight-only scheme to quantize.
+    assert computed and not listed & computed and listed == with_weights

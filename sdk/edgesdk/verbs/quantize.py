@@ -83,10 +83,12 @@ def _measure(quantized: Model, model: Model, samples) -> tuple[float, Accuracy]:
 def sensitivity(model: Model, samples, chosen: Recipe) -> list[LayerSensitivity]:
     # Each layer alone, rounded to nearest: AdaRound and bias correction would multiply the time.
     plain = dataclasses.replace(chosen, adaround_seconds=None, bias_correction=False)
-    layers = [
-        LayerSensitivity(node=node, drop_pt=_measure(quantized_model(model, plain, samples, only=[node]), model, samples)[0])
-        for node in quantizable_nodes(model.proto)
-    ]
+    layers = []
+    for node in quantizable_nodes(model.proto):
+        quantized = quantized_model(model, plain, samples, only=[node])
+        if chosen.scheme in (*WEIGHT_ONLY, "vq") and not encodings(quantized.proto)["param_encodings"]:
+            continue  # a weight the model computes (attention's K^T): these schemes leave the layer as it is
+        layers.append(LayerSensitivity(node=node, drop_pt=_measure(quantized, model, samples)[0]))
     return sorted(layers, key=lambda layer: -layer.drop_pt)
 
 
