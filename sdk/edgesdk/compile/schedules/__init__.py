@@ -28,8 +28,13 @@ def schedule_func(func, cpu: CpuSpec):
         placed = None
         if found is not None:
             placed = _schedule_contraction(sch, found, cpu)
-        elif not spatial.applies(sch):
-            return None
+        else:
+            # No contraction (softmax, a packed-weight kernel's two reductions...): its elementwise
+            # stages still become one loop nest instead of one each.
+            before = len(spatial.root_blocks(sch))
+            spatial.inline_elementwise(sch)
+            if len(spatial.root_blocks(sch)) == before and not spatial.applies(sch):
+                return None
         if cpu.parallel:
             spatial.parallelize_rest(sch, scheduled=placed)
     except (s_tir.ScheduleError, tvm.error.InternalError):

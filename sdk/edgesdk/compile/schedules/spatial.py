@@ -7,7 +7,7 @@ from __future__ import annotations
 MIN_PARALLEL_WORK = 1 << 16
 
 
-def _root_blocks(sch):
+def root_blocks(sch):
     return sch.get_child_blocks(sch.get_sblock("root"))
 
 
@@ -16,14 +16,15 @@ def _intermediates(sch) -> list:
     return list(sch.get(sch.get_sblock("root")).alloc_buffers)
 
 
-def inline_elementwise(sch, keep: str) -> None:
+def inline_elementwise(sch, keep: str | None = None) -> None:
     """Inline every injective intermediate block into its consumers, except ``keep`` and its
     producers (a padding stage stays materialised: inlined, it puts a branch in the hot loop)."""
     from tvm import s_tir
 
-    main = sch.get_sblock(keep)
-    protected = {str(sch.get(block).name_hint) for block in sch.get_producers(main)} | {keep}
-    for block in _root_blocks(sch):
+    protected = set()
+    if keep is not None:
+        protected = {str(sch.get(block).name_hint) for block in sch.get_producers(sch.get_sblock(keep))} | {keep}
+    for block in root_blocks(sch):
         if str(sch.get(block).name_hint) in protected:
             continue
         try:
@@ -94,7 +95,7 @@ def _data_parallel_prefix(sch, block) -> list:
 
 def applies(sch) -> bool:
     """Whether the fallback has something to parallelise: a root block with enough data-parallel work."""
-    return any(_parallel_loops(sch, block) for block in _root_blocks(sch))
+    return any(_parallel_loops(sch, block) for block in root_blocks(sch))
 
 
 def _parallel_loops(sch, block) -> list:
@@ -127,7 +128,7 @@ def parallelize_rest(sch, scheduled=None) -> None:
     from tvm import s_tir
 
     taken = sch.get(scheduled) if scheduled is not None else None
-    for block in _root_blocks(sch):
+    for block in root_blocks(sch):
         outer = sch.get_loops(block)
         if taken is not None and outer and sch.get(outer[0]).same_as(taken):
             continue
