@@ -110,9 +110,9 @@ def test_noise_perturbs_every_float32_conv_and_matmul_by_summation_sized_errors(
     perturbed, factors = perturbable(proto)
     assert factors == {"edgesdk_noise_0": (2, 4)} and [n.op_type for n in perturbed.graph.node] == ["MatMul", "Mul", "Relu"]
     x = np.full((2, 4), 1000.0, np.float32)
-    draws = noise_outputs(proto.SerializeToString(), {"x": x})
+    draws = noise_outputs(proto, {"x": x})
     assert len(draws) == 3 and all(draw["y"].shape == (2, 4) for draw in draws)
     relative = np.abs(np.stack([draw["y"] for draw in draws]) / 1000.0 - 1)
     assert 0 < relative.max() < 8 * NOISE_SCALE  # moved, by a few summation errors at most
     nothing_to_perturb = helper.make_model(helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g", graph.input, graph.output))
-    assert noise_outputs(nothing_to_perturb.SerializeToString(), {"x": x}) == []
+    assert noise_outputs(nothing_to_perturb, {"x": x}) == []

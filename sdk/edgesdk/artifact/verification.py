@@ -54,12 +54,12 @@ def verify_against_reference(
     """``actual`` (the compiled model's outputs on ``inputs``) against onnxruntime running
     ``model``, with the tolerances of the precision ``scheme``; a reduced-precision scheme's also
     measure the reference's own rounding noise (edgesdk.frontend.noise)."""
-    share = stray_share(scheme)
+    share, proto = stray_share(scheme), onnx.ModelProto.FromString(model)
     return verification(
         actual,
         reference_outputs(model, inputs),
         inputs=inputs_kind,
-        float_rtol=float_tolerance(scheme, onnx.ModelProto.FromString(model)),
+        float_rtol=float_tolerance(scheme, proto),
         stray_share=share,
-        noise=noise_outputs(model, inputs) if share else (),
+        noise=noise_outputs(proto, inputs) if share else (),
     )

@@ -146,22 +146,22 @@ def _jobs(model: Model, scratch: Path, todo: list[tuple[int, BuildSpec]], run: R
     machine has a core for each, two processes in parallel: the first imports, analyses and makes
     the device build; the second imports again (a few seconds) and makes the rest and the run."""
     base = {"model": str(scratch / "model.onnx"), "shapes": {spec.name: list(spec.shape) for spec in model.inputs}, "passes": passes}
-    first = Job(**base, model_dir=str(scratch / "model"), builds=[(spec, str(scratch / f"build{index}")) for index, spec in todo[:1]])
+
+    def builds(part: list[tuple[int, BuildSpec]]) -> list[tuple[BuildSpec, str]]:
+        return [(spec, str(scratch / f"build{index}")) for index, spec in part]
+
     if len(todo) < 2 or (os.cpu_count() or 1) < 2:
-        first.builds = [(spec, str(scratch / f"build{index}")) for index, spec in todo]
-        first.run = run
-        return [(first, todo)]
+        return [(Job(**base, model_dir=str(scratch / "model"), builds=builds(todo), run=run), todo)]
+    first = Job(**base, model_dir=str(scratch / "model"), builds=builds(todo[:1]))
     # Its run reads the weights of its own import: the first job may not have written them yet.
     if run is not None:
         run = run.model_copy(update={"weights": str(scratch / "weights-second.npz")})
-    second = Job(**base, weights_file=run.weights if run else None, builds=[(spec, str(scratch / f"build{index}")) for index, spec in todo[1:]], run=run)
+    second = Job(**base, weights_file=run.weights if run else None, builds=builds(todo[1:]), run=run)
     return [(first, todo[:1]), (second, todo[1:])]
 
 
 def _run_jobs(jobs: list[tuple[Job, list]], scratch: Path, *, model_name: str, timeout_s: float | None, on_stage: Callable[[str], None]) -> list[JobResult]:
     """Each job in its own worker, concurrently; the first failure is raised once all have ended."""
-    if len(jobs) == 1:
-        return [run_in_worker(jobs[0][0], scratch / "job0", model_name=model_name, timeout_s=timeout_s, on_stage=on_stage)]
     with ThreadPoolExecutor(max_workers=len(jobs)) as pool:
         futures = [
             pool.submit(run_in_worker, job, scratch / f"job{number}", model_name=model_name, timeout_s=timeout_s, on_stage=on_stage)

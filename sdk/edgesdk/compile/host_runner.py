@@ -74,9 +74,7 @@ class HostRunner:
         return kept
 
     def _run_here(self, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        if self._main is None:
-            self._load()
-        assert self._main is not None
+        self.vm  # noqa: B018 - loads the library on first use (and with it self._main)
         passed = [self._tensor(index, array) for index, array in enumerate(arrays.values())]
         result = self._main(*(tensor for tensor, _ in passed), *self._weights)
         values = [result] if hasattr(result, "numpy") else list(result)

@@ -217,11 +217,16 @@ def main(argv: list[str]) -> int:
     stages: dict[str, float] = {}
     with os.fdopen(events_fd, "w", buffering=1) as events:
 
-        def report(name: str) -> None:
-            nonlocal stage, since
+        def close_stage() -> None:
+            nonlocal since
             now = time.monotonic()
             stages[stage] = stages.get(stage, 0.0) + now - since
-            stage, since = name, now
+            since = now
+
+        def report(name: str) -> None:
+            nonlocal stage
+            close_stage()
+            stage = name
             events.write(json.dumps({"stage": name}) + "\n")
 
         job = Job.model_validate_json(job_file.read_text())
@@ -230,7 +235,7 @@ def main(argv: list[str]) -> int:
         except Exception as exc:  # any failure inside TVM or a toolchain is reported, not raised
             traceback.print_exc()
             result = JobResult(error=_one_line(exc), stage=stage)
-        report("done")
+        close_stage()
     stages.pop("start", None)  # the job file read, before any TVM work
     result.stages = {name: round(seconds, 3) for name, seconds in stages.items()}
     (job_file.parent / "result.json").write_text(result.model_dump_json())

@@ -57,10 +57,10 @@ def perturbable(proto: onnx.ModelProto) -> tuple[onnx.ModelProto, dict[str, tupl
     return copy, factors
 
 
-def noise_outputs(model_bytes: bytes, inputs: Mapping[str, np.ndarray], draws: int = NOISE_DRAWS, seed: int = 0) -> list[dict[str, np.ndarray]]:
+def noise_outputs(proto: onnx.ModelProto, inputs: Mapping[str, np.ndarray], draws: int = NOISE_DRAWS, seed: int = 0) -> list[dict[str, np.ndarray]]:
     """onnxruntime's outputs on ``inputs`` under ``draws`` seeded perturbations (empty when the
     model has nothing to perturb)."""
-    model, factors = perturbable(onnx.ModelProto.FromString(model_bytes))
+    model, factors = perturbable(proto)
     if not factors:
         return []
     run = reference_runner(model.SerializeToString())
