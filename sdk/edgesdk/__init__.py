@@ -21,6 +21,7 @@ from edgesdk.verbs.deploy import deploy
 from edgesdk.verbs.new import new
 from edgesdk.verbs.profile import CostReport, profile
 from edgesdk.verbs.quantize import QuantizeReport, quantize
+from edgesdk.verbs.tune import TuneReport, tune
 from edgesdk.versions import edgesdk_version
 
 __version__ = edgesdk_version()
@@ -47,6 +48,7 @@ __all__ = [
     "QuantizeReport",
     "Template",
     "TensorSpec",
+    "TuneReport",
     "UnknownDeviceError",
     "UserInputError",
     "ZigCC",
@@ -63,4 +65,5 @@ __all__ = [
     "plugins",
     "profile",
     "quantize",
+    "tune",
 ]

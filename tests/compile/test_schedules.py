@@ -193,3 +193,62 @@ def test_int8_matmul_accumulates_exactly_in_int32():
     vm = relax.VirtualMachine(relax.build(optimized, target, relax_pipeline=None), tvm.cpu())
     got = vm["main"](tvm.runtime.tensor(a), tvm.runtime.tensor(b)).numpy()
     np.testing.assert_array_equal(got, a.astype(np.int32) @ b.astype(np.int32))
+
+
+def _int8_conv(batch, channels, out_channels, size, kernel, stride, activation):
+    from tvm import relax
+
+    builder = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType([batch, channels, *size], activation))
+    w = relax.Var("w", relax.TensorType([out_channels, channels, kernel, kernel], "int8"))
+    with builder.function("main", [x, w]):
+        with builder.dataflow():
+            out = builder.emit_output(relax.op.nn.conv2d(x, w, strides=stride, out_dtype="int32"))
+        builder.emit_func_output(out)
+    return builder.get()
+
+
+def _reference_conv(x, w, stride):
+    kernel = w.shape[2]
+    rows, cols = (x.shape[2] - kernel) // stride + 1, (x.shape[3] - kernel) // stride + 1
+    out = np.zeros((x.shape[0], w.shape[0], rows, cols), np.int64)
+    for dy in range(kernel):
+        for dx in range(kernel):
+            window = x[:, :, dy : dy + stride * rows : stride, dx : dx + stride * cols : stride].astype(np.int64)
+            out += np.einsum("oc,nchw->nohw", w[:, :, dy, dx].astype(np.int64), window)
+    return out
+
+
+@pytest.mark.parametrize(
+    ("batch", "channels", "out_channels", "size", "kernel", "stride", "activation"),
+    [
+        (1, 64, 32, (14, 14), 3, 1, "uint8"),
+        (2, 6, 16, (13, 17), 3, 2, "int8"),  # batch 2, stride 2, prime widths: one-column blocks
+        (1, 32, 24, (7, 7), 1, 1, "int8"),  # 1x1, 24 channels: three vectors of 8 (SSE: 6 of 4)
+        (1, 3, 16, (11, 11), 3, 1, "uint8"),  # odd input channels: no pairs, the channel path
+        (1, 16, 20, (9, 9), 5, 1, "int8"),  # 20 channels: 5 SSE vectors, but no whole AVX2 vectors
+    ],
+)
+@pytest.mark.parametrize("mattr", [[], ["+avx2", "+fma"]])
+def test_int8_conv_multiplies_in_16_bit_pairs_exactly(batch, channels, out_channels, size, kernel, stride, activation, mattr):
+    """8-bit convs take the pairwise multiply-add (edgesdk.compile.schedules.integer) where the input
+    channels pair up and the output channels fill vectors: bit-exact, and the intrinsic is there."""
+    from tvm import relax
+
+    from edgesdk.compile import lowering
+    from edgesdk.compile.targets import runs_here
+
+    target_json = {**HOST, "mattr": mattr} if mattr else HOST
+    if not runs_here(target_json):
+        pytest.skip("this CPU lacks " + ",".join(mattr))
+    optimized, target = lowering.optimize(_int8_conv(batch, channels, out_channels, size, kernel, stride, activation), target_json)
+    (script,) = scheduled_kernels(optimized).values()
+    lanes = 8 if mattr else 4
+    assert ("pmadd" in script) == (channels % 2 == 0 and out_channels % lanes == 0)
+    rng = np.random.default_rng(5)
+    low = 0 if activation == "uint8" else -128
+    x = rng.integers(low, low + 256, (batch, channels, *size)).astype(activation)
+    w = rng.integers(-128, 128, (out_channels, channels, kernel, kernel)).astype(np.int8)
+    vm = relax.VirtualMachine(relax.build(optimized, target, relax_pipeline=None), tvm.cpu())
+    got = vm["main"](tvm.runtime.tensor(x), tvm.runtime.tensor(w)).numpy()
+    np.testing.assert_array_equal(got, _reference_conv(x, w, stride))

@@ -123,6 +123,10 @@ class BuildInfo(_Record):
         "The device and host builds run in two workers at once when the machine has two cores, each importing the model: "
         "the stages then add up to more than `compile_seconds`.",
     )
+    tuned_kernels: list[str] = Field(
+        default_factory=list,
+        description="Kernels of the device module built with a schedule from the target's tuning database (`edgesdk tune`); the rest use the schedule rules.",
+    )
     notes: list[str] = Field(default_factory=list, description="What the build could not do here, and why.")
 
 

@@ -11,7 +11,7 @@ import numpy as np
 import typer
 from rich import box
 from rich.console import Console
-from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 import edgesdk
@@ -33,6 +33,7 @@ from edgesdk.frontend.model import parse_input_shape
 from edgesdk.frontend.tensors import load_npz, save_npz
 from edgesdk.plugin.passes import parse_pass_options
 from edgesdk.simulate.fit import fit_file
+from edgesdk.verbs.tune import DEFAULT_TRIALS
 
 
 @contextlib.contextmanager
@@ -387,11 +388,80 @@ def compare_command(
     Console().print(table)
 
 
+@contextlib.contextmanager
+def _tune_progress():
+    """A bar over the kernels being tuned ("tune 3/12 name" stages), on stderr when it is a terminal."""
+    console = Console(stderr=True)
+    if not console.is_terminal:
+        yield lambda stage: None
+        return
+    columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=console, transient=True) as progress:
+        task = progress.add_task("starting", total=None)
+
+        def on_stage(stage: str) -> None:
+            words = stage.split()
+            if len(words) == 3 and words[0] == "tune" and "/" in words[1]:
+                done, total = (int(part) for part in words[1].split("/"))
+                progress.update(task, description=words[2], completed=done - 1, total=total)
+            else:
+                progress.update(task, description=stage)
+
+        yield on_stage
+
+
+def tune_command(
+    model: Annotated[Path, typer.Argument(help="The ONNX model file.", show_default=False)],
+    device: Annotated[str, typer.Option("--device", "-d", help="A device whose code runs on this host.")] = "pc",
+    trials: Annotated[int, typer.Option("--trials", min=1, help="MetaSchedule candidates measured per kernel.")] = DEFAULT_TRIALS,
+    budget_s: Annotated[float | None, typer.Option("--budget-s", help="Start no kernel after this many seconds; run again to resume.")] = None,
+    input_shape: InputShapeOption = None,
+    quantize: QuantizeOption = None,
+    calibration: CalibrationOption = None,
+    profiles_dir: ProfilesDirOption = None,
+    json_output: JsonOption = False,
+    *,
+    quantize_options: dict[str, Any],  # always given, by with_quantize_options
+) -> None:
+    """Tune the model's conv/matmul kernels with MetaSchedule on this host; later deploys use the winners."""
+    with _tune_progress() as on_stage:
+        report = edgesdk.tune(
+            model, device, input_shapes=_input_shapes(input_shape), trials=trials, budget_s=budget_s, quantize=quantize,
+            calibration=calibration, profiles_dir=profiles_dir, on_stage=on_stage, **quantize_options,
+        )  # fmt: skip
+    if json_output:
+        print_json(report.model_dump(mode="json"))
+        return
+    table = Table(
+        "kernel",
+        "MACs",
+        "rules ms",
+        "tuned ms",
+        "speed-up",
+        "builds use",
+        box=box.SIMPLE_HEAD,
+        title=f"{report.model} on {report.device}",
+        title_justify="left",
+    )
+    for kernel in report.kernels:
+        tuned = "-" if kernel.tuned_ms is None else f"{kernel.tuned_ms:.4f}"
+        speedup = "-" if kernel.tuned_ms is None else f"{kernel.rules_ms / kernel.tuned_ms:.2f}x"
+        table.add_row(kernel.kernel, f"{kernel.macs:,}", f"{kernel.rules_ms:.4f}", tuned, speedup, kernel.chosen)
+    console = Console()
+    console.print(table)
+    left = f"; {report.untuned} kernels left by the budget: run again to resume" if report.untuned else ""
+    console.print(
+        f"{len(report.kernels)} kernels, {report.trials} trials each, {report.seconds:.0f} s: "
+        f"{report.rules_ms:.3f} ms with the rules -> {report.best_ms:.3f} ms{left}; database {report.database}"
+    )
+
+
 def register(app: typer.Typer) -> None:
     app.command("deploy")(with_quantize_options(deploy_command))
     app.command("profile")(with_quantize_options(profile_command))
     app.command("calibrate")(calibrate_command)
     app.command("quantize")(with_quantize_options(quantize_command))
     app.command("compare")(with_quantize_options(compare_command))
+    app.command("tune")(with_quantize_options(tune_command))
     app.command("run")(run_command)
     app.command("verify")(verify_command)

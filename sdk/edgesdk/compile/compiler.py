@@ -7,6 +7,7 @@ import dataclasses
 import hashlib
 import os
 import shutil
+import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
@@ -16,7 +17,7 @@ import numpy as np
 
 from edgesdk.compile.build_cache import BuildCache, cache_key
 from edgesdk.compile.lowering import PIPELINE_VERSION, BuildResult, BuildSpec
-from edgesdk.compile.worker import WEIGHTS_FILE, Job, JobResult, RunTask, run_in_worker, run_isolated
+from edgesdk.compile.worker import WEIGHTS_FILE, Job, JobResult, RunTask, TuneTask, run_in_worker, run_isolated
 from edgesdk.frontend.model import Model
 from edgesdk.frontend.tensors import load_npz, save_npz
 from edgesdk.plugin.passes import PassChoice, fingerprint
@@ -178,3 +179,31 @@ def _merged_stages(results: Sequence[JobResult]) -> dict[str, float]:
         for name, seconds in result.stages.items():
             stages[name] = round(stages.get(name, 0.0) + seconds, 3)
     return stages
+
+
+def tune_model(
+    model: Model,
+    target: dict,
+    database: Path,
+    *,
+    trials: int,
+    budget_s: float | None,
+    seed: int,
+    timeout_s: float | None,
+    on_stage: Callable[[str], None],
+    passes: Sequence[PassChoice] = (),
+) -> JobResult:
+    """Tune ``model``'s kernels for ``target`` into ``database`` in a worker (edgesdk.compile.tuner)."""
+    passes = [choice for choice in passes if choice.stage == "relax"]
+    scratch = Path(tempfile.mkdtemp(prefix="edgesdk-tune-"))
+    try:
+        (scratch / "model.onnx").write_bytes(model.serialized)
+        job = Job(
+            model=str(scratch / "model.onnx"),
+            shapes={spec.name: list(spec.shape) for spec in model.inputs},
+            passes=passes,
+            tune=TuneTask(target=target, database=str(database), trials=trials, budget_s=budget_s, seed=seed),
+        )
+        return run_in_worker(job, scratch / "job", model_name=model.name, timeout_s=timeout_s, on_stage=on_stage)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)

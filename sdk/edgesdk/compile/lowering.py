@@ -22,7 +22,7 @@ from edgesdk.compile.packed_kernels import extract_blocked_weights, unpack_in_ke
 from edgesdk.plugin.toolchains import Toolchain
 
 # Bump when the lowering changes what it produces for the same inputs: it is part of cache keys.
-PIPELINE_VERSION = 20
+PIPELINE_VERSION = 22
 
 
 class BuildSpec(BaseModel):
@@ -35,6 +35,10 @@ class BuildSpec(BaseModel):
     emit: Literal["shared_library", "c_source"]
     toolchain: Toolchain
     basename: str = Field(description="File name stem of the outputs, e.g. the model name.")
+    # The target's tuning database (edgesdk.compile.tuning_db) and a digest of its records, when it
+    # has tuned schedules: the digest keys the build cache, so new records mean a new build.
+    tuning: str | None = None
+    tuning_digest: str | None = None
 
     @property
     def library_name(self) -> str:
@@ -49,6 +53,7 @@ class BuildResult(BaseModel):
     kernels: int
     toolchain: str
     notes: list[str] = Field(default_factory=list)
+    tuned: list[str] = Field(default_factory=list, description="Kernels built with a tuned schedule.")
 
 
 def import_onnx(model_path: Path, shapes: dict[str, list[int]]):
@@ -84,8 +89,19 @@ def checked_pass_result(choice, before, after):
     return after
 
 
-def optimize(mod, target_json: dict[str, Any]):
-    """Legalize, fold, fuse (FuseOps + FuseTIR), schedule the kernels and lower to VM form for ``target``."""
+def fusion_passes(target) -> list:
+    """Up to fused, unscheduled kernels: library dispatch, fast math, legalize, fold, FuseOps + FuseTIR.
+    The build, the kernel analysis and the tuner all start with these, so their kernels are the same."""
+    from tvm.relax.backend import cpu_generic
+
+    from edgesdk.compile.fast_math import FastMath
+
+    return [*cpu_generic.library_dispatch_passes(target), FastMath(), *cpu_generic.legalize_passes(target)]
+
+
+def optimize(mod, target_json: dict[str, Any], tuning: str | None = None):
+    """Fuse, schedule the kernels (tuned schedules from the ``tuning`` database directory where it
+    has them) and lower to VM form for ``target``."""
     import tvm
     from tvm.relax.backend import cpu_generic
     from tvm.relax.backend.cpu_generic import pipeline as cpu_pipeline  # the package does not export dataflow_lower_passes
@@ -97,9 +113,8 @@ def optimize(mod, target_json: dict[str, Any]):
     # the SDK's schedule rules between fusion and lowering: TVM's own schedules nothing on CPU.
     with target:
         passes = [
-            *cpu_generic.library_dispatch_passes(target),
-            *cpu_generic.legalize_passes(target),
-            ScheduleKernels(target),
+            *fusion_passes(target),
+            ScheduleKernels(target, tuning),
             *cpu_pipeline.dataflow_lower_passes(target),
             *cpu_generic.finalize_passes(target),
         ]
@@ -111,14 +126,19 @@ def analyze_kernels(mod, packed: dict[str, str] | None = None) -> ModelAnalysis:
     weight parameter holds, by name): see edgesdk.compile.kernels."""
     import tvm
     from tvm import relax
-    from tvm.relax.backend import cpu_generic
 
     target = tvm.target.Target({"kind": "llvm"})
     with target:
         # RewriteDataflowReshape as in the build: reshapes become views, not kernel calls.
-        passes = [*cpu_generic.library_dispatch_passes(target), *cpu_generic.legalize_passes(target), relax.transform.RewriteDataflowReshape()]
-        fused = tvm.transform.Sequential(passes)(mod)
+        fused = tvm.transform.Sequential([*fusion_passes(target), relax.transform.RewriteDataflowReshape()])(mod)
     return analyze(fused, packed)
+
+
+def tuned_kernels(mod) -> list[str]:
+    """Names of the kernels ScheduleKernels took from the tuning database."""
+    import tvm
+
+    return sorted(gvar.name_hint for gvar, func in mod.functions.items() if isinstance(func, tvm.tirx.PrimFunc) and "edgesdk.tuned" in (func.attrs or {}))
 
 
 def count_kernels(mod) -> int:
@@ -139,14 +159,15 @@ def build(mod, spec: BuildSpec, out_dir: Path) -> BuildResult:
     """Build ``mod`` as ``spec`` says into ``out_dir``."""
     from tvm import relax
 
-    optimized, target = optimize(mod, spec.target)
+    optimized, target = optimize(mod, spec.target, spec.tuning)
     kernels = count_kernels(optimized)
+    tuned = tuned_kernels(optimized)
     executable = relax.build(optimized, target, relax_pipeline=None)
     out_dir.mkdir(parents=True, exist_ok=True)
     stem = spec.basename
     if spec.emit == "shared_library":
         executable.export_library(str(out_dir / spec.library_name), fcompile=spec.toolchain.fcompile())
-        return BuildResult(files=[spec.library_name], kernels=kernels, toolchain=spec.toolchain.describe())
+        return BuildResult(files=[spec.library_name], kernels=kernels, toolchain=spec.toolchain.describe(), tuned=tuned)
 
     sources = [module.inspect_source() for module in executable.mod.imports if module.kind == "c"]
     (out_dir / f"{stem}.c").write_text("\n".join(sources))
@@ -161,7 +182,7 @@ def build(mod, spec: BuildSpec, out_dir: Path) -> BuildResult:
     else:
         notes.append(f"no object file: {why_not}")
         toolchain = f"none ({why_not})"
-    return BuildResult(files=files, kernels=kernels, toolchain=toolchain, notes=notes)
+    return BuildResult(files=files, kernels=kernels, toolchain=toolchain, notes=notes, tuned=tuned)
 
 
 def save_weights(path: Path, weights: Sequence[np.ndarray], names: Sequence[str]) -> None:

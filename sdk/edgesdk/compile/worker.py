@@ -20,12 +20,14 @@ import time
 import traceback
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
 from edgesdk.compile.host_runner import HostRunner
 from edgesdk.compile.lowering import BuildResult, BuildSpec
+from edgesdk.compile.tuning_db import TaskRecord
 from edgesdk.errors import EdgeSDKError
 from edgesdk.frontend.model import TensorSpec
 from edgesdk.frontend.tensors import load_npz, save_npz
@@ -51,6 +53,18 @@ class RunTask(BaseModel):
     output_names: list[str]
 
 
+class TuneTask(BaseModel):
+    """Tune the model's kernels for ``target`` into the database in ``database`` (edgesdk.compile.tuner)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    target: dict[str, Any]
+    database: str
+    trials: int
+    budget_s: float | None = None
+    seed: int = 0
+
+
 class Job(BaseModel):
     """What the worker does: import ``model``, write its weights and kernel analysis (``model_dir``)
     and its builds; and/or run a compiled library (``run``)."""
@@ -64,6 +78,7 @@ class Job(BaseModel):
     builds: list[tuple[BuildSpec, str]] = []
     passes: list[PassChoice] = []  # plugin passes of the relax stage, run after the import
     run: RunTask | None = None
+    tune: TuneTask | None = None
 
 
 class JobResult(BaseModel):
@@ -74,6 +89,8 @@ class JobResult(BaseModel):
     stages: dict[str, float] = {}  # seconds per stage (import, analyze, build device, ...), in order
     error: str | None = None
     stage: str | None = None
+    tuned: list[TaskRecord] = []  # a tune job's tasks
+    untuned: int = 0  # tasks the tune job's budget left
 
 
 class WorkerFailed(EdgeSDKError):
@@ -186,6 +203,15 @@ def _work(job: Job, report: Callable[[str], None]) -> JobResult:
             lowering.save_weights(Path(job.model_dir) / WEIGHTS_FILE, weights, names)
             analysis = lowering.analyze_kernels(mod, packed)
             (Path(job.model_dir) / ANALYSIS_FILE).write_text(analysis.model_dump_json(indent=1))
+        if job.tune:
+            from edgesdk.compile import tuner
+
+            if "torch" in sys.modules and sys.modules["torch"] is None:
+                del sys.modules["torch"]  # blocked by main(); xgboost (MetaSchedule's cost model) probes it
+
+            task = job.tune
+            tuned, untuned = tuner.tune(mod, task.target, Path(task.database), trials=task.trials, budget_s=task.budget_s, seed=task.seed, report=report)
+            return JobResult(tuned=tuned, untuned=untuned, seconds=time.monotonic() - started)
         for spec, out_dir in job.builds:
             report(f"build {spec.role}")
             lowering.maybe_crash(f"build {spec.role}")

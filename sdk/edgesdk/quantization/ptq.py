@@ -125,6 +125,11 @@ def _activation_values(model: Model, samples: list[dict[str, np.ndarray]]) -> di
 
 
 QUANTIZABLE = ("Conv", "MatMul", "Gemm")
+# Activations the quantizer folds into the quantization of their input: onnxruntime removes a Relu
+# or Clip after a quantized layer (asymmetric activations) and quantizes the layer's output over the
+# activation's range, whose saturation is the clip. One rounding less, and an integer layer whose
+# epilogue requantizes once instead of quantize -> dequantize -> clip -> quantize.
+FOLDED_ACTIVATIONS = ("Relu", "Clip")
 
 
 def named_nodes(proto: onnx.ModelProto) -> onnx.ModelProto:
@@ -140,6 +145,15 @@ def named_nodes(proto: onnx.ModelProto) -> onnx.ModelProto:
 def quantizable_nodes(proto: onnx.ModelProto) -> list[str]:
     """Names of the convolutions and matmuls, the layers int8 makes integer, in graph order."""
     return [node.name for node in named_nodes(proto).graph.node if node.op_type in QUANTIZABLE]
+
+
+def _with_activations(proto: onnx.ModelProto, only) -> list[str]:
+    """``only`` (node names) and the activations that directly follow them, which fold into them."""
+    chosen = set(only)
+    graph = named_nodes(proto).graph
+    outputs = {output for node in graph.node if node.name in chosen for output in node.output}
+    folded = [node.name for node in graph.node if node.op_type in FOLDED_ACTIVATIONS and node.input and node.input[0] in outputs]
+    return [*only, *folded]
 
 
 @contextlib.contextmanager
@@ -212,9 +226,9 @@ def quantize_int8(
                     weight_type=QuantType.QInt8,
                     calibrate_method=method,
                     extra_options=extra,
-                    nodes_to_quantize=list(only) if only is not None else None,
+                    nodes_to_quantize=_with_activations(model.proto, only) if only is not None else None,
                     nodes_to_exclude=list(keep_float),
-                    op_types_to_quantize=list(QUANTIZABLE),
+                    op_types_to_quantize=[*QUANTIZABLE, *FOLDED_ACTIVATIONS],
                 )
         except Exception as exc:  # onnxruntime's quantizer raises many kinds; the user gets one line
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]

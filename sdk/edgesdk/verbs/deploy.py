@@ -39,6 +39,7 @@ from edgesdk.compile.compiler import Compiled, compile_model
 from edgesdk.compile.kernels import ModelAnalysis
 from edgesdk.compile.lowering import BuildSpec
 from edgesdk.compile.targets import half_target, host_target, runs_here
+from edgesdk.compile.tuning_db import build_fields
 from edgesdk.devices.profile import DeviceProfile
 from edgesdk.devices.registry import get_device
 from edgesdk.errors import CheckFailed, UserInputError
@@ -125,9 +126,14 @@ def deploy(
         raise UserInputError(f"device '{profile.id}': cannot link its library: {missing}")
 
     device_target = half_target(profile.target, precision.compiled)
-    specs = [BuildSpec(role="device", target=device_target, emit=backend.emit, toolchain=backend.toolchain, basename=prepared.name)]
+    specs = [
+        BuildSpec(role="device", target=device_target, emit=backend.emit, toolchain=backend.toolchain, basename=prepared.name, **build_fields(device_target))
+    ]
     if not runs_here(device_target):
-        specs.append(BuildSpec(role="host", target=host_target(precision.compiled), emit="shared_library", toolchain=host_toolchain(), basename=prepared.name))
+        simulated = host_target(precision.compiled)
+        specs.append(
+            BuildSpec(role="host", target=simulated, emit="shared_library", toolchain=host_toolchain(), basename=prepared.name, **build_fields(simulated))
+        )
     # cache=False compiles into a throw-away cache, so both paths are one.
     private = None if options.get("cache", True) else Path(tempfile.mkdtemp(prefix="edgesdk-nocache-"))
     staged = None
@@ -223,6 +229,7 @@ def _manifest(
             cached=compiled.cached,
             compile_seconds=round(compiled.seconds, 3),
             compile_stages=compiled.stages,
+            tuned_kernels=device_build.tuned,
             notes=[*precision.compiled.notes[len(prepared.notes) :], *_target_notes(profile, specs[0]), *device_build.notes],
         ),
     )

@@ -8,14 +8,22 @@ fails on, is kept exactly as it was: a rule only ever changes loop structure, ne
 
 from __future__ import annotations
 
-from edgesdk.compile.schedules import contraction, spatial
+from edgesdk.compile.schedules import contraction, integer, spatial
 from edgesdk.compile.schedules.cpu import CpuSpec, cpu_spec
+from edgesdk.compile.schedules.database import open_database, tuned_schedule
 
-__all__ = ["CpuSpec", "ScheduleKernels", "cpu_spec", "schedule_func"]
+__all__ = ["CpuSpec", "ScheduleKernels", "cpu_spec", "schedule", "schedule_func"]
 
 
 def schedule_func(func, cpu: CpuSpec):
     """``func`` scheduled for ``cpu``, or None when no rule applies."""
+    sch = schedule(func, cpu)
+    return None if sch is None else sch.mod["main"].with_attr("tir.is_scheduled", True)
+
+
+def schedule(func, cpu: CpuSpec):
+    """The ``tvm.s_tir.Schedule`` of ``func`` after the rules that apply (its trace records what
+    they did), or None when none does."""
     import tvm
     from tvm import s_tir
 
@@ -41,13 +49,16 @@ def schedule_func(func, cpu: CpuSpec):
         # A pattern the rules do not fully handle (a primitive refused it, or TVM tripped over it):
         # keep the function exactly as TVM made it.
         return None
-    return sch.mod["main"].with_attr("tir.is_scheduled", True)
+    return sch
 
 
 def _schedule_contraction(sch, found, cpu: CpuSpec):
     """The conv/matmul nest: conv2d over output-channel vectors where the channels fill whole
     vectors (faster than the width path on every conv shape measured, widths 7 to 224), depthwise
     over rows x column vectors, everything else over the output's innermost axis."""
+    pairs = integer.pair_tiles(found, cpu)
+    if pairs is not None:
+        return integer.schedule_pairs(sch, found, cpu, spatial.inline_epilogue, *pairs)
     channels = contraction.channel_tiles(found, cpu)
     if channels is not None:
         return contraction.schedule_channels(sch, found, cpu, spatial.inline_epilogue, *channels)
@@ -62,8 +73,9 @@ def _checking() -> bool:
     return os.environ.get("EDGESDK_SCHEDULE_DEBUG") == "1"
 
 
-def ScheduleKernels(target):  # noqa: N802 - a pass constructor, named like TVM's
-    """The module pass: every PrimFunc that a rule applies to, scheduled for ``target``."""
+def ScheduleKernels(target, tuning: str | None = None):  # noqa: N802 - a pass constructor, named like TVM's
+    """The module pass: every PrimFunc scheduled for ``target``: with its tuned schedule where the
+    ``tuning`` database (a directory: edgesdk.compile.tuning_db) has one, else by a rule that applies."""
     import tvm
 
     cpu = cpu_spec(target)
@@ -72,9 +84,17 @@ def ScheduleKernels(target):  # noqa: N802 - a pass constructor, named like TVM'
     def _pass(mod, _ctx):
         if cpu is None:
             return mod
+        database = None
+        if tuning is not None:
+            database = open_database(tuning)
         updates = {}
         for gvar, func in mod.functions.items():
             if not isinstance(func, tvm.tirx.PrimFunc) or func.attrs is not None and "tir.is_scheduled" in func.attrs:
+                continue
+            tuned = tuned_schedule(database, func, target) if database is not None else None
+            if tuned is not None:
+                symbol = func.attrs["global_symbol"] if func.attrs is not None and "global_symbol" in func.attrs else gvar.name_hint
+                updates[gvar] = tuned.with_attr("global_symbol", symbol).with_attr("tir.is_scheduled", True).with_attr("edgesdk.tuned", True)
                 continue
             scheduled = schedule_func(func, cpu)
             if scheduled is not None:

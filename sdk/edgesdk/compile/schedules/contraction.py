@@ -54,6 +54,9 @@ class Contraction:
     # its position in the block's reads: 0 when not a plain constant stride.
     column_stride: int = 1
     streamed_read: int | None = None
+    # The streamed operand's dtype when both operands are 8-bit integers ("int8" or "uint8"; the
+    # other one, the weight, is then int8): such a conv may multiply in 16-bit pairs (`integer`).
+    eight_bit: str | None = None
 
 
 def _strip_cast(expr):
@@ -165,12 +168,17 @@ def match(sch) -> Contraction | None:
         reads = [str(region.source.name) for region in block.reads]
         name = str(streamed[0].source.name)
         streamed_read = reads.index(name) if reads.count(name) == 1 else None
+    eight_bit = None
+    if len(streamed) == 1 and str(store.buffer.dtype) == "int32" and all(str(o.source.dtype) == "int8" for o in operands if o is not streamed[0]):
+        eight_bit = str(streamed[0].source.dtype)
     depthwise = len(spatial) == 4 and reuse_axis is None and len(streamed) == 1 and len(reduction) == 3 and reduction[0] == 1
     if reuse_axis is None:
         # Depthwise and the like: the largest other axis still gives independent accumulators.
         others = [axis for axis in range(len(spatial) - 1) if spatial[axis] > 1]
         reuse_axis = max(others, key=lambda axis: spatial[axis]) if others else None
-    return Contraction(str(block.name_hint), spatial, reduction, vector_axis, reuse_axis, panel_read, weight_read, depthwise, column_stride, streamed_read)
+    return Contraction(
+        str(block.name_hint), spatial, reduction, vector_axis, reuse_axis, panel_read, weight_read, depthwise, column_stride, streamed_read, eight_bit
+    )
 
 
 def _all_blocks(sch):

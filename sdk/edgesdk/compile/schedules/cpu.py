@@ -16,6 +16,9 @@ class CpuSpec:
     lanes: int  # float32 lanes of one vector register
     registers: int  # vector registers the register block may use
     parallel: bool  # whether outer loops may run on TVM's thread pool
+    # The LLVM intrinsic multiplying-adding 16-bit pairs into int32 at this vector width (x86
+    # pmaddwd), for 8-bit contractions (edgesdk.compile.schedules.intrinsics); None: none.
+    pair_madd: str | None = None
 
 
 def cpu_spec(target: Any) -> CpuSpec | None:
@@ -31,8 +34,12 @@ def cpu_spec(target: Any) -> CpuSpec | None:
         return CpuSpec(lanes=4, registers=32, parallel=True)  # NEON: 32 x 128-bit
     if triple.startswith("x86_64") or not triple:
         if "+avx512f" in mattr or mcpu.startswith(_AVX512_CPUS):
-            return CpuSpec(lanes=16, registers=32, parallel=True)
-        if "+avx2" in mattr or "+avx" in mattr or mcpu.startswith(_AVX2_CPUS):
+            # pmaddw.d.512 needs AVX512BW, which every AVX-512 CPU named above has.
+            bw = "+avx512bw" in mattr or mcpu.startswith(_AVX512_CPUS)
+            return CpuSpec(lanes=16, registers=32, parallel=True, pair_madd="llvm.x86.avx512.pmaddw.d.512" if bw else None)
+        if "+avx2" in mattr or mcpu.startswith(_AVX2_CPUS):
+            return CpuSpec(lanes=8, registers=16, parallel=True, pair_madd="llvm.x86.avx2.pmadd.wd")
+        if "+avx" in mattr:
             return CpuSpec(lanes=8, registers=16, parallel=True)
-        return CpuSpec(lanes=4, registers=16, parallel=True)  # baseline x86-64: SSE2, 16 xmm registers
+        return CpuSpec(lanes=4, registers=16, parallel=True, pair_madd="llvm.x86.sse2.pmadd.wd")  # baseline x86-64: SSE2, 16 xmm registers
     return CpuSpec(lanes=4, registers=16, parallel=True)  # armv7 NEON, riscv, ...: a conservative 128-bit guess

@@ -1,0 +1,75 @@
+"""The 8-bit conv rule: conv2d NCHW with int8/uint8 activations and int8 weights, multiplied in
+16-bit pairs of input channels (edgesdk.compile.schedules.intrinsics) instead of one 32-bit product
+at a time.
+
+The channel-vectorised conv (`contraction.schedule_channels`) with one more packing: input channels
+paired innermost in both operands, the weight as [OC/vector, IC/2, KH, KW, vector, 2] and the input
+as [N, IC/2, H, W, 2], so each (output channel vector, input channel pair) step is one tensorized
+multiply-add against a broadcast input pair. Both packs are made inside the kernel: the weights are
+parameters, and the input is the previous layer's output.
+"""
+
+from __future__ import annotations
+
+import math
+
+from edgesdk.compile.schedules.contraction import MIN_PARALLEL_MACS, PANELS_PER_BLOCK_MIN, Contraction, channel_tiles
+from edgesdk.compile.schedules.cpu import CpuSpec
+from edgesdk.compile.schedules.intrinsics import PAIR, pair_dot
+
+
+def pair_tiles(found: Contraction, cpu: CpuSpec) -> tuple[int, int] | None:
+    """(output columns, output channels) register block, or None where the rule does not apply: not
+    an 8-bit conv, no pairwise multiply-add on this CPU, an odd number of input channels (the first
+    layer's 3), or output channels that do not fill whole vectors."""
+    if found.eight_bit not in ("int8", "uint8") or cpu.pair_madd is None or found.streamed_read is None:
+        return None
+    if found.reduction[0] % PAIR:
+        return None
+    tiles = channel_tiles(found, cpu)
+    if tiles is None:
+        return None
+    # A tensorized step cannot sit under a guard: the column block divides the width exactly.
+    width = found.spatial[3]
+    return max(size for size in range(1, tiles[0] + 1) if width % size == 0), tiles[1]
+
+
+def schedule_pairs(sch, found: Contraction, cpu: CpuSpec, inline_epilogue, columns: int, vector: int):
+    """Schedule the conv; returns the outermost loop of its nest."""
+    assert cpu.pair_madd is not None and found.eight_bit is not None and found.weight_read is not None and found.streamed_read is not None
+    intrinsic = pair_dot(cpu.pair_madd, cpu.lanes, found.eight_bit)
+    block = sch.get_sblock(found.block_name)
+    n, oc, h, w, rc, ry, rx = sch.get_loops(block)
+    channel_outer, channel_inner = sch.split(oc, factors=[None, vector])
+    lane_vector, lane = sch.split(channel_inner, factors=[None, cpu.lanes])
+    column_outer, column_inner = sch.split(w, factors=[None, columns])
+    pair_outer, pair = sch.split(rc, factors=[None, PAIR])
+    sch.reorder(n, channel_outer, h, column_outer, pair_outer, ry, rx, column_inner, lane_vector, lane, pair)
+    weights = sch.cache_read(block, found.weight_read, "global")
+    sch.transform_layout(block, ("read", found.weight_read), lambda o, i, kh, kw: (o // vector, i // PAIR, kh, kw, o % vector, i % PAIR))
+    sch.cache_read(block, found.streamed_read, "global")
+    sch.transform_layout(block, ("read", found.streamed_read), lambda b, c, y, x: (b, c // PAIR, y, x, c % PAIR))
+    per_block = found.spatial[0] * found.spatial[1] // vector >= PANELS_PER_BLOCK_MIN
+    if per_block:
+        sch.compute_at(weights, channel_outer, preserve_unit_loops=True)
+    local = sch.cache_write(block, 0, "local")
+    sch.transform_layout(block, ("write", 0), lambda b, c, y, x: (b, y, x, c))
+    inline_epilogue(sch, local)
+    sch.reverse_compute_at(local, column_outer, preserve_unit_loops=True)
+    back = sch.get_loops(local)[4:]
+    for loop in back[:-1]:
+        sch.unroll(loop)
+    sch.vectorize(back[-1])
+    outer = [n, channel_outer] if per_block else [n, channel_outer, h]
+    if cpu.parallel and math.prod(found.spatial) * math.prod(found.reduction) >= MIN_PARALLEL_MACS:
+        outer = [sch.fuse(*outer)]
+        sch.parallel(outer[0])
+    init = sch.decompose_reduction(block, pair_outer)
+    init_loops = sch.get_loops(init)[len(outer) + (2 if per_block else 1) :]
+    for loop in init_loops[:-1]:
+        sch.unroll(loop)
+    sch.vectorize(init_loops[-1])
+    sch.unroll(column_inner)
+    sch.unroll(lane_vector)
+    sch.tensorize(lane, intrinsic)
+    return outer[0]
