@@ -38,6 +38,7 @@ from _common import write_result  # noqa: E402
 from make_example import hand_tracker  # noqa: E402
 
 import edgesdk  # noqa: E402
+from edgesdk.compile.tuning_db import NO_TUNING_ENV  # noqa: E402
 from edgesdk.frontend.model import random_inputs  # noqa: E402
 from edgesdk.simulate.measure import measure  # noqa: E402
 from edgesdk.simulate.partition import ARITHMETIC_CLASSES, compute_dtype  # noqa: E402
@@ -86,8 +87,12 @@ def interleaved_ms(first, second, repeat: int) -> tuple[float, float]:
     alternating turns of at least ``TURN_S`` seconds. Each turn's first call is not counted: it
     pays for the other runtime's worker threads, which spin on the 2 cores for a while after their
     last call (alternating call by call made each runtime look several times slower)."""
-    for _ in range(2):
-        first(), second()
+    # Warm up for a while, not for a call or two: the first model of a run measured 25% slower
+    # (mobilenet 14.7 ms against 11.7 ms in a later turn) after two warm-up calls.
+    for function in (first, second, first, second):
+        warm_until = time.perf_counter() + 2 * TURN_S
+        while time.perf_counter() < warm_until:
+            function()
     times: tuple[list[float], list[float]] = ([], [])
     while min(len(samples) for samples in times) < repeat:
         for function, samples in ((first, times[0]), (second, times[1])):
@@ -115,7 +120,8 @@ def peak_share(artifact, feeds, repeat: int) -> float | None:
     return (peak_weighted / seconds) if seconds else None  # = achieved FLOP/s over the peak, FLOP-weighted
 
 
-def bench(name: str, scheme: str, repeat: int, scratch: Path) -> dict:
+def bench(name: str, scheme: str, repeat: int, scratch: Path):
+    """The record of one model at one precision, and its artifact with the inputs it was timed on."""
     build, shapes, samples = MODELS[name]
     options: dict = {"input_shapes": shapes}
     if scheme != "none":
@@ -135,10 +141,32 @@ def bench(name: str, scheme: str, repeat: int, scratch: Path) -> dict:
         "model": name, "scheme": scheme, "edgesdk_ms": round(edgesdk_ms, 4), "onnxruntime_ms": round(ort_ms, 4),
         "ratio": round(edgesdk_ms / ort_ms, 3), "conv_matmul_peak_share": None if share is None else round(share, 4),
         "deploy_s": round(deploy_s, 2), "cached": artifact.manifest.build.cached, "verified": artifact.manifest.verification.passed,
+        "tuned_kernels": len(artifact.manifest.build.tuned_kernels),
     }  # fmt: skip
     print(f"{name:<14} {scheme:<5} edgesdk {edgesdk_ms:9.3f} ms  onnxruntime {ort_ms:8.3f} ms  ratio {edgesdk_ms / ort_ms:7.2f}x  "
           f"peak {100 * (share or 0):5.1f}%  deploy {deploy_s:6.1f} s", flush=True)  # fmt: skip
-    return record
+    return record, artifact, feeds
+
+
+def int8_against_fp32(name: str, int8, fp32, feeds, repeat: int) -> dict:
+    """The int8 artifact against the fp32 one, timed in turns too: two medians taken minutes apart
+    drift with the machine's load (this VM's times move by 20-30% between runs)."""
+    int8_ms, fp32_ms = interleaved_ms(lambda: int8.run(feeds), lambda: fp32.run(feeds), repeat)
+    print(f"{name:<14} int8 {int8_ms:9.3f} ms against fp32 {fp32_ms:9.3f} ms, timed in turns: {int8_ms / fp32_ms:5.2f}x", flush=True)
+    return {"int8_ms_vs_fp32": round(int8_ms, 4), "fp32_ms_vs_int8": round(fp32_ms, 4), "int8_over_fp32": round(int8_ms / fp32_ms, 3)}
+
+
+def tuned_against_rules(name: str, tuned, feeds, repeat: int, scratch: Path) -> dict:
+    """The tuned artifact against the same model built with the rules only, timed in turns."""
+    build, shapes, _ = MODELS[name]
+    os.environ[NO_TUNING_ENV] = "1"
+    try:
+        rules = edgesdk.deploy(build(), "pc", scratch / f"{name}-rules", input_shapes=shapes)
+    finally:
+        del os.environ[NO_TUNING_ENV]
+    tuned_ms, rules_ms = interleaved_ms(lambda: tuned.run(feeds), lambda: rules.run(feeds), repeat)
+    print(f"{name:<14} tuned {tuned_ms:9.3f} ms against rules only {rules_ms:9.3f} ms, timed in turns: {tuned_ms / rules_ms:5.2f}x", flush=True)
+    return {"tuned_ms_vs_rules": round(tuned_ms, 4), "rules_ms_vs_tuned": round(rules_ms, 4), "tuned_over_rules": round(tuned_ms / rules_ms, 3)}
 
 
 def geomean(values: list[float]) -> float | None:
@@ -150,22 +178,29 @@ def main() -> None:
     parser.add_argument("--models", default=",".join(MODELS))
     parser.add_argument("--repeat", type=int, default=30)
     parser.add_argument("--no-int8", action="store_true", help="fp32 only")
+    parser.add_argument("--tuned", action="store_true", help="use the tuning database (`edgesdk tune`) and time each model against its rules-only build too")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "host_vs_ort.json")
     args = parser.parse_args()
+    if not args.tuned:
+        os.environ[NO_TUNING_ENV] = "1"  # rules only, whatever this machine's tuning database holds
     records = []
     with tempfile.TemporaryDirectory(prefix="edgesdk-host-vs-ort-") as scratch:
         for name in args.models.split(","):
-            records.append(bench(name, "none", args.repeat, Path(scratch)))
+            record, fp32, feeds = bench(name, "none", args.repeat, Path(scratch))
+            if args.tuned:
+                record |= tuned_against_rules(name, fp32, feeds, args.repeat, Path(scratch))
+            records.append(record)
             if not args.no_int8 and name in CNNS:
-                records.append(bench(name, "int8", args.repeat, Path(scratch)))
+                record, int8, _ = bench(name, "int8", args.repeat, Path(scratch))
+                records.append(record | int8_against_fp32(name, int8, fp32, feeds, args.repeat))
     fp32 = [r["ratio"] for r in records if r["scheme"] == "none"]
     int8 = {r["model"]: r for r in records if r["scheme"] == "int8"}
-    fp32_ms = {r["model"]: r["edgesdk_ms"] for r in records if r["scheme"] == "none"}
     summary = {
         "fp32_geomean_ratio": geomean(fp32),
         "fp32_worst_ratio": max(fp32, default=None),
         "int8_geomean_ratio": geomean([r["ratio"] for r in int8.values()]),
-        "int8_faster_than_fp32": {name: r["edgesdk_ms"] < fp32_ms[name] for name, r in int8.items()},
+        "int8_over_fp32": {name: r["int8_over_fp32"] for name, r in int8.items()},
+        "int8_faster_than_fp32": {name: r["int8_over_fp32"] < 1 for name, r in int8.items()},
     }
     print(f"fp32: geometric mean {summary['fp32_geomean_ratio']:.2f}x onnxruntime, worst {summary['fp32_worst_ratio']:.2f}x")
     write_result(args.out, {"benchmark": "host_vs_ort", "threads": THREADS, "repeat": args.repeat, "summary": summary, "records": records})

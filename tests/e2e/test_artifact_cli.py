@@ -168,7 +168,8 @@ def test_profile_measure_runs_the_pc_build_beside_the_prediction(run_cli, cnn_fi
     measured, layers = report["measured"], report["estimate"]["per_layer"]
     assert [k["name"] for k in measured["per_kernel"]] == [layer["name"] for layer in layers]
     assert measured["latency_ms"] > 0 and all(k["measured_ms"] > 0 for k in measured["per_kernel"])
-    assert sum(k["measured_ms"] for k in measured["per_kernel"]) < 10 * measured["latency_ms"]
+    # The hook's own cost is taken off: the kernels add up to the run (floors aside), not several times it.
+    assert sum(k["measured_ms"] for k in measured["per_kernel"]) <= 1.2 * measured["latency_ms"]
     code, _, err = run_cli("profile", str(cnn_file), "--device", "phone", "--input-shape", "image=1,3,32,32", "--measure")
     assert code == 2 and err.startswith("error: --measure: code for 'phone' does not run on this host")
 

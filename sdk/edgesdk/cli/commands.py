@@ -433,26 +433,23 @@ def tune_command(
         print_json(report.model_dump(mode="json"))
         return
     table = Table(
-        "kernel",
-        "MACs",
-        "rules ms",
-        "tuned ms",
-        "speed-up",
-        "builds use",
-        box=box.SIMPLE_HEAD,
-        title=f"{report.model} on {report.device}",
-        title_justify="left",
+        "MACs", "rules ms", "tuned ms", "speed-up", "builds use", box=box.SIMPLE_HEAD, title=f"{report.model} on {report.device}", title_justify="left"
     )
+    table.add_column("kernel", overflow="fold")  # last and whole: the names `profile` shows
     for kernel in report.kernels:
         tuned = "-" if kernel.tuned_ms is None else f"{kernel.tuned_ms:.4f}"
         speedup = "-" if kernel.tuned_ms is None else f"{kernel.rules_ms / kernel.tuned_ms:.2f}x"
-        table.add_row(kernel.kernel, f"{kernel.macs:,}", f"{kernel.rules_ms:.4f}", tuned, speedup, kernel.chosen)
+        table.add_row(f"{kernel.macs:,}", f"{kernel.rules_ms:.4f}", tuned, speedup, kernel.chosen, kernel.kernel)
     console = Console()
     console.print(table)
     left = f"; {report.untuned} kernels left by the budget: run again to resume" if report.untuned else ""
+    if report.model_ms:
+        before, after = report.model_ms
+        verdict = "kept" if any(kernel.chosen == "tuned" for kernel in report.kernels) else "not kept: the model was not faster"
+        console.print(f"the whole model: {before:.3f} ms as builds made it, {after:.3f} ms with the new schedules ({verdict})")
     console.print(
         f"{len(report.kernels)} kernels, {report.trials} trials each, {report.seconds:.0f} s: "
-        f"{report.rules_ms:.3f} ms with the rules -> {report.best_ms:.3f} ms{left}; database {report.database}"
+        f"kernels alone {report.rules_ms:.3f} ms with the rules -> {report.best_ms:.3f} ms as builds use them{left}; database {report.database}"
     )
 
 

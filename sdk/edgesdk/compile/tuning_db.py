@@ -23,6 +23,7 @@ from edgesdk.compile.build_cache import cache_key, cache_root
 from edgesdk.versions import tvm_version
 
 TUNING_VERSION = 1
+NO_TUNING_ENV = "EDGESDK_NO_TUNING"  # set: builds ignore every tuning database (rules only)
 LEDGER = "ledger.json"
 RECORD_FILES = ("database_workload.json", "database_tuning_record.json")
 
@@ -38,7 +39,7 @@ class TaskRecord(BaseModel):
     rules_ms: float
     tuned_ms: float | None  # None: MetaSchedule found no valid schedule
     trials: int
-    chosen: str  # "tuned" or "rules"
+    chosen: str  # "tuned", "rules", or "pending" (faster alone; not yet checked in its model)
 
 
 def database_dir(target: dict[str, Any]) -> Path:
@@ -64,7 +65,9 @@ def write_ledger(directory: Path, ledger: dict[str, TaskRecord]) -> None:
 
 def build_fields(target: dict[str, Any]) -> dict[str, str]:
     """BuildSpec's ``tuning`` (the database directory) and ``tuning_digest`` (of its records) when
-    the target's database holds a tuned schedule, else nothing."""
+    the target's database holds a tuned schedule, else nothing (also with EDGESDK_NO_TUNING set)."""
+    if os.environ.get(NO_TUNING_ENV):
+        return {}
     directory = database_dir(target)
     if not any(record.chosen == "tuned" for record in read_ledger(directory).values()):
         return {}

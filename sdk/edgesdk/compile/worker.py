@@ -91,6 +91,7 @@ class JobResult(BaseModel):
     stage: str | None = None
     tuned: list[TaskRecord] = []  # a tune job's tasks
     untuned: int = 0  # tasks the tune job's budget left
+    model_ms: list[float] | None = None  # the tune job's model check: (with the rules, with the new schedules)
 
 
 class WorkerFailed(EdgeSDKError):
@@ -210,8 +211,10 @@ def _work(job: Job, report: Callable[[str], None]) -> JobResult:
                 del sys.modules["torch"]  # blocked by main(); xgboost (MetaSchedule's cost model) probes it
 
             task = job.tune
-            tuned, untuned = tuner.tune(mod, task.target, Path(task.database), trials=task.trials, budget_s=task.budget_s, seed=task.seed, report=report)
-            return JobResult(tuned=tuned, untuned=untuned, seconds=time.monotonic() - started)
+            tuned, untuned, model_ms = tuner.tune(
+                mod, weights, task.target, Path(task.database), trials=task.trials, budget_s=task.budget_s, seed=task.seed, report=report
+            )
+            return JobResult(tuned=tuned, untuned=untuned, model_ms=list(model_ms) if model_ms else None, seconds=time.monotonic() - started)
         for spec, out_dir in job.builds:
             report(f"build {spec.role}")
             lowering.maybe_crash(f"build {spec.role}")

@@ -41,6 +41,10 @@ class TuneReport(BaseModel):
     seconds: float
     kernels: list[TaskRecord] = Field(description="This model's tuning tasks, most work first (tuned now, or found from an earlier tune).")
     untuned: int = Field(description="Kernels the time budget left for another run.")
+    model_ms: list[float] | None = Field(
+        description="The whole model's time (ms) as builds made it before and with the new schedules, when there were new ones: "
+        "they are kept only if the model got faster (a kernel timed alone is not a kernel in a model)."
+    )
 
     @property
     def rules_ms(self) -> float:
@@ -103,4 +107,5 @@ def tune(
         seconds=round(time.monotonic() - started, 2),
         kernels=result.tuned,
         untuned=result.untuned,
+        model_ms=result.model_ms,
     )

@@ -303,6 +303,17 @@ def schedule_channels(sch, found: Contraction, cpu: CpuSpec, inline_epilogue, co
     sch.reorder(n, channel_outer, h, column_outer, rc, ry, rx, column_inner, channel_inner)
     packed = sch.cache_read(block, found.weight_read, "global")
     sch.transform_layout(block, ("read", found.weight_read), lambda o, i, kh, kw: (o // vector, i, kh, kw, o % vector))
+    sch.unroll(column_inner)
+    sch.vectorize(channel_inner)
+    return channel_nest(sch, block, found, cpu, inline_epilogue, packed, (n, channel_outer, h, column_outer), rc, vector)
+
+
+def channel_nest(sch, block, found: Contraction, cpu: CpuSpec, inline_epilogue, packed, loops, reduction_outer, vector: int):
+    """What a conv vectorised over output-channel blocks does around its inner loops (the channel
+    path here, the 8-bit pair path in `integer`): where the weight ``packed`` is packed, the
+    accumulator with its epilogue, the write-back, threads, and the reduction's init. ``loops``:
+    the batch, channel block, row and column block loops. Returns the outermost loop."""
+    n, channel_outer, h, column_outer = loops
     # With enough channel blocks to share between threads, each block packs its own panel right
     # before using it (still in cache: a 512x3x3 x 16 panel is 295 KB); rows then stay serial in it.
     # Otherwise all panels are packed up front and rows are split between threads too.
@@ -314,8 +325,6 @@ def schedule_channels(sch, found: Contraction, cpu: CpuSpec, inline_epilogue, co
     sch.transform_layout(block, ("write", 0), lambda b, c, y, x: (b, y, x, c))
     inline_epilogue(sch, local)
     sch.reverse_compute_at(local, column_outer, preserve_unit_loops=True)
-    sch.unroll(column_inner)
-    sch.vectorize(channel_inner)
     # Write-back: NCHW output rows are contiguous along the columns.
     back = sch.get_loops(local)[4:]
     for loop in back[:-1]:
@@ -325,7 +334,7 @@ def schedule_channels(sch, found: Contraction, cpu: CpuSpec, inline_epilogue, co
     if cpu.parallel and math.prod(found.spatial) * math.prod(found.reduction) >= MIN_PARALLEL_MACS:
         outer = [sch.fuse(*outer)]
         sch.parallel(outer[0])
-    init = sch.decompose_reduction(block, rc)
+    init = sch.decompose_reduction(block, reduction_outer)
     init_loops = sch.get_loops(init)[len(outer) + (2 if per_block else 1) :]
     for loop in init_loops[:-1]:
         sch.unroll(loop)

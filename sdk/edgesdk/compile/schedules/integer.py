@@ -11,9 +11,7 @@ parameters, and the input is the previous layer's output.
 
 from __future__ import annotations
 
-import math
-
-from edgesdk.compile.schedules.contraction import MIN_PARALLEL_MACS, PANELS_PER_BLOCK_MIN, Contraction, channel_tiles
+from edgesdk.compile.schedules.contraction import Contraction, channel_nest, channel_tiles
 from edgesdk.compile.schedules.cpu import CpuSpec
 from edgesdk.compile.schedules.intrinsics import PAIR, pair_dot
 
@@ -49,27 +47,9 @@ def schedule_pairs(sch, found: Contraction, cpu: CpuSpec, inline_epilogue, colum
     sch.transform_layout(block, ("read", found.weight_read), lambda o, i, kh, kw: (o // vector, i // PAIR, kh, kw, o % vector, i % PAIR))
     sch.cache_read(block, found.streamed_read, "global")
     sch.transform_layout(block, ("read", found.streamed_read), lambda b, c, y, x: (b, c // PAIR, y, x, c % PAIR))
-    per_block = found.spatial[0] * found.spatial[1] // vector >= PANELS_PER_BLOCK_MIN
-    if per_block:
-        sch.compute_at(weights, channel_outer, preserve_unit_loops=True)
-    local = sch.cache_write(block, 0, "local")
-    sch.transform_layout(block, ("write", 0), lambda b, c, y, x: (b, y, x, c))
-    inline_epilogue(sch, local)
-    sch.reverse_compute_at(local, column_outer, preserve_unit_loops=True)
-    back = sch.get_loops(local)[4:]
-    for loop in back[:-1]:
-        sch.unroll(loop)
-    sch.vectorize(back[-1])
-    outer = [n, channel_outer] if per_block else [n, channel_outer, h]
-    if cpu.parallel and math.prod(found.spatial) * math.prod(found.reduction) >= MIN_PARALLEL_MACS:
-        outer = [sch.fuse(*outer)]
-        sch.parallel(outer[0])
-    init = sch.decompose_reduction(block, pair_outer)
-    init_loops = sch.get_loops(init)[len(outer) + (2 if per_block else 1) :]
-    for loop in init_loops[:-1]:
-        sch.unroll(loop)
-    sch.vectorize(init_loops[-1])
+    outer = channel_nest(sch, block, found, cpu, inline_epilogue, weights, (n, channel_outer, h, column_outer), pair_outer, vector)
+    # After the init is split off: the tensorized step is the update alone.
     sch.unroll(column_inner)
     sch.unroll(lane_vector)
     sch.tensorize(lane, intrinsic)
-    return outer[0]
+    return outer
