@@ -3,9 +3,11 @@
 Each fused kernel a rule schedules is a task: MetaSchedule searches its own space (its default
 CPU rules: multi-level tiling, vectorisation, parallelisation, unrolling) with an XGBoost cost
 model for ``trials`` candidates measured on this machine. The winner is then timed beside the
-rule-scheduled kernel, in the same way, here; only a schedule that beats the rules by more than the
-noise (MARGIN) goes into the database that builds read (edgesdk.compile.tuning_db). The time
-budget is checked between tasks; every finished task is kept at once, so a stopped tune resumes.
+rule-scheduled kernel, in the same way, here; one that beats the rules by more than the noise
+(MARGIN) waits in ``pending/`` until the model's other kernels are done, and goes into the
+database that builds read (edgesdk.compile.tuning_db) only if the whole model, built and timed
+with and without the waiting schedules, is faster with them. The time budget is checked between
+tasks; every finished task is kept at once, so a stopped tune resumes.
 """
 
 from __future__ import annotations

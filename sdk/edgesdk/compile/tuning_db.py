@@ -4,8 +4,9 @@ One database per target, in the edgesdk cache: ``tuning/v<TUNING_VERSION>/<targe
 MetaSchedule's JSON database (``database_workload.json``, ``database_tuning_record.json``: a
 workload is a fused kernel, matched by structure, so a layer tuned once serves every model that
 contains it) and our ledger (``ledger.json``: per workload, the rule-scheduled and the tuned time
-and which one won). Only workloads whose tuned schedule beat the rules are in MetaSchedule's
-database; the ledger also remembers the others, so a second `tune` does not measure them again.
+and which one builds use). Only schedules that made their model faster are in that database
+(candidates wait in ``pending/``: edgesdk.compile.tuner); the ledger also remembers the others,
+so a second `tune` does not measure them again.
 """
 
 from __future__ import annotations
