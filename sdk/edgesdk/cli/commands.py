@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -37,15 +38,26 @@ from edgesdk.verbs.tune import DEFAULT_TRIALS
 
 
 @contextlib.contextmanager
-def _progress():
-    """A spinner on stderr naming the current stage; silent when stderr is not a terminal."""
+def _progress(counted: bool = False):
+    """A spinner on stderr naming the current stage; silent when stderr is not a terminal. With
+    ``counted``, also a bar that stages named "<verb> 3/12 <what>" advance."""
     console = Console(stderr=True)
     if not console.is_terminal:
         yield lambda stage: None
         return
-    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console, transient=True) as progress:
-        task = progress.add_task("starting")
-        yield lambda stage: progress.update(task, description=stage)
+    bar = (BarColumn(), MofNCompleteColumn()) if counted else ()
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), *bar, TimeElapsedColumn(), console=console, transient=True) as progress:
+        task = progress.add_task("starting", total=None)
+
+        def on_stage(stage: str) -> None:
+            words = stage.split()
+            if counted and len(words) == 3 and re.fullmatch(r"\d+/\d+", words[1]):
+                done, total = (int(part) for part in words[1].split("/"))
+                progress.update(task, description=words[2], completed=done - 1, total=total)
+            else:
+                progress.update(task, description=stage)
+
+        yield on_stage
 
 
 def _size(path: Path) -> str:
@@ -388,28 +400,6 @@ def compare_command(
     Console().print(table)
 
 
-@contextlib.contextmanager
-def _tune_progress():
-    """A bar over the kernels being tuned ("tune 3/12 name" stages), on stderr when it is a terminal."""
-    console = Console(stderr=True)
-    if not console.is_terminal:
-        yield lambda stage: None
-        return
-    columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    with Progress(*columns, console=console, transient=True) as progress:
-        task = progress.add_task("starting", total=None)
-
-        def on_stage(stage: str) -> None:
-            words = stage.split()
-            if len(words) == 3 and words[0] == "tune" and "/" in words[1]:
-                done, total = (int(part) for part in words[1].split("/"))
-                progress.update(task, description=words[2], completed=done - 1, total=total)
-            else:
-                progress.update(task, description=stage)
-
-        yield on_stage
-
-
 def tune_command(
     model: Annotated[Path, typer.Argument(help="The ONNX model file.", show_default=False)],
     device: Annotated[str, typer.Option("--device", "-d", help="A device whose code runs on this host.")] = "pc",
@@ -424,7 +414,7 @@ def tune_command(
     quantize_options: dict[str, Any],  # always given, by with_quantize_options
 ) -> None:
     """Tune the model's conv/matmul kernels with MetaSchedule on this host; later deploys use the winners."""
-    with _tune_progress() as on_stage:
+    with _progress(counted=True) as on_stage:
         report = edgesdk.tune(
             model, device, input_shapes=_input_shapes(input_shape), trials=trials, budget_s=budget_s, quantize=quantize,
             calibration=calibration, profiles_dir=profiles_dir, on_stage=on_stage, **quantize_options,

@@ -142,11 +142,17 @@ def compile_model(
         shutil.rmtree(scratch, ignore_errors=True)
 
 
+def _model_job(model: Model, scratch: Path, passes: Sequence[PassChoice]) -> dict:
+    """What every worker job of ``model`` starts from: the model file written in ``scratch``, its
+    input shapes, the ``relax``-stage plugin passes."""
+    return {"model": str(scratch / "model.onnx"), "shapes": {spec.name: list(spec.shape) for spec in model.inputs}, "passes": passes}
+
+
 def _jobs(model: Model, scratch: Path, todo: list[tuple[int, BuildSpec]], run: RunTask | None, passes: Sequence[PassChoice]) -> list[tuple[Job, list]]:
     """The worker jobs, each with the builds it makes: one, or, when two builds are due and this
     machine has a core for each, two processes in parallel: the first imports, analyses and makes
     the device build; the second imports again (a few seconds) and makes the rest and the run."""
-    base = {"model": str(scratch / "model.onnx"), "shapes": {spec.name: list(spec.shape) for spec in model.inputs}, "passes": passes}
+    base = _model_job(model, scratch, passes)
 
     def builds(part: list[tuple[int, BuildSpec]]) -> list[tuple[BuildSpec, str]]:
         return [(spec, str(scratch / f"build{index}")) for index, spec in part]
@@ -194,16 +200,11 @@ def tune_model(
     passes: Sequence[PassChoice] = (),
 ) -> JobResult:
     """Tune ``model``'s kernels for ``target`` into ``database`` in a worker (edgesdk.compile.tuner)."""
-    passes = [choice for choice in passes if choice.stage == "relax"]
     scratch = Path(tempfile.mkdtemp(prefix="edgesdk-tune-"))
     try:
         (scratch / "model.onnx").write_bytes(model.serialized)
-        job = Job(
-            model=str(scratch / "model.onnx"),
-            shapes={spec.name: list(spec.shape) for spec in model.inputs},
-            passes=passes,
-            tune=TuneTask(target=target, database=str(database), trials=trials, budget_s=budget_s, seed=seed),
-        )
+        tune = TuneTask(target=target, database=str(database), trials=trials, budget_s=budget_s, seed=seed)
+        job = Job(**_model_job(model, scratch, [choice for choice in passes if choice.stage == "relax"]), tune=tune)
         return run_in_worker(job, scratch / "job", model_name=model.name, timeout_s=timeout_s, on_stage=on_stage)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)

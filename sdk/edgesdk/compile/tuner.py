@@ -114,7 +114,6 @@ def tune(
         func = module["main"]
         ruled = schedule_func(func, cpu) if cpu is not None else None
         rules_ms = kernel_ms(ruled if ruled is not None else func, measured_on)
-        tuned_ms = None
         with tempfile.TemporaryDirectory(prefix="edgesdk-tune-") as work:
             scratch = ms.tune_tir(
                 mod=module,
@@ -126,16 +125,12 @@ def tune(
                 runner=ms.runner.LocalRunner(timeout_sec=BUILD_TIMEOUT_S, evaluator_config=ms.runner.EvaluatorConfig(number=3, repeat=3)),
                 seed=seed,
             )
-            top = scratch.get_top_k(scratch.commit_workload(module), 1)
-            sch = ms.tir_integration.compile_tir(scratch, module, measured_on) if top else None
-            if sch is not None:
-                tuned_ms = kernel_ms(sch.mod["main"], measured_on)
-                if tuned_ms < rules_ms * (1 - MARGIN):
-                    best = top[0]
-                    pending.commit_tuning_record(
-                        ms.database.TuningRecord(best.trace, pending.commit_workload(module), best.run_secs, measured_on, best.args_info)
-                    )
-        chosen = "pending" if tuned_ms is not None and tuned_ms < rules_ms * (1 - MARGIN) else "rules"
+            sch = ms.tir_integration.compile_tir(scratch, module, measured_on)
+            tuned_ms = kernel_ms(sch.mod["main"], measured_on) if sch is not None else None
+            faster = tuned_ms is not None and tuned_ms < rules_ms * (1 - MARGIN)
+            if faster:
+                _commit(scratch, pending, [module])
+        chosen = "pending" if faster else "rules"
         ledger[key] = TaskRecord(
             kernel=name,
             workload=key,
@@ -148,13 +143,13 @@ def tune(
         write_ledger(directory, ledger)
     keys = [key for _, key, _, _ in todo]
     model_ms = None
-    waiting = [key for key in keys if key in ledger and ledger[key].chosen == "pending"]
+    waiting = {key: module for _, key, module, _ in todo if key in ledger and ledger[key].chosen == "pending"}
     if waiting:
         report("time the model")
-        model_ms = _validate(mod, weights, target_json, directory, [module for _, key, module, _ in todo if key in waiting])
+        model_ms = _validate(mod, weights, target_json, directory, list(waiting.values()))
         accepted = model_ms[1] < model_ms[0] * (1 - MARGIN)
         if accepted:
-            _commit(pending, open_database(directory), [module for _, key, module, _ in todo if key in waiting])
+            _commit(pending, open_database(directory), list(waiting.values()))
         for key in waiting:
             ledger[key] = ledger[key].model_copy(update={"chosen": "tuned" if accepted else "rules"})
         write_ledger(directory, ledger)

@@ -84,9 +84,7 @@ def ScheduleKernels(target, tuning: str | None = None):  # noqa: N802 - a pass c
     def _pass(mod, _ctx):
         if cpu is None:
             return mod
-        database = None
-        if tuning is not None:
-            database = open_database(tuning)
+        database = open_database(tuning) if tuning is not None else None
         updates = {}
         for gvar, func in mod.functions.items():
             if not isinstance(func, tvm.tirx.PrimFunc) or func.attrs is not None and "tir.is_scheduled" in func.attrs:
