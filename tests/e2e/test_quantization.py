@@ -85,8 +85,8 @@ def test_an_onnxruntime_qdq_model_deploys_with_integer_kernels(tmp_path, activat
 
 
 def test_lowered_tir_multiplies_int8_and_accumulates_int32(tmp_path):
-    """Read the TIR itself: the conv/matmul blocks of an int8 deploy cast int8 operands and write
-    int32 accumulators, for at least 90% of them."""
+    """Read the TIR itself: the conv/matmul blocks of an int8 deploy cast int8 operands (or their
+    16-bit packs) and write int32 accumulators, for at least 90% of them."""
     from edgesdk.frontend.model import load_model
     from edgesdk.quantization.recipe import Recipe
     from edgesdk.quantization.schemes import apply_scheme
@@ -96,7 +96,8 @@ def test_lowered_tir_multiplies_int8_and_accumulates_int32(tmp_path):
     onnx.save(precision.compiled.proto, tmp_path / "int8.onnx")
     blocks = integer_blocks(tmp_path / "int8.onnx", {"image": [1, 3, 96, 96]})
     assert len(blocks) == 12  # 11 convolutions (6 depthwise) and the classifier's matmul
-    integer = [name for name, operands, accumulator in blocks if operands == {"int8"} and accumulator == "int32"]
+    # int16: 8-bit values widened as they are packed for the pairwise multiply-add (schedules.integer).
+    integer = [name for name, operands, accumulator in blocks if operands in ({"int8"}, {"int16"}) and accumulator == "int32"]
     assert len(integer) / len(blocks) >= 0.9, blocks
 
     fp32 = tmp_path / "fp32.onnx"

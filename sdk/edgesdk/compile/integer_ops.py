@@ -105,12 +105,15 @@ def integerize(mod, known: dict | None = None):
                 attrs = layer.attrs
                 if str(attrs.data_layout) != "NCHW" or str(attrs.kernel_layout) != "OIHW":
                     return None
-                top, left, bottom, right = (int(p) for p in attrs.padding)
-                if any((top, left, bottom, right)):
-                    xq = emit(relax.op.nn.pad(xq, [0, 0, 0, 0, top, bottom, left, right], pad_value=float(zero)))
-                acc = emit(
-                    relax.op.nn.conv2d(xq, weight_var, strides=attrs.strides, padding=0, dilation=attrs.dilation, groups=int(attrs.groups), out_dtype="int32")
-                )
+                padding = [int(p) for p in attrs.padding]
+                if any(padding):
+                    # Padded with the zero point inside the conv's own function, where the conv
+                    # schedule packs it with the input: as a Relax pad it was a kernel of its own.
+                    acc = self.builder_.emit_te(
+                        _padded_conv, xq, weight_var, padding, zero, attrs.strides, attrs.dilation, int(attrs.groups), primfunc_name_hint="conv2d"
+                    )
+                else:
+                    acc = emit(relax.op.nn.conv2d(xq, weight_var, strides=attrs.strides, dilation=attrs.dilation, groups=int(attrs.groups), out_dtype="int32"))
                 channel_shape = (1, -1, 1, 1)
                 window_sums = weights.sum(axis=(1, 2, 3))
             else:
@@ -131,7 +134,15 @@ def integerize(mod, known: dict | None = None):
                 y, self.visit_expr(call.args[1]), self.visit_expr(call.args[2]), axis=int(call.attrs.axis), out_dtype=str(call.attrs.out_dtype)
             )
 
-    rewritten = Rewriter(mod).visit_expr(main)
-    mod = mod.__class__({**{gv: f for gv, f in mod.functions.items()}, mod.get_global_var("main"): rewritten})
-    mod = relax.transform.DeadCodeElimination()(mod)
-    return mod
+    rewriter = Rewriter(mod)
+    rewriter.builder_.update_func(mod.get_global_var("main"), rewriter.visit_expr(main))
+    return relax.transform.DeadCodeElimination()(rewriter.builder_.get())
+
+
+def _padded_conv(data, weight, padding, pad_value: int, strides, dilation, groups: int):
+    """TE: ``data`` padded with ``pad_value`` (top, left, bottom, right), then an int32 conv2d NCHW."""
+    from tvm import topi
+
+    top, left, bottom, right = padding
+    padded = topi.nn.pad(data, [0, 0, top, left], [0, 0, bottom, right], pad_value=pad_value, name="pad_temp")
+    return topi.nn.conv(padded, weight, strides, 0, dilation, groups, "NCHW", "OIHW", "int32")

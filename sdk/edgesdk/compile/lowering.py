@@ -18,11 +18,12 @@ from pydantic import BaseModel, ConfigDict, Field
 from edgesdk.compile.half_accumulation import accumulate_in_float32
 from edgesdk.compile.integer_ops import integerize
 from edgesdk.compile.kernels import ModelAnalysis, analyze
+from edgesdk.compile.lookup_tables import tabulate
 from edgesdk.compile.packed_kernels import extract_blocked_weights, unpack_in_kernels
 from edgesdk.plugin.toolchains import Toolchain
 
 # Bump when the lowering changes what it produces for the same inputs: it is part of cache keys.
-PIPELINE_VERSION = 23
+PIPELINE_VERSION = 32
 
 
 class BuildSpec(BaseModel):
@@ -69,7 +70,7 @@ def import_onnx(model_path: Path, shapes: dict[str, list[int]]):
     mod, params = relax.frontend.detach_params(mod)
     known = dict(zip(mod["main"].params[len(shapes) :], (array.numpy() for array in params.get("main", [])), strict=False))
     # Quantized (QDQ) models: their convolutions and matmuls become integer kernels.
-    mod = integerize(mod, known)
+    mod = tabulate(integerize(mod, known), known)
     mod, known, packed = unpack_in_kernels(mod, known, blocked)
     mod = accumulate_in_float32(mod)
     weight_vars = mod["main"].params[len(shapes) :]
@@ -95,8 +96,14 @@ def fusion_passes(target) -> list:
     from tvm.relax.backend import cpu_generic
 
     from edgesdk.compile.fast_math import FastMath
+    from edgesdk.compile.lookup_tables import MarkLookups
 
-    return [*cpu_generic.library_dispatch_passes(target), FastMath(), *cpu_generic.legalize_passes(target)]
+    legalize = []
+    for step in cpu_generic.legalize_passes(target):
+        legalize.append(step)
+        if step.info.name == "AnnotateTIROpPattern":
+            legalize.append(MarkLookups())
+    return [*cpu_generic.library_dispatch_passes(target), FastMath(), *legalize]
 
 
 def optimize(mod, target_json: dict[str, Any], tuning: str | None = None):

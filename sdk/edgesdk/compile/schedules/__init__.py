@@ -8,7 +8,7 @@ fails on, is kept exactly as it was: a rule only ever changes loop structure, ne
 
 from __future__ import annotations
 
-from edgesdk.compile.schedules import contraction, integer, spatial
+from edgesdk.compile.schedules import contraction, integer, spatial, window
 from edgesdk.compile.schedules.cpu import CpuSpec, cpu_spec
 from edgesdk.compile.schedules.database import open_database, tuned_schedule
 
@@ -34,8 +34,13 @@ def schedule(func, cpu: CpuSpec):
             spatial.inline_elementwise(sch, keep=found.block_name)
             found = contraction.match(sch)  # re-read: inlining renamed nothing but may drop blocks
         placed = None
+        pooled = window.match(sch) if found is None else None
         if found is not None:
             placed = _schedule_contraction(sch, found, cpu)
+        elif pooled is not None:
+            name = str(sch.get(pooled).name_hint)
+            spatial.inline_elementwise(sch, keep=name)
+            placed = window.schedule(sch, sch.get_sblock(name), cpu, spatial.inline_epilogue)
         else:
             # No contraction (softmax, a packed-weight kernel's two reductions...): its elementwise
             # stages still become one loop nest instead of one each.

@@ -4,12 +4,15 @@ at a time.
 
 The channel-vectorised conv (`contraction.schedule_channels`) with one more packing: input channels
 paired innermost in both operands, the weight as [OC/vector, IC/2, KH, KW, vector, 2] and the input
-as [N, IC/2, H, W, 2], so each (output channel vector, input channel pair) step is one tensorized
-multiply-add against a broadcast input pair. Both packs are made inside the kernel: the weights are
-parameters, and the input is the previous layer's output.
+as [N, IC/2, H, W, 2], both widened to int16 as they are packed, so each (output channel vector,
+input channel pair) step is one tensorized multiply-add against a broadcast input pair: one load
+each, no widening in the hot loop. Both packs are made inside the kernel: the weights are
+parameters, and the input is the previous layer's output (padded as it is packed).
 """
 
 from __future__ import annotations
+
+import contextlib
 
 from edgesdk.compile.schedules.contraction import Contraction, channel_nest, channel_tiles
 from edgesdk.compile.schedules.cpu import CpuSpec
@@ -34,6 +37,8 @@ def pair_tiles(found: Contraction, cpu: CpuSpec) -> tuple[int, int] | None:
 
 def schedule_pairs(sch, found: Contraction, cpu: CpuSpec, inline_epilogue, columns: int, vector: int):
     """Schedule the conv; returns the outermost loop of its nest."""
+    from tvm import s_tir
+
     assert cpu.pair_madd is not None and found.eight_bit is not None and found.weight_read is not None and found.streamed_read is not None
     intrinsic = pair_dot(cpu.pair_madd, cpu.lanes, found.eight_bit)
     block = sch.get_sblock(found.block_name)
@@ -45,8 +50,14 @@ def schedule_pairs(sch, found: Contraction, cpu: CpuSpec, inline_epilogue, colum
     sch.reorder(n, channel_outer, h, column_outer, pair_outer, ry, rx, column_inner, lane_vector, lane, pair)
     weights = sch.cache_read(block, found.weight_read, "global")
     sch.transform_layout(block, ("read", found.weight_read), lambda o, i, kh, kw: (o // vector, i // PAIR, kh, kw, o % vector, i % PAIR))
-    sch.cache_read(block, found.streamed_read, "global")
+    sch.unsafe_set_dtype(weights, 0, "int16")
+    streamed = sch.cache_read(block, found.streamed_read, "global")
     sch.transform_layout(block, ("read", found.streamed_read), lambda b, c, y, x: (b, c // PAIR, y, x, c % PAIR))
+    sch.unsafe_set_dtype(streamed, 0, "int16")
+    # The input is copied once, padded (with the zero point) as it is packed.
+    for producer in sch.get_producers(streamed):
+        with contextlib.suppress(s_tir.ScheduleError):
+            sch.compute_inline(producer)
     outer = channel_nest(sch, block, found, cpu, inline_epilogue, weights, (n, channel_outer, h, column_outer), pair_outer, vector)
     # After the init is split off: the tensorized step is the update alone.
     sch.unroll(column_inner)

@@ -31,8 +31,8 @@ def _register(llvm_intrinsic: str, lanes: int, activation: str) -> str:
 
     @T.prim_func(s_tir=True)
     def desc(
-        A: T.Buffer((PAIR,), activation, offset_factor=1),  # type: ignore[valid-type]  # TVMScript
-        B: T.Buffer((lanes, PAIR), "int8", offset_factor=1),  # type: ignore[valid-type]  # TVMScript
+        A: T.Buffer((PAIR,), "int16", offset_factor=1),  # type: ignore[valid-type]  # TVMScript
+        B: T.Buffer((lanes, PAIR), "int16", offset_factor=1),  # type: ignore[valid-type]  # TVMScript
         C: T.Buffer((lanes,), "int32", offset_factor=1, scope="local"),  # type: ignore[valid-type]  # TVMScript
     ) -> None:
         with T.sblock("root"):
@@ -42,20 +42,20 @@ def _register(llvm_intrinsic: str, lanes: int, activation: str) -> str:
                 for k in T.serial(0, PAIR):
                     with T.sblock("update"):
                         vi, vk = T.axis.remap("SR", [i, k])
-                        C[vi] = C[vi] + T.cast(A[vk], "int32") * T.cast(B[vi, vk], "int32")
+                        C[vi] = C[vi] + T.cast(T.cast(A[vk], activation), "int32") * T.cast(T.cast(B[vi, vk], "int8"), "int32")
 
     @T.prim_func(s_tir=True)
     def impl(
-        A: T.Buffer((PAIR,), activation, offset_factor=1),  # type: ignore[valid-type]  # TVMScript
-        B: T.Buffer((lanes, PAIR), "int8", offset_factor=1),  # type: ignore[valid-type]  # TVMScript
+        A: T.Buffer((PAIR,), "int16", offset_factor=1),  # type: ignore[valid-type]  # TVMScript
+        B: T.Buffer((lanes, PAIR), "int16", offset_factor=1),  # type: ignore[valid-type]  # TVMScript
         C: T.Buffer((lanes,), "int32", offset_factor=1, scope="local"),  # type: ignore[valid-type]  # TVMScript
     ) -> None:
         with T.sblock("root"):
             T.reads(C[0:lanes], A[0:PAIR], B[0:lanes, 0:PAIR])
             T.writes(C[0:lanes])
-            pair = T.reinterpret(T.cast(A.vload([0], f"{activation}x{PAIR}"), f"int16x{PAIR}"), dtype="int32")
+            pair = T.reinterpret(A.vload([0], f"int16x{PAIR}"), dtype="int32")
             a = T.reinterpret(T.broadcast(pair, lanes), dtype=f"int16x{half}")
-            b = T.cast(B.vload([0, 0], dtype=f"int8x{half}"), f"int16x{half}")
+            b = B.vload([0, 0], dtype=f"int16x{half}")
             C[T.ramp(T.int32(0), 1, lanes)] = C.vload([0], dtype=f"int32x{lanes}") + T.call_llvm_pure_intrin(
                 T.llvm_lookup_intrinsic_id(llvm_intrinsic), a, b, dtype=f"int32x{lanes}"
             )
