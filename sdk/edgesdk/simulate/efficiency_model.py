@@ -44,6 +44,7 @@ class Sample(BaseModel):
     ops: int
     features: tuple[float, ...]  # efficiency_features()
     measured_ms: float
+    terms: tuple[float, ...] = ()  # edgesdk.simulate.time_model.time_terms()
     efficiency: float = 0.0  # filled by edgesdk.simulate.fit.fit()
 
 

@@ -4,7 +4,10 @@ this host by `edgesdk calibrate` (edgesdk.verbs.calibrate), stored as JSON in th
 
 The fit inverts the cost model (docs/simulator.md) on the measurements:
 
-- ``launch_overhead_s``: the median time of the tiniest kernels (a few elements each);
+- ``launch_overhead_s``: what a kernel call costs beyond its work: whole runs of a model of
+  nothing but tiny kernels, divided by their number (edgesdk.verbs.calibrate);
+- ``time_coefficients[class]``: per class with enough samples, the time model of float32 kernels
+  (edgesdk.simulate.time_model: start + FLOPs + weight, activation and output bytes);
 - ``efficiency[class]``: the median, over that class's kernels, of
   ``ops / (peak_ops_per_s x (measured time - overhead))``, clipped to (0, 1];
 - every sample's own efficiency with its loop-nest features, and per class the feature weights
@@ -27,6 +30,7 @@ from edgesdk.compile.build_cache import cache_root
 from edgesdk.compile.kernels import Kernel
 from edgesdk.devices.profile import DeviceProfile
 from edgesdk.simulate.efficiency_model import Sample, interpolate
+from edgesdk.simulate.time_model import fit_coefficients, predict_seconds
 
 NO_FIT_ENV = "EDGESDK_NO_CALIBRATION"  # named after `edgesdk calibrate`
 TINY_ELEMENTS = 256  # kernels this small measure the launch overhead
@@ -45,6 +49,13 @@ class CostFit(BaseModel):
     efficiency: dict[str, float]
     feature_weights: dict[str, dict[str, float]]  # per op class (efficiency_model.choose_weights)
     samples: list[Sample]
+    # Per op class, the time model's coefficients (edgesdk.simulate.time_model), float32 kernels.
+    time_coefficients: dict[str, list[float]] = {}
+
+    def seconds_of(self, kernel: Kernel) -> float | None:
+        """The float32 kernel's busy time from its class's time model, or None (too few samples)."""
+        coefficients = self.time_coefficients.get(kernel.op_class)
+        return None if coefficients is None else predict_seconds(coefficients, kernel)
 
     def efficiency_of(self, kernel: Kernel) -> float | None:
         """The kernel's efficiency interpolated from the measured kernels most like it, or None."""
@@ -74,11 +85,21 @@ def stored_fit(device_id: str) -> CostFit | None:
         return None  # a file from another version: ignored, `calibrate` rewrites it
 
 
-def fit_factors(samples: list[Sample], peak_ops_per_s: float) -> tuple[float, dict[str, float]]:
-    """Fit the overhead and per-class efficiencies; also set each sample's own efficiency (which
-    ``choose_weights`` and ``interpolate`` then use)."""
-    tiny = [s.measured_ms for s in samples if s.ops <= TINY_ELEMENTS]
-    overhead_s = statistics.median(tiny) * 1e-3
+def fit_times(samples: list[Sample], overhead_s: float) -> dict[str, list[float]]:
+    """Per op class, the time model fitted to its samples' busy time (beyond the launch overhead)."""
+    by_class: dict[str, tuple[list, list]] = {}
+    for sample in samples:
+        if sample.ops > TINY_ELEMENTS and sample.terms:
+            terms, seconds = by_class.setdefault(sample.op_class, ([], []))
+            terms.append(sample.terms)
+            seconds.append(max(sample.measured_ms * 1e-3 - overhead_s, 1e-9))
+    fitted = {op_class: fit_coefficients(terms, seconds) for op_class, (terms, seconds) in by_class.items()}
+    return {op_class: coefficients for op_class, coefficients in fitted.items() if coefficients is not None}
+
+
+def fit_factors(samples: list[Sample], peak_ops_per_s: float, overhead_s: float) -> dict[str, float]:
+    """Fit the per-class efficiencies beyond the call ``overhead_s``; also set each sample's own
+    efficiency (which ``choose_weights`` and ``interpolate`` then use)."""
     by_class: dict[str, list[float]] = {}
     for sample in samples:
         if sample.ops <= TINY_ELEMENTS:
@@ -88,4 +109,4 @@ def fit_factors(samples: list[Sample], peak_ops_per_s: float) -> tuple[float, di
         by_class.setdefault(sample.op_class, []).append(sample.efficiency)
     efficiency = {op_class: statistics.median(values) for op_class, values in by_class.items()}
     efficiency["default"] = statistics.median(efficiency.values())
-    return overhead_s, efficiency
+    return efficiency

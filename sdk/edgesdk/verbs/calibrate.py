@@ -32,8 +32,9 @@ from edgesdk.devices.registry import get_device
 from edgesdk.errors import UserInputError
 from edgesdk.frontend.model import random_inputs
 from edgesdk.simulate.efficiency_model import Sample, choose_weights, efficiency_features
-from edgesdk.simulate.fit import TINY_ELEMENTS, CostFit, fit_factors, fit_file
+from edgesdk.simulate.fit import TINY_ELEMENTS, CostFit, fit_factors, fit_file, fit_times
 from edgesdk.simulate.measure import measure
+from edgesdk.simulate.time_model import time_terms
 from edgesdk.verbs.deploy import deploy
 
 SUITE_MODEL_OPS = 40  # operators per compiled calibration model
@@ -131,8 +132,6 @@ def micro_benchmarks(seed: int = 2026) -> list[MicroOp]:
     return [
         *_sweep(np.random.default_rng(seed)),
         MicroOp("add_64x56x56", "Add", (1, 64, 56, 56), ((1, 64, 56, 56),)),
-        MicroOp("add_tiny", "Add", (1, TINY_ELEMENTS), ((1, TINY_ELEMENTS),)),
-        MicroOp("relu_tiny", "Relu", (1, TINY_ELEMENTS)),
         *(
             MicroOp(f"{op.lower()}_{c}x{hw}", op, (1, c, hw, hw))
             for op, c, hw in [("Sigmoid", 32, 28), ("Sigmoid", 8, 112), ("Tanh", 64, 14), ("Erf", 16, 56), ("Exp", 128, 7)]
@@ -146,6 +145,16 @@ def micro_benchmarks(seed: int = 2026) -> list[MicroOp]:
         *(MicroOp(f"mean_{c}x{hw}", "GlobalAveragePool", (1, c, hw, hw)) for c, hw in [(64, 28), (256, 7), (16, 112)]),
         *(MicroOp(f"transpose_{c}x{hw}", "Transpose", (1, c, hw, hw), attrs=(("perm", (0, 2, 3, 1)),)) for c, hw in [(64, 56), (16, 14)]),
     ]
+
+
+def _call_overhead_s(device: str, out: Path, repeat: int) -> float:
+    """What one kernel call costs beyond its work: whole runs (no per-kernel hook, whose own cost
+    would swamp it) of a model of nothing but tiny kernels, divided by their number."""
+    ops = [MicroOp(f"tiny{index}", "Relu" if index % 2 else "Neg", (1, TINY_ELEMENTS)) for index in range(SUITE_MODEL_OPS)]
+    artifact = deploy(suite_model(ops, "call_overhead"), device, out)
+    analysis = ModelAnalysis.model_validate_json((artifact.path / ANALYSIS_FILE).read_text())
+    measured = measure(artifact.runner, random_inputs(artifact.inputs, seed=0), analysis, repeat)
+    return measured.latency_ms * 1e-3 / len(analysis.kernels)
 
 
 def calibrate(device: str = "pc", *, repeat: int = 30, on_stage: Callable[[str], None] | None = None) -> CostFit:
@@ -170,9 +179,19 @@ def calibrate(device: str = "pc", *, repeat: int = 30, on_stage: Callable[[str],
                 if kernel.name != first.name:
                     continue  # keep the second, warm call of each operator
                 samples.append(
-                    Sample(kernel=kernel.name, op_class=kernel.op_class, ops=kernel.ops, features=efficiency_features(kernel), measured_ms=timing.measured_ms)
+                    Sample(
+                        kernel=kernel.name,
+                        op_class=kernel.op_class,
+                        ops=kernel.ops,
+                        features=efficiency_features(kernel),
+                        measured_ms=timing.measured_ms,
+                        terms=time_terms(kernel),
+                    )
                 )
-    overhead_s, efficiency = fit_factors(samples, unit.peak_ops_per_s["float32"])
+        if on_stage:
+            on_stage("measuring the cost of a kernel call")
+        overhead_s = _call_overhead_s(device, Path(scratch) / "tiny", repeat)
+    efficiency = fit_factors(samples, unit.peak_ops_per_s["float32"], overhead_s)
     result = CostFit(
         device=profile.id,
         unit=unit_name,
@@ -182,6 +201,7 @@ def calibrate(device: str = "pc", *, repeat: int = 30, on_stage: Callable[[str],
         efficiency=efficiency,
         feature_weights=choose_weights(samples),
         samples=samples,
+        time_coefficients=fit_times(samples, overhead_s),
     )
     path = fit_file(profile.id)
     path.parent.mkdir(parents=True, exist_ok=True)
