@@ -3,6 +3,8 @@ shapes, and proof that a rule actually scheduled the kernel (a parallel or vecto
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import onnx
 import pytest
@@ -252,3 +254,16 @@ def test_int8_conv_multiplies_in_16_bit_pairs_exactly(batch, channels, out_chann
     vm = relax.VirtualMachine(relax.build(optimized, target, relax_pipeline=None), tvm.cpu())
     got = vm["main"](tvm.runtime.tensor(x), tvm.runtime.tensor(w)).numpy()
     np.testing.assert_array_equal(got, _reference_conv(x, w, stride))
+
+
+@pytest.mark.parametrize("group", [1, 8], ids=["conv", "depthwise"])
+def test_padding_stages_copy_their_interior_without_a_branch(group, tmp_path):
+    """spatial.partition_padding: the pad stage's loops are split at the input's edges (asymmetric
+    padding here: rows 1 + 13 + 0, columns 2 + 11 + 1), so the interior is a plain copy once TVM
+    simplifies its condition within the loop's range; the results stay onnxruntime's."""
+    shape = [1, 8, 13, 11]
+    got, expected, optimized = compile_and_run(conv(shape, 8, 3, pads=(1, 2, 0, 1), group=group), shape, tmp_path)
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
+    (script,) = [s for name, s in scheduled_kernels(optimized).items() if "conv2d" in name]
+    assert re.search(r"for \w+ in range\(T\.int64\(1\), T\.int64\(14\)\)", script)  # interior rows
+    assert re.search(r"for \w+ in range\(T\.int64\(2\), T\.int64\(13\)\)", script)  # interior columns

@@ -50,6 +50,7 @@ def schedule(func, cpu: CpuSpec):
                 return None
         if cpu.parallel:
             spatial.parallelize_rest(sch, scheduled=placed)
+        spatial.partition_padding(sch)
     except (s_tir.ScheduleError, tvm.error.InternalError):
         # A pattern the rules do not fully handle (a primitive refused it, or TVM tripped over it):
         # keep the function exactly as TVM made it.

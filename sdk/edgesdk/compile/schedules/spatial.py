@@ -139,3 +139,55 @@ def parallelize_rest(sch, scheduled=None) -> None:
             sch.parallel(sch.fuse(*loops) if len(loops) > 1 else loops[0])
         except s_tir.ScheduleError:
             continue  # every primitive keeps the function correct: this block just stays serial
+
+
+def partition_padding(sch) -> None:
+    """Split the loops of every padding stage (``out[..] = if_then_else(inside, in[..], value)``)
+    at the edges of the input, along its last two axes: the interior loop then copies without a
+    condition (TVM simplifies it away within the loop's range) and LLVM vectorises it; as one loop,
+    every element took the branch and a scalar conversion (an int8 depthwise input widened to
+    float32 spent as long padding as convolving). Run after the loops are made parallel: the
+    partitions sit inside the parallel outer loops."""
+    import tvm
+    from tvm import s_tir, sym, tirx
+
+    for block in root_blocks(sch):
+        stmt = sch.get(block)
+        if len(stmt.reads) != 1 or len(stmt.writes) != 1 or not isinstance(stmt.body, tirx.BufferStore):
+            continue
+        value = stmt.body.value
+        while isinstance(value, tvm.ir.prim.expr.Cast):
+            value = value.value
+        if not (isinstance(value, tvm.ir.expr.Call) and value.op.name == "prim.if_then_else"):
+            continue
+        if len(stmt.reads[0].region) != len(stmt.iter_vars) or len(stmt.iter_vars) < 2 or not _bound_innermost(sch, block, 2):
+            continue
+        for axis in (-2, -1):
+            stmt = sch.get(block)
+            var, read = stmt.iter_vars[axis], stmt.reads[0]
+            analyzer = sym.Analyzer()
+            analyzer.bind(var.var, tirx.const(0, str(var.dom.extent.ty)))
+            start = analyzer.simplify(read.region[axis].min)
+            if not isinstance(start, tvm.ir.prim.expr.IntImm):
+                break
+            before, inner = -int(start), int(read.source.shape[axis])
+            after = int(var.dom.extent) - inner - before
+            if before < 0 or after < 0 or before + after == 0:
+                continue
+            try:
+                # The last part's extent is implied: the factors must sum to less than the loop's.
+                factors = [before, inner, None] if before and after else [before, None] if before else [inner, None]
+                parts = sch.loop_partition(sch.get_loops(block)[axis], factors)
+            except s_tir.ScheduleError:
+                break
+            # Carry on in the interior part's copy of the block.
+            block = sch.get_child_blocks(parts[1] if before else parts[0])[0]
+
+
+def _bound_innermost(sch, block, count: int) -> bool:
+    """Whether the ``count`` innermost loops of ``block`` bind its last ``count`` iterators directly."""
+    loops = sch.get_loops(block)
+    if len(loops) < count or not hasattr(sch.get(loops[-1]).body, "iter_values"):
+        return False
+    realize = sch.get(loops[-1]).body
+    return all(sch.get(loop).loop_var.same_as(value) for loop, value in zip(loops[-count:], list(realize.iter_values)[-count:], strict=True))
