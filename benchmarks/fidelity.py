@@ -3,8 +3,9 @@
     .venv/bin/python benchmarks/fidelity.py [--repeat N] [--out benchmarks/results/fidelity.json]
 
 First calibrates pc on this host (`edgesdk.simulate.fit`: one-operator micro-benchmarks only), then
-for each model below deploys it to pc, measures it (median whole-run time; per-kernel times from
-the VM's instrument hook) and compares with the calibrated estimate. None of these models is used
+for each model below deploys it to pc, measures it (the fastest of ROUNDS medians of whole-run
+times, as the calibration measures its kernels: on a shared machine other work only adds time;
+per-kernel times from the VM's instrument hook) and compares with the calibrated estimate. None of these models is used
 by the calibration. Reports per-model error |predicted/measured - 1|, its median and p90, and the
 Spearman rank correlation of predicted vs measured kernel times within each model. onnxruntime's
 latency on the same model is printed beside, for scale.
@@ -36,7 +37,7 @@ from edgesdk.compile.kernels import ModelAnalysis  # noqa: E402
 from edgesdk.frontend.model import random_inputs  # noqa: E402
 from edgesdk.simulate.measure import measure  # noqa: E402
 from edgesdk.testing import models  # noqa: E402
-from edgesdk.verbs.calibrate import calibrate  # noqa: E402
+from edgesdk.verbs.calibrate import ROUNDS, calibrate  # noqa: E402
 
 WHEELS = ROOT / ".venv" / "test-models"
 
@@ -91,7 +92,8 @@ def main() -> None:
             artifact = edgesdk.deploy(build(), "pc", Path(scratch) / name.split()[0], input_shapes=shapes)
             analysis = ModelAnalysis.model_validate_json((artifact.path / "analysis.json").read_text())
             inputs = random_inputs(artifact.inputs, seed=0)
-            measured = measure(artifact.runner, inputs, analysis, args.repeat)
+            # The fastest of a few medians, as the calibration takes: other tenants only add time.
+            measured = min((measure(artifact.runner, inputs, analysis, args.repeat) for _ in range(ROUNDS)), key=lambda m: m.latency_ms)
             predicted = artifact.manifest.estimate
             records.append(
                 {

@@ -38,6 +38,9 @@ from edgesdk.simulate.time_model import time_terms
 from edgesdk.verbs.deploy import deploy
 
 SUITE_MODEL_OPS = 40  # operators per compiled calibration model
+# Measurement rounds per suite model; each kernel keeps its fastest median: on a shared machine,
+# other work only ever adds time, and a fit to a busy moment overpredicts every model after it.
+ROUNDS = 3
 
 
 @dataclass(frozen=True)
@@ -153,8 +156,9 @@ def _call_overhead_s(device: str, out: Path, repeat: int) -> float:
     ops = [MicroOp(f"tiny{index}", "Relu" if index % 2 else "Neg", (1, TINY_ELEMENTS)) for index in range(SUITE_MODEL_OPS)]
     artifact = deploy(suite_model(ops, "call_overhead"), device, out)
     analysis = ModelAnalysis.model_validate_json((artifact.path / ANALYSIS_FILE).read_text())
-    measured = measure(artifact.runner, random_inputs(artifact.inputs, seed=0), analysis, repeat)
-    return measured.latency_ms * 1e-3 / len(analysis.kernels)
+    inputs = random_inputs(artifact.inputs, seed=0)
+    latency_ms = min(measure(artifact.runner, inputs, analysis, repeat).latency_ms for _ in range(ROUNDS))
+    return latency_ms * 1e-3 / len(analysis.kernels)
 
 
 def calibrate(device: str = "pc", *, repeat: int = 30, on_stage: Callable[[str], None] | None = None) -> CostFit:
@@ -173,8 +177,10 @@ def calibrate(device: str = "pc", *, repeat: int = 30, on_stage: Callable[[str],
                 on_stage(f"measuring micro-benchmarks {number}/{len(groups)}")
             artifact = deploy(suite_model(ops, f"calibration{number}"), device, Path(scratch) / str(number))
             analysis = ModelAnalysis.model_validate_json((artifact.path / ANALYSIS_FILE).read_text())
-            measured = measure(artifact.runner, random_inputs(artifact.inputs, seed=0), analysis, repeat)
-            calls = list(zip(analysis.kernels, measured.per_kernel, strict=False))
+            inputs = random_inputs(artifact.inputs, seed=0)
+            rounds = [measure(artifact.runner, inputs, analysis, repeat).per_kernel for _ in range(ROUNDS)]
+            fastest = [min(timings, key=lambda timing: timing.measured_ms) for timings in zip(*rounds, strict=True)]
+            calls = list(zip(analysis.kernels, fastest, strict=False))
             for (first, _), (kernel, timing) in zip(calls, calls[1:], strict=False):
                 if kernel.name != first.name:
                     continue  # keep the second, warm call of each operator
