@@ -138,11 +138,13 @@ def test_hard_swish_as_the_frontend_writes_it_is_a_table(tmp_path):
     np.testing.assert_array_equal(got, expected)
 
 
-def test_a_padded_int8_conv_packs_its_zero_point_and_fuses_the_table(tmp_path):
-    """Conv (zero point 128 + 5 in its padding) -> SiLU: one kernel, pairwise multiply-adds, the
-    activation as a table in its epilogue, and onnxruntime's integers but for rounding ties."""
+@pytest.mark.parametrize("channels", [8, 3], ids=["8_channels", "3_channels_paired_with_a_zero_one"])
+def test_a_padded_int8_conv_packs_its_zero_point_and_fuses_the_table(channels, tmp_path):
+    """Conv (zero point 128 + 5 in its padding) -> SiLU: one kernel, pairwise multiply-adds (an
+    odd input channel count gets one more, of zero weights), the activation as a table in its
+    epilogue, and onnxruntime's integers but for rounding ties."""
     rng = np.random.default_rng(4)
-    weights = {"wq": rng.integers(-127, 128, (16, 8, 3, 3)).astype(np.int8), "ws": np.full(16, 0.004, np.float32), "wz": np.zeros(16, np.int8)}
+    weights = {"wq": rng.integers(-127, 128, (16, channels, 3, 3)).astype(np.int8), "ws": np.full(16, 0.004, np.float32), "wz": np.zeros(16, np.int8)}
     body = [
         helper.make_node("DequantizeLinear", ["wq", "ws", "wz"], ["wd"], axis=0),
         helper.make_node("Conv", ["d0", "wd"], ["c"], kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
@@ -151,7 +153,8 @@ def test_a_padded_int8_conv_packs_its_zero_point_and_fuses_the_table(tmp_path):
         helper.make_node("Mul", ["cd", "sig"], ["silu"]),
         *_q("silu", "y", 1),
     ]
-    got, expected, main, optimized = _run(_qdq_model(body, "y", extra=weights, shape=(1, 8, 13, 16)), tmp_path, shape=(1, 8, 13, 16))
+    shape = (1, channels, 13, 16)
+    got, expected, main, optimized = _run(_qdq_model(body, "y", extra=weights, shape=shape), tmp_path, shape=shape)
     # The conv's requantize multiplies by 1/scale (integer_ops): at an exact tie it may round the
     # other way, one step (0.05) of the SiLU's input, at most ~1.1 steps of its output after it.
     assert np.mean(got != expected) <= 0.01 and np.abs(got - expected).max() <= 0.05 * 1.1 + 0.021 + 1e-6

@@ -106,11 +106,16 @@ def integerize(mod, known: dict | None = None):
                 if str(attrs.data_layout) != "NCHW" or str(attrs.kernel_layout) != "OIHW":
                     return None
                 padding = [int(p) for p in attrs.padding]
-                if any(padding):
+                extra = int(attrs.groups) == 1 and wq_np.shape[1] % 2  # an odd input channel count (an RGB image)
+                if extra:
+                    # One more input channel, of zero weights (its input is the zero point): the
+                    # channels then pair up for the 16-bit multiply-add (schedules.integer).
+                    weight_var = relax.const(np.concatenate([wq_np, np.zeros_like(wq_np[:, :1])], axis=1))
+                if any(padding) or extra:
                     # Padded with the zero point inside the conv's own function, where the conv
                     # schedule packs it with the input: as a Relax pad it was a kernel of its own.
                     acc = self.builder_.emit_te(
-                        _padded_conv, xq, weight_var, padding, zero, attrs.strides, attrs.dilation, int(attrs.groups), primfunc_name_hint="conv2d"
+                        _padded_conv, xq, weight_var, [int(extra), *padding], zero, attrs.strides, attrs.dilation, int(attrs.groups), primfunc_name_hint="conv2d"
                     )
                 else:
                     acc = emit(relax.op.nn.conv2d(xq, weight_var, strides=attrs.strides, dilation=attrs.dilation, groups=int(attrs.groups), out_dtype="int32"))
@@ -140,9 +145,10 @@ def integerize(mod, known: dict | None = None):
 
 
 def _padded_conv(data, weight, padding, pad_value: int, strides, dilation, groups: int):
-    """TE: ``data`` padded with ``pad_value`` (top, left, bottom, right), then an int32 conv2d NCHW."""
+    """TE: ``data`` padded with ``pad_value`` (``padding``: extra channels at the end, then top,
+    left, bottom, right), then an int32 conv2d NCHW."""
     from tvm import topi
 
-    top, left, bottom, right = padding
-    padded = topi.nn.pad(data, [0, 0, top, left], [0, 0, bottom, right], pad_value=pad_value, name="pad_temp")
+    channels, top, left, bottom, right = padding
+    padded = topi.nn.pad(data, [0, 0, top, left], [0, channels, bottom, right], pad_value=pad_value, name="pad_temp")
     return topi.nn.conv(padded, weight, strides, 0, dilation, groups, "NCHW", "OIHW", "int32")
