@@ -115,7 +115,15 @@ def integerize(mod, known: dict | None = None):
                     # Padded with the zero point inside the conv's own function, where the conv
                     # schedule packs it with the input: as a Relax pad it was a kernel of its own.
                     acc = self.builder_.emit_te(
-                        _padded_conv, xq, weight_var, [int(extra), *padding], zero, attrs.strides, attrs.dilation, int(attrs.groups), primfunc_name_hint="conv2d"
+                        _padded_conv,
+                        xq,
+                        weight_var,
+                        [int(extra), *padding],
+                        zero,
+                        attrs.strides,
+                        attrs.dilation,
+                        int(attrs.groups),
+                        primfunc_name_hint="conv2d",
                     )
                 else:
                     acc = emit(relax.op.nn.conv2d(xq, weight_var, strides=attrs.strides, dilation=attrs.dilation, groups=int(attrs.groups), out_dtype="int32"))
