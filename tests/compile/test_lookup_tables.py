@@ -161,3 +161,20 @@ def test_a_padded_int8_conv_packs_its_zero_point_and_fuses_the_table(channels, t
     convs = [func.script() for gvar, func in optimized.functions.items() if gvar.name_hint.startswith("fused_conv2d")]
     assert len(convs) == 1 and "lookup_table" in convs[0] and "pmadd" in convs[0]
     assert not any(gvar.name_hint.startswith(("pad", "lookup_table")) for gvar in optimized.get_global_vars())
+
+
+def test_two_slices_of_one_tensor_are_two_sources_not_one_table(tmp_path):
+    """A gated unit, first half x sigmoid(second half): the same 8-bit tensor, the same shapes, but
+    different values; it must stay a float chain (a table has one input)."""
+    extra = {"starts0": np.array([0], np.int64), "ends0": np.array([4], np.int64), "starts1": np.array([4], np.int64), "ends1": np.array([8], np.int64)}
+    extra |= {"axes": np.array([1], np.int64)}
+    body = [
+        helper.make_node("Slice", ["d0", "starts0", "ends0", "axes"], ["a"]),
+        helper.make_node("Slice", ["d0", "starts1", "ends1", "axes"], ["b"]),
+        helper.make_node("Sigmoid", ["b"], ["gate"]),
+        helper.make_node("Mul", ["a", "gate"], ["glu"]),
+        *_q("glu", "y", 1),
+    ]
+    got, expected, main, _ = _run(_qdq_model(body, "y", extra=extra), tmp_path)
+    assert "lookup_table" not in main
+    np.testing.assert_allclose(got, expected, atol=0.021 + 1e-6)  # float chain: at most a rounding tie apart

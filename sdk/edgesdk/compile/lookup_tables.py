@@ -82,14 +82,17 @@ def tabulate(mod, known: dict | None = None):
         return q, chain[::-1], s, z
 
     def same_source(a, b) -> bool:
-        import tvm
+        from tvm_ffi import structural_equal
 
-        return (
-            a[0].same_as(b[0])
-            and a[2:] == b[2:]
-            and len(a[1]) == len(b[1])
-            and all(tvm.ir.structural_equal(x.attrs, y.attrs) and x.op.same_as(y.op) for x, y in zip(a[1], b[1], strict=True))
-        )
+        def same_call(x, y) -> bool:  # the same operator on the same terms (a slice's bounds are arguments)
+            return (
+                x.op.same_as(y.op)
+                and structural_equal(x.attrs, y.attrs)
+                and len(x.args) == len(y.args)
+                and all(structural_equal(p, r) for p, r in zip(x.args[1:], y.args[1:], strict=True))
+            )
+
+        return a[0].same_as(b[0]) and a[2:] == b[2:] and len(a[1]) == len(b[1]) and all(same_call(x, y) for x, y in zip(a[1], b[1], strict=True))
 
     def chain_values(expr, shape, found: list):
         """The float32 values of ``expr`` at the 256 levels of its one source (appended to
