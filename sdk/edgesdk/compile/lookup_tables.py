@@ -162,14 +162,16 @@ def tabulate(mod, known: dict | None = None):
                 moved = self.builder_.emit(relax.Call(call.op, [moved, *call.args[1:]], call.attrs))
             if str(q.ty.dtype) == out_dtype and np.array_equal(table, _levels(q).astype(out_dtype)):
                 return moved  # a requantize to the same scale and zero point: nothing to do
-            return self.builder_.emit_te(_lookup, relax.const(table), moved, primfunc_name_hint=LOOKUP_KERNEL)
+            call = self.builder_.call_te(_lookup, relax.const(table), moved, primfunc_name_hint=LOOKUP_KERNEL)
+            lookups.add(call.args[0])  # the PrimFunc's GlobalVar, marked below
+            return call
 
+    lookups: set = set()
     rewriter = Rewriter(mod)
     rewriter.builder_.update_func(mod.get_global_var("main"), rewriter.visit_expr(main))
     mod = rewriter.builder_.get()
-    for gvar, func in list(mod.functions.items()):
-        if gvar.name_hint.startswith(LOOKUP_KERNEL):
-            mod[gvar] = func.with_attr(_MARK, True)
+    for gvar in lookups:
+        mod[gvar] = mod[gvar].with_attr(_MARK, True)
     return relax.transform.DeadCodeElimination()(mod)
 
 

@@ -33,7 +33,7 @@ from edgesdk.simulate.efficiency_model import Sample, interpolate
 from edgesdk.simulate.time_model import fit_coefficients, predict_seconds
 
 NO_FIT_ENV = "EDGESDK_NO_CALIBRATION"  # named after `edgesdk calibrate`
-TINY_ELEMENTS = 256  # kernels this small measure the launch overhead
+TINY_ELEMENTS = 256  # kernels this small measure the call overhead (edgesdk.verbs.calibrate), not efficiency
 
 
 class CostFit(BaseModel):

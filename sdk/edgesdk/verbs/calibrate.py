@@ -33,7 +33,7 @@ from edgesdk.errors import UserInputError
 from edgesdk.frontend.model import random_inputs
 from edgesdk.simulate.efficiency_model import Sample, choose_weights, efficiency_features
 from edgesdk.simulate.fit import TINY_ELEMENTS, CostFit, fit_factors, fit_file, fit_times
-from edgesdk.simulate.measure import measure
+from edgesdk.simulate.measure import Measurement, measure
 from edgesdk.simulate.time_model import time_terms
 from edgesdk.verbs.deploy import deploy
 
@@ -150,15 +150,20 @@ def micro_benchmarks(seed: int = 2026) -> list[MicroOp]:
     ]
 
 
+def _measured(ops: list[MicroOp], name: str, device: str, out: Path, repeat: int) -> tuple[ModelAnalysis, list[Measurement]]:
+    """``ops`` compiled as one suite model for ``device`` and measured ROUNDS times."""
+    artifact = deploy(suite_model(ops, name), device, out)
+    analysis = ModelAnalysis.model_validate_json((artifact.path / ANALYSIS_FILE).read_text())
+    inputs = random_inputs(artifact.inputs, seed=0)
+    return analysis, [measure(artifact.runner, inputs, analysis, repeat) for _ in range(ROUNDS)]
+
+
 def _call_overhead_s(device: str, out: Path, repeat: int) -> float:
     """What one kernel call costs beyond its work: whole runs (no per-kernel hook, whose own cost
     would swamp it) of a model of nothing but tiny kernels, divided by their number."""
     ops = [MicroOp(f"tiny{index}", "Relu" if index % 2 else "Neg", (1, TINY_ELEMENTS)) for index in range(SUITE_MODEL_OPS)]
-    artifact = deploy(suite_model(ops, "call_overhead"), device, out)
-    analysis = ModelAnalysis.model_validate_json((artifact.path / ANALYSIS_FILE).read_text())
-    inputs = random_inputs(artifact.inputs, seed=0)
-    latency_ms = min(measure(artifact.runner, inputs, analysis, repeat).latency_ms for _ in range(ROUNDS))
-    return latency_ms * 1e-3 / len(analysis.kernels)
+    analysis, rounds = _measured(ops, "call_overhead", device, out, repeat)
+    return min(measured.latency_ms for measured in rounds) * 1e-3 / len(analysis.kernels)
 
 
 def calibrate(device: str = "pc", *, repeat: int = 30, on_stage: Callable[[str], None] | None = None) -> CostFit:
@@ -175,11 +180,9 @@ def calibrate(device: str = "pc", *, repeat: int = 30, on_stage: Callable[[str],
         for number, ops in enumerate(groups, 1):
             if on_stage:
                 on_stage(f"measuring micro-benchmarks {number}/{len(groups)}")
-            artifact = deploy(suite_model(ops, f"calibration{number}"), device, Path(scratch) / str(number))
-            analysis = ModelAnalysis.model_validate_json((artifact.path / ANALYSIS_FILE).read_text())
-            inputs = random_inputs(artifact.inputs, seed=0)
-            rounds = [measure(artifact.runner, inputs, analysis, repeat).per_kernel for _ in range(ROUNDS)]
-            fastest = [min(timings, key=lambda timing: timing.measured_ms) for timings in zip(*rounds, strict=True)]
+            analysis, rounds = _measured(ops, f"calibration{number}", device, Path(scratch) / str(number), repeat)
+            per_kernel = (measured.per_kernel for measured in rounds)
+            fastest = [min(timings, key=lambda timing: timing.measured_ms) for timings in zip(*per_kernel, strict=True)]
             calls = list(zip(analysis.kernels, fastest, strict=False))
             for (first, _), (kernel, timing) in zip(calls, calls[1:], strict=False):
                 if kernel.name != first.name:

@@ -152,15 +152,7 @@ def partition_padding(sch) -> None:
     from tvm import s_tir, sym, tirx
 
     for block in root_blocks(sch):
-        stmt = sch.get(block)
-        if len(stmt.reads) != 1 or len(stmt.writes) != 1 or not isinstance(stmt.body, tirx.BufferStore):
-            continue
-        value = stmt.body.value
-        while isinstance(value, tvm.ir.prim.expr.Cast):
-            value = value.value
-        if not (isinstance(value, tvm.ir.expr.Call) and value.op.name == "prim.if_then_else"):
-            continue
-        if len(stmt.reads[0].region) != len(stmt.iter_vars) or len(stmt.iter_vars) < 2 or not _bound_innermost(sch, block, 2):
+        if not _is_padding(sch.get(block)) or not _bound_innermost(sch, block, 2):
             continue
         for axis in (-2, -1):
             stmt = sch.get(block)
@@ -182,6 +174,21 @@ def partition_padding(sch) -> None:
                 break
             # Carry on in the interior part's copy of the block.
             block = sch.get_child_blocks(parts[1] if before else parts[0])[0]
+
+
+def _is_padding(stmt) -> bool:
+    """Whether a block is a padding stage: one read, one write of ``if_then_else(..)`` (maybe cast),
+    at least two axes, the read indexed along every one of them."""
+    import tvm
+    from tvm import tirx
+
+    if len(stmt.reads) != 1 or len(stmt.writes) != 1 or not isinstance(stmt.body, tirx.BufferStore):
+        return False
+    value = stmt.body.value
+    while isinstance(value, tvm.ir.prim.expr.Cast):
+        value = value.value
+    padded = isinstance(value, tvm.ir.expr.Call) and value.op.name == "prim.if_then_else"
+    return padded and len(stmt.iter_vars) >= 2 and len(stmt.reads[0].region) == len(stmt.iter_vars)
 
 
 def _bound_innermost(sch, block, count: int) -> bool:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 
 from edgesdk.compile.schedules.cpu import CpuSpec
+from edgesdk.compile.schedules.spatial import root_blocks
 
 MAX_WINDOW = 256  # reduction elements per output; beyond, it is a real reduction (mean, softmax)
 # Vectorised, a pool runs ~1 ns per 30 window elements; a parallel region costs tens of
@@ -24,7 +25,7 @@ def match(sch):
     MAX_WINDOW reduction elements, loops in that order; else None."""
     from tvm import tirx
 
-    candidates = [block for block in sch.get_child_blocks(sch.get_sblock("root")) if _reduces(sch.get(block))]
+    candidates = [block for block in root_blocks(sch) if _reduces(sch.get(block))]
     if len(candidates) != 1:
         return None
     block_rv = candidates[0]
@@ -36,9 +37,7 @@ def match(sch):
     loops = sch.get_loops(block_rv)
     if len(loops) != len(kinds) or not all(isinstance(sch.get(loop).extent, tirx.IntImm) for loop in loops):
         return None
-    window = 1
-    for loop in loops[spatial:]:
-        window *= int(sch.get(loop).extent)
+    window = math.prod(int(sch.get(loop).extent) for loop in loops[spatial:])
     return block_rv if window <= MAX_WINDOW else None
 
 
