@@ -1,10 +1,12 @@
+import json
+
 import numpy as np
 import pytest
 
 import edgesdk
 from edgesdk.simulate.efficiency_model import FEATURES, Sample
 from edgesdk.simulate.fit import CostFit, fit_factors, fit_file, fit_times, stored_fit
-from edgesdk.simulate.time_model import fit_coefficients
+from edgesdk.simulate.time_model import TERMS, fit_coefficients
 from edgesdk.verbs.calibrate import micro_benchmarks, suite_model
 
 
@@ -69,6 +71,7 @@ def write_fit(device="pc"):
         efficiency={"default": 0.01, "conv": 0.02},
         feature_weights={},
         samples=[],
+        time_terms=list(TERMS),
     )
     path = fit_file(device)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -103,6 +106,18 @@ def test_a_corrupt_fit_file_is_ignored(tmp_path, monkeypatch):
     assert stored_fit("pc") is None
 
 
+def test_a_fit_made_with_other_time_terms_is_ignored_not_misapplied(tmp_path, monkeypatch):
+    from edgesdk.verbs.pipeline import estimated
+    from tests.simulate.test_partition_and_cost_model import small_model
+
+    monkeypatch.setenv("EDGESDK_CACHE_DIR", str(tmp_path))
+    path = write_fit()
+    stale = json.loads(path.read_text()) | {"time_terms": list(TERMS[:-1]), "time_coefficients": {"conv": [1e-6] * (len(TERMS) - 1)}}
+    path.write_text(json.dumps(stale))
+    assert stored_fit("pc") is None
+    assert estimated(small_model(), edgesdk.get_device("pc"))[1].calibrated_utc is None
+
+
 def test_calibration_efficiency_comes_from_the_nearest_measured_kernels():
     from edgesdk.compile.kernels import Kernel, LoopNest, Tensor
     from edgesdk.simulate.efficiency_model import efficiency_features
@@ -127,7 +142,9 @@ def test_calibration_efficiency_comes_from_the_nearest_measured_kernels():
     # Efficiency falls with the reduction length: 10% at 8, 1% at 512.
     samples = [measured(r, e) for r, e in [(8, 0.1), (16, 0.08), (32, 0.05), (64, 0.03), (128, 0.02), (256, 0.015), (512, 0.01)]]
     weights = {"conv": dict.fromkeys(FEATURES, 1.0)}
-    calibration = CostFit(device="pc", unit="cpu", created_utc="", host="", launch_overhead_s=0, efficiency={}, feature_weights=weights, samples=samples)
+    calibration = CostFit(
+        device="pc", unit="cpu", created_utc="", host="", launch_overhead_s=0, efficiency={}, feature_weights=weights, samples=samples, time_terms=list(TERMS)
+    )
     assert calibration.efficiency_of(conv(8)) == pytest.approx(0.1, rel=0.1)
     assert calibration.efficiency_of(conv(512)) == pytest.approx(0.01, rel=0.1)
     assert 0.03 < calibration.efficiency_of(conv(48)) < 0.05  # between its neighbours

@@ -30,7 +30,7 @@ from edgesdk.compile.build_cache import cache_root
 from edgesdk.compile.kernels import Kernel
 from edgesdk.devices.profile import DeviceProfile
 from edgesdk.simulate.efficiency_model import Sample, interpolate
-from edgesdk.simulate.time_model import fit_coefficients, predict_seconds
+from edgesdk.simulate.time_model import TERMS, fit_coefficients, predict_seconds
 
 NO_FIT_ENV = "EDGESDK_NO_CALIBRATION"  # named after `edgesdk calibrate`
 TINY_ELEMENTS = 256  # kernels this small measure the call overhead (edgesdk.verbs.calibrate), not efficiency
@@ -49,6 +49,8 @@ class CostFit(BaseModel):
     efficiency: dict[str, float]
     feature_weights: dict[str, dict[str, float]]  # per op class (efficiency_model.choose_weights)
     samples: list[Sample]
+    # The time model's terms when the fit was made: coefficients for other terms mean nothing.
+    time_terms: list[str]
     # Per op class, the time model's coefficients (edgesdk.simulate.time_model), float32 kernels.
     time_coefficients: dict[str, list[float]] = {}
 
@@ -80,9 +82,10 @@ def stored_fit(device_id: str) -> CostFit | None:
     if os.environ.get(NO_FIT_ENV) or not path.is_file():
         return None
     try:
-        return CostFit.model_validate_json(path.read_text())
+        fit = CostFit.model_validate_json(path.read_text())
     except ValueError:
         return None  # a file from another version: ignored, `calibrate` rewrites it
+    return fit if fit.time_terms == list(TERMS) else None
 
 
 def fit_times(samples: list[Sample], overhead_s: float) -> dict[str, list[float]]:

@@ -34,7 +34,7 @@ from edgesdk.frontend.model import random_inputs
 from edgesdk.simulate.efficiency_model import Sample, choose_weights, efficiency_features
 from edgesdk.simulate.fit import TINY_ELEMENTS, CostFit, fit_factors, fit_file, fit_times
 from edgesdk.simulate.measure import Measurement, measure
-from edgesdk.simulate.time_model import time_terms
+from edgesdk.simulate.time_model import TERMS, time_terms
 from edgesdk.verbs.deploy import deploy
 
 SUITE_MODEL_OPS = 40  # operators per compiled calibration model
@@ -210,6 +210,7 @@ def calibrate(device: str = "pc", *, repeat: int = 30, on_stage: Callable[[str],
         efficiency=efficiency,
         feature_weights=choose_weights(samples),
         samples=samples,
+        time_terms=list(TERMS),
         time_coefficients=fit_times(samples, overhead_s),
     )
     path = fit_file(profile.id)
