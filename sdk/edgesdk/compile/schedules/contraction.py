@@ -359,7 +359,11 @@ def schedule_depthwise(sch, found: Contraction, cpu: CpuSpec, inline_epilogue):
         # Strided columns would be gathered lane by lane: the (padded) input is stored with its
         # columns deinterleaved by stride phase, [.., W] -> [.., stride, W / stride], so the
         # columns one vector reads are contiguous.
-        sch.transform_layout(block, ("read", found.streamed_read), lambda b, ch, y, x: (b, ch, y, x % stride, x // stride), pad_value=0.0)
+        from tvm import tirx
+
+        # The filler must have the input's dtype (an int8 input's too), or the transform is refused.
+        filler = tirx.const(0, str(sch.get(block).reads[found.streamed_read].source.dtype))
+        sch.transform_layout(block, ("read", found.streamed_read), lambda b, ch, y, x: (b, ch, y, x % stride, x // stride), pad_value=filler)
     local = sch.cache_write(block, 0, "local")
     inline_epilogue(sch, local)
     sch.reverse_compute_at(local, column_outer, preserve_unit_loops=True)

@@ -58,6 +58,12 @@ def schedule_pairs(sch, found: Contraction, cpu: CpuSpec, inline_epilogue, colum
     for producer in sch.get_producers(streamed):
         with contextlib.suppress(s_tir.ScheduleError):
             sch.compute_inline(producer)
+    # Copied in the order it is stored (a channel pair innermost): looping over channels outside
+    # columns, every column wrote 4 bytes apart and the copy ran scalar, as long as a small conv.
+    *_, channel, row, column = sch.get_loops(streamed)
+    pair_row, pair_member = sch.split(channel, factors=[None, PAIR])
+    sch.reorder(pair_row, row, column, pair_member)
+    sch.unroll(pair_member)
     outer = channel_nest(sch, block, found, cpu, inline_epilogue, weights, (n, channel_outer, h, column_outer), pair_outer, vector)
     # After the init is split off: the tensorized step is the update alone.
     sch.unroll(column_inner)

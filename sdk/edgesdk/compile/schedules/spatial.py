@@ -152,10 +152,13 @@ def partition_padding(sch) -> None:
     from tvm import s_tir, sym, tirx
 
     for block in root_blocks(sch):
-        if not _is_padding(sch.get(block)) or not _bound_innermost(sch, block, 2):
+        if not _is_padding(sch.get(block)):
             continue
         for axis in (-2, -1):
             stmt = sch.get(block)
+            loop = _loop_of(sch, block, axis)
+            if loop is None:
+                break
             var, read = stmt.iter_vars[axis], stmt.reads[0]
             analyzer = sym.Analyzer()
             analyzer.bind(var.var, tirx.const(0, str(var.dom.extent.ty)))
@@ -166,14 +169,37 @@ def partition_padding(sch) -> None:
             after = int(var.dom.extent) - inner - before
             if before < 0 or after < 0 or before + after == 0:
                 continue
+            stride = _phases(stmt) if axis == -1 else 1
             try:
+                if stride > 1:
+                    _copy_by_phase(sch, loop, stride)
+                    break
                 # The last part's extent is implied: the factors must sum to less than the loop's.
                 factors = [before, inner, None] if before and after else [before, None] if before else [inner, None]
-                parts = sch.loop_partition(sch.get_loops(block)[axis], factors)
+                parts = sch.loop_partition(loop, factors)
             except s_tir.ScheduleError:
                 break
             # Carry on in the interior part's copy of the block.
             block = sch.get_child_blocks(parts[1] if before else parts[0])[0]
+
+
+def _phases(stmt) -> int:
+    """s when the padding stage stores its columns deinterleaved by phase (``[.., x % s, x // s]``,
+    the input of a strided depthwise conv), else 1."""
+    from tvm.ir.prim.expr import FloorDiv, IntImm
+
+    index = stmt.body.indices[-1] if len(stmt.body.indices) >= 2 else None
+    return int(index.b) if isinstance(index, FloorDiv) and isinstance(index.b, IntImm) else 1
+
+
+def _copy_by_phase(sch, loop, stride: int) -> None:
+    """A deinterleaving padding stage wrote each column ``W / s`` elements from the last: scalar
+    stores. Its columns are copied phase by phase instead: contiguous stores (a stride-2 depthwise
+    input of 24x48x48 floats: 36 -> 23 us). Its edges are not split off as elsewhere: that measured
+    no faster, and TVM's loop_partition copies such a block with its iterator variables shared."""
+    if int(sch.get(loop).extent) % stride == 0:
+        columns, phase = sch.split(loop, factors=[None, stride])
+        sch.reorder(phase, columns)
 
 
 def _is_padding(stmt) -> bool:
@@ -191,10 +217,11 @@ def _is_padding(stmt) -> bool:
     return padded and len(stmt.iter_vars) >= 2 and len(stmt.reads[0].region) == len(stmt.iter_vars)
 
 
-def _bound_innermost(sch, block, count: int) -> bool:
-    """Whether the ``count`` innermost loops of ``block`` bind its last ``count`` iterators directly."""
+def _loop_of(sch, block, axis: int):
+    """The loop of ``block`` that binds its iterator ``axis`` directly (loop var = iterator value),
+    or None."""
     loops = sch.get_loops(block)
-    if len(loops) < count or not hasattr(sch.get(loops[-1]).body, "iter_values"):
-        return False
-    realize = sch.get(loops[-1]).body
-    return all(sch.get(loop).loop_var.same_as(value) for loop, value in zip(loops[-count:], list(realize.iter_values)[-count:], strict=True))
+    if not loops or not hasattr(sch.get(loops[-1]).body, "iter_values"):
+        return None
+    value = list(sch.get(loops[-1]).body.iter_values)[axis]
+    return next((loop for loop in loops if sch.get(loop).loop_var.same_as(value)), None)
