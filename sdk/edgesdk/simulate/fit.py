@@ -89,13 +89,16 @@ def stored_fit(device_id: str) -> CostFit | None:
 
 
 def fit_times(samples: list[Sample], overhead_s: float) -> dict[str, list[float]]:
-    """Per op class, the time model fitted to its samples' busy time (beyond the launch overhead)."""
+    """Per op class, the time model fitted to its samples' busy time (beyond the launch overhead).
+    A sample that took less than twice the overhead is left out: its busy time is below what the
+    per-kernel timing resolves, and as a near-zero target of a relative fit it outweighed every
+    other sample (matmuls came out with no cost per FLOP)."""
     by_class: dict[str, tuple[list, list]] = {}
     for sample in samples:
-        if sample.ops > TINY_ELEMENTS and sample.terms:
+        if sample.ops > TINY_ELEMENTS and sample.terms and sample.measured_ms * 1e-3 > 2 * overhead_s:
             terms, seconds = by_class.setdefault(sample.op_class, ([], []))
             terms.append(sample.terms)
-            seconds.append(max(sample.measured_ms * 1e-3 - overhead_s, 1e-9))
+            seconds.append(sample.measured_ms * 1e-3 - overhead_s)
     fitted = {op_class: fit_coefficients(terms, seconds) for op_class, (terms, seconds) in by_class.items()}
     return {op_class: coefficients for op_class, coefficients in fitted.items() if coefficients is not None}
 
