@@ -24,6 +24,7 @@ import math
 from dataclasses import dataclass
 
 from edgesdk.compile.schedules.cpu import CpuSpec
+from edgesdk.compile.schedules.spatial import reduces, strip_cast
 
 # Below this many multiply-adds a kernel takes tens of microseconds on one core: waking a second
 # thread costs about as much, and on a loaded machine a parallel region can wait a whole time slice.
@@ -59,14 +60,6 @@ class Contraction:
     eight_bit: str | None = None
 
 
-def _strip_cast(expr):
-    from tvm import tirx
-
-    while isinstance(expr, tirx.Cast):
-        expr = expr.value
-    return expr
-
-
 def _uses(expr, var) -> bool:
     from tvm import tirx
 
@@ -79,11 +72,7 @@ def match(sch) -> Contraction | None:
     from tvm.ir import TensorLoad  # what tirx.BufferLoad builds
     from tvm.sym.pattern import detect_linear_equation
 
-    candidates = []
-    for block_rv in _all_blocks(sch):
-        block = sch.get(block_rv)
-        if any(var.iter_type == tirx.IterVar.CommReduce for var in block.iter_vars):
-            candidates.append(block_rv)
+    candidates = [block_rv for block_rv in _all_blocks(sch) if reduces(sch.get(block_rv))]
     if len(candidates) != 1:
         return None
     block_rv = candidates[0]
@@ -96,7 +85,7 @@ def match(sch) -> Contraction | None:
     acc, product = store.value.a, store.value.b
     if not (isinstance(acc, TensorLoad) and acc.source.same_as(store.buffer) and isinstance(product, tirx.Mul)):
         return None
-    operands = [_strip_cast(product.a), _strip_cast(product.b)]
+    operands = [strip_cast(product.a), strip_cast(product.b)]
     if not all(isinstance(operand, TensorLoad) for operand in operands):
         return None
     # float32 x float32 -> float32, or 8-bit integers -> int32. Not float16 (accumulated in float32):
@@ -346,6 +335,8 @@ def schedule_depthwise(sch, found: Contraction, cpu: CpuSpec, inline_epilogue):
     """Depthwise conv2d NCHW: a block of output rows x a vector of output columns accumulated in
     registers, the KH x KW window unrolled around it (each input row loaded serves every output row
     of the block it overlaps), channels (and row blocks) parallel. Returns the outermost loop."""
+    from tvm import tirx
+
     block = sch.get_sblock(found.block_name)
     n, c, h, w, rc, ry, rx = sch.get_loops(block)
     vector = _factor(found.spatial[3], 2 * cpu.lanes, cpu.lanes)
@@ -359,8 +350,6 @@ def schedule_depthwise(sch, found: Contraction, cpu: CpuSpec, inline_epilogue):
         # Strided columns would be gathered lane by lane: the (padded) input is stored with its
         # columns deinterleaved by stride phase, [.., W] -> [.., stride, W / stride], so the
         # columns one vector reads are contiguous.
-        from tvm import tirx
-
         # The filler must have the input's dtype (an int8 input's too), or the transform is refused.
         filler = tirx.const(0, str(sch.get(block).reads[found.streamed_read].source.dtype))
         sch.transform_layout(block, ("read", found.streamed_read), lambda b, ch, y, x: (b, ch, y, x % stride, x // stride), pad_value=filler)

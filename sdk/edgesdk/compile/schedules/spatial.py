@@ -11,6 +11,22 @@ def root_blocks(sch):
     return sch.get_child_blocks(sch.get_sblock("root"))
 
 
+def reduces(block) -> bool:
+    """Whether a block has a reduction iterator."""
+    from tvm import tirx
+
+    return any(var.iter_type == tirx.IterVar.CommReduce for var in block.iter_vars)
+
+
+def strip_cast(expr):
+    """``expr`` without the casts around it."""
+    from tvm import tirx
+
+    while isinstance(expr, tirx.Cast):
+        expr = expr.value
+    return expr
+
+
 def _intermediates(sch) -> list:
     """Buffers the function allocates itself (everything else it touches is a parameter)."""
     return list(sch.get(sch.get_sblock("root")).alloc_buffers)
@@ -210,9 +226,7 @@ def _is_padding(stmt) -> bool:
 
     if len(stmt.reads) != 1 or len(stmt.writes) != 1 or not isinstance(stmt.body, tirx.BufferStore):
         return False
-    value = stmt.body.value
-    while isinstance(value, tvm.ir.prim.expr.Cast):
-        value = value.value
+    value = strip_cast(stmt.body.value)
     padded = isinstance(value, tvm.ir.expr.Call) and value.op.name == "prim.if_then_else"
     return padded and len(stmt.iter_vars) >= 2 and len(stmt.reads[0].region) == len(stmt.iter_vars)
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 
 from edgesdk.compile.schedules.cpu import CpuSpec
-from edgesdk.compile.schedules.spatial import root_blocks
+from edgesdk.compile.schedules.spatial import reduces, root_blocks
 
 MAX_WINDOW = 256  # reduction elements per output; beyond, it is a real reduction (mean, softmax)
 # Vectorised, a pool runs ~1 ns per 30 window elements; a parallel region costs tens of
@@ -25,7 +25,7 @@ def match(sch):
     MAX_WINDOW reduction elements, loops in that order; else None."""
     from tvm import tirx
 
-    candidates = [block for block in root_blocks(sch) if _reduces(sch.get(block))]
+    candidates = [block for block in root_blocks(sch) if reduces(sch.get(block))]
     if len(candidates) != 1:
         return None
     block_rv = candidates[0]
@@ -67,9 +67,3 @@ def schedule(sch, block, cpu: CpuSpec, inline_epilogue):
     init = sch.decompose_reduction(block, windows[0])
     sch.vectorize(sch.get_loops(init)[-1])
     return sch.get_loops(block)[0]
-
-
-def _reduces(block) -> bool:
-    from tvm import tirx
-
-    return any(var.iter_type == tirx.IterVar.CommReduce for var in block.iter_vars)
