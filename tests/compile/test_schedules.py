@@ -308,3 +308,39 @@ def test_int8_depthwise_convs_are_scheduled_and_exact(stride):
     padded = np.pad(xs, ((0, 0), (0, 0), (1, 1), (1, 1)))
     expected = np.stack([_reference_conv(padded[:, c : c + 1], ws[c : c + 1], stride)[:, 0] for c in range(channels)], axis=1)
     np.testing.assert_array_equal(got, expected)
+
+
+def test_an_odd_channel_count_pairs_up_without_a_channel_branch_in_the_copy():
+    """integer_ops._padded_conv: an RGB-like input (3 channels) meets weights with a 4th, zero
+    channel so the channels pair; the extra channel repeats the last real one instead of testing
+    the channel in the padding condition, so the copy's interior is unconditional. Exact against
+    the int32 reference with the zero point as the spatial padding."""
+    from tvm import relax
+
+    from edgesdk.compile import lowering
+    from edgesdk.compile.integer_ops import _padded_conv
+    from edgesdk.compile.targets import runs_here
+
+    target_json = {**HOST, "mattr": ["+avx2", "+fma"]}
+    if not runs_here(target_json):
+        pytest.skip("this CPU lacks AVX2")
+    rng = np.random.default_rng(11)
+    zero, size = -3, (13, 11)
+    xs = rng.integers(-128, 128, (1, 3, *size)).astype(np.int8)
+    ws = rng.integers(-128, 128, (16, 3, 3, 3)).astype(np.int8)
+    padded_weights = np.concatenate([ws, np.zeros_like(ws[:, :1])], axis=1)
+    builder = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType([1, 3, *size], "int8"))
+    with builder.function("main", [x]):
+        with builder.dataflow():
+            out = builder.emit_output(builder.emit_te(_padded_conv, x, relax.const(padded_weights), [1, 1, 1, 1, 1], zero, (2, 2), (1, 1), 1))
+        builder.emit_func_output(out)
+    optimized, target = lowering.optimize(builder.get(), target_json)
+    (script,) = scheduled_kernels(optimized).values()
+    assert "pmadd" in script
+    assert "T.min(v1, T.int64(2))" in script  # the extra channel reads the last real one
+    assert not re.search(r"\bv1 < T\.int64\(3\)", script)  # and no condition tests the channel
+    vm = relax.VirtualMachine(relax.build(optimized, target, relax_pipeline=None), tvm.cpu())
+    got = vm["main"](tvm.runtime.tensor(xs)).numpy()
+    expected = _reference_conv(np.pad(xs, ((0, 0), (0, 0), (1, 1), (1, 1)), constant_values=zero), ws, 2)
+    np.testing.assert_array_equal(got, expected)

@@ -23,7 +23,7 @@ from edgesdk.compile.packed_kernels import extract_blocked_weights, unpack_in_ke
 from edgesdk.plugin.toolchains import Toolchain
 
 # Bump when the lowering changes what it produces for the same inputs: it is part of cache keys.
-PIPELINE_VERSION = 40
+PIPELINE_VERSION = 41
 
 
 class BuildSpec(BaseModel):
