@@ -93,7 +93,9 @@ def main() -> None:
             analysis = ModelAnalysis.model_validate_json((artifact.path / "analysis.json").read_text())
             inputs = random_inputs(artifact.inputs, seed=0)
             # The fastest of a few medians, as the calibration takes: other tenants only add time.
-            measured = min((measure(artifact.runner, inputs, analysis, args.repeat) for _ in range(ROUNDS)), key=lambda m: m.latency_ms)
+            rounds = [measure(artifact.runner, inputs, analysis, args.repeat) for _ in range(ROUNDS)]
+            measured = min(rounds, key=lambda m: m.latency_ms)
+            slowest = max(m.latency_ms for m in rounds)
             predicted = artifact.manifest.estimate
             records.append(
                 {
@@ -103,6 +105,8 @@ def main() -> None:
                     "measured_ms": round(measured.latency_ms, 4),
                     "error": round(abs(predicted.latency_ms / measured.latency_ms - 1), 4),
                     "ratio": round(predicted.latency_ms / measured.latency_ms, 3),
+                    # How much this machine moved while one model was measured: slowest / fastest round.
+                    "round_spread": round(slowest / measured.latency_ms, 3),
                     "kernel_rank_correlation": round(
                         spearman([layer.latency_ms for layer in predicted.per_layer], [k.measured_ms for k in measured.per_kernel]), 3
                     ),
@@ -116,11 +120,11 @@ def main() -> None:
         "worst_error": round(max(errors), 4),
         "median_kernel_rank_correlation": round(statistics.median(r["kernel_rank_correlation"] for r in records), 3),
     }
-    print(f"{'model':<28} {'kernels':>7} {'pred ms':>9} {'meas ms':>9} {'pred/meas':>9} {'rank r':>7} {'ort ms':>8}")
+    print(f"{'model':<28} {'kernels':>7} {'pred ms':>9} {'meas ms':>9} {'pred/meas':>9} {'spread':>7} {'rank r':>7} {'ort ms':>8}")
     for r in records:
         print(
             f"{r['model']:<28} {r['kernels']:>7} {r['predicted_ms']:>9.3f} {r['measured_ms']:>9.3f} {r['ratio']:>9.2f}"
-            f" {r['kernel_rank_correlation']:>7.2f} {r['onnxruntime_ms']:>8.3f}"
+            f" {r['round_spread']:>7.2f} {r['kernel_rank_correlation']:>7.2f} {r['onnxruntime_ms']:>8.3f}"
         )
     print(
         f"median error {summary['median_error']:.1%}, p90 {summary['p90_error']:.1%}, worst {summary['worst_error']:.1%}; "
