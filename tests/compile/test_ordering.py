@@ -96,3 +96,17 @@ def test_a_large_graph_beyond_exact_search_is_ordered_and_never_worse():
     result = schedule(nodes, beam=64)
     assert _is_topological(nodes, result.order)
     assert result.peak_bytes == _peak(nodes, result.order) <= result.file_order_peak_bytes
+
+
+def test_constants_run_just_before_their_reader_and_do_not_widen_the_search():
+    """40 weight-only nodes (biases reshaped), all ready from the start: searched over, they would
+    make 2^40 sets; they are placed before their readers and the chain stays exact."""
+    nodes = [Node(size=100)]
+    for _ in range(40):
+        nodes.append(Node(size=4, constant=True))
+        nodes.append(Node(size=100, inputs=(len(nodes) - 2 if len(nodes) > 2 else 0, len(nodes) - 1)))
+    nodes[-1] = Node(size=100, inputs=nodes[-1].inputs, output=True)
+    result = schedule(nodes)
+    assert result.exact and _is_topological(nodes, result.order)
+    assert result.order == list(range(len(nodes)))  # each constant already sits before its reader
+    assert result.peak_bytes == _peak(nodes, result.order)

@@ -18,6 +18,8 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from edgesdk.compile.reorder import ORDER_ATTR, OrderRecord
+
 # Relax op names (as fusion joins them into kernel names) -> the profile's op classes. Longest
 # names first, so that `layer_norm` is not read as something ending in `norm`.
 _OP_CLASSES = {
@@ -202,11 +204,12 @@ class Kernel(BaseModel):
 
 
 class ModelAnalysis(BaseModel):
-    """The kernels of a compiled model, in order."""
+    """The kernels of a compiled model, in the order they run."""
 
     model_config = ConfigDict(extra="forbid")
 
     kernels: list[Kernel]
+    order: OrderRecord | None = Field(None, description="How the kernels were ordered by memory (edgesdk.compile.reorder); null: not ordered.")
 
     @cached_property
     def flops(self) -> int:
@@ -342,4 +345,5 @@ def analyze(mod, packed: Mapping[str, str] | None = None) -> ModelAnalysis:
                 sources[binding.var] = sources[value.tuple_value]
             elif isinstance(value, relax.Var) and value in sources:
                 sources[binding.var] = sources[value]
-    return ModelAnalysis(kernels=kernels)
+    recorded = main.attrs.get(ORDER_ATTR) if main.attrs else None
+    return ModelAnalysis(kernels=kernels, order=OrderRecord.model_validate_json(str(recorded)) if recorded is not None else None)

@@ -20,10 +20,11 @@ from edgesdk.compile.integer_ops import integerize
 from edgesdk.compile.kernels import ModelAnalysis, analyze
 from edgesdk.compile.lookup_tables import tabulate
 from edgesdk.compile.packed_kernels import extract_blocked_weights, unpack_in_kernels
+from edgesdk.compile.reorder import order_by_memory
 from edgesdk.plugin.toolchains import Toolchain
 
 # Bump when the lowering changes what it produces for the same inputs: it is part of cache keys.
-PIPELINE_VERSION = 41
+PIPELINE_VERSION = 44
 
 
 class BuildSpec(BaseModel):
@@ -91,8 +92,10 @@ def checked_pass_result(choice, before, after):
 
 
 def fusion_passes(target) -> list:
-    """Up to fused, unscheduled kernels: library dispatch, fast math, legalize, fold, FuseOps + FuseTIR.
+    """Up to fused, unscheduled kernels: library dispatch, fast math, legalize, fold, FuseOps + FuseTIR,
+    ordered by memory.
     The build, the kernel analysis and the tuner all start with these, so their kernels are the same."""
+    from tvm import relax
     from tvm.relax.backend import cpu_generic
 
     from edgesdk.compile.fast_math import FastMath
@@ -103,7 +106,9 @@ def fusion_passes(target) -> list:
         legalize.append(step)
         if step.info.name == "AnnotateTIROpPattern":
             legalize.append(MarkLookups())
-    return [*cpu_generic.library_dispatch_passes(target), FastMath(), *legalize]
+    # Then the kernels in the order of lowest peak memory (reshapes first become the views they
+    # will be, so that the ordering sees what owns memory).
+    return [*cpu_generic.library_dispatch_passes(target), FastMath(), *legalize, relax.transform.RewriteDataflowReshape(), order_by_memory()]
 
 
 def optimize(mod, target_json: dict[str, Any], tuning: str | None = None):

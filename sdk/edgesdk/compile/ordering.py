@@ -30,6 +30,9 @@ class Node:
     inputs: tuple[int, ...] = ()  # indices of the nodes it reads (its data dependencies)
     alias_of: int | None = None  # a view: the node whose buffer it shares (size 0)
     output: bool = False  # a model output: never freed
+    # Computed from weights alone (reads no activation, only other constant nodes): not searched
+    # over (n of them ready from the start would make 2^n sets), but run just before its first reader.
+    constant: bool = False
 
 
 @dataclass
@@ -98,19 +101,59 @@ def _bits(mask: int):
         mask ^= low
 
 
-def schedule(nodes: Sequence[Node], resident_bytes: int = 0, *, beam: int = 1024, time_cap_s: float = 5.0) -> Order:
+def schedule(nodes: Sequence[Node], resident_bytes: int = 0, *, beam: int = 512, time_cap_s: float = 2.0) -> Order:
     """The order of ``nodes`` (listed in a valid topological order) with the lowest peak found;
     ``resident_bytes`` are live throughout (the model inputs)."""
     started = time.perf_counter()
     graph = _Graph(nodes, resident_bytes)
     file_order = list(range(len(nodes)))
     file_peak, file_timeline = graph.replay(file_order)
+    searched = [v for v, node in enumerate(nodes) if not node.constant]
+    position = {v: i for i, v in enumerate(searched)}
+    order, exact = _search([_without_constants(nodes[v], nodes, position) for v in searched], resident_bytes, beam, started + time_cap_s)
+    order = _with_constants([searched[v] for v in order], nodes)
+    peak, timeline = graph.replay(order)
+    if peak >= file_peak:  # ties keep the model's own order
+        order, peak, timeline = file_order, file_peak, file_timeline
+    return Order(order=order, peak_bytes=peak, file_order_peak_bytes=file_peak, exact=exact, seconds=time.perf_counter() - started, timeline=timeline)
+
+
+def _without_constants(node: Node, nodes: Sequence[Node], position: dict[int, int]) -> Node:
+    """``node`` renumbered (``position``: among the searched nodes), its constant inputs dropped (a
+    view of a constant is itself constant, so ``alias_of`` stays among the searched)."""
+    inputs = tuple(position[u] for u in node.inputs if not nodes[u].constant)
+    return Node(size=node.size, inputs=inputs, alias_of=None if node.alias_of is None else position[node.alias_of], output=node.output)
+
+
+def _with_constants(order: list[int], nodes: Sequence[Node]) -> list[int]:
+    """``order`` with every constant node just before its first reader (and those nobody reads last)."""
+    placed: set[int] = set()
+    result: list[int] = []
+
+    def place(v: int) -> None:
+        if v in placed:
+            return
+        for u in nodes[v].inputs:
+            place(u)
+        placed.add(v)
+        result.append(v)
+
+    for v in order:
+        place(v)
+    for v in range(len(nodes)):
+        place(v)
+    return result
+
+
+def _search(nodes: Sequence[Node], resident_bytes: int, beam: int, deadline: float) -> tuple[list[int], bool]:
+    """The DP (module docstring): the order found and whether it is proven optimal."""
+    graph = _Graph(nodes, resident_bytes)
     # Per set of scheduled nodes (a bit mask): (peak so far, live bytes), and the nodes ready to run.
     sources = sum(1 << v for v in range(len(nodes)) if not graph.preds[v])
     level: dict[int, tuple[int, int]] = {0: (resident_bytes, resident_bytes)}
     ready: dict[int, int] = {0: sources}
     history: list[dict[int, tuple[int, int]]] = []  # per level: set -> (set before, node run)
-    exact, deadline = True, started + time_cap_s
+    exact = True
     for _ in range(len(nodes)):
         following: dict[int, tuple[int, int]] = {}
         parents: dict[int, tuple[int, int]] = {}
@@ -130,13 +173,9 @@ def schedule(nodes: Sequence[Node], resident_bytes: int = 0, *, beam: int = 1024
             following = dict(sorted(following.items(), key=lambda item: item[1])[:keep])
         history.append(parents)
         level, ready = following, following_ready
-    (mask, (peak, _)), order = min(level.items(), key=lambda item: item[1]), []
+    mask, order = min(level.items(), key=lambda item: item[1])[0], []
     for parents in reversed(history):
         mask, v = parents[mask]
         order.append(v)
     order.reverse()
-    if peak >= file_peak:  # ties keep the model's own order
-        order, peak, timeline = file_order, file_peak, file_timeline
-    else:
-        timeline = graph.replay(order)[1]
-    return Order(order=order, peak_bytes=peak, file_order_peak_bytes=file_peak, exact=exact, seconds=time.perf_counter() - started, timeline=timeline)
+    return order, exact

@@ -26,7 +26,7 @@ from typing import Any
 
 from edgesdk.compile.kernels import Kernel, ModelAnalysis
 from edgesdk.devices.profile import DeviceProfile
-from edgesdk.simulate.cost_report import Estimate, LayerCost
+from edgesdk.simulate.cost_report import Estimate, LayerCost, MemoryInfo
 from edgesdk.simulate.fit import CostFit
 from edgesdk.simulate.partition import Partition, compute_dtype
 
@@ -122,6 +122,19 @@ def simulate(analysis: ModelAnalysis, partition: Partition, profile: DeviceProfi
     for layer in layers:
         busy[layer.unit] += layer.latency_ms
     weights, peak = _peak_memory(analysis)
+    order = analysis.order
+    memory = (
+        MemoryInfo(
+            naive_bytes=order.naive_bytes,
+            default_order_peak_bytes=order.file_order_peak_bytes,
+            scheduled_peak_bytes=order.scheduled_peak_bytes,
+            ordering_exact=order.exact,
+            spill_bytes=sum(layer.bytes for layer in layers if layer.spilled),
+            timeline=order.timeline,
+        )
+        if order is not None
+        else None
+    )
     return Estimate(
         latency_ms=total_ms,
         energy_mj=sum(layer.energy_mj for layer in layers),
@@ -130,5 +143,6 @@ def simulate(analysis: ModelAnalysis, partition: Partition, profile: DeviceProfi
         flops=analysis.flops,
         utilisation={name: (ms / total_ms if total_ms else 0.0) for name, ms in busy.items()},
         calibrated_utc=fit.created_utc if fit is not None else None,
+        memory=memory,
         per_layer=layers,
     )

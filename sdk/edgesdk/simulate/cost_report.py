@@ -45,6 +45,17 @@ class LayerCost(_Record):
     bound: str = Field(description="`compute` or `memory`: which side of the roofline it is on.")
 
 
+class MemoryInfo(_Record):
+    """Activation memory of the compiled model (edgesdk.compile.reorder), model inputs included."""
+
+    naive_bytes: int = Field(description="Every activation tensor in a buffer of its own.")
+    default_order_peak_bytes: int = Field(description="Most bytes live at once with the kernels in the file's order.")
+    scheduled_peak_bytes: int = Field(description="The same in the order the artifact runs (chosen for the lowest peak).")
+    ordering_exact: bool = Field(description="Whether that order is proven optimal (else the best a bounded search found).")
+    spill_bytes: int = Field(description="DRAM bytes of the kernels whose working set exceeds their unit's on-chip memory.")
+    timeline: list[int] = Field(description="Live activation bytes after each kernel, in run order.")
+
+
 class Estimate(_Record):
     """The simulated cost of the model on the device (docs/simulator.md)."""
 
@@ -57,4 +68,5 @@ class Estimate(_Record):
     calibrated_utc: str | None = Field(
         None, description="When the profile's factors were fitted on this host (`edgesdk calibrate`); null: the shipped figures."
     )
+    memory: MemoryInfo | None = Field(None, description="Activation memory by run order; null for a model compiled before kernels were ordered.")
     per_layer: list[LayerCost]

@@ -167,6 +167,26 @@ def branchy_net(seed: int = 3) -> onnx.ModelProto:
     )
 
 
+def level_by_level_branches(seed: int = 5, branches: int = 4) -> onnx.ModelProto:
+    """Parallel branches (a 1x1 conv widening to 96 channels, then one narrowing to 8) concatenated,
+    with the nodes listed level by level, as some exporters write them: in the file's order every
+    branch's wide tensor is live at once; branch by branch, one is. (The wide convs have no
+    activation: fused with one, each would run where its activation is listed, next to its reader.)
+
+    Input `image`: [N, 3, 64, 64]; output `features` [N, 8 x branches, 32, 32].
+    """
+    g = GraphBuilder(seed)
+    x = _conv(g, "image", 3, 16, 3, stride=2)  # 32x32
+    wide = [_conv(g, x, 16, 96, 1, relu=False) for _ in range(branches)]
+    narrow = [_conv(g, w, 96, 8, 1) for w in wide]
+    features = g.op("Concat", narrow, "features", axis=1)
+    return g.model(
+        "level_by_level_branches",
+        [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["N", 3, 64, 64])],
+        [helper.make_tensor_value_info(features, TensorProto.FLOAT, ["N", 8 * branches, 32, 32])],
+    )
+
+
 def large_spatial_net(seed: int = 4) -> onnx.ModelProto:
     """Few channels at high resolution, like an image-enhancement or segmentation stem.
 
