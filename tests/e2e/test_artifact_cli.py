@@ -154,6 +154,11 @@ def test_profile_a_model_and_an_artifact_on_other_devices(run_cli, cnn_file, tmp
     assert xr["estimate"] == manifest["estimate"] and xr["partition"] == manifest["partition"]
     code, out, _ = run_cli("profile", str(tmp_path / "a"), "--device", "phone", "--unit", "cpu", "--json")
     assert set(json.loads(out)["partition"]["units"]) == {"cpu"}
+    memory = mcu["estimate"]["memory"]  # the kernels' order by memory, and its live bytes
+    assert len(memory["timeline"]) == len(mcu["estimate"]["per_layer"])
+    assert memory["scheduled_peak_bytes"] <= memory["default_order_peak_bytes"] <= memory["naive_bytes"]
+    code, out, _ = run_cli("profile", str(tmp_path / "a"))
+    assert code == 0 and "activations: peak" in out and "in the file's order" in out
 
 
 def test_profile_needs_a_device_for_a_model(run_cli, cnn_file):

@@ -270,6 +270,14 @@ def profile_command(
         f"total {estimate.latency_ms:.4g} ms, {estimate.energy_mj:.4g} mJ, peak memory {estimate.peak_memory_bytes / 2**20:.2f} MiB, "
         f"{estimate.flops / 1e6:.4g} MFLOP; busy: {busy}; {len(report.partition.fallbacks)} fallbacks"
     )
+    if estimate.memory is not None:
+        memory = estimate.memory
+        console.print(
+            f"activations: peak {memory.scheduled_peak_bytes / 2**10:.1f} KiB in run order "
+            f"({memory.default_order_peak_bytes / 2**10:.1f} KiB in the file's order, "
+            f"{memory.naive_bytes / 2**10:.1f} KiB without reuse{'' if memory.ordering_exact else '; order from a bounded search'}), "
+            f"{memory.spill_bytes / 2**10:.1f} KiB spilled"
+        )
     if measured:
         console.print(
             f"measured here: {measured.latency_ms:.4g} ms (median of {measured.repeat} runs); "
