@@ -52,3 +52,29 @@ def test_a_chain_keeps_the_files_order(tmp_path):
     order = ModelAnalysis.model_validate_json((artifact.path / "analysis.json").read_text()).order
     assert order is not None
     assert order.scheduled_peak_bytes == order.file_order_peak_bytes
+
+
+def test_the_library_allocates_the_arena_the_manifest_reports(tmp_path):
+    """estimate.memory.arena_bytes is TVM's static plan of the lowered main; the device library's
+    VM program allocates exactly those storages (read back from the .so), and in run order the
+    wide tensors of the branches share one."""
+    import re
+
+    import tvm
+    from tvm import relax
+
+    artifact = edgesdk.deploy(models.level_by_level_branches(), "pc", tmp_path / "a", input_shapes={"image": [1, 3, 64, 64]})
+    memory = artifact.manifest.estimate.memory
+    assert memory is not None and memory.arena_bytes is not None
+    library = next((artifact.path / "device").glob("*.so"))
+    executable = relax.VMExecutable(tvm.runtime.load_module(str(library)))
+    pool = re.search(r"Constant pool \(# \d+\): \[(.*)\]", executable.stats())
+    assert pool is not None
+    # One token per constant: the error-context strings (quotes and commas inside) go first.
+    constants = re.findall(r"shapetuple\[[^\]]*\]|[^,\s]+", re.sub(r'"ErrorContext\(.*?\) "', "S", pool[1]))
+    allocated = 0
+    for index in re.findall(r"alloc_storage in: %vm, c\[(\d+)\]", executable.as_text()):
+        allocated += int(re.fullmatch(r"shapetuple\[(\d+)\]", constants[int(index)].strip())[1])
+    assert allocated == memory.arena_bytes
+    wide = 96 * 32 * 32 * 4
+    assert wide <= memory.arena_bytes < 2 * wide + 4 * (8 * 32 * 32 * 4) + 16 * 32 * 32 * 4 + 32 * 32 * 32 * 4

@@ -24,7 +24,7 @@ from edgesdk.compile.reorder import order_by_memory
 from edgesdk.plugin.toolchains import Toolchain
 
 # Bump when the lowering changes what it produces for the same inputs: it is part of cache keys.
-PIPELINE_VERSION = 44
+PIPELINE_VERSION = 45
 
 
 class BuildSpec(BaseModel):
@@ -56,6 +56,7 @@ class BuildResult(BaseModel):
     toolchain: str
     notes: list[str] = Field(default_factory=list)
     tuned: list[str] = Field(default_factory=list, description="Kernels built with a tuned schedule.")
+    arena_bytes: int | None = Field(None, description="Bytes of the storages the code allocates for tensors (TVM's static plan).")
 
 
 def import_onnx(model_path: Path, shapes: dict[str, list[int]]):
@@ -153,6 +154,21 @@ def tuned_kernels(mod) -> list[str]:
     return sorted(gvar.name_hint for gvar, func in mod.functions.items() if isinstance(func, tvm.tirx.PrimFunc) and "edgesdk.tuned" in (func.attrs or {}))
 
 
+def storage_bytes(mod) -> int:
+    """What ``main`` of a lowered module allocates: the sizes of its ``alloc_storage`` calls, which
+    TVM's StaticPlanBlockMemory planned in the kernels' run order (tensors whose lifetimes do not
+    overlap share one storage)."""
+    from tvm import relax
+
+    total = 0
+    for block in mod["main"].body.blocks:
+        for binding in block.bindings:
+            value = binding.value
+            if isinstance(value, relax.Call) and getattr(value.op, "name", "") == "relax.vm.alloc_storage":
+                total += int(value.args[0].values[0])
+    return total
+
+
 def count_kernels(mod) -> int:
     import tvm
 
@@ -172,14 +188,14 @@ def build(mod, spec: BuildSpec, out_dir: Path) -> BuildResult:
     from tvm import relax
 
     optimized, target = optimize(mod, spec.target, spec.tuning)
-    kernels = count_kernels(optimized)
+    kernels, arena = count_kernels(optimized), storage_bytes(optimized)
     tuned = tuned_kernels(optimized)
     executable = relax.build(optimized, target, relax_pipeline=None)
     out_dir.mkdir(parents=True, exist_ok=True)
     stem = spec.basename
     if spec.emit == "shared_library":
         executable.export_library(str(out_dir / spec.library_name), fcompile=spec.toolchain.fcompile())
-        return BuildResult(files=[spec.library_name], kernels=kernels, toolchain=spec.toolchain.describe(), tuned=tuned)
+        return BuildResult(files=[spec.library_name], kernels=kernels, toolchain=spec.toolchain.describe(), tuned=tuned, arena_bytes=arena)
 
     sources = [module.inspect_source() for module in executable.mod.imports if module.kind == "c"]
     (out_dir / f"{stem}.c").write_text("\n".join(sources))
@@ -194,7 +210,7 @@ def build(mod, spec: BuildSpec, out_dir: Path) -> BuildResult:
     else:
         notes.append(f"no object file: {why_not}")
         toolchain = f"none ({why_not})"
-    return BuildResult(files=files, kernels=kernels, toolchain=toolchain, notes=notes, tuned=tuned)
+    return BuildResult(files=files, kernels=kernels, toolchain=toolchain, notes=notes, tuned=tuned, arena_bytes=arena)
 
 
 def save_weights(path: Path, weights: Sequence[np.ndarray], names: Sequence[str]) -> None:

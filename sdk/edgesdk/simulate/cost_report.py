@@ -53,6 +53,11 @@ class MemoryInfo(_Record):
     scheduled_peak_bytes: int = Field(description="The same in the order the artifact runs (chosen for the lowest peak).")
     ordering_exact: bool = Field(description="Whether that order is proven optimal (else the best a bounded search found).")
     spill_bytes: int = Field(description="DRAM bytes of the kernels whose working set exceeds their unit's on-chip memory.")
+    arena_bytes: int | None = Field(
+        None,
+        description="What the device code allocates for tensors (outputs included, model inputs not): TVM's static plan of "
+        "storages in the run order, shared by tensors whose lifetimes do not overlap; null where nothing was built (`profile` of a model).",
+    )
     timeline: list[int] = Field(description="Live activation bytes after each kernel, in run order.")
 
 

@@ -158,6 +158,8 @@ def deploy(
         result = verify_against_reference(outputs, precision.reference.serialized, verify_inputs, inputs_kind=inputs_kind, scheme=scheme)
         on_stage("write")
         manifest = _manifest(profile, backend, prepared, precision, analysis, specs, compiled, simulation, result, files=hash_tree(staged))
+        if estimate.memory is not None:
+            estimate.memory.arena_bytes = compiled.builds[0][1].arena_bytes
         manifest.partition, manifest.estimate, manifest.passes = placement.info(), estimate, passes
         if set(placement.units) - {_cpu_unit(profile)}:
             manifest.build.notes.append(

@@ -112,6 +112,11 @@ def profile(
         native = _native_artifact(source, device_profile, input_shapes, chosen, calibration, profiles_dir, Path(scratch)) if measure else None
         name, analysis = (native.manifest.model.name, read_analysis(native.path)) if native else _analysis(source, input_shapes, chosen, calibration, timeout_s)
         placed, estimate = estimated(analysis, device_profile, unit=unit, fallback=fallback)
+        # What the device code allocates is known where it was built for this device.
+        built = native or (artifact if artifact is not None and artifact.manifest.device == device_profile.id else None)
+        stored = built.manifest.estimate if built is not None else None
+        if estimate.memory is not None and stored is not None and stored.memory is not None:
+            estimate.memory.arena_bytes = stored.memory.arena_bytes
         report = CostReport(model=name, device=device_profile.id, estimate=estimate, partition=placed.info())
         if native:
             report.measured = measure_runner(native.runner, random_inputs(native.inputs, seed=0), analysis, repeat)
