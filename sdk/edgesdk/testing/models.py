@@ -187,6 +187,86 @@ def level_by_level_branches(seed: int = 5, branches: int = 4) -> onnx.ModelProto
     )
 
 
+def unet_like(seed: int = 9) -> onnx.ModelProto:
+    """A small U-Net: three downsampling stages whose outputs are kept for the skip connections of
+    the matching upsampling stages (the long-lived tensors of segmentation models).
+
+    Input `image`: [N, 3, 64, 64]; output `mask` [N, 1, 64, 64].
+    """
+    g = GraphBuilder(seed)
+    x, skips, channels = "image", [], 3
+    for width in (16, 32, 64):
+        x = _conv(g, _conv(g, x, channels, width, 3), width, width, 3)
+        skips.append(x)
+        x, channels = g.op("MaxPool", [x], kernel_shape=[2, 2], strides=[2, 2]), width
+    x = _conv(g, x, channels, 128, 3)
+    channels = 128
+    for skip, width in zip(reversed(skips), (64, 32, 16), strict=True):
+        up = g.op("Resize", [x, "", g.const(np.array([1, 1, 2, 2], np.float32), "scales")], mode="nearest")
+        x = _conv(g, g.op("Concat", [up, skip], axis=1), channels + width, width, 3)
+        channels = width
+    mask = g.op("Sigmoid", [_conv(g, x, channels, 1, 1, relu=False)], "mask")
+    return g.model(
+        "unet_like",
+        [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["N", 3, 64, 64])],
+        [helper.make_tensor_value_info(mask, TensorProto.FLOAT, ["N", 1, 64, 64])],
+    )
+
+
+def nas_cells(seed: int = 10, cells: int = 3, nodes_per_cell: int = 5) -> onnx.ModelProto:
+    """Cells of a randomly wired DAG, as neural architecture search finds them: inside a cell each
+    node adds two earlier nodes' outputs through a 1x1 or 3x3 conv (seeded choices), the cell's
+    output concatenates the nodes nobody inside read.
+
+    Input `image`: [N, 3, 32, 32]; output `features` [N, C, 32, 32].
+    """
+    rng = np.random.default_rng(seed)
+    g = GraphBuilder(seed)
+    x, width = _conv(g, "image", 3, 16, 3), 16
+    for _ in range(cells):
+        states, read = [x], set()
+        for _ in range(nodes_per_cell):
+            picks = rng.choice(len(states), size=min(2, len(states)), replace=False)
+            read.update(int(p) for p in picks)
+            terms = [_conv(g, states[int(p)], width, width, int(rng.choice([1, 3]))) for p in picks]
+            states.append(g.op("Add", terms) if len(terms) > 1 else terms[0])
+        ends = [state for index, state in enumerate(states) if index and index not in read]
+        x = _conv(g, g.op("Concat", ends, axis=1), width * len(ends), width, 1) if len(ends) > 1 else ends[0]
+    return g.model(
+        "nas_cells",
+        [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["N", 3, 32, 32])],
+        [helper.make_tensor_value_info(x, TensorProto.FLOAT, ["N", width, 32, 32])],
+    )
+
+
+def shuffled(model: onnx.ModelProto, seed: int) -> onnx.ModelProto:
+    """``model`` with its nodes in a random (seeded) but valid topological order, as careless
+    exporters write them."""
+    rng = np.random.default_rng(seed)
+    nodes = list(model.graph.node)
+    producer = {output: index for index, node in enumerate(nodes) for output in node.output}
+    waiting = [len({producer[name] for name in node.input if name in producer}) for node in nodes]
+    readers: dict[int, set[int]] = {}
+    for index, node in enumerate(nodes):
+        for name in node.input:
+            if name in producer:
+                readers.setdefault(producer[name], set()).add(index)
+    ready, order = [index for index, count in enumerate(waiting) if count == 0], []
+    while ready:
+        index = ready.pop(int(rng.integers(len(ready))))
+        order.append(nodes[index])
+        for reader in sorted(readers.get(index, ())):
+            waiting[reader] -= 1
+            if waiting[reader] == 0:
+                ready.append(reader)
+    result = onnx.ModelProto()
+    result.CopyFrom(model)
+    del result.graph.node[:]
+    result.graph.node.extend(order)
+    result.graph.name = f"{model.graph.name}_shuffled{seed}"
+    return result
+
+
 def large_spatial_net(seed: int = 4) -> onnx.ModelProto:
     """Few channels at high resolution, like an image-enhancement or segmentation stem.
 
