@@ -201,3 +201,19 @@ def test_run_refuses_a_cast_that_could_change_values_unless_asked(run_cli, cnn_f
     np.savez(tmp_path / "doubles.npz", image=values.astype(np.float64))
     code, out, err = run_cli("run", str(tmp_path / "a"), "--inputs", str(tmp_path / "doubles.npz"), "--json")
     assert code == 0 and "warning: inputs: input 'image' is float64, converted to the model's float32" in err
+
+
+def test_a_model_too_big_for_the_mcu_is_refused_and_nothing_is_written(run_cli, cnn_file, tmp_path):
+    """mcu budgets: a float model with 8 channels at 224x224 needs 3.6 MiB of activations at
+    once, the mcu has 1 MiB of SRAM: exit 1, one error naming the need, the limit and the largest
+    tensors, a hint, and no artifact. The small CNN fits."""
+    from edgesdk.testing.models import large_spatial_net
+
+    big, out = save(large_spatial_net(), tmp_path / "big.onnx"), tmp_path / "a"
+    code, _, err = run_cli("deploy", str(big), "--device", "mcu", "--input-shape", "image=1,3,224,224", "-o", str(out))
+    lines = err.strip().splitlines()
+    assert code == 1 and lines[0].startswith("error: does not fit mcu: activations need") and "of 1.00 MiB RAM" in lines[0]
+    assert "largest: fused_conv2d" in lines[0] and "[1, 8, 224, 224] 1.53 MiB" in lines[0] and "int8" in lines[1]
+    assert not out.exists() and not list(tmp_path.glob(".a.partial-*"))
+    code, _, err = run_cli("deploy", str(cnn_file), "--device", "mcu", "--input-shape", "image=1,3,32,32", "-o", str(out))
+    assert code == 0, err

@@ -224,7 +224,7 @@ def nas_cells(seed: int = 10, cells: int = 3, nodes_per_cell: int = 5) -> onnx.M
     g = GraphBuilder(seed)
     x, width = _conv(g, "image", 3, 16, 3), 16
     for _ in range(cells):
-        states, read = [x], set()
+        states, read = [x], set[int]()
         for _ in range(nodes_per_cell):
             picks = rng.choice(len(states), size=min(2, len(states)), replace=False)
             read.update(int(p) for p in picks)

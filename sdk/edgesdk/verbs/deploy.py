@@ -52,6 +52,7 @@ from edgesdk.plugin.toolchains import host_toolchain
 from edgesdk.quantization.accuracy import measure_agreement
 from edgesdk.quantization.recipe import recipe
 from edgesdk.quantization.schemes import Precision, weight_bytes
+from edgesdk.simulate.budget import over_budget
 from edgesdk.simulate.partition import ARITHMETIC_CLASSES, compute_dtype
 from edgesdk.verbs.pipeline import checked_options, estimated, load_precision, read_analysis
 from edgesdk.versions import edgesdk_version, tvm_version
@@ -150,6 +151,11 @@ def deploy(
         on_stage("simulate")
         analysis = read_analysis(compiled.model_dir)
         placement, estimate = estimated(analysis, profile, unit=options.get("unit"), fallback=options.get("fallback", True))
+        if estimate.memory is not None:
+            estimate.memory.arena_bytes = compiled.builds[0][1].arena_bytes
+        too_big = over_budget(estimate, analysis, profile)
+        if too_big is not None:
+            raise CheckFailed(*too_big)  # before anything is written
         on_stage("verify")
         staged = staging_dir(destination)
         simulation = _assemble(staged, precision.reference, compiled, specs, verify_inputs)
@@ -158,8 +164,6 @@ def deploy(
         result = verify_against_reference(outputs, precision.reference.serialized, verify_inputs, inputs_kind=inputs_kind, scheme=scheme)
         on_stage("write")
         manifest = _manifest(profile, backend, prepared, precision, analysis, specs, compiled, simulation, result, files=hash_tree(staged))
-        if estimate.memory is not None:
-            estimate.memory.arena_bytes = compiled.builds[0][1].arena_bytes
         manifest.partition, manifest.estimate, manifest.passes = placement.info(), estimate, passes
         if set(placement.units) - {_cpu_unit(profile)}:
             manifest.build.notes.append(
