@@ -33,6 +33,7 @@ from edgesdk.errors import UserInputError
 from edgesdk.frontend.model import parse_input_shape
 from edgesdk.frontend.tensors import load_npz, save_npz
 from edgesdk.plugin.passes import parse_pass_options
+from edgesdk.simulate.cost_report import byte_size
 from edgesdk.simulate.fit import fit_file
 from edgesdk.verbs.tune import DEFAULT_TRIALS
 
@@ -61,8 +62,7 @@ def _progress(counted: bool = False):
 
 
 def _size(path: Path) -> str:
-    n = path.stat().st_size
-    return f"{n / 2**20:.2f} MiB" if n >= 2**20 else f"{n / 2**10:.1f} KiB"
+    return byte_size(path.stat().st_size)
 
 
 def _verification_text(result: VerificationInfo) -> str:

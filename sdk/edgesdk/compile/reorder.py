@@ -37,7 +37,7 @@ def _bytes(ty) -> int:
         return sum(_bytes(field) for field in ty.fields)
     if isinstance(ty, relax.TensorType) and ty.shape is not None:
         try:
-            return int(np.prod([int(d) for d in ty.shape], dtype=np.int64)) * (np.dtype(str(ty.dtype)).itemsize if str(ty.dtype) != "bool" else 1)
+            return int(np.prod([int(d) for d in ty.shape], dtype=np.int64)) * np.dtype(str(ty.dtype)).itemsize
         except (TypeError, ValueError):  # a symbolic dim or a dtype numpy lacks
             return 0
     return 0

@@ -15,7 +15,7 @@ import dataclasses
 import hashlib
 import heapq
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -236,41 +236,44 @@ def _fold_constants(name: str, proto: onnx.ModelProto) -> onnx.ModelProto:
     return _in_source_order(folded, proto)
 
 
+def topological_order(nodes: Sequence[onnx.NodeProto], priority: Callable[[int], int]) -> list[int] | None:
+    """Indices of ``nodes`` in an order where every node follows the producers of its inputs,
+    taking among the nodes ready to run the one of lowest ``priority(index)``; None when there is
+    no such order (a cycle, as read)."""
+    producer = {output: index for index, node in enumerate(nodes) for output in node.output}
+    waiting = [len({producer[name] for name in node.input if name in producer}) for node in nodes]
+    readers: dict[int, set[int]] = {}
+    for index, node in enumerate(nodes):
+        for name in node.input:
+            if name in producer:
+                readers.setdefault(producer[name], set()).add(index)
+    ready = [(priority(index), index) for index, count in enumerate(waiting) if count == 0]
+    heapq.heapify(ready)
+    order = []
+    while ready:
+        _, index = heapq.heappop(ready)
+        order.append(index)
+        for reader in readers.get(index, ()):
+            waiting[reader] -= 1
+            if waiting[reader] == 0:
+                heapq.heappush(ready, (priority(reader), reader))
+    return order if len(order) == len(nodes) else None
+
+
 def _in_source_order(folded: onnx.ModelProto, source: onnx.ModelProto) -> onnx.ModelProto:
     """``folded`` with its nodes back in the order the source file lists them (onnxruntime writes
     its own topological order): the order the user wrote is the baseline edgesdk's operator
     ordering is measured against. A node keeps the position of the source node that computed its
     first output; nodes onnxruntime made go where their inputs allow."""
-    position = {output: index for index, node in enumerate(source.graph.node) for output in node.output}
     nodes = list(folded.graph.node)
     if any(attribute.HasField("g") or attribute.graphs for node in nodes for attribute in node.attribute):
         return folded  # subgraphs read outer names their node does not list: keep onnxruntime's order
-    producer = {output: index for index, node in enumerate(nodes) for output in node.output}
-    waiting = [sum(1 for name in set(node.input) if name in producer) for node in nodes]
-    readers: dict[int, list[int]] = {}
-    for index, node in enumerate(nodes):
-        for name in set(node.input):
-            if name in producer:
-                readers.setdefault(producer[name], []).append(index)
-
-    def key(index: int) -> tuple[int, int]:
-        outputs = nodes[index].output
-        return (position.get(outputs[0], -1) if outputs else -1, index)
-
-    ready = [key(index) for index, count in enumerate(waiting) if count == 0]
-    heapq.heapify(ready)
-    order = []
-    while ready:
-        _, index = heapq.heappop(ready)
-        order.append(nodes[index])
-        for reader in readers.get(index, []):
-            waiting[reader] -= 1
-            if waiting[reader] == 0:
-                heapq.heappush(ready, key(reader))
-    if len(order) != len(nodes):  # not a DAG as read: leave onnxruntime's order
+    position = {output: index for index, node in enumerate(source.graph.node) for output in node.output}
+    order = topological_order(nodes, lambda index: position.get(nodes[index].output[0], -1) if nodes[index].output else -1)
+    if order is None:  # not a DAG as read: leave onnxruntime's order
         return folded
     del folded.graph.node[:]
-    folded.graph.node.extend(order)
+    folded.graph.node.extend(nodes[index] for index in order)
     return folded
 
 

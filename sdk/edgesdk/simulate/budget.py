@@ -6,13 +6,9 @@ from __future__ import annotations
 
 from edgesdk.compile.kernels import ModelAnalysis
 from edgesdk.devices.profile import DeviceProfile
-from edgesdk.simulate.cost_report import Estimate
+from edgesdk.simulate.cost_report import Estimate, byte_size
 
 LARGEST_SHOWN = 3
-
-
-def _size(count: int) -> str:
-    return f"{count / 2**20:.2f} MiB" if count >= 2**20 else f"{count / 2**10:.1f} KiB"
 
 
 def activation_bytes(estimate: Estimate) -> int:
@@ -34,10 +30,10 @@ def over_budget(estimate: Estimate, analysis: ModelAnalysis, profile: DeviceProf
     problems = []
     if needed > ram:
         tensors = sorted(((out.bytes, kernel.name, out.shape) for kernel in analysis.kernels for out in kernel.outputs), reverse=True)[:LARGEST_SHOWN]
-        largest = ", ".join(f"{name} {shape} {_size(size)}" for size, name, shape in tensors)
-        problems.append(f"activations need {_size(needed)} of {_size(ram)} RAM at their peak in run order (largest: {largest})")
+        largest = ", ".join(f"{name} {shape} {byte_size(size)}" for size, name, shape in tensors)
+        problems.append(f"activations need {byte_size(needed)} of {byte_size(ram)} RAM at their peak in run order (largest: {largest})")
     if estimate.weight_bytes > flash:
-        problems.append(f"weights need {_size(estimate.weight_bytes)} of {_size(flash)} flash")
+        problems.append(f"weights need {byte_size(estimate.weight_bytes)} of {byte_size(flash)} flash")
     if not problems:
         return None
     return (

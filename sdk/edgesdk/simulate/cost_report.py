@@ -6,6 +6,11 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict, Field
 
 
+def byte_size(count: int) -> str:
+    """``count`` bytes for people: KiB below a MiB, else MiB."""
+    return f"{count / 2**20:.2f} MiB" if count >= 2**20 else f"{count / 2**10:.1f} KiB"
+
+
 class _Record(BaseModel):
     model_config = ConfigDict(extra="forbid", ser_json_inf_nan="strings")
 

@@ -15,6 +15,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from edgesdk.frontend.model import topological_order
+
 OPSET = 17
 
 
@@ -242,27 +244,13 @@ def nas_cells(seed: int = 10, cells: int = 3, nodes_per_cell: int = 5) -> onnx.M
 def shuffled(model: onnx.ModelProto, seed: int) -> onnx.ModelProto:
     """``model`` with its nodes in a random (seeded) but valid topological order, as careless
     exporters write them."""
-    rng = np.random.default_rng(seed)
-    nodes = list(model.graph.node)
-    producer = {output: index for index, node in enumerate(nodes) for output in node.output}
-    waiting = [len({producer[name] for name in node.input if name in producer}) for node in nodes]
-    readers: dict[int, set[int]] = {}
-    for index, node in enumerate(nodes):
-        for name in node.input:
-            if name in producer:
-                readers.setdefault(producer[name], set()).add(index)
-    ready, order = [index for index, count in enumerate(waiting) if count == 0], []
-    while ready:
-        index = ready.pop(int(rng.integers(len(ready))))
-        order.append(nodes[index])
-        for reader in sorted(readers.get(index, ())):
-            waiting[reader] -= 1
-            if waiting[reader] == 0:
-                ready.append(reader)
+    rank = np.random.default_rng(seed).permutation(len(model.graph.node))
+    order = topological_order(model.graph.node, lambda index: int(rank[index]))
+    assert order is not None, "a model has its nodes in some topological order"
     result = onnx.ModelProto()
     result.CopyFrom(model)
     del result.graph.node[:]
-    result.graph.node.extend(order)
+    result.graph.node.extend(model.graph.node[index] for index in order)
     result.graph.name = f"{model.graph.name}_shuffled{seed}"
     return result
 
