@@ -5,7 +5,10 @@
 Each model is deployed to pc (edgesdk.compile.reorder orders its kernels after fusion); from the
 artifact: every activation in a buffer of its own (naive), the peak in the file's node order, the
 peak in the order the artifact runs, the ratio, whether that order is proven optimal, the seconds
-the search took, and the bytes TVM's static plan allocates in that order (arena). Irregular models
+the search took, and the bytes TVM's static plan allocates in that order (arena). Then the same
+kernels simulated on the phone (its GPU runs float32: 2 MB on chip) and on a phone with 256 KB of
+on-chip memory, with kernels tiled to fit (edgesdk.simulate.tiling) and without (they spill):
+latency, and DRAM bytes for tiles and spills. Irregular models
 are included (level-by-level branches, a randomly wired NAS-like DAG, a U-Net, models shuffled into
 a poor but valid topological order) and the real PP-OCR det and YOLOv8n from PyPI wheels when
 `make test` has fetched them. Last, the search alone on synthetic 500-node graphs (a chain of
@@ -31,6 +34,9 @@ from make_example import hand_tracker  # noqa: E402
 import edgesdk  # noqa: E402
 from edgesdk.compile.kernels import ModelAnalysis  # noqa: E402
 from edgesdk.compile.ordering import Node, schedule  # noqa: E402
+from edgesdk.devices.profile import DeviceProfile  # noqa: E402
+from edgesdk.simulate.cost_model import simulate  # noqa: E402
+from edgesdk.simulate.partition import partition  # noqa: E402
 from edgesdk.testing import models  # noqa: E402
 from edgesdk.testing.real_models import REAL_MODELS, real_model, wheels_dir  # noqa: E402
 
@@ -73,6 +79,29 @@ def synthetic(kind: str) -> list[Node]:
     return nodes
 
 
+def with_on_chip(profile: DeviceProfile, size: int) -> DeviceProfile:
+    units = {name: unit.model_copy(update={"on_chip_memory_bytes": size}) for name, unit in profile.compute_units.items()}
+    return profile.model_copy(update={"id": f"{profile.id}-{size // 1024}kb", "compute_units": units})
+
+
+def tiling_study(analysis: ModelAnalysis, profiles: list[DeviceProfile]) -> dict:
+    """Per profile: simulated latency and off-chip bytes, with tiling and with spills instead."""
+    study = {}
+    for profile in profiles:
+        placed = partition(analysis, profile)
+        tiled, spilled = simulate(analysis, placed, profile), simulate(analysis, placed, profile, tiling=False)
+        assert tiled.memory is not None and spilled.memory is not None
+        study[profile.id] = {
+            "latency_ms_tiled": round(tiled.latency_ms, 4),
+            "latency_ms_untiled": round(spilled.latency_ms, 4),
+            "offchip_bytes_tiled": tiled.memory.spill_bytes,
+            "offchip_bytes_untiled": spilled.memory.spill_bytes,
+            "kernels_tiled": sum(layer.tiles > 1 for layer in tiled.per_layer),
+            "kernels_spilled": sum(layer.spilled for layer in tiled.per_layer),
+        }
+    return study
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "memory.json")
@@ -82,6 +111,8 @@ def main() -> None:
         for name, model_id in REAL.items():
             entry = REAL_MODELS[model_id]
             builds[name] = ((lambda model_id=model_id: real_model(model_id)), {entry.input_name: list(entry.shape)})
+    phone = edgesdk.get_device("phone")
+    profiles = [phone, with_on_chip(phone, 256 * 1024)]
     records = []
     print(f"{'model':<26} {'kernels':>7} {'naive KiB':>10} {'file KiB':>9} {'ours KiB':>9} {'ratio':>6} {'arena KiB':>9} {'exact':>5} {'search s':>8}")
     with tempfile.TemporaryDirectory(prefix="edgesdk-memory-") as scratch:
@@ -101,8 +132,9 @@ def main() -> None:
                 "exact": memory.ordering_exact,
                 "deploy_s": round(time.perf_counter() - started, 2),
             }
-            order = ModelAnalysis.model_validate_json((artifact.path / "analysis.json").read_text()).order
-            record["search_s"] = order.seconds if order else None
+            analysis = ModelAnalysis.model_validate_json((artifact.path / "analysis.json").read_text())
+            record["search_s"] = analysis.order.seconds if analysis.order else None
+            record["tiling"] = tiling_study(analysis, profiles)
             records.append(record)
             print(
                 f"{name:<26} {record['kernels']:>7} {memory.naive_bytes / 1024:>10.0f} {memory.default_order_peak_bytes / 1024:>9.0f} "
@@ -110,6 +142,12 @@ def main() -> None:
                 f"{str(memory.ordering_exact):>5} {record['search_s']:>8.3f}",
                 flush=True,
             )
+            for device, row in record["tiling"].items():
+                print(
+                    f"{'':<26} {device}: {row['latency_ms_tiled']:.3f} ms tiled ({row['kernels_tiled']} kernels, "
+                    f"{row['offchip_bytes_tiled'] / 2**10:.0f} KiB off chip) vs {row['latency_ms_untiled']:.3f} ms spilling "
+                    f"({row['offchip_bytes_untiled'] / 2**10:.0f} KiB)"
+                )
     large = []
     for kind in ("blocks", "parallel chains"):
         nodes = synthetic(kind)

@@ -132,3 +132,23 @@ def test_an_fp16_deploy_runs_in_half_precision_and_is_checked_against_the_fp32_m
     assert code == 0, err
     code, _, err = run_cli("profile", str(tmp_path / "a"), "--quantize", "none")
     assert code == 2 and "was deployed with --quantize fp16" in err
+
+
+def test_less_on_chip_memory_tiles_more_and_never_costs_less(profile_dir):
+    """Phones with 8 MB, 1 MB and 128 KB of on-chip memory (a user profile `extends: phone`):
+    DRAM traffic for tiles and spills and the simulated latency never fall as the memory shrinks,
+    and at 128 KB the 224x224 layers run in tiles that fit, paying for their DRAM traffic."""
+    sizes = {"phone-8mb": 8 * 2**20, "phone-1mb": 2**20, "phone-128kb": 128 * 2**10}
+    for name, size in sizes.items():
+        profile_dir(f"{name}.yaml", f"extends: phone\non_chip_memory_bytes: {size}\n")
+    model = edgesdk.testing.models.large_spatial_net()
+    estimates = [edgesdk.profile(model, name, input_shapes={"image": [1, 3, 224, 224]}).estimate for name in sizes]
+    spills = [estimate.memory.spill_bytes for estimate in estimates]
+    latencies = [estimate.latency_ms for estimate in estimates]
+    assert spills == sorted(spills) and spills[0] < spills[-1]
+    assert latencies == sorted(latencies) and latencies[0] < latencies[-1]
+    small = estimates[-1]
+    tiled = [layer for layer in small.per_layer if layer.tiles > 1]
+    assert tiled and all(not layer.spilled and layer.offchip_bytes > 0 for layer in tiled)
+    assert all(layer.tiling != "fits" for layer in tiled)
+    assert all(layer.tiling == "fits" and layer.offchip_bytes == 0 for layer in estimates[0].per_layer)

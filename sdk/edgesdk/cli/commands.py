@@ -248,7 +248,7 @@ def profile_command(
         print_json(report.model_dump(mode="json"))
         return
     estimate, measured = report.estimate, report.measured
-    columns = ["#", "kernel", "class", "unit", "dtype", "MFLOP", "DRAM KiB", "ms", "bound"] + (["measured ms"] if measured else [])
+    columns = ["#", "kernel", "class", "unit", "dtype", "MFLOP", "on chip", "DRAM KiB", "ms", "bound"] + (["measured ms"] if measured else [])
     table = Table(*columns, box=box.SIMPLE_HEAD, title=f"{report.model} on {report.device} (simulated)", title_justify="left")
     for layer in estimate.per_layer:
         row = [
@@ -258,9 +258,10 @@ def profile_command(
             layer.unit,
             layer.dtype,
             f"{layer.flops / 1e6:.3g}",
+            layer.tiling,
             f"{layer.bytes / 1024:.1f}",
             f"{layer.latency_ms:.4f}",
-            layer.bound + (", spill" if layer.spilled else ""),
+            layer.bound,
         ]
         table.add_row(*row, *([f"{measured.per_kernel[layer.index].measured_ms:.4f}"] if measured else []))
     console = Console()
@@ -276,7 +277,8 @@ def profile_command(
             f"activations: peak {memory.scheduled_peak_bytes / 2**10:.1f} KiB in run order "
             f"({memory.default_order_peak_bytes / 2**10:.1f} KiB in the file's order, "
             f"{memory.naive_bytes / 2**10:.1f} KiB without reuse{'' if memory.ordering_exact else '; order from a bounded search'}), "
-            f"{memory.spill_bytes / 2**10:.1f} KiB spilled"
+            f"{memory.spill_bytes / 2**10:.1f} KiB through DRAM for tiles and spills "
+            f"({sum(layer.tiles > 1 for layer in estimate.per_layer)} kernels tiled, {sum(layer.spilled for layer in estimate.per_layer)} spilled)"
         )
     if measured:
         console.print(

@@ -156,6 +156,35 @@ class LoopNest(BaseModel):
     operand_dtype: str = Field("", description="Dtype of the block's first operand: int8 for an integer convolution whose kernel outputs float.")
 
 
+class AxisAccess(BaseModel):
+    """How an operand of a kernel's main block is indexed along one of its output axes."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    axis: int = Field(description="Index into the kernel's TileSpace.extents.")
+    stride: int = Field(description="Operand elements one step of the axis moves (2 for a stride-2 convolution).")
+    window: int = Field(description="Operand elements one output element reads along it (3 for a 3x3 kernel, 1 elementwise).")
+    extent: int = Field(description="The operand's own extent along that dimension.")
+
+
+class Operand(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    bytes: int
+    access: list[AxisAccess] = Field(description="The output axes it depends on; a tile along any other axis reads all of it.")
+
+
+class TileSpace(BaseModel):
+    """The output axes a kernel can be tiled along and how each operand of its main block follows
+    them: what a tile of the kernel reads (edgesdk.simulate.tiling)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    axes: list[str] = Field(description="Names of the main block's output axes (extent > 1), outermost first.")
+    extents: list[int]
+    operands: list[Operand]
+
+
 class Kernel(BaseModel):
     """One call of a fused kernel in the model's ``main``, in execution order."""
 
@@ -167,6 +196,7 @@ class Kernel(BaseModel):
     inputs: list[Tensor]
     outputs: list[Tensor]
     nest: LoopNest | None = None
+    tile_space: TileSpace | None = Field(None, description="How it can be tiled; null: it cannot (its indexing is not affine).")
 
     @property
     def ops(self) -> int:
@@ -227,28 +257,30 @@ def classify(kernel_name: str, block_names: list[str], weight_shape: list[int] |
     return sorted(classes or {"other"}, key=_WEIGHT.index)
 
 
-def loop_nest(func, script: str) -> LoopNest | None:
-    """The main block's loop nest of a TIR function (``script``: its TVMScript text), or None for a
-    function with no blocks or one TVM's schedule API cannot read (TVM is imported by the caller,
-    in the worker)."""
+def main_block(func, script: str) -> tuple[LoopNest | None, TileSpace | None]:
+    """The loop nest and the tile space of a TIR function's main block (the one with the most
+    iterations; ``script``: its TVMScript text); None for a function with no blocks or one TVM's
+    schedule API cannot read (TVM is imported by the caller, in the worker)."""
     import tvm
 
     try:
-        nest = _loop_nest(tvm.s_tir.Schedule(tvm.IRModule({"main": func})))
+        schedule = tvm.s_tir.Schedule(tvm.IRModule({"main": func}))
+        found = _main_block(schedule)
+        if found is None:
+            return None, None
+        nest, tiles = _loop_nest(*found), _tile_space(*found)
     except (ValueError, RuntimeError, IndexError):  # how TVM's FFI reports a schedule error
-        return None
-    if nest is not None:
-        nest.transcendentals = len(_TRANSCENDENTAL.findall(script))
-    return nest
+        return None, None
+    nest.transcendentals = len(_TRANSCENDENTAL.findall(script))
+    return nest, tiles
 
 
 _TRANSCENDENTAL = re.compile(r"\bT\.(?:exp|exp2|erf|tanh|sigmoid|log|log2|pow|sqrt|rsqrt)\(")
 
 
-def _loop_nest(schedule) -> LoopNest | None:
-    import tvm
-    from tvm.sym import detect_linear_equation
-
+def _main_block(schedule):
+    """(iterations, block, [(var, extent, kind)]) of the block with the most iterations (then the
+    longest reduction), or None."""
     best = None
     for block_rv in schedule.get_child_blocks(schedule.get_sblock("root", "main")):
         block = schedule.get(block_rv)
@@ -257,9 +289,12 @@ def _loop_nest(schedule) -> LoopNest | None:
         reduction = int(np.prod([extent for _, extent, kind in axes if kind == REDUCE], dtype=np.int64))
         if best is None or (iterations, reduction) > best[0]:
             best = ((iterations, reduction), block, axes)
-    if best is None:
-        return None
-    (iterations, reduction), block, axes = best
+    return None if best is None else (best[0][0], best[1], best[2])
+
+
+def _loop_nest(iterations: int, block, axes) -> LoopNest:
+    import tvm
+    from tvm.sym import detect_linear_equation
 
     def stride_bytes(var) -> int:
         """The largest distance in memory between two reads one step of ``var`` apart."""
@@ -278,13 +313,40 @@ def _loop_nest(schedule) -> LoopNest | None:
     reduced = [(var, extent) for var, extent, kind in axes if kind == REDUCE and extent > 1]
     return LoopNest(
         iterations=iterations,
-        reduction=reduction,
+        reduction=int(np.prod([extent for _, extent, kind in axes if kind == REDUCE], dtype=np.int64)),
         inner_extent=next((extent for var, extent, kind in reversed(axes) if kind == SPATIAL and extent > 1), 1),
         inner_stride_bytes=stride_bytes(spatial[-1]) if spatial else 0,
         reduction_extents=[extent for _, extent in reduced],
         reduction_strides_bytes=[stride_bytes(var) for var, _ in reduced],
         operand_dtype=str(block.reads[0].source.dtype) if block.reads else "",
     )
+
+
+def _tile_space(iterations: int, block, axes) -> TileSpace | None:
+    """Per operand of the block, the output axes its index follows, with stride and window (a
+    window spans the reduction axes in the same index: kernel taps). None where an index is not
+    affine in the block's axes (a reshape's modulo): such a kernel is not tiled."""
+    import tvm
+    from tvm.sym import detect_linear_equation
+
+    spatial = [(var, extent) for var, extent, kind in axes if kind == SPATIAL and extent > 1]
+    reduced = [(var, extent) for var, extent, kind in axes if kind == REDUCE and extent > 1]
+    every = [var for var, _, _ in axes]
+    operands = []
+    for read in block.reads:
+        access = []
+        for dim, region in zip(read.source.shape, read.region, strict=False):
+            coefficients = detect_linear_equation(region.min, every)
+            if not len(coefficients) or not isinstance(region.extent, tvm.tirx.IntImm):
+                return None
+            by_var = dict(zip(every, (int(c) for c in coefficients[:-1]), strict=True))
+            window = int(region.extent) + sum(abs(by_var[var]) * (extent - 1) for var, extent in reduced)
+            for axis, (var, _) in enumerate(spatial):
+                if by_var[var]:
+                    access.append(AxisAccess(axis=axis, stride=abs(by_var[var]), window=window, extent=int(dim)))
+        elements = int(np.prod([int(dim) for dim in read.source.shape], dtype=np.int64))
+        operands.append(Operand(bytes=elements * tvm.runtime.DataType(read.source.dtype).bits // 8, access=access))
+    return TileSpace(axes=[str(var.name).removeprefix("v_") for var, _ in spatial], extents=[extent for _, extent in spatial], operands=operands)
 
 
 SPATIAL, REDUCE = 0, 2  # tirx IterVar kinds
@@ -322,7 +384,7 @@ def analyze(mod, packed: Mapping[str, str] | None = None) -> ModelAnalysis:
                 script = callee.script()
                 blocks = re.findall(r'T\.s?block\("([^"]+)"', script)
                 weight_shape = args[1].shape if len(args) > 1 else None
-                nest = loop_nest(callee, script)
+                nest, tile_space = main_block(callee, script)
                 flops = int(tvm.s_tir.analysis.estimate_tir_flops(tvm.IRModule({"main": callee})))
                 if any(arg.packed_dtype for arg in args) and nest is not None:
                     # TVM counts the unpacking of packed int4/int8 weights as arithmetic; a device
@@ -336,6 +398,7 @@ def analyze(mod, packed: Mapping[str, str] | None = None) -> ModelAnalysis:
                         inputs=args,
                         outputs=outputs,
                         nest=nest,
+                        tile_space=tile_space,
                     )
                 )
                 sources[binding.var] = ("kernel", len(kernels) - 1)

@@ -24,7 +24,7 @@ from edgesdk.compile.reorder import order_by_memory
 from edgesdk.plugin.toolchains import Toolchain
 
 # Bump when the lowering changes what it produces for the same inputs: it is part of cache keys.
-PIPELINE_VERSION = 45
+PIPELINE_VERSION = 46
 
 
 class BuildSpec(BaseModel):

@@ -6,9 +6,10 @@ Per kernel ``k`` on unit ``u``, computing in dtype ``d`` (docs/simulator.md expl
                   output element for a kernel that only moves data; efficiency is the profile's
                   figure for k's op class, or, on the unit of a cost-model fit, interpolated from the
                   measured kernels of that class most like it (edgesdk.simulate.efficiency_model)
-- DRAM bytes    = weight bytes read by k, plus all its activation bytes when its working set
-                  (inputs + outputs) exceeds u's on-chip memory (a spill), plus model inputs
-                  and outputs, which live in DRAM
+- DRAM bytes    = weight bytes read by k, plus model inputs and outputs, which live in DRAM; when
+                  k's working set (inputs + outputs) exceeds u's on-chip memory, what it costs
+                  to tile k so that a tile fits (halos and re-read operands included), or to
+                  spill where no tile fits (edgesdk.simulate.tiling)
 - memory time   = DRAM bytes / DRAM bandwidth
 - latency       = max(compute time, memory time) + launch_overhead_s[u]     (a roofline)
 - transfer      = for each input produced on another unit: bytes / interconnect bandwidth +
@@ -29,6 +30,7 @@ from edgesdk.devices.profile import DeviceProfile
 from edgesdk.simulate.cost_report import Estimate, LayerCost, MemoryInfo
 from edgesdk.simulate.fit import CostFit
 from edgesdk.simulate.partition import Partition, compute_dtype
+from edgesdk.simulate.tiling import plan
 
 
 def _efficiency(profile: DeviceProfile, unit_name: str, kernel: Kernel, fit: CostFit | None) -> float:
@@ -62,7 +64,9 @@ def _peak_memory(analysis: ModelAnalysis) -> tuple[int, int]:
     return weights, weights + inputs + peak
 
 
-def _layer(index: int, kernel: Kernel, unit_name: str, partition: Partition, profile: DeviceProfile, fit: CostFit | None, consumers: set[int]) -> LayerCost:
+def _layer(
+    index: int, kernel: Kernel, unit_name: str, partition: Partition, profile: DeviceProfile, fit: CostFit | None, consumers: set[int], tiling: bool
+) -> LayerCost:
     unit = profile.compute_units[unit_name]
     dtype = compute_dtype(kernel)
     ops_per_s = _figure(unit.peak_ops_per_s, dtype, min)
@@ -71,12 +75,12 @@ def _layer(index: int, kernel: Kernel, unit_name: str, partition: Partition, pro
     fitted_s = fit.seconds_of(kernel) if fit is not None and fit.unit == unit_name and dtype == "float32" else None
     compute_s = fitted_s if fitted_s is not None else kernel.ops / (ops_per_s * _efficiency(profile, unit_name, kernel, fit))
 
-    spilled = kernel.bytes_read + kernel.bytes_written > unit.on_chip_memory_bytes
     dram = sum(t.bytes for t in kernel.inputs if t.source in ("weight", "constant", "input"))
-    if spilled:
-        dram += sum(t.bytes for t in kernel.inputs if t.source == "kernel") + kernel.bytes_written
-    elif index not in consumers:  # a model output is written to DRAM
+    if index not in consumers:  # a model output is written to DRAM
         dram += kernel.bytes_written
+    tiles = plan(kernel, unit.on_chip_memory_bytes, tiling)
+    offchip = max(0, tiles.traffic - dram)
+    dram += offchip
     memory_s = dram / profile.memory.dram_bandwidth_bytes_per_s
 
     crossing = [t for t in kernel.inputs if t.producer is not None and partition.units[t.producer] != unit_name]
@@ -88,7 +92,7 @@ def _layer(index: int, kernel: Kernel, unit_name: str, partition: Partition, pro
     energy_pj = kernel.flops * pj_per_op + (dram + 2 * transfer_bytes) * profile.memory.dram_energy_pj_per_byte
     # A fitted time was measured with warm caches, as a model run again and again has them: its
     # memory traffic is in it, unless the kernel's tensors do not fit on chip.
-    bound_s = memory_s if fitted_s is None or spilled else 0.0
+    bound_s = memory_s if fitted_s is None or tiles.traffic else 0.0
     latency_s = max(compute_s, bound_s) + unit.launch_overhead_s + transfer_s
     return LayerCost(
         index=index,
@@ -98,7 +102,10 @@ def _layer(index: int, kernel: Kernel, unit_name: str, partition: Partition, pro
         dtype=dtype,
         flops=kernel.flops,
         bytes=dram,
-        spilled=spilled,
+        spilled=tiles.spilled,
+        tiles=tiles.tiles,
+        tiling=tiles.describe(),
+        offchip_bytes=offchip,
         compute_ms=compute_s * 1e3,
         memory_ms=memory_s * 1e3,
         transfer_ms=transfer_s * 1e3,
@@ -108,13 +115,14 @@ def _layer(index: int, kernel: Kernel, unit_name: str, partition: Partition, pro
     )
 
 
-def simulate(analysis: ModelAnalysis, partition: Partition, profile: DeviceProfile, fit: CostFit | None = None) -> Estimate:
+def simulate(analysis: ModelAnalysis, partition: Partition, profile: DeviceProfile, fit: CostFit | None = None, tiling: bool = True) -> Estimate:
     """The cost of ``analysis`` placed as ``partition`` on ``profile``, with ``fit``'s factors for
-    the unit it was fitted on (edgesdk.simulate.fit.stored_fit)."""
+    the unit it was fitted on (edgesdk.simulate.fit.stored_fit); ``tiling=False``: kernels that do
+    not fit on chip spill instead of being tiled (what tiling saves)."""
     profile = fit.applied(profile) if fit is not None else profile
     consumers = {t.producer for k in analysis.kernels for t in k.inputs if t.producer is not None}
     layers = [
-        _layer(index, kernel, unit, partition, profile, fit, consumers)
+        _layer(index, kernel, unit, partition, profile, fit, consumers, tiling)
         for index, (kernel, unit) in enumerate(zip(analysis.kernels, partition.units, strict=False))
     ]
     total_ms = sum(layer.latency_ms for layer in layers)
@@ -129,7 +137,7 @@ def simulate(analysis: ModelAnalysis, partition: Partition, profile: DeviceProfi
             default_order_peak_bytes=order.file_order_peak_bytes,
             scheduled_peak_bytes=order.scheduled_peak_bytes,
             ordering_exact=order.exact,
-            spill_bytes=sum(layer.bytes for layer in layers if layer.spilled),
+            spill_bytes=sum(layer.offchip_bytes for layer in layers),
             timeline=order.timeline,
         )
         if order is not None

@@ -41,7 +41,10 @@ class LayerCost(_Record):
     dtype: str
     flops: int
     bytes: int = Field(description="DRAM bytes moved by the kernel.")
-    spilled: bool = Field(description="Whether its working set exceeded the unit's on-chip memory.")
+    spilled: bool = Field(description="Whether no tile of it fits the unit's on-chip memory: its operands stream through DRAM untiled.")
+    tiles: int = Field(1, description="Tiles it runs in to fit the unit's on-chip memory (1: it fits whole, or spilled).")
+    tiling: str = Field("fits", description="`fits`, `spill`, or its split, e.g. `yy/4 x ff/2` (output axis / tiles, outermost first).")
+    offchip_bytes: int = Field(0, description="Of `bytes`, what goes through DRAM because it does not fit on chip (tiles with their halos, or the spill).")
     compute_ms: float
     memory_ms: float
     transfer_ms: float
@@ -57,7 +60,7 @@ class MemoryInfo(_Record):
     default_order_peak_bytes: int = Field(description="Most bytes live at once with the kernels in the file's order.")
     scheduled_peak_bytes: int = Field(description="The same in the order the artifact runs (chosen for the lowest peak).")
     ordering_exact: bool = Field(description="Whether that order is proven optimal (else the best a bounded search found).")
-    spill_bytes: int = Field(description="DRAM bytes of the kernels whose working set exceeds their unit's on-chip memory.")
+    spill_bytes: int = Field(description="DRAM bytes moved because kernels do not fit their unit's on-chip memory (tiled or spilled; sum of `offchip_bytes`).")
     arena_bytes: int | None = Field(
         None,
         description="What the device code allocates for tensors (outputs included, model inputs not): TVM's static plan of "
