@@ -15,9 +15,11 @@ moves, so:
 - the output is written once.
 
 Of the tilings whose working set fits, the one with the least traffic is chosen. A kernel no
-tiling fits spills: with no tile on chip an operand's reuse is lost and it is fetched again for
-each use, which is charged as the costliest of the tilings considered (so less on-chip memory
-never costs less). A kernel that cannot be tiled (its indexing is not affine, or it has no tile
+tiling fits spills: it streams its operands through DRAM untiled, losing their reuse along one
+axis (a convolution reads each input row once per output row its window covers: the finest
+split along one axis, the costliest of these), and never less than its smallest tile would cost,
+so that less on-chip memory never costs less. The same streaming is what an untiled kernel costs
+(``tiling=False``). A kernel that cannot be tiled (its indexing is not affine, or it has no tile
 space) spills all its tensors through DRAM once.
 """
 
@@ -94,7 +96,7 @@ def _orders(space: TileSpace):
 
 def plan(kernel: Kernel, on_chip_bytes: int, tiling: bool = True) -> Tiling:
     """How ``kernel`` meets ``on_chip_bytes`` of on-chip memory (``tiling=False``: a kernel that does
-    not fit whole spills, as if nothing tiled it); ``traffic`` counts activations and weights that
+    not fit whole streams untiled); ``traffic`` counts activations and weights that
     go through DRAM because of it (0 when it fits: the cost model adds weights and model I/O)."""
     whole = kernel.bytes_read + kernel.bytes_written
     if whole <= on_chip_bytes:
@@ -103,9 +105,16 @@ def plan(kernel: Kernel, on_chip_bytes: int, tiling: bool = True) -> Tiling:
     if space is None or not space.extents:
         return Tiling((), whole, spilled=True)
     costs = [(order, *_cost(space, kernel.bytes_written, order)) for order in _orders(space)]
-    worst = max(whole, *(traffic for _, _, traffic in costs))
+    # Untiled, the kernel streams its operands along its axes: the finest split along one axis
+    # (a window's rows read again for each output row), whichever of them costs most.
+    streaming = max(whole, *(traffic for order, _, traffic in costs if len(order) == 1 and order[0][1] == space.extents[order[0][0]]))
+    if not tiling:
+        return Tiling((), streaming, spilled=True)
     fitting = [(traffic, math.prod(t for _, t in order), order) for order, working_set, traffic in costs if working_set <= on_chip_bytes]
-    if not tiling or not fitting:
-        return Tiling((), worst, spilled=True)
+    if not fitting:
+        # Not even the smallest tile fits: charged at least what that tile would cost, so that
+        # less on-chip memory never costs less.
+        smallest = min(costs, key=lambda cost: (cost[1], cost[2]))
+        return Tiling((), max(streaming, smallest[2]), spilled=True)
     traffic, _, order = min(fitting)
     return Tiling(tuple((space.axes[axis], tiles) for axis, tiles in order), traffic, spilled=False)
