@@ -97,6 +97,18 @@ def _summary(artifact: Artifact) -> Table:
     estimate = manifest.estimate
     if estimate:
         table.add_row("simulated", f"{estimate.latency_ms:.3g} ms, {estimate.energy_mj:.3g} mJ, peak memory {estimate.peak_memory_bytes / 2**20:.2f} MiB")
+    memory = estimate.memory if estimate else None
+    if memory is not None:
+        arena = f"; the device code allocates {byte_size(memory.arena_bytes)} for them" if memory.arena_bytes is not None else ""
+        table.add_row("activations", f"{byte_size(memory.scheduled_peak_bytes)} at their peak in run order{arena}")
+        patched = memory.patches
+        if patched is not None:
+            table.add_row(
+                "patches",
+                f"first stage ({patched.stage_nodes} nodes, up to {patched.cut}) in {patched.grid[0]}x{patched.grid[1]} patches: "
+                f"{byte_size(patched.patched_bytes)} instead of {byte_size(patched.unpatched_bytes)}, "
+                f"for {patched.recompute_macs / max(patched.stage_macs, 1):.1%} more multiply-adds in the stage",
+            )
     table.add_row("verification", _verification_text(manifest.verification))
     accuracy = manifest.quantization.accuracy
     if accuracy is not None:

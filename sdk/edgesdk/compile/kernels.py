@@ -133,6 +133,9 @@ class Tensor(BaseModel):
     dtype: str
     source: Literal["input", "weight", "constant", "kernel"] = "kernel"
     producer: int | None = Field(None, description="Index of the kernel that computes it, when source is `kernel`.")
+    param: int | None = Field(
+        None, description="A model input or weight: its position among the parameters of `main` (one tensor, however many kernels read it)."
+    )
     packed_dtype: str | None = Field(None, description="A weight stored packed (edgesdk.compile.packed_kernels): what its integers are, e.g. int4, uint8, vq8.")
 
     @property
@@ -362,6 +365,7 @@ def analyze(mod, packed: Mapping[str, str] | None = None) -> ModelAnalysis:
     sources: dict = {}
     for index, param in enumerate(main.params):
         sources[param] = ("input" if index < num_inputs else "weight", None)
+    position = {param: index for index, param in enumerate(main.params)}
     packed = packed or {}
 
     def tensor(expr, source=("kernel", None)) -> Tensor | None:
@@ -370,7 +374,9 @@ def analyze(mod, packed: Mapping[str, str] | None = None) -> ModelAnalysis:
             return None
         kind, producer = sources.get(expr, ("constant", None) if isinstance(expr, tvm.ir.expr.Constant) else source)
         packed_dtype = packed.get(str(expr.name)) if kind == "weight" and packed else None
-        return Tensor(shape=[int(d) for d in ty.shape], dtype=str(ty.dtype), source=kind, producer=producer, packed_dtype=packed_dtype)
+        return Tensor(
+            shape=[int(d) for d in ty.shape], dtype=str(ty.dtype), source=kind, producer=producer, packed_dtype=packed_dtype, param=position.get(expr)
+        )
 
     kernels: list[Kernel] = []
     for block in main.body.blocks:

@@ -15,6 +15,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from edgesdk.compile.arena import plan_arena
 from edgesdk.compile.half_accumulation import accumulate_in_float32
 from edgesdk.compile.integer_ops import integerize
 from edgesdk.compile.kernels import ModelAnalysis, analyze
@@ -24,7 +25,7 @@ from edgesdk.compile.reorder import order_by_memory
 from edgesdk.plugin.toolchains import Toolchain
 
 # Bump when the lowering changes what it produces for the same inputs: it is part of cache keys.
-PIPELINE_VERSION = 46
+PIPELINE_VERSION = 47
 
 
 class BuildSpec(BaseModel):
@@ -129,9 +130,15 @@ def optimize(mod, target_json: dict[str, Any], tuning: str | None = None):
             *fusion_passes(target),
             ScheduleKernels(target, tuning),
             *cpu_pipeline.dataflow_lower_passes(target),
-            *cpu_generic.finalize_passes(target),
+            *with_arena(cpu_generic.finalize_passes(target)),
         ]
         return tvm.transform.Sequential(passes)(mod), target
+
+
+def with_arena(passes: list) -> list:
+    """TVM's finalization passes with edgesdk.compile.arena's planner right after its memory plan."""
+    at = next(index for index, step in enumerate(passes) if step.info.name == "StaticPlanBlockMemory")
+    return [*passes[: at + 1], plan_arena(), *passes[at + 1 :]]
 
 
 def analyze_kernels(mod, packed: dict[str, str] | None = None) -> ModelAnalysis:
@@ -155,9 +162,8 @@ def tuned_kernels(mod) -> list[str]:
 
 
 def storage_bytes(mod) -> int:
-    """What ``main`` of a lowered module allocates: the sizes of its ``alloc_storage`` calls, which
-    TVM's StaticPlanBlockMemory planned in the kernels' run order (tensors whose lifetimes do not
-    overlap share one storage)."""
+    """What ``main`` of a lowered module allocates: the sizes of its ``alloc_storage`` calls (the
+    arena edgesdk.compile.arena lays out in the kernels' run order, and one per model output)."""
     from tvm import relax
 
     total = 0

@@ -101,6 +101,11 @@ def _bits(mask: int):
         mask ^= low
 
 
+def peak_in_order(nodes: Sequence[Node], resident_bytes: int = 0) -> int:
+    """The most bytes live at once with ``nodes`` run in their own order."""
+    return _Graph(nodes, resident_bytes).replay(range(len(nodes)))[0]
+
+
 def schedule(nodes: Sequence[Node], resident_bytes: int = 0, *, beam: int = 512, time_cap_s: float = 2.0) -> Order:
     """The order of ``nodes`` (listed in a valid topological order) with the lowest peak found;
     ``resident_bytes`` are live throughout (the model inputs)."""

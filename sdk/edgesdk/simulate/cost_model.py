@@ -47,21 +47,37 @@ def _figure(per_dtype: Mapping[Any, float], dtype: str, conservative: Callable[[
     return per_dtype.get(dtype) or per_dtype.get("float32") or conservative(per_dtype.values())
 
 
+def _distinct(analysis: ModelAnalysis, sources: tuple[str, ...]) -> int:
+    """Bytes of the tensors of ``sources`` the kernels read, a parameter read by several kernels
+    once (a weight shared by the patches of a stage; a model input several kernels slice)."""
+    seen: set[int] = set()
+    total = 0
+    for kernel in analysis.kernels:
+        for tensor in kernel.inputs:
+            if tensor.source in sources and (tensor.param is None or tensor.param not in seen):
+                total += tensor.bytes
+                if tensor.param is not None:
+                    seen.add(tensor.param)
+    return total
+
+
 def _peak_memory(analysis: ModelAnalysis) -> tuple[int, int]:
-    """(weight bytes, weights + most activation bytes alive at once), activations by liveness."""
-    weights = sum(t.bytes for k in analysis.kernels for t in k.inputs if t.source in ("weight", "constant"))
+    """(weight bytes, weights + most activation bytes alive at once), activations by liveness in
+    run order (the ordering's own count where the kernels were ordered)."""
+    weights = _distinct(analysis, ("weight", "constant"))
+    if analysis.order is not None:
+        return weights, weights + analysis.order.scheduled_peak_bytes
     last_use: dict[int, int] = {}
     for index, kernel in enumerate(analysis.kernels):
         for tensor in kernel.inputs:
             if tensor.producer is not None:
                 last_use[tensor.producer] = index
     live, peak = 0, 0
-    inputs = sum(t.bytes for k in analysis.kernels for t in k.inputs if t.source == "input")
     for index, kernel in enumerate(analysis.kernels):
         live += kernel.bytes_written
         peak = max(peak, live)
         live -= sum(analysis.kernels[p].bytes_written for p, last in last_use.items() if last == index)
-    return weights, weights + inputs + peak
+    return weights, weights + _distinct(analysis, ("input",)) + peak
 
 
 def _layer(

@@ -53,6 +53,31 @@ class LayerCost(_Record):
     bound: str = Field(description="`compute` or `memory`: which side of the roofline it is on.")
 
 
+class PatchInfo(_Record):
+    """The first stage run patch by patch (edgesdk.compile.patches), so that the peak fits."""
+
+    cut: str = Field(description="The tensor that ends the stage: computed patch by patch, then joined.")
+    grid: list[int] = Field(description="Patches along rows and columns.")
+    stage_nodes: int = Field(description="ONNX nodes in the stage.")
+    unpatched_bytes: int = Field(description="Activation memory needed without patches (peak in run order, or the arena where larger).")
+    patched_bytes: int = Field(description="The same with patches.")
+    stage_macs: int = Field(description="Multiply-adds of the stage's convolutions, unpatched.")
+    recompute_macs: int = Field(description="Multiply-adds computed again where the patches' receptive fields overlap.")
+
+    @classmethod
+    def of(cls, plan, unpatched_bytes: int, patched_bytes: int) -> PatchInfo:
+        """From an edgesdk.compile.patches.PatchPlan."""
+        return cls(
+            cut=plan.cut,
+            grid=list(plan.grid),
+            stage_nodes=plan.stage_nodes,
+            unpatched_bytes=unpatched_bytes,
+            patched_bytes=patched_bytes,
+            stage_macs=plan.macs,
+            recompute_macs=plan.patched_macs - plan.macs,
+        )
+
+
 class MemoryInfo(_Record):
     """Activation memory of the compiled model (edgesdk.compile.reorder), model inputs included."""
 
@@ -63,10 +88,12 @@ class MemoryInfo(_Record):
     spill_bytes: int = Field(description="DRAM bytes moved because kernels do not fit their unit's on-chip memory (tiled or spilled; sum of `offchip_bytes`).")
     arena_bytes: int | None = Field(
         None,
-        description="What the device code allocates for tensors (outputs included, model inputs not): TVM's static plan of "
-        "storages in the run order, shared by tensors whose lifetimes do not overlap; null where nothing was built (`profile` of a model).",
+        description="What the device code allocates for tensors: one arena in which every intermediate tensor has an offset "
+        "(edgesdk.compile.arena: tensors alive at different times share bytes), plus the model outputs; model inputs not. "
+        "Null where nothing was built (`profile` of a model).",
     )
     timeline: list[int] = Field(description="Live activation bytes after each kernel, in run order.")
+    patches: PatchInfo | None = Field(None, description="Set when the first stage runs patch by patch to fit the device's RAM (mcu).")
 
 
 class Estimate(_Record):

@@ -255,10 +255,10 @@ def shuffled(model: onnx.ModelProto, seed: int) -> onnx.ModelProto:
     return result
 
 
-def large_spatial_net(seed: int = 4) -> onnx.ModelProto:
+def large_spatial_net(seed: int = 4, side: int = 224) -> onnx.ModelProto:
     """Few channels at high resolution, like an image-enhancement or segmentation stem.
 
-    Input `image`: [N, 3, 224, 224]; output a 1-channel map [N, 1, 224, 224].
+    Input `image`: [N, 3, side, side]; output a 1-channel map [N, 1, side, side].
     """
     g = GraphBuilder(seed)
     x = _conv(g, "image", 3, 8, 3)
@@ -268,8 +268,8 @@ def large_spatial_net(seed: int = 4) -> onnx.ModelProto:
     out = g.op("Sigmoid", [_conv(g, x, 8, 1, 1, relu=False)], "mask")
     return g.model(
         "large_spatial_net",
-        [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["N", 3, 224, 224])],
-        [helper.make_tensor_value_info(out, TensorProto.FLOAT, ["N", 1, 224, 224])],
+        [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["N", 3, side, side])],
+        [helper.make_tensor_value_info(out, TensorProto.FLOAT, ["N", 1, side, side])],
     )
 
 
@@ -312,6 +312,27 @@ def opset_net(opset: int, seed: int = 6) -> onnx.ModelProto:
     inputs = [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["N", 3, 16, 16])]
     outputs = [helper.make_tensor_value_info("probs", TensorProto.FLOAT, ["N", 10])]
     return g.model(f"opset{opset}_net", inputs, outputs, opset=opset)
+
+
+def mcu_stem_net(seed: int = 12) -> onnx.ModelProto:
+    """An MCU-sized classifier whose activation peak is set by its first, high-resolution stage
+    (MCUNetV2's observation): a stride-2 stem, a depthwise-separable block that widens to 48
+    channels at 64x64, then small blocks at 32x32 (one with a residual add) and 16x16.
+
+    Input `image`: [N, 3, 128, 128]; float32 it needs about 1.2 MB of activations at once.
+    """
+    g = GraphBuilder(seed)
+    x = _conv(g, "image", 3, 16, 3, stride=2)  # 64x64
+    x = _conv(g, _conv(g, x, 16, 16, 3, group=16), 16, 48, 1)
+    x = _conv(g, _conv(g, x, 48, 48, 3, stride=2, group=48), 48, 24, 1, relu=False)  # 32x32
+    y = _conv(g, _conv(g, _conv(g, x, 24, 48, 1), 48, 48, 3, group=48), 48, 24, 1, relu=False)
+    x = _conv(g, g.op("Add", [x, y]), 24, 64, 3, stride=2)  # 16x16
+    logits = g.op("Gemm", [g.op("Flatten", [g.op("GlobalAveragePool", [x])]), g.weight((10, 64), 64), g.const(np.zeros(10, np.float32))], "logits", transB=1)
+    return g.model(
+        "mcu_stem_net",
+        [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["N", 3, 128, 128])],
+        [helper.make_tensor_value_info(logits, TensorProto.FLOAT, ["N", 10])],
+    )
 
 
 def mobilenet_v2_like(seed: int = 7, classes: int = 1000) -> onnx.ModelProto:

@@ -9,6 +9,7 @@ destination and rename it into place (edgesdk.artifact.files).
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import os
 import shutil
@@ -34,6 +35,7 @@ from edgesdk.artifact.manifest import (
     VerificationInfo,
 )
 from edgesdk.artifact.verification import verify_against_reference
+from edgesdk.compile import patches
 from edgesdk.compile.build_cache import BuildCache
 from edgesdk.compile.compiler import Compiled, compile_model
 from edgesdk.compile.kernels import ModelAnalysis
@@ -52,8 +54,9 @@ from edgesdk.plugin.toolchains import host_toolchain
 from edgesdk.quantization.accuracy import measure_agreement
 from edgesdk.quantization.recipe import recipe
 from edgesdk.quantization.schemes import Precision, weight_bytes
-from edgesdk.simulate.budget import over_budget
-from edgesdk.simulate.partition import ARITHMETIC_CLASSES, compute_dtype
+from edgesdk.simulate.budget import activation_bytes, over_budget
+from edgesdk.simulate.cost_report import Estimate, PatchInfo, byte_size
+from edgesdk.simulate.partition import ARITHMETIC_CLASSES, Partition, compute_dtype
 from edgesdk.verbs.pipeline import checked_options, estimated, load_precision, read_analysis
 from edgesdk.versions import edgesdk_version, tvm_version
 
@@ -139,21 +142,43 @@ def deploy(
     private = None if options.get("cache", True) else Path(tempfile.mkdtemp(prefix="edgesdk-nocache-"))
     staged = None
     try:
-        compiled = compile_model(
-            precision.compiled,
-            specs,
-            BuildCache(private),
-            verify_inputs,
-            timeout_s=options.get("timeout_s"),
-            on_stage=lambda stage: on_stage(f"compile: {stage}"),
-            passes=passes,
-        )
-        on_stage("simulate")
-        analysis = read_analysis(compiled.model_dir)
-        placement, estimate = estimated(analysis, profile, unit=options.get("unit"), fallback=options.get("fallback", True))
-        if estimate.memory is not None:
-            estimate.memory.arena_bytes = compiled.builds[0][1].arena_bytes
+
+        def build(model: Model) -> tuple[Compiled, ModelAnalysis, Partition, Estimate]:
+            compiled = compile_model(
+                model,
+                specs,
+                BuildCache(private),
+                verify_inputs,
+                timeout_s=options.get("timeout_s"),
+                on_stage=lambda stage: on_stage(f"compile: {stage}"),
+                passes=passes,
+            )
+            on_stage("simulate")
+            analysis = read_analysis(compiled.model_dir)
+            placement, estimate = estimated(analysis, profile, unit=options.get("unit"), fallback=options.get("fallback", True))
+            if estimate.memory is not None:
+                estimate.memory.arena_bytes = compiled.builds[0][1].arena_bytes
+            return compiled, analysis, placement, estimate
+
+        compiled, analysis, placement, estimate = build(precision.compiled)
         too_big = over_budget(estimate, analysis, profile)
+        if too_big is not None and profile.memory.flash_bytes is not None:
+            # Too big for the MCU's RAM: its first stage run patch by patch may fit (MCUNetV2).
+            found = patches.plan(precision.compiled.proto, profile.memory.dram_bytes)
+            if found is not None:
+                patched, plan = found
+                grid = f"{plan.grid[0]}x{plan.grid[1]} patches"
+                if plan.estimated_peak_bytes > profile.memory.dram_bytes:
+                    too_big = (f"{too_big[0]}; with its first stage in {grid} it would still need about {byte_size(plan.estimated_peak_bytes)}", too_big[1])
+                else:
+                    on_stage("patch-based first stage")
+                    unpatched_bytes = activation_bytes(estimate)
+                    compiled, analysis, placement, estimate = build(dataclasses.replace(precision.compiled, proto=patched))
+                    assert estimate.memory is not None  # a fresh build is ordered
+                    estimate.memory.patches = PatchInfo.of(plan, unpatched_bytes, activation_bytes(estimate))
+                    too_big = over_budget(estimate, analysis, profile)
+                    if too_big is not None:
+                        too_big = (f"{too_big[0]}, even with its first stage in {grid}", too_big[1])
         if too_big is not None:
             raise CheckFailed(*too_big)  # before anything is written
         on_stage("verify")
