@@ -3,7 +3,12 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from pydantic import BaseModel, ConfigDict, Field
+
+if TYPE_CHECKING:
+    from edgesdk.compile.patches import PatchPlan
 
 
 def byte_size(count: int) -> str:
@@ -65,8 +70,7 @@ class PatchInfo(_Record):
     recompute_macs: int = Field(description="Multiply-adds computed again where the patches' receptive fields overlap.")
 
     @classmethod
-    def of(cls, plan, unpatched_bytes: int, patched_bytes: int) -> PatchInfo:
-        """From an edgesdk.compile.patches.PatchPlan."""
+    def of(cls, plan: PatchPlan, unpatched_bytes: int, patched_bytes: int) -> PatchInfo:
         return cls(
             cut=plan.cut,
             grid=list(plan.grid),
