@@ -79,5 +79,27 @@ def test_the_library_allocates_the_arena_the_manifest_reports(tmp_path):
     # One arena for every intermediate tensor, then a storage per model output (TVM's own).
     output = 32 * 32 * 32 * 4
     assert storages[1:] == [output] and sum(storages) == memory.arena_bytes
+    # Running, every kernel writes inside that arena (views at their offsets, no copies): the
+    # outputs of all kernels but the last span no more than its bytes.
+    import numpy as np
+
+    names = {kernel.name for kernel in ModelAnalysis.model_validate_json((artifact.path / "analysis.json").read_text()).kernels}
+    written: list[tuple[int, int]] = []
+
+    def instrument(func, symbol, before_run, ret_value, *args):
+        if before_run and symbol in names:
+            out = np.from_dlpack(args[-1])
+            written.append((out.ctypes.data, out.nbytes))
+        return 0
+
+    runner = artifact.runner
+    call = runner.invoker(random_inputs(artifact.inputs, seed=0))
+    runner.vm.set_instrument(instrument)
+    try:
+        call()
+    finally:
+        runner.vm.set_instrument(None)
+    inside = written[:-1]
+    assert len(inside) > 4 and max(start + size for start, size in inside) - min(start for start, _ in inside) <= storages[0]
     wide = 96 * 32 * 32 * 4
     assert wide <= memory.arena_bytes < 2 * wide + 4 * (8 * 32 * 32 * 4) + 16 * 32 * 32 * 4 + 32 * 32 * 32 * 4
