@@ -18,9 +18,10 @@ Of the tilings whose working set fits, the one with the least traffic is chosen.
 tiling fits spills: it streams its operands through DRAM untiled, losing their reuse along one
 axis (a convolution reads each input row once per output row its window covers: the finest
 split along one axis, the costliest of these), and never less than its smallest tile would cost,
-so that less on-chip memory never costs less. The same streaming is what an untiled kernel costs
-(``tiling=False``). A kernel that cannot be tiled (its indexing is not affine, or it has no tile
-space) spills all its tensors through DRAM once.
+so that less on-chip memory never costs less. The same streaming, but never less than its best
+tiling, is what a kernel that does not fit costs untiled (``tiling=False``). A kernel that cannot
+be tiled (its indexing is not affine, or it has no tile space) spills all its tensors through
+DRAM once.
 """
 
 from __future__ import annotations
@@ -108,8 +109,6 @@ def plan(kernel: Kernel, on_chip_bytes: int, tiling: bool = True) -> Tiling:
     # Untiled, the kernel streams its operands along its axes: the finest split along one axis
     # (a window's rows read again for each output row), whichever of them costs most.
     streaming = max(whole, *(traffic for order, _, traffic in costs if len(order) == 1 and order[0][1] == space.extents[order[0][0]]))
-    if not tiling:
-        return Tiling((), streaming, spilled=True)
     fitting = [(traffic, math.prod(t for _, t in order), order) for order, working_set, traffic in costs if working_set <= on_chip_bytes]
     if not fitting:
         # Not even the smallest tile fits: charged at least what that tile would cost, so that
@@ -117,4 +116,6 @@ def plan(kernel: Kernel, on_chip_bytes: int, tiling: bool = True) -> Tiling:
         smallest = min(costs, key=lambda cost: (cost[1], cost[2]))
         return Tiling((), max(streaming, smallest[2]), spilled=True)
     traffic, _, order = min(fitting)
+    if not tiling:  # never cheaper than the tiles a compiler that tiles would choose
+        return Tiling((), max(streaming, traffic), spilled=True)
     return Tiling(tuple((space.axes[axis], tiles) for axis, tiles in order), traffic, spilled=False)
