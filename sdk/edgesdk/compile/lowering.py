@@ -21,11 +21,13 @@ from edgesdk.compile.integer_ops import integerize
 from edgesdk.compile.kernels import ModelAnalysis, analyze
 from edgesdk.compile.lookup_tables import tabulate
 from edgesdk.compile.packed_kernels import extract_blocked_weights, unpack_in_kernels
+from edgesdk.compile.program import PROGRAM_ATTR, PROGRAM_FILE, Program, record_program
 from edgesdk.compile.reorder import order_by_memory
+from edgesdk.compile.standalone import write_runner
 from edgesdk.plugin.toolchains import Toolchain
 
 # Bump when the lowering changes what it produces for the same inputs: it is part of cache keys.
-PIPELINE_VERSION = 47
+PIPELINE_VERSION = 48
 
 
 class BuildSpec(BaseModel):
@@ -136,9 +138,10 @@ def optimize(mod, target_json: dict[str, Any], tuning: str | None = None):
 
 
 def with_arena(passes: list) -> list:
-    """TVM's finalization passes with edgesdk.compile.arena's planner right after its memory plan."""
+    """TVM's finalization passes with edgesdk.compile.arena's planner right after its memory plan,
+    and the program it yields recorded (edgesdk.compile.program)."""
     at = next(index for index, step in enumerate(passes) if step.info.name == "StaticPlanBlockMemory")
-    return [*passes[: at + 1], plan_arena(), *passes[at + 1 :]]
+    return [*passes[: at + 1], plan_arena(), record_program(), *passes[at + 1 :]]
 
 
 def analyze_kernels(mod, packed: dict[str, str] | None = None) -> ModelAnalysis:
@@ -189,8 +192,9 @@ def _include_dirs() -> list[str]:
     return [str(tvm_root / "include"), str(ffi_root / "include"), str(ffi_root / "3rdparty" / "dlpack" / "include")]
 
 
-def build(mod, spec: BuildSpec, out_dir: Path) -> BuildResult:
-    """Build ``mod`` as ``spec`` says into ``out_dir``."""
+def build(mod, spec: BuildSpec, out_dir: Path, weights: Sequence[np.ndarray] | None = None, io_names: tuple[list[str], list[str]] | None = None) -> BuildResult:
+    """Build ``mod`` as ``spec`` says into ``out_dir``; C builds also get a runner without TVM's
+    runtime (edgesdk.compile.standalone) when given the ``weights`` and the (input, output) names."""
     from tvm import relax
 
     optimized, target = optimize(mod, spec.target, spec.tuning)
@@ -205,13 +209,25 @@ def build(mod, spec: BuildSpec, out_dir: Path) -> BuildResult:
 
     sources = [module.inspect_source() for module in executable.mod.imports if module.kind == "c"]
     (out_dir / f"{stem}.c").write_text("\n".join(sources))
-    # The VM program (which kernel runs when, on which buffers) as text, for the device's runtime.
+    # The VM program (which kernel runs when, on which buffers) as text, for the device's runtime,
+    # and as data (edgesdk.compile.program) for a runner without it.
     (out_dir / f"{stem}.vm.txt").write_text(executable.as_text())
-    files, notes = [f"{stem}.c", f"{stem}.vm.txt"], []
+    (out_dir / PROGRAM_FILE).write_text(str(optimized["main"].attrs[PROGRAM_ATTR]))
+    files, notes = [f"{stem}.c", f"{stem}.vm.txt", PROGRAM_FILE], []
+    program = Program.model_validate_json(str(optimized["main"].attrs[PROGRAM_ATTR]))
+    runner = []
+    if program.unsupported is not None:
+        notes.append(f"no standalone runner: {program.unsupported}")
+    elif weights is not None and io_names is not None:
+        runner = write_runner(out_dir, stem, program, weights, [Path(directory) for directory in _include_dirs()], *io_names)
+        files += runner
     why_not = spec.toolchain.missing()
     if why_not is None:
-        spec.toolchain.compile_object(str(out_dir / f"{stem}.o"), str(out_dir / f"{stem}.c"), _include_dirs())
-        files.append(f"{stem}.o")
+        # With a runner, against the headers the artifact carries: what a firmware build will see.
+        includes = [str(out_dir), str(out_dir / "include")] if runner else _include_dirs()
+        for source in [f"{stem}.c", *(name for name in runner if name.endswith("_runner.c"))]:
+            spec.toolchain.compile_object(str(out_dir / source.replace(".c", ".o")), str(out_dir / source), includes)
+            files.append(source.replace(".c", ".o"))
         toolchain = spec.toolchain.describe()
     else:
         notes.append(f"no object file: {why_not}")
@@ -223,6 +239,12 @@ def save_weights(path: Path, weights: Sequence[np.ndarray], names: Sequence[str]
     """Weights as npz, keys ``p0000_name`` so that sorted order is argument order."""
     arrays = {f"p{index:04d}_{name}": array for index, (name, array) in enumerate(zip(names, weights, strict=False))}
     np.savez(path, **arrays)  # type: ignore[arg-type]  # numpy's stub: mypy matches **arrays against allow_pickle: bool
+
+
+def output_names(model_path: Path) -> list[str]:
+    import onnx
+
+    return [output.name for output in onnx.load(str(model_path), load_external_data=False).graph.output]
 
 
 def maybe_crash(stage: str, environ: Mapping[str, str] = os.environ) -> None:  # noqa: B006

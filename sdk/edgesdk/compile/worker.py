@@ -218,7 +218,8 @@ def _work(job: Job, report: Callable[[str], None]) -> JobResult:
         for spec, out_dir in job.builds:
             report(f"build {spec.role}")
             lowering.maybe_crash(f"build {spec.role}")
-            results.append(lowering.build(mod, spec, Path(out_dir)))
+            io_names = (list(job.shapes), lowering.output_names(Path(job.model)))
+            results.append(lowering.build(mod, spec, Path(out_dir), weights, io_names))
     if job.run:
         report("run")
         lowering.maybe_crash("run")

@@ -1,0 +1,54 @@
+"""edgesdk.compile.standalone: the mcu artifact's C runner (no TVM runtime, no VM, no malloc)
+computes what onnxruntime computes. Compiled here for this host from the artifact's own files
+(kernels, runner, the headers it carries), loaded with ctypes and run on the verification inputs."""
+
+from __future__ import annotations
+
+import ctypes
+
+import numpy as np
+import pytest
+
+import edgesdk
+from edgesdk.compile.program import Program
+from edgesdk.compile.standalone import identifier
+from edgesdk.frontend.model import random_inputs
+from edgesdk.frontend.reference import reference_outputs
+from edgesdk.plugin.toolchains import host_toolchain
+from edgesdk.testing import models
+
+pytestmark = pytest.mark.slow
+
+CASES = {
+    "cnn": (models.tiny_cnn, {"image": [1, 3, 32, 32]}),
+    "mlp": (models.mlp, {"features": [1, 64]}),
+    "attention": (models.transformer_block, {"tokens": [1, 16, 64]}),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_the_standalone_runner_matches_onnxruntime(tmp_path, case):
+    build, shapes = CASES[case]
+    artifact = edgesdk.deploy(build(), "mcu", tmp_path / "a", input_shapes=shapes)
+    device = artifact.path / "device"
+    stem, model = artifact.manifest.model.name, identifier(artifact.manifest.model.name)
+    files = set(artifact.manifest.build.device_files)
+    assert {f"device/{model}_runner.c", f"device/{model}.h", f"device/{model}.mk", f"device/{model}_runner.o", "device/include/tvm/ffi/c_api.h"} <= files
+    program = Program.model_validate_json((device / "program.json").read_text())
+    assert program.arena_bytes == int(next(line.split()[-1] for line in (device / f"{model}.h").read_text().splitlines() if "_ARENA_BYTES" in line))
+
+    library = tmp_path / "runner.so"
+    host_toolchain().link_shared(str(library), [str(device / f"{stem}.c"), str(device / f"{model}_runner.c"), f"-I{device}", f"-I{device / 'include'}", "-O1"])
+    runner = ctypes.CDLL(str(library))
+    inputs = random_inputs(artifact.inputs, seed=3)
+    arrays = [np.ascontiguousarray(inputs[spec.name]) for spec in artifact.inputs]
+    outputs = [np.zeros(spec.shape, spec.dtype) for spec in artifact.manifest.model.outputs]
+    status = getattr(runner, f"{model}_run")(
+        (ctypes.c_void_p * len(arrays))(*(array.ctypes.data for array in arrays)),
+        (ctypes.c_void_p * len(outputs))(*(array.ctypes.data for array in outputs)),
+    )
+    assert status == 0
+    expected = reference_outputs((artifact.path / "model.onnx").read_bytes(), inputs)
+    for spec, got in zip(artifact.manifest.model.outputs, outputs, strict=True):
+        reference = expected[spec.name]
+        assert np.abs(got - reference).max() <= 1e-4 * max(1.0, float(np.abs(reference).max()))
