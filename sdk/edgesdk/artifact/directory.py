@@ -9,9 +9,11 @@ from pathlib import Path
 
 import numpy as np
 
+from edgesdk.artifact.emulation import EmulatedRun, run_firmware
 from edgesdk.artifact.files import INPUTS_FILE, MANIFEST_NAME, MODEL_FILE, WEIGHTS_FILE, hash_tree, read_manifest
 from edgesdk.artifact.manifest import Manifest, VerificationInfo
 from edgesdk.compile.host_runner import HostRunner
+from edgesdk.compile.standalone import identifier
 from edgesdk.compile.worker import run_isolated
 from edgesdk.errors import CheckFailed, UserInputError
 from edgesdk.frontend.model import TensorSpec
@@ -71,16 +73,27 @@ class Artifact:
         if extra:
             raise CheckFailed(f"{self.path}: file {extra[0]} is not part of the artifact")
 
-    def verify(self) -> VerificationInfo:
-        """Re-check every file's hash, then the numerics against onnxruntime on the stored inputs."""
+    def emulate(self, inputs: Mapping[str, np.ndarray], *, cast: bool = False) -> EmulatedRun:
+        """Run the device's own code on its instruction set under QEMU (mcu artifacts: the kernels
+        and the standalone runner as firmware; edgesdk.artifact.emulation)."""
+        checked = check_inputs(inputs, self.inputs, "inputs", cast=cast)
+        name = self.manifest.model.name
+        return run_firmware(self.path / "device", name, identifier(name), self.manifest.target, checked, self.inputs, self.manifest.model.outputs)
+
+    def verify(self, *, emulate: bool = False) -> VerificationInfo:
+        """Re-check every file's hash, then the numerics against onnxruntime on the stored inputs:
+        of the simulation on this host, or (``emulate``) of the device code under QEMU, recorded
+        in the result's ``emulation``."""
         from edgesdk.artifact.verification import verify_against_reference
 
         self.check_files()
         inputs = load_npz(self.path / INPUTS_FILE)
         model = (self.path / MODEL_FILE).read_bytes()
-        result = verify_against_reference(
-            self.run(inputs, isolated=True), model, inputs, inputs_kind=self.manifest.verification.inputs, scheme=self.manifest.quantization.scheme
-        )
+        emulated = self.emulate(inputs) if emulate else None
+        outputs = emulated.outputs if emulated is not None else self.run(inputs, isolated=True)
+        result = verify_against_reference(outputs, model, inputs, inputs_kind=self.manifest.verification.inputs, scheme=self.manifest.quantization.scheme)
+        if emulated is not None:
+            result.emulation = emulated.info
         if not result.passed:
             raise CheckFailed(failure_message(self.path, result))
         return result

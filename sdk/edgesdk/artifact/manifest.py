@@ -94,6 +94,17 @@ class OutputCheck(_Record):
     passed: bool
 
 
+class EmulationInfo(_Record):
+    """The device's own code run on its instruction set under an emulator (`verify --emulate`)."""
+
+    emulator: str = Field(description="The emulator, its version and the board, e.g. `QEMU emulator version 7.2.22 (mps2-an500, cortex-m7)`.")
+    instructions: int = Field(description="Instructions the model's entry point executed (QEMU -icount; not cycles).")
+    text_bytes: int = Field(description="Firmware code and constants (flash), from arm-none-eabi-size, harness included.")
+    data_bytes: int
+    bss_bytes: int = Field(description="Zero-initialised RAM: the arena, the kernels' workspace and the I/O buffers.")
+    seconds: float = Field(description="Wall time of the emulated run on this host.")
+
+
 class VerificationInfo(_Record):
     """The compiled model's outputs against onnxruntime's on the same inputs (worst over outputs)."""
 
@@ -104,6 +115,7 @@ class VerificationInfo(_Record):
     psnr_db: float | None
     passed: bool
     outputs: list[OutputCheck]
+    emulation: EmulationInfo | None = Field(None, description="Set when the outputs checked came from the device code under an emulator.")
 
 
 class BuildInfo(_Record):

@@ -17,9 +17,10 @@ from rich.table import Table
 
 import edgesdk
 from edgesdk.artifact.directory import Artifact
-from edgesdk.artifact.manifest import VerificationInfo
+from edgesdk.artifact.manifest import EmulationInfo, VerificationInfo
 from edgesdk.cli.options import (
     CalibrationOption,
+    EmulateOption,
     InputShapeOption,
     JsonOption,
     NoFallbackOption,
@@ -120,6 +121,13 @@ def _summary(artifact: Artifact) -> Table:
     return table
 
 
+def _emulation_text(emulation: EmulationInfo) -> str:
+    return (
+        f"emulated: {emulation.emulator}, {emulation.instructions:,} instructions, firmware {byte_size(emulation.text_bytes)} flash "
+        f"(code + weights), {byte_size(emulation.data_bytes + emulation.bss_bytes)} RAM, {emulation.seconds:.2f} s here"
+    )
+
+
 def _input_shapes(texts: list[str] | None) -> dict[str, list[int]]:
     """The repeated ``--input-shape NAME=D1,D2,...`` options as ``{name: dims}``."""
     return dict(parse_input_shape(text) for text in texts or [])
@@ -180,13 +188,19 @@ def run_command(
     inputs: Annotated[Path, typer.Option("--inputs", help="Inputs (.npz, one array per model input).", show_default=False)],
     output: Annotated[Path | None, typer.Option("-o", "--output", help="Write the outputs to this .npz file.")] = None,
     cast: Annotated[bool, typer.Option("--cast", help="Convert inputs to the model's dtypes even where values could change (e.g. int64 to float32).")] = False,
+    emulate: EmulateOption = False,
     json_output: JsonOption = False,
 ) -> None:
-    """Run an artifact's functional simulation on this host."""
+    """Run an artifact's functional simulation on this host, or (--emulate) its device code under QEMU."""
     artifact = edgesdk.load_artifact(artifact_dir)
     if output is not None and output.is_dir():
         raise UserInputError(f"{output}: is a directory; give a .npz file name")
-    outputs = artifact.run(load_npz(inputs), isolated=True, cast=cast)
+    emulation = None
+    if emulate:
+        emulated = artifact.emulate(load_npz(inputs), cast=cast)
+        outputs, emulation = emulated.outputs, emulated.info
+    else:
+        outputs = artifact.run(load_npz(inputs), isolated=True, cast=cast)
     if output is not None:
         save_npz(output, outputs)
     records: list[dict[str, Any]] = [
@@ -201,27 +215,33 @@ def run_command(
         for name, value in outputs.items()
     ]
     if json_output:
-        print_json({"artifact": str(artifact_dir), "outputs": records, "file": str(output) if output else None})
+        described = emulation.model_dump(mode="json") if emulation else None
+        print_json({"artifact": str(artifact_dir), "outputs": records, "file": str(output) if output else None, "emulation": described})
         return
     table = Table("output", "shape", "dtype", "min", "max", "mean", box=box.SIMPLE_HEAD)
     for record in records:
         table.add_row(record["name"], str(record["shape"]), record["dtype"], *(f"{record[k]:.6g}" for k in ("min", "max", "mean")))
     Console().print(table)
+    if emulation is not None:
+        Console().print(_emulation_text(emulation))
     if output is not None:
         Console().print(f"wrote {output}")
 
 
 def verify_command(
     artifact_dir: Annotated[Path, typer.Argument(metavar="ARTIFACT", help="An artifact directory made by `deploy`.", show_default=False)],
+    emulate: EmulateOption = False,
     json_output: JsonOption = False,
 ) -> None:
-    """Re-check an artifact's file hashes and its numerics against onnxruntime."""
+    """Re-check an artifact's file hashes and its numerics against onnxruntime (--emulate: of its device code under QEMU)."""
     artifact = edgesdk.load_artifact(artifact_dir)
-    result = artifact.verify()
+    result = artifact.verify(emulate=emulate)
     if json_output:
         print_json({"artifact": str(artifact_dir), "files": len(artifact.manifest.files), "verification": result.model_dump(mode="json")})
     else:
         Console().print(f"{artifact_dir}: {len(artifact.manifest.files)} files intact; {_verification_text(result)}")
+        if result.emulation is not None:
+            Console().print(_emulation_text(result.emulation))
 
 
 def profile_command(

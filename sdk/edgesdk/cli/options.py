@@ -14,6 +14,9 @@ from typing import Annotated, Any
 import typer
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON on stdout, nothing else.")]
+EmulateOption = Annotated[
+    bool, typer.Option("--emulate", help="Run the device's own code on its instruction set under QEMU (mcu: firmware on qemu-system-arm).")
+]
 ProfilesDirOption = Annotated[Path | None, typer.Option("--profiles-dir", help="Also read device profiles (*.yaml) from this directory.")]
 InputShapeOption = Annotated[
     list[str] | None,

@@ -27,7 +27,7 @@ from edgesdk.compile.standalone import write_runner
 from edgesdk.plugin.toolchains import Toolchain
 
 # Bump when the lowering changes what it produces for the same inputs: it is part of cache keys.
-PIPELINE_VERSION = 48
+PIPELINE_VERSION = 52
 
 
 class BuildSpec(BaseModel):

@@ -7,6 +7,7 @@ the kernels in the executed order, each tensor a model input or output, a weight
 
 from __future__ import annotations
 
+import base64
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -18,12 +19,13 @@ PROGRAM_FILE = "program.json"
 class ProgramTensor(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    kind: Literal["input", "weight", "arena", "output", "view"]
+    kind: Literal["input", "weight", "constant", "arena", "output", "view"]
     shape: list[int]
     dtype: str
     index: int = Field(0, description="input/weight: position among main's inputs / weights; output: position among its outputs.")
     offset: int = Field(0, description="arena: byte offset in the arena.")
     of: int = Field(-1, description="view: the tensor it views (same bytes, another shape).")
+    data: str = Field("", description="constant: its bytes, base64 (a constant the compiler put in main, e.g. a lookup table).")
 
 
 class Call(BaseModel):
@@ -68,6 +70,14 @@ def record_program():
         results = list(returned.fields) if isinstance(returned, relax.Tuple) else [returned]
         calls: list[Call] = []
         arena = 0
+
+        def tensor_of(arg) -> int:
+            if isinstance(arg, tvm.ir.expr.Constant):
+                array = arg.value.numpy()
+                tensors.append(ProgramTensor(kind="constant", shape=list(array.shape), dtype=str(array.dtype), data=base64.b64encode(array.tobytes()).decode()))
+                return len(tensors) - 1
+            return ids[arg]
+
         fresh: list[int] = []  # builtin.alloc_tensor results: the model outputs
         for block in func.body.blocks:
             for binding in block.bindings:
@@ -75,7 +85,7 @@ def record_program():
                 if isinstance(value, relax.Var):
                     ids[var] = ids[value]
                 elif isinstance(value, relax.Call) and isinstance(value.op, relax.GlobalVar):
-                    calls.append(Call(kernel=value.op.name_hint, args=[ids[arg] for arg in value.args]))
+                    calls.append(Call(kernel=value.op.name_hint, args=[tensor_of(arg) for arg in value.args]))
                 elif isinstance(value, relax.Call) and value.op == ops["memory.alloc_storage"]:
                     if arena:  # TVM's storages were kept (symbolic shapes): no single arena
                         return Program(arena_bytes=0, tensors=[], calls=[], outputs=[], unsupported="main allocates more than one storage")

@@ -17,6 +17,7 @@ artifact), so its only undefined symbols are the C library's.
 
 from __future__ import annotations
 
+import base64
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -85,12 +86,17 @@ def runner_sources(
     for index, array in enumerate(weights):
         ctype, values, count = _words(array)
         lines.append(f"static const {ctype} weight_{index}[{count}] __attribute__((aligned({ALIGN}))) = {{{values}}};")
+    for index, tensor in enumerate(program.tensors):
+        if tensor.kind == "constant":
+            raw = np.frombuffer(base64.b64decode(tensor.data), dtype=np.uint8)
+            ctype, values, count = _words(raw)
+            lines.append(f"static const {ctype} constant_{index}[{count}] __attribute__((aligned({ALIGN}))) = {{{values}}};")
     lines.append(f"static uint8_t arena[{max(program.arena_bytes, 1)}] __attribute__((aligned({ALIGN})));")
     shapes, tensors = [], []
     for index, tensor in enumerate(program.tensors):
         shapes.append(f"static int64_t shape_{index}[{max(len(tensor.shape), 1)}] = {{{', '.join(map(str, tensor.shape)) or '1'}}};")
         code, bits = _dtype(tensor.dtype)
-        data = {"weight": f"(void*)weight_{tensor.index}", "arena": f"arena + {tensor.offset}"}.get(tensor.kind, "NULL")
+        data = {"weight": f"(void*)weight_{tensor.index}", "constant": f"(void*)constant_{index}", "arena": f"arena + {tensor.offset}"}.get(tensor.kind, "NULL")
         tensors.append(f"  {{{data}, {{kDLCPU, 0}}, {len(tensor.shape)}, {{{code}, {bits}, 1}}, shape_{index}, NULL, 0}},")
     lines += [*shapes, f"static DLTensor tensors[{len(tensors)}] = {{", *tensors, "};", ""]
     workspace = workspace_bytes(kernels_source)

@@ -1,0 +1,76 @@
+"""The mcu artifact's own code on its own instruction set: kernels + standalone runner linked as
+Cortex-M7 firmware and run under qemu-system-arm (mps2-an500), compared with onnxruntime."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+import numpy as np
+import pytest
+
+import edgesdk
+from edgesdk.testing import models
+from tests.e2e.conftest import save
+
+pytestmark = [pytest.mark.slow, pytest.mark.emulator]
+
+CASES = {
+    "cnn": (models.tiny_cnn, {"image": [1, 3, 32, 32]}),
+    "mlp": (models.mlp, {"features": [1, 64]}),
+    "attention": (models.transformer_block, {"tokens": [1, 16, 64]}),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_mcu_firmware_under_qemu_matches_onnxruntime(tmp_path, case):
+    build, shapes = CASES[case]
+    artifact = edgesdk.deploy(build(), "mcu", tmp_path / "a", input_shapes=shapes)
+    result = artifact.verify(emulate=True)
+    assert result.passed and result.emulation is not None
+    emulation = result.emulation
+    assert "mps2-an500" in emulation.emulator and emulation.instructions > 1000
+    # The firmware holds the weights in flash and the arena in RAM (zero-initialised).
+    assert emulation.bss_bytes >= artifact.manifest.estimate.memory.arena_bytes - sum(4 * np.prod(o.shape) for o in artifact.manifest.model.outputs)
+    assert emulation.text_bytes >= artifact.manifest.estimate.weight_bytes
+    # Kernels + runner need nothing of TVM: linked together, only C library and libm symbols remain.
+    objects = sorted(str(artifact.path / name) for name in artifact.manifest.build.device_files if name.endswith(".o"))
+    subprocess.run(["arm-none-eabi-ld", "-r", "-o", str(tmp_path / "both.o"), *objects], check=True)
+    undefined = subprocess.run(["arm-none-eabi-nm", "-u", str(tmp_path / "both.o")], capture_output=True, text=True, check=True).stdout.split()
+    assert [symbol for symbol in undefined if symbol.lower().startswith(("tvm", "__tvm", "dl"))] == []
+
+
+def test_int8_firmware_matches_the_quantized_model(tmp_path):
+    """int8 (QDQ) on the mcu: the integer kernels and lookup tables run as firmware; the outputs
+    match onnxruntime on the quantized model."""
+    calibration = {"image": np.random.default_rng(0).standard_normal((16, 3, 32, 32)).astype(np.float32)}
+    artifact = edgesdk.deploy(models.tiny_cnn(), "mcu", tmp_path / "a", input_shapes={"image": [1, 3, 32, 32]}, quantize="int8", calibration=calibration)
+    result = artifact.verify(emulate=True)
+    assert result.passed and result.emulation is not None
+
+
+def test_run_and_verify_emulate_on_the_command_line(run_cli, tmp_path):
+    model = save(models.tiny_cnn(), tmp_path / "cnn.onnx")
+    assert run_cli("deploy", str(model), "--device", "mcu", "--input-shape", "image=1,3,32,32", "-o", str(tmp_path / "a"))[0] == 0
+    values = np.random.default_rng(5).standard_normal((1, 3, 32, 32)).astype(np.float32)
+    np.savez(tmp_path / "in.npz", image=values)
+    code, out, err = run_cli("run", str(tmp_path / "a"), "--inputs", str(tmp_path / "in.npz"), "--emulate", "-o", str(tmp_path / "out.npz"), "--json")
+    assert code == 0, err
+    emulated = np.load(tmp_path / "out.npz", allow_pickle=False)["probs"]
+    assert json.loads(out)["emulation"]["instructions"] > 0
+    host = edgesdk.load_artifact(tmp_path / "a").run({"image": values})["probs"]
+    np.testing.assert_allclose(emulated, host, rtol=1e-5, atol=1e-6)
+    code, out, err = run_cli("verify", str(tmp_path / "a"), "--emulate")
+    assert code == 0 and "passed" in out and "instructions" in out
+
+
+def test_emulate_errors_are_one_line(run_cli, tmp_path, monkeypatch):
+    """A device with no emulated board, and a machine without QEMU: exit 2, one line."""
+    cnn_file = save(models.tiny_cnn(), tmp_path / "cnn.onnx")
+    assert run_cli("deploy", str(cnn_file), "--device", "pc", "--input-shape", "image=1,3,32,32", "-o", str(tmp_path / "pc"))[0] == 0
+    np.savez(tmp_path / "in.npz", image=np.zeros((1, 3, 32, 32), np.float32))
+    code, _, err = run_cli("verify", str(tmp_path / "pc"), "--emulate")
+    assert code == 2 and err.startswith("error: --emulate: no emulated board") and len(err.strip().splitlines()) <= 2
+    monkeypatch.setenv("PATH", str(tmp_path))  # no qemu-system-arm on it
+    code, _, err = run_cli("run", str(tmp_path / "pc"), "--inputs", str(tmp_path / "in.npz"), "--emulate")
+    assert code == 2 and "qemu-system-arm not found: install the Debian package qemu-system-arm" in err
