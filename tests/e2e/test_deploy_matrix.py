@@ -40,13 +40,13 @@ def test_model_deploys_to_device_and_matches_onnxruntime(model_name, device, tmp
     if device in SHARED_LIBRARY_ISA:
         (library,) = files.values()
         assert elf_header(library) == (2, 3, SHARED_LIBRARY_ISA[device])
-    else:  # mcu: C kernels, the VM program, and a Cortex-M object when the toolchain is installed
+    else:  # mcu: C kernels and their runner, the VM program, and Cortex-M objects when the toolchain is installed
         source = artifact.path / f"device/{model_name}.c"
         assert "#include <math.h>" in source.read_text() and "TVM_DLL int32_t" in source.read_text()
         objects = [path for path in files.values() if path.suffix == ".o"]
         if shutil.which("arm-none-eabi-gcc"):
-            (obj,) = objects
-            assert elf_header(obj) == (1, 1, EM_ARM)
+            assert sorted(path.name for path in objects) == [f"{model_name}.o", f"{model_name}_runner.o"]
+            assert all(elf_header(obj) == (1, 1, EM_ARM) for obj in objects)
         else:
             assert objects == [] and any("arm-none-eabi-gcc" in note for note in manifest.build.notes)
 
