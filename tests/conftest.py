@@ -84,9 +84,9 @@ def pytest_runtest_setup(item):
     except in CI, where `make test` installs them and a missing tool is a failure."""
     if item.get_closest_marker("emulator") is None:
         return
-    from edgesdk.artifact.emulation import missing_tools
+    from edgesdk.artifact.emulation import LINUX_USER, missing_tools
 
-    missing = missing_tools()
+    missing = missing_tools() or missing_tools(LINUX_USER["aarch64"])
     if missing is not None:
         if os.environ.get("CI"):
             pytest.fail(f"CI must run the emulation tests: {missing}")

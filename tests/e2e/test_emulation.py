@@ -70,7 +70,26 @@ def test_emulate_errors_are_one_line(run_cli, tmp_path, monkeypatch):
     assert run_cli("deploy", str(cnn_file), "--device", "pc", "--input-shape", "image=1,3,32,32", "-o", str(tmp_path / "pc"))[0] == 0
     np.savez(tmp_path / "in.npz", image=np.zeros((1, 3, 32, 32), np.float32))
     code, _, err = run_cli("verify", str(tmp_path / "pc"), "--emulate")
-    assert code == 2 and err.startswith("error: --emulate: no emulated board") and len(err.strip().splitlines()) <= 2
+    assert code == 2 and err.startswith("error: --emulate: no emulator for a x86_64 target") and len(err.strip().splitlines()) <= 2
+    assert run_cli("deploy", str(cnn_file), "--device", "mcu", "--input-shape", "image=1,3,32,32", "-o", str(tmp_path / "mcu"))[0] == 0
     monkeypatch.setenv("PATH", str(tmp_path))  # no qemu-system-arm on it
-    code, _, err = run_cli("run", str(tmp_path / "pc"), "--inputs", str(tmp_path / "in.npz"), "--emulate")
+    code, _, err = run_cli("run", str(tmp_path / "mcu"), "--inputs", str(tmp_path / "in.npz"), "--emulate")
     assert code == 2 and "qemu-system-arm not found: install the Debian package qemu-system-arm" in err
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_phone_standalone_library_under_qemu_aarch64_matches_onnxruntime(run_cli, tmp_path, case):
+    """`deploy --standalone` to the phone: lib<model>.a (TVM's AArch64 kernels + the runner) and
+    its header, linked into a static program that runs under qemu-aarch64 and matches
+    onnxruntime; the runtime library build is still there."""
+    build, shapes = CASES[case]
+    model = save(build(), tmp_path / "m.onnx")
+    shape_options = [option for name, dims in shapes.items() for option in ("--input-shape", f"{name}={','.join(map(str, dims))}")]
+    code, _, err = run_cli("deploy", str(model), "--device", "phone", *shape_options, "--standalone", "-o", str(tmp_path / "a"))
+    assert code == 0, err
+    artifact = edgesdk.load_artifact(tmp_path / "a")
+    stem = artifact.manifest.model.name
+    files = set(artifact.manifest.build.device_files)
+    assert {f"device/{stem}.so", f"device/lib{stem}.a", f"device/{stem}.h", "device/include/tvm/ffi/c_api.h"} <= files
+    result = artifact.verify(emulate=True)
+    assert result.passed and result.emulation is not None and "qemu-aarch64" in result.emulation.emulator

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgesdk.artifact.emulation import EmulatedRun, run_firmware
+from edgesdk.artifact.emulation import EmulatedRun, run_device_code
 from edgesdk.artifact.files import INPUTS_FILE, MANIFEST_NAME, MODEL_FILE, WEIGHTS_FILE, hash_tree, read_manifest
 from edgesdk.artifact.manifest import Manifest, VerificationInfo
 from edgesdk.compile.host_runner import HostRunner
@@ -74,11 +74,11 @@ class Artifact:
             raise CheckFailed(f"{self.path}: file {extra[0]} is not part of the artifact")
 
     def emulate(self, inputs: Mapping[str, np.ndarray], *, cast: bool = False) -> EmulatedRun:
-        """Run the device's own code on its instruction set under QEMU (mcu artifacts: the kernels
-        and the standalone runner as firmware; edgesdk.artifact.emulation)."""
+        """Run the device's own code on its instruction set under QEMU (edgesdk.artifact.emulation):
+        mcu artifacts as firmware, AArch64 ones deployed with ``standalone`` as a static program."""
         checked = check_inputs(inputs, self.inputs, "inputs", cast=cast)
         name = self.manifest.model.name
-        return run_firmware(self.path / "device", name, identifier(name), self.manifest.target, checked, self.inputs, self.manifest.model.outputs)
+        return run_device_code(self.path / "device", name, identifier(name), self.manifest.target, checked, self.inputs, self.manifest.model.outputs)
 
     def verify(self, *, emulate: bool = False) -> VerificationInfo:
         """Re-check every file's hash, then the numerics against onnxruntime on the stored inputs:

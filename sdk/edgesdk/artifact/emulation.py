@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Mapping, Sequence
@@ -75,18 +76,40 @@ class EmulatedRun:
     info: EmulationInfo  # instructions are counted to one SysTick tick (40 at 25 MHz)
 
 
-def board_for(target: Mapping) -> Board:
-    mcpu = str(target.get("mcpu", ""))
-    if mcpu not in BOARDS:
-        raise UserInputError(f"--emulate: no emulated board for a {mcpu or target.get('kind')} target", hint=f"boards: {', '.join(BOARDS)}")
-    return BOARDS[mcpu]
+@dataclass(frozen=True)
+class LinuxUser:
+    """A target whose code runs as a Linux program under QEMU's user-mode emulation: the standalone
+    library linked into a static executable (musl, by zig cc)."""
+
+    qemu: str
+    zig_target: str
+
+    def describe(self) -> str:
+        return f"{self.qemu} (user mode, {self.zig_target} static)"
 
 
-def missing_tools() -> str | None:
-    """A one-line reason when QEMU or the ARM compiler is not installed, else None."""
-    for command, package in ((QEMU, "qemu-system-arm"), (COMPILER, "gcc-arm-none-eabi and libnewlib-arm-none-eabi")):
+LINUX_USER = {"aarch64": LinuxUser(qemu="qemu-aarch64", zig_target="aarch64-linux-musl")}
+PACKAGES = {QEMU: "qemu-system-arm", COMPILER: "gcc-arm-none-eabi libnewlib-arm-none-eabi", "qemu-aarch64": "qemu-user"}
+
+
+def platform_for(target: Mapping) -> Board | LinuxUser:
+    """The emulated board or user-mode emulator that runs ``target``'s code."""
+    mcpu, arch = str(target.get("mcpu", "")), str(target.get("mtriple", "")).split("-")[0]
+    if target.get("kind") == "c" and mcpu in BOARDS:
+        return BOARDS[mcpu]
+    if target.get("kind") == "llvm" and arch in LINUX_USER:
+        return LINUX_USER[arch]
+    known = ", ".join([*BOARDS, *LINUX_USER])
+    raise UserInputError(f"--emulate: no emulator for a {mcpu or arch or target.get('kind')} target", hint=f"emulated: {known}")
+
+
+def missing_tools(platform: Board | LinuxUser | None = None) -> str | None:
+    """A one-line reason when the emulator or compiler ``platform`` needs (default: the mcu's) is
+    not installed, else None."""
+    commands = [platform.qemu] if isinstance(platform, LinuxUser) else [QEMU, COMPILER]
+    for command in commands:
         if shutil.which(command) is None:
-            return f"{command} not found: install the Debian package {package} (apt-get install {package.replace(' and ', ' ')})"
+            return f"{command} not found: install the Debian package {PACKAGES[command]} (apt-get install {PACKAGES[command]})"
     return None
 
 
@@ -116,19 +139,7 @@ SECTIONS
 """
 
 
-def _harness(model: str, inputs: Sequence[TensorSpec], outputs: Sequence[TensorSpec]) -> str:
-    def size(spec: TensorSpec) -> int:
-        return int(np.prod(spec.shape, dtype=np.int64)) * np.dtype(spec.dtype).itemsize
-
-    buffers = [f"static uint8_t input_{i}[{size(spec)}] __attribute__((aligned(64)));" for i, spec in enumerate(inputs)]
-    buffers += [f"static uint8_t output_{i}[{size(spec)}] __attribute__((aligned(64)));" for i, spec in enumerate(outputs)]
-    reads = "\n".join(f"  if (fread(input_{i}, 1, sizeof input_{i}, file) != sizeof input_{i}) return 91;" for i in range(len(inputs)))
-    writes = "\n".join(f"  fwrite(output_{i}, 1, sizeof output_{i}, file);" for i in range(len(outputs)))
-    return f"""/* edgesdk emulation harness: semihosting I/O around {model}_run, SysTick counting. */
-#include <stdint.h>
-#include <stdio.h>
-#include "{model}.h"
-
+_BARE_METAL = """
 extern void _start(void);
 extern uint32_t __stack;
 static volatile uint32_t wraps;
@@ -137,18 +148,44 @@ static volatile uint32_t wraps;
 #define SYST_CVR (*(volatile uint32_t*)0xE000E018)
 #define CPACR (*(volatile uint32_t*)0xE000ED88)
 
-void Reset_Handler(void) {{
+void Reset_Handler(void) {
   CPACR |= (0xFu << 20); /* the FPU, before any floating-point instruction */
   __asm volatile("dsb\\n isb");
   _start(); /* newlib: bss, semihosting handles, main, exit */
-  for (;;) {{}}
-}}
-void SysTick_Handler(void) {{ wraps++; }}
-void Default_Handler(void) {{ for (;;) {{}} }}
-__attribute__((section(".isr_vector"), used)) void (*const vectors[16])(void) = {{
+  for (;;) {}
+}
+void SysTick_Handler(void) { wraps++; }
+void Default_Handler(void) { for (;;) {} }
+__attribute__((section(".isr_vector"), used)) void (*const vectors[16])(void) = {
   (void (*)(void))(&__stack), Reset_Handler, Default_Handler, Default_Handler, Default_Handler, Default_Handler,
-  Default_Handler, 0, 0, 0, 0, Default_Handler, Default_Handler, 0, Default_Handler, SysTick_Handler}};
+  Default_Handler, 0, 0, 0, 0, Default_Handler, Default_Handler, 0, Default_Handler, SysTick_Handler};
+#define START_COUNTING() do { SYST_RVR = 0xFFFFFFu; SYST_CVR = 0; SYST_CSR = 7; } while (0)
+#define TICKS() ((uint64_t)wraps * 0x1000000u + (0xFFFFFFu - SYST_CVR))
+#define STOP_COUNTING() (SYST_CSR = 0)
+"""
+_HOSTED = """
+#define START_COUNTING() ((void)0)
+#define TICKS() ((uint64_t)0)
+#define STOP_COUNTING() ((void)0)
+"""
 
+
+def _harness(model: str, inputs: Sequence[TensorSpec], outputs: Sequence[TensorSpec], bare_metal: bool) -> str:
+    """main(): inputs from input.bin, the model, outputs to output.bin, the status and the
+    SysTick count (bare metal: a vector table and reset handler too) to result.txt."""
+
+    def size(spec: TensorSpec) -> int:
+        return int(np.prod(spec.shape, dtype=np.int64)) * np.dtype(spec.dtype).itemsize
+
+    buffers = [f"static uint8_t input_{i}[{size(spec)}] __attribute__((aligned(64)));" for i, spec in enumerate(inputs)]
+    buffers += [f"static uint8_t output_{i}[{size(spec)}] __attribute__((aligned(64)));" for i, spec in enumerate(outputs)]
+    reads = "\n".join(f"  if (fread(input_{i}, 1, sizeof input_{i}, file) != sizeof input_{i}) return 91;" for i in range(len(inputs)))
+    writes = "\n".join(f"  fwrite(output_{i}, 1, sizeof output_{i}, file);" for i in range(len(outputs)))
+    return f"""/* edgesdk emulation harness: file I/O around {model}_run. */
+#include <stdint.h>
+#include <stdio.h>
+#include "{model}.h"
+{_BARE_METAL if bare_metal else _HOSTED}
 {chr(10).join(buffers)}
 
 int main(void) {{
@@ -158,13 +195,10 @@ int main(void) {{
   fclose(file);
   const void* inputs[] = {{{", ".join(f"input_{i}" for i in range(len(inputs))) or "0"}}};
   void* outputs[] = {{{", ".join(f"output_{i}" for i in range(len(outputs)))}}};
-  SYST_RVR = 0xFFFFFFu;
-  SYST_CVR = 0;
-  SYST_CSR = 7; /* processor clock, interrupt on wrap, enabled */
+  START_COUNTING();
   int status = {model}_run(inputs, outputs);
-  uint32_t now = SYST_CVR;
-  SYST_CSR = 0;
-  uint64_t ticks = (uint64_t)wraps * 0x1000000u + (0xFFFFFFu - now);
+  uint64_t ticks = TICKS();
+  STOP_COUNTING();
   file = fopen("output.bin", "wb");
 {writes}
   fclose(file);
@@ -182,7 +216,39 @@ def _size(elf: Path) -> tuple[int, int, int]:
     return text, data, bss
 
 
-def run_firmware(
+def _run(command: list[str], work: Path, what: str, timeout_s: float) -> subprocess.CompletedProcess:
+    try:
+        return subprocess.run(command, cwd=work, capture_output=True, text=True, timeout=timeout_s, check=False)
+    except subprocess.TimeoutExpired as exc:
+        raise CheckFailed(f"--emulate: {what} did not finish within {timeout_s:.0f} s") from exc
+
+
+def _firmware(work: Path, board: Board, device_dir: Path, name: str, model: str) -> list[str]:
+    """Build the Cortex-M firmware; the QEMU command that runs it."""
+    (work / "board.ld").write_text(_linker_script(board))
+    sources = [str(work / "harness.c"), str(device_dir / f"{name}.c"), str(device_dir / f"{model}_runner.c")]
+    flags = [*board.flags, "-O2", "--specs=rdimon.specs", "-T", str(work / "board.ld"), f"-I{device_dir}", f"-I{device_dir / 'include'}"]
+    built = subprocess.run([COMPILER, *flags, *sources, "-lm", "-o", str(work / "firmware.elf")], capture_output=True, text=True, check=False)
+    if built.returncode != 0:
+        raise CheckFailed(f"--emulate: building the firmware failed: {(built.stderr.strip().splitlines() or ['?'])[-1]}")
+    command = [QEMU, "-M", board.machine, "-cpu", board.cpu, "-display", "none", "-serial", "null", "-monitor", "null"]
+    return [*command, "-semihosting-config", "enable=on,target=native", "-icount", "shift=0", "-kernel", str(work / "firmware.elf")]
+
+
+def _executable(work: Path, platform: LinuxUser, device_dir: Path, model: str) -> list[str]:
+    """Link the standalone library into a static test program; the QEMU command that runs it."""
+    library = device_dir / f"lib{model}.a"
+    if not library.is_file():
+        raise UserInputError(f"--emulate: {device_dir.parent} has no standalone library ({library.name})", hint="deploy it with --standalone")
+    zig = [sys.executable, "-m", "ziglang", "cc", "-target", platform.zig_target, "-static", "-O2"]
+    command = [*zig, f"-I{device_dir}", f"-I{device_dir / 'include'}", str(work / "harness.c"), str(library), "-lm", "-o", str(work / "model")]
+    built = subprocess.run(command, capture_output=True, text=True, check=False)
+    if built.returncode != 0:
+        raise CheckFailed(f"--emulate: linking the test program failed: {(built.stderr.strip().splitlines() or ['?'])[-1]}")
+    return [platform.qemu, str(work / "model")]
+
+
+def run_device_code(
     device_dir: Path,
     name: str,
     model: str,
@@ -192,53 +258,29 @@ def run_firmware(
     output_specs: Sequence[TensorSpec],
     timeout_s: float = 600.0,
 ) -> EmulatedRun:
-    """Build the firmware of the mcu artifact's ``device_dir`` (kernels ``<name>.c``, runner of
-    ``model``) for ``target``'s board, run it under QEMU on ``inputs``, return its outputs."""
-    why_not = missing_tools()
+    """Run the device code of the artifact directory ``device_dir`` (kernels ``<name>``, runner of
+    ``model``) for ``target`` under QEMU on ``inputs``: mcu firmware on its board, or a static
+    program around the standalone library under user-mode emulation. Returns its outputs."""
+    platform = platform_for(target)
+    why_not = missing_tools(platform)
     if why_not is not None:
         raise UserInputError(f"--emulate: {why_not}")
-    board = board_for(target)
-    runner = device_dir / f"{model}_runner.c"
-    if not runner.is_file():
-        raise UserInputError(f"--emulate: {device_dir.parent} has no standalone runner ({runner.name}): deploy it again with this edgesdk")
+    if isinstance(platform, Board) and not (device_dir / f"{model}_runner.c").is_file():
+        raise UserInputError(f"--emulate: {device_dir.parent} has no standalone runner ({model}_runner.c): deploy it again with this edgesdk")
     with tempfile.TemporaryDirectory(prefix="edgesdk-emulate-") as scratch:
         work = Path(scratch)
-        (work / "board.ld").write_text(_linker_script(board))
-        (work / "harness.c").write_text(_harness(model, input_specs, output_specs))
-        compile_command = [
-            COMPILER,
-            *board.flags,
-            "-O2",
-            "--specs=rdimon.specs",
-            "-T",
-            str(work / "board.ld"),
-            f"-I{device_dir}",
-            f"-I{device_dir / 'include'}",
-            str(work / "harness.c"),
-            str(device_dir / f"{name}.c"),
-            str(runner),
-            "-lm",
-            "-o",
-            str(work / "firmware.elf"),
-        ]
-        built = subprocess.run(compile_command, capture_output=True, text=True, check=False)
-        if built.returncode != 0:
-            raise CheckFailed(f"--emulate: building the firmware failed: {(built.stderr.strip().splitlines() or ['?'])[-1]}")
+        (work / "harness.c").write_text(_harness(model, input_specs, output_specs, bare_metal=isinstance(platform, Board)))
+        command = _firmware(work, platform, device_dir, name, model) if isinstance(platform, Board) else _executable(work, platform, device_dir, model)
         with (work / "input.bin").open("wb") as stream:
             for spec in input_specs:
                 stream.write(np.ascontiguousarray(inputs[spec.name], dtype=spec.dtype).tobytes())
-        command = [QEMU, "-M", board.machine, "-cpu", board.cpu, "-display", "none", "-serial", "null", "-monitor", "null"]
-        command += ["-semihosting-config", "enable=on,target=native", "-icount", "shift=0", "-kernel", str(work / "firmware.elf")]
         started = time.perf_counter()
-        try:
-            ran = subprocess.run(command, cwd=work, capture_output=True, text=True, timeout=timeout_s, check=False)
-        except subprocess.TimeoutExpired as exc:
-            raise CheckFailed(f"--emulate: the firmware did not finish within {timeout_s:.0f} s under {board.describe()}") from exc
+        ran = _run(command, work, f"the device code under {platform.describe()}", timeout_s)
         seconds = time.perf_counter() - started
         result = (work / "result.txt").read_text().split(maxsplit=2) if (work / "result.txt").is_file() else []
         if len(result) < 2 or result[0] != "0":
             detail = " ".join(result) or (ran.stderr.strip().splitlines() or [f"exit status {ran.returncode}"])[-1]
-            raise CheckFailed(f"--emulate: the firmware failed under {board.describe()}: {detail}")
+            raise CheckFailed(f"--emulate: the device code failed under {platform.describe()}: {detail}")
         raw = (work / "output.bin").read_bytes()
         outputs, offset = {}, 0
         for spec in output_specs:
@@ -246,10 +288,12 @@ def run_firmware(
             array = np.frombuffer(raw, dtype=spec.dtype, count=count, offset=offset).reshape(spec.shape)
             outputs[spec.name] = array.copy()
             offset += array.nbytes
-        text, data, bss = _size(work / "firmware.elf")
-    instructions = int(result[1]) * (1_000_000_000 // board.clock_hz)
-    version = subprocess.run([QEMU, "--version"], capture_output=True, text=True, check=False).stdout.split("\n")[0]
-    emulator = f"{version.strip()} ({board.machine}, {board.cpu})"
-    return EmulatedRun(
-        outputs, EmulationInfo(emulator=emulator, instructions=instructions, text_bytes=text, data_bytes=data, bss_bytes=bss, seconds=round(seconds, 3))
-    )
+        sizes = _size(work / "firmware.elf") if isinstance(platform, Board) else (None, None, None)
+    version = subprocess.run([command[0], "--version"], capture_output=True, text=True, check=False).stdout.split("\n")[0].strip()
+    if isinstance(platform, Board):
+        emulator, instructions = f"{version} ({platform.machine}, {platform.cpu})", int(result[1]) * (1_000_000_000 // platform.clock_hz)
+    else:
+        emulator, instructions = f"{version} ({platform.zig_target} static)", None
+    text, data, bss = sizes
+    info = EmulationInfo(emulator=emulator, instructions=instructions, text_bytes=text, data_bytes=data, bss_bytes=bss, seconds=round(seconds, 3))
+    return EmulatedRun(outputs, info)

@@ -98,10 +98,10 @@ class EmulationInfo(_Record):
     """The device's own code run on its instruction set under an emulator (`verify --emulate`)."""
 
     emulator: str = Field(description="The emulator, its version and the board, e.g. `QEMU emulator version 7.2.22 (mps2-an500, cortex-m7)`.")
-    instructions: int = Field(description="Instructions the model's entry point executed (QEMU -icount; not cycles).")
-    text_bytes: int = Field(description="Firmware code and constants (flash), from arm-none-eabi-size, harness included.")
-    data_bytes: int
-    bss_bytes: int = Field(description="Zero-initialised RAM: the arena, the kernels' workspace and the I/O buffers.")
+    instructions: int | None = Field(description="Instructions the model's entry point executed (mcu: QEMU -icount; not cycles); null where not counted.")
+    text_bytes: int | None = Field(description="Firmware code and constants (flash), from arm-none-eabi-size, harness included; null: not firmware.")
+    data_bytes: int | None
+    bss_bytes: int | None = Field(description="Zero-initialised RAM: the arena, the kernels' workspace and the I/O buffers.")
     seconds: float = Field(description="Wall time of the emulated run on this host.")
 
 

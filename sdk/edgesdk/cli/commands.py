@@ -122,10 +122,12 @@ def _summary(artifact: Artifact) -> Table:
 
 
 def _emulation_text(emulation: EmulationInfo) -> str:
-    return (
-        f"emulated: {emulation.emulator}, {emulation.instructions:,} instructions, firmware {byte_size(emulation.text_bytes)} flash "
-        f"(code + weights), {byte_size(emulation.data_bytes + emulation.bss_bytes)} RAM, {emulation.seconds:.2f} s here"
-    )
+    parts = [f"emulated: {emulation.emulator}"]
+    if emulation.instructions is not None:
+        parts.append(f"{emulation.instructions:,} instructions")
+    if emulation.text_bytes is not None and emulation.data_bytes is not None and emulation.bss_bytes is not None:
+        parts.append(f"firmware {byte_size(emulation.text_bytes)} flash (code + weights), {byte_size(emulation.data_bytes + emulation.bss_bytes)} RAM")
+    return ", ".join([*parts, f"{emulation.seconds:.2f} s here"])
 
 
 def _input_shapes(texts: list[str] | None) -> dict[str, list[int]]:
@@ -143,6 +145,10 @@ def deploy_command(
     inputs: Annotated[Path | None, typer.Option("--inputs", help="Verify on these inputs (.npz, one array per model input) instead of random ones.")] = None,
     profiles_dir: ProfilesDirOption = None,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Compile again even if an identical build is cached.")] = False,
+    standalone: Annotated[
+        bool,
+        typer.Option("--standalone", help="Also write lib<model>.a + <model>.h: the kernels and a runner without TVM's runtime (the mcu always has one)."),
+    ] = False,
     unit: UnitOption = None,
     no_fallback: NoFallbackOption = False,
     passes: Annotated[
@@ -172,6 +178,7 @@ def deploy_command(
             **quantize_options,
             profiles_dir=profiles_dir,
             cache=not no_cache,
+            standalone=standalone,
             on_stage=on_stage,
             unit=unit,
             fallback=not no_fallback,

@@ -23,11 +23,11 @@ from edgesdk.compile.lookup_tables import tabulate
 from edgesdk.compile.packed_kernels import extract_blocked_weights, unpack_in_kernels
 from edgesdk.compile.program import PROGRAM_ATTR, PROGRAM_FILE, Program, record_program
 from edgesdk.compile.reorder import order_by_memory
-from edgesdk.compile.standalone import write_runner
+from edgesdk.compile.standalone import identifier, write_runner
 from edgesdk.plugin.toolchains import Toolchain
 
 # Bump when the lowering changes what it produces for the same inputs: it is part of cache keys.
-PIPELINE_VERSION = 52
+PIPELINE_VERSION = 56
 
 
 class BuildSpec(BaseModel):
@@ -44,6 +44,9 @@ class BuildSpec(BaseModel):
     # has tuned schedules: the digest keys the build cache, so new records mean a new build.
     tuning: str | None = None
     tuning_digest: str | None = None
+    # A shared-library build that also writes a static library of the kernels and a runner
+    # without TVM's runtime (edgesdk.compile.standalone); C builds always have the runner.
+    standalone: bool = False
 
     @property
     def library_name(self) -> str:
@@ -205,7 +208,17 @@ def build(mod, spec: BuildSpec, out_dir: Path, weights: Sequence[np.ndarray] | N
     stem = spec.basename
     if spec.emit == "shared_library":
         executable.export_library(str(out_dir / spec.library_name), fcompile=spec.toolchain.fcompile())
-        return BuildResult(files=[spec.library_name], kernels=kernels, toolchain=spec.toolchain.describe(), tuned=tuned, arena_bytes=arena)
+        files, notes = [spec.library_name], []
+        if spec.standalone:
+            program = Program.model_validate_json(str(optimized["main"].attrs[PROGRAM_ATTR]))
+            if program.unsupported is not None or weights is None or io_names is None:
+                notes.append(f"no standalone library: {program.unsupported or 'no weights given'}")
+            else:
+                try:
+                    files += _standalone_library(executable, program, spec, out_dir, weights, io_names)
+                except ValueError as exc:  # kernels that need more of TVM's runtime than the runner has
+                    notes.append(str(exc))
+        return BuildResult(files=files, kernels=kernels, toolchain=spec.toolchain.describe(), notes=notes, tuned=tuned, arena_bytes=arena)
 
     sources = [module.inspect_source() for module in executable.mod.imports if module.kind == "c"]
     (out_dir / f"{stem}.c").write_text("\n".join(sources))
@@ -219,7 +232,11 @@ def build(mod, spec: BuildSpec, out_dir: Path, weights: Sequence[np.ndarray] | N
     if program.unsupported is not None:
         notes.append(f"no standalone runner: {program.unsupported}")
     elif weights is not None and io_names is not None:
-        runner = write_runner(out_dir, stem, program, weights, [Path(directory) for directory in _include_dirs()], *io_names)
+        kernels_c = (out_dir / f"{stem}.c").read_text()
+        try:
+            runner = write_runner(out_dir, stem, program, weights, [Path(directory) for directory in _include_dirs()], *io_names, kernels_c)
+        except ValueError as exc:  # kernels that need more of TVM's runtime than the runner has
+            notes.append(str(exc))
         files += runner
     why_not = spec.toolchain.missing()
     if why_not is None:
@@ -233,6 +250,30 @@ def build(mod, spec: BuildSpec, out_dir: Path, weights: Sequence[np.ndarray] | N
         notes.append(f"no object file: {why_not}")
         toolchain = f"none ({why_not})"
     return BuildResult(files=files, kernels=kernels, toolchain=toolchain, notes=notes, tuned=tuned, arena_bytes=arena)
+
+
+def _standalone_library(executable, program: Program, spec: BuildSpec, out_dir: Path, weights, io_names: tuple[list[str], list[str]]) -> list[str]:
+    """The kernels as TVM's LLVM backend compiled them (an object), the runner compiled for the
+    same target, both in ``lib<model>.a``; with the header, the headers it needs and the program."""
+    stem = spec.basename
+    kernels = [module for module in executable.mod.imports if module.kind == "llvm"]
+    objects = []
+    for index, module in enumerate(kernels):
+        objects.append(f"{stem}_kernels{index}.o")
+        module.write_to_file(str(out_dir / objects[-1]))
+    (out_dir / PROGRAM_FILE).write_text(program.model_dump_json())
+    ir = "\n".join(module.inspect_source("ll") for module in kernels)  # its workspace requests
+    runner = write_runner(out_dir, stem, program, weights, [Path(directory) for directory in _include_dirs()], *io_names, ir, fragment=False)
+    runner_c = next(name for name in runner if name.endswith("_runner.c"))
+    spec.toolchain.compile_object(
+        str(out_dir / runner_c.replace(".c", ".o")), str(out_dir / runner_c), [str(out_dir), str(out_dir / "include")], ["-O2", "-fPIC"]
+    )
+    objects.append(runner_c.replace(".c", ".o"))
+    library = f"lib{identifier(stem)}.a"
+    spec.toolchain.archive(str(out_dir / library), [str(out_dir / name) for name in objects])
+    for name in objects:
+        (out_dir / name).unlink()
+    return [library, *runner, PROGRAM_FILE]
 
 
 def save_weights(path: Path, weights: Sequence[np.ndarray], names: Sequence[str]) -> None:

@@ -61,9 +61,16 @@ class _Toolchain(BaseModel):
     def link_shared(self, output: str, objects: Sequence[str]) -> None:
         _run([*self.driver(), "-shared", "-fPIC", "-o", output, *objects, "-lm"], f"linking {Path(output).name}")
 
-    def compile_object(self, output: str, source: str, include_dirs: Sequence[str]) -> None:
+    def compile_object(self, output: str, source: str, include_dirs: Sequence[str], flags: Sequence[str] = ()) -> None:
         includes = [f"-I{directory}" for directory in include_dirs]
-        _run([*self.driver(), "-c", "-o", output, source, *includes], f"compiling {Path(source).name}")
+        _run([*self.driver(), "-c", "-o", output, source, *includes, *flags], f"compiling {Path(source).name}")
+
+    def archiver(self) -> list[str]:
+        raise NotImplementedError
+
+    def archive(self, output: str, objects: Sequence[str]) -> None:
+        """A static library of ``objects``."""
+        _run([*self.archiver(), "rcs", output, *objects], f"archiving {Path(output).name}")
 
     def fcompile(self) -> _FCompile:
         """The ``fcompile`` callable TVM's ``export_library`` expects."""
@@ -96,6 +103,9 @@ class ZigCC(_Toolchain):
     def driver(self) -> list[str]:
         return [sys.executable, "-m", "ziglang", "cc", "-target", self.target, *self.flags]
 
+    def archiver(self) -> list[str]:
+        return [sys.executable, "-m", "ziglang", "ar"]
+
 
 class GCC(_Toolchain):
     """A GCC driver on PATH, such as Debian's ``arm-none-eabi-gcc``."""
@@ -114,6 +124,9 @@ class GCC(_Toolchain):
 
     def driver(self) -> list[str]:
         return [self.command, *self.flags]
+
+    def archiver(self) -> list[str]:
+        return [self.command.removesuffix("gcc") + "ar"]  # arm-none-eabi-gcc -> arm-none-eabi-ar
 
 
 @functools.cache

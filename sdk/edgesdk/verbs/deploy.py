@@ -60,7 +60,7 @@ from edgesdk.simulate.partition import ARITHMETIC_CLASSES, Partition, compute_dt
 from edgesdk.verbs.pipeline import checked_options, estimated, load_precision, read_analysis
 from edgesdk.versions import edgesdk_version, tvm_version
 
-OWN_OPTIONS = ("timeout_s", "cache", "profiles_dir", "seed", "on_stage", "unit", "fallback", "passes")
+OWN_OPTIONS = ("timeout_s", "cache", "profiles_dir", "seed", "on_stage", "unit", "fallback", "passes", "standalone")
 
 
 def find_backend(profile: DeviceProfile) -> Backend:
@@ -102,7 +102,9 @@ def deploy(
     ``seed`` (of the random verification inputs), ``on_stage`` (a callable told each stage's name),
     ``unit`` (place every kernel on this compute unit), ``fallback`` (False: fail with exit 1
     instead of letting kernels fall back from their preferred unit), ``passes`` (plugin passes to
-    run, ``{name: config}`` with a dict, JSON text or None for each config; edgesdk.plugin.passes).
+    run, ``{name: config}`` with a dict, JSON text or None for each config; edgesdk.plugin.passes),
+    ``standalone`` (True: devices with a shared library also get ``lib<model>.a``, the kernels and a
+    runner without TVM's runtime, with its header; the mcu always has its C runner).
     Raises ``CheckFailed`` (exit 1) after writing the artifact when verification fails.
     """
     recipe_options, options = checked_options(options, "deploy", OWN_OPTIONS)
@@ -130,8 +132,17 @@ def deploy(
         raise UserInputError(f"device '{profile.id}': cannot link its library: {missing}")
 
     device_target = half_target(profile.target, precision.compiled)
+    standalone = bool(options.get("standalone")) and backend.emit == "shared_library"
     specs = [
-        BuildSpec(role="device", target=device_target, emit=backend.emit, toolchain=backend.toolchain, basename=prepared.name, **build_fields(device_target))
+        BuildSpec(
+            role="device",
+            target=device_target,
+            emit=backend.emit,
+            toolchain=backend.toolchain,
+            basename=prepared.name,
+            standalone=standalone,
+            **build_fields(device_target),
+        )
     ]
     if not runs_here(device_target):
         simulated = host_target(precision.compiled)
