@@ -47,6 +47,9 @@ def test_model_deploys_to_device_and_matches_onnxruntime(model_name, device, tmp
         if shutil.which("arm-none-eabi-gcc"):
             assert sorted(path.name for path in objects) == [f"{model_name}.o", f"{model_name}_runner.o"]
             assert all(elf_header(obj) == (1, 1, EM_ARM) for obj in objects)
+            # arm-none-eabi-size of the two: the weights are in text (flash), the arena in bss.
+            sizes, arena = manifest.build.section_sizes, json.loads((artifact.path / "device/program.json").read_text())["arena_bytes"]
+            assert sizes is not None and sizes.text_bytes >= manifest.estimate.weight_bytes and sizes.bss_bytes >= arena
         else:
             assert objects == [] and any("arm-none-eabi-gcc" in note for note in manifest.build.notes)
 

@@ -118,6 +118,14 @@ class VerificationInfo(_Record):
     emulation: EmulationInfo | None = Field(None, description="Set when the outputs checked came from the device code under an emulator.")
 
 
+class SectionSizes(_Record):
+    """The device objects' sections (the mcu: `arm-none-eabi-size` of the kernels and the runner)."""
+
+    text_bytes: int = Field(description="Code and constants, the weights included: what goes to flash.")
+    data_bytes: int = Field(description="Initialised data: flash for its image, RAM when running.")
+    bss_bytes: int = Field(description="Zero-initialised RAM: the arena and the kernels' workspace.")
+
+
 class BuildInfo(_Record):
     """How the device files and the host simulation were built."""
 
@@ -140,6 +148,7 @@ class BuildInfo(_Record):
         description="Kernels of the device module built with a schedule from the target's tuning database (`edgesdk tune`); the rest use the schedule rules.",
     )
     notes: list[str] = Field(default_factory=list, description="What the build could not do here, and why.")
+    section_sizes: SectionSizes | None = Field(None, description="Sizes of the device objects, where the toolchain measures them (the mcu).")
 
 
 class Manifest(_Record):

@@ -102,6 +102,13 @@ def _summary(artifact: Artifact) -> Table:
     if memory is not None:
         arena = f"; the device code allocates {byte_size(memory.arena_bytes)} for them" if memory.arena_bytes is not None else ""
         table.add_row("activations", f"{byte_size(memory.scheduled_peak_bytes)} at their peak in run order{arena}")
+        sizes = artifact.manifest.build.section_sizes
+        if sizes is not None:
+            table.add_row(
+                "objects",
+                f"{byte_size(sizes.text_bytes)} code + weights (flash), {byte_size(sizes.data_bytes + sizes.bss_bytes)} RAM "
+                "(data + bss: the arena and the kernels' workspace)",
+            )
         patched = memory.patches
         if patched is not None:
             table.add_row(

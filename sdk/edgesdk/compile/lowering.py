@@ -27,7 +27,7 @@ from edgesdk.compile.standalone import identifier, write_runner
 from edgesdk.plugin.toolchains import Toolchain
 
 # Bump when the lowering changes what it produces for the same inputs: it is part of cache keys.
-PIPELINE_VERSION = 56
+PIPELINE_VERSION = 57
 
 
 class BuildSpec(BaseModel):
@@ -63,6 +63,7 @@ class BuildResult(BaseModel):
     notes: list[str] = Field(default_factory=list)
     tuned: list[str] = Field(default_factory=list, description="Kernels built with a tuned schedule.")
     arena_bytes: int | None = Field(None, description="Bytes of the storages the code allocates for tensors (TVM's static plan).")
+    section_sizes: tuple[int, int, int] | None = Field(None, description="(text, data, bss) of the device objects, where the toolchain measures them.")
 
 
 def import_onnx(model_path: Path, shapes: dict[str, list[int]]):
@@ -242,14 +243,17 @@ def build(mod, spec: BuildSpec, out_dir: Path, weights: Sequence[np.ndarray] | N
     if why_not is None:
         # With a runner, against the headers the artifact carries: what a firmware build will see.
         includes = [str(out_dir), str(out_dir / "include")] if runner else _include_dirs()
+        objects = []
         for source in [f"{stem}.c", *(name for name in runner if name.endswith("_runner.c"))]:
-            spec.toolchain.compile_object(str(out_dir / source.replace(".c", ".o")), str(out_dir / source), includes)
-            files.append(source.replace(".c", ".o"))
+            objects.append(source.replace(".c", ".o"))
+            spec.toolchain.compile_object(str(out_dir / objects[-1]), str(out_dir / source), includes)
+        files += objects
+        sizes = spec.toolchain.section_sizes([str(out_dir / name) for name in objects])
         toolchain = spec.toolchain.describe()
     else:
         notes.append(f"no object file: {why_not}")
-        toolchain = f"none ({why_not})"
-    return BuildResult(files=files, kernels=kernels, toolchain=toolchain, notes=notes, tuned=tuned, arena_bytes=arena)
+        toolchain, sizes = f"none ({why_not})", None
+    return BuildResult(files=files, kernels=kernels, toolchain=toolchain, notes=notes, tuned=tuned, arena_bytes=arena, section_sizes=sizes)
 
 
 def _standalone_library(executable, program: Program, spec: BuildSpec, out_dir: Path, weights, io_names: tuple[list[str], list[str]]) -> list[str]:

@@ -68,6 +68,10 @@ class _Toolchain(BaseModel):
     def archiver(self) -> list[str]:
         raise NotImplementedError
 
+    def section_sizes(self, objects: Sequence[str]) -> tuple[int, int, int] | None:
+        """(text, data, bss) bytes of ``objects`` together, from the toolchain's ``size``; None where it has none."""
+        return None
+
     def archive(self, output: str, objects: Sequence[str]) -> None:
         """A static library of ``objects``."""
         _run([*self.archiver(), "rcs", output, *objects], f"archiving {Path(output).name}")
@@ -127,6 +131,14 @@ class GCC(_Toolchain):
 
     def archiver(self) -> list[str]:
         return [self.command.removesuffix("gcc") + "ar"]  # arm-none-eabi-gcc -> arm-none-eabi-ar
+
+    def section_sizes(self, objects: Sequence[str]) -> tuple[int, int, int] | None:
+        size = self.command.removesuffix("gcc") + "size"  # Berkeley format: text (code + const), data, bss
+        proc = subprocess.run([size, "--totals", *objects], capture_output=True, text=True, check=False)
+        if proc.returncode != 0 or not proc.stdout.strip():
+            return None
+        text, data, bss = (int(field) for field in proc.stdout.strip().splitlines()[-1].split()[:3])
+        return text, data, bss
 
 
 @functools.cache

@@ -31,6 +31,7 @@ from edgesdk.artifact.manifest import (
     PartitionInfo,
     QuantizationInfo,
     QuantizedLayer,
+    SectionSizes,
     TensorInfo,
     VerificationInfo,
 )
@@ -242,6 +243,7 @@ def _manifest(
     files: dict[str, str],
 ) -> Manifest:
     device_build = compiled.builds[0][1]
+    sizes = device_build.section_sizes
     return Manifest(
         edgesdk_version=edgesdk_version(),
         tvm_version=tvm_version(),
@@ -273,6 +275,7 @@ def _manifest(
             compile_stages=compiled.stages,
             tuned_kernels=device_build.tuned,
             notes=[*precision.compiled.notes[len(prepared.notes) :], *_target_notes(profile, specs[0]), *device_build.notes],
+            section_sizes=SectionSizes(text_bytes=sizes[0], data_bytes=sizes[1], bss_bytes=sizes[2]) if sizes else None,
         ),
     )
 
