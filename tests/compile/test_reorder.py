@@ -3,6 +3,7 @@ runs exactly that order."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 import edgesdk
@@ -11,6 +12,27 @@ from edgesdk.frontend.model import random_inputs
 from edgesdk.testing import models
 
 pytest.importorskip("tvm")
+
+
+def kernel_calls(artifact) -> list[tuple[str, np.ndarray]]:
+    """Run ``artifact`` on random inputs; each kernel call in order, with the tensor it writes
+    (its last argument), seen through the VM's instrument hook."""
+    names = {kernel.name for kernel in ModelAnalysis.model_validate_json((artifact.path / "analysis.json").read_text()).kernels}
+    calls: list[tuple[str, np.ndarray]] = []
+
+    def instrument(func, symbol, before_run, ret_value, *args):
+        if before_run and symbol in names:
+            calls.append((symbol, np.from_dlpack(args[-1])))
+        return 0
+
+    runner = artifact.runner
+    call = runner.invoker(random_inputs(artifact.inputs, seed=0))
+    runner.vm.set_instrument(instrument)
+    try:
+        call()
+    finally:
+        runner.vm.set_instrument(None)
+    return calls
 
 
 def test_level_by_level_branches_run_branch_by_branch(tmp_path):
@@ -29,22 +51,7 @@ def test_level_by_level_branches_run_branch_by_branch(tmp_path):
     assert len(memory.timeline) == len(analysis.kernels)
     assert max(memory.timeline) <= memory.scheduled_peak_bytes
     # The artifact calls its kernels in the analysed order (the VM's instrument hook sees them).
-    names = {kernel.name for kernel in analysis.kernels}
-    called: list[str] = []
-
-    def instrument(func, symbol, before_run, ret_value, *args):
-        if before_run and symbol in names:
-            called.append(symbol)
-        return 0
-
-    runner = artifact.runner
-    call = runner.invoker(random_inputs(artifact.inputs, seed=0))
-    runner.vm.set_instrument(instrument)
-    try:
-        call()
-    finally:
-        runner.vm.set_instrument(None)
-    assert called == [kernel.name for kernel in analysis.kernels]
+    assert [symbol for symbol, _ in kernel_calls(artifact)] == [kernel.name for kernel in analysis.kernels]
 
 
 def test_a_chain_keeps_the_files_order(tmp_path):
@@ -81,24 +88,7 @@ def test_the_library_allocates_the_arena_the_manifest_reports(tmp_path):
     assert storages[1:] == [output] and sum(storages) == memory.arena_bytes
     # Running, every kernel writes inside that arena (views at their offsets, no copies): the
     # outputs of all kernels but the last span no more than its bytes.
-    import numpy as np
-
-    names = {kernel.name for kernel in ModelAnalysis.model_validate_json((artifact.path / "analysis.json").read_text()).kernels}
-    written: list[tuple[int, int]] = []
-
-    def instrument(func, symbol, before_run, ret_value, *args):
-        if before_run and symbol in names:
-            out = np.from_dlpack(args[-1])
-            written.append((out.ctypes.data, out.nbytes))
-        return 0
-
-    runner = artifact.runner
-    call = runner.invoker(random_inputs(artifact.inputs, seed=0))
-    runner.vm.set_instrument(instrument)
-    try:
-        call()
-    finally:
-        runner.vm.set_instrument(None)
+    written = [(out.ctypes.data, out.nbytes) for _, out in kernel_calls(artifact)]
     inside = written[:-1]
     assert len(inside) > 4 and max(start + size for start, size in inside) - min(start for start, _ in inside) <= storages[0]
     wide = 96 * 32 * 32 * 4

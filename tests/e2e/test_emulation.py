@@ -11,15 +11,10 @@ import pytest
 
 import edgesdk
 from edgesdk.testing import models
+from tests.compile.test_standalone import CASES  # a CNN, an MLP and an attention block
 from tests.e2e.conftest import save
 
 pytestmark = [pytest.mark.slow, pytest.mark.emulator]
-
-CASES = {
-    "cnn": (models.tiny_cnn, {"image": [1, 3, 32, 32]}),
-    "mlp": (models.mlp, {"features": [1, 64]}),
-    "attention": (models.transformer_block, {"tokens": [1, 16, 64]}),
-}
 
 
 @pytest.mark.parametrize("case", list(CASES))

@@ -207,11 +207,11 @@ def build(mod, spec: BuildSpec, out_dir: Path, weights: Sequence[np.ndarray] | N
     executable = relax.build(optimized, target, relax_pipeline=None)
     out_dir.mkdir(parents=True, exist_ok=True)
     stem = spec.basename
+    program = Program.model_validate_json(str(optimized["main"].attrs[PROGRAM_ATTR]))
     if spec.emit == "shared_library":
         executable.export_library(str(out_dir / spec.library_name), fcompile=spec.toolchain.fcompile())
         files, notes = [spec.library_name], []
         if spec.standalone:
-            program = Program.model_validate_json(str(optimized["main"].attrs[PROGRAM_ATTR]))
             if program.unsupported is not None or weights is None or io_names is None:
                 notes.append(f"no standalone library: {program.unsupported or 'no weights given'}")
             else:
@@ -226,9 +226,8 @@ def build(mod, spec: BuildSpec, out_dir: Path, weights: Sequence[np.ndarray] | N
     # The VM program (which kernel runs when, on which buffers) as text, for the device's runtime,
     # and as data (edgesdk.compile.program) for a runner without it.
     (out_dir / f"{stem}.vm.txt").write_text(executable.as_text())
-    (out_dir / PROGRAM_FILE).write_text(str(optimized["main"].attrs[PROGRAM_ATTR]))
+    (out_dir / PROGRAM_FILE).write_text(program.model_dump_json())
     files, notes = [f"{stem}.c", f"{stem}.vm.txt", PROGRAM_FILE], []
-    program = Program.model_validate_json(str(optimized["main"].attrs[PROGRAM_ATTR]))
     runner = []
     if program.unsupported is not None:
         notes.append(f"no standalone runner: {program.unsupported}")
