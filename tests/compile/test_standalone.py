@@ -12,6 +12,7 @@ import pytest
 import edgesdk
 from edgesdk.compile.program import Program
 from edgesdk.compile.standalone import identifier
+from edgesdk.compile.workspace import kernel_workspaces
 from edgesdk.frontend.model import random_inputs
 from edgesdk.frontend.reference import reference_outputs
 from edgesdk.plugin.toolchains import host_toolchain
@@ -34,8 +35,14 @@ def test_the_standalone_runner_matches_onnxruntime(tmp_path, case):
     stem, model = artifact.manifest.model.name, identifier(artifact.manifest.model.name)
     files = set(artifact.manifest.build.device_files)
     assert {f"device/{model}_runner.c", f"device/{model}.h", f"device/{model}.mk", f"device/{model}_runner.o", "device/include/tvm/ffi/c_api.h"} <= files
+    # One arena for the tensors and the kernels' scratch: never more than the plan's arena with the
+    # largest scratch on top; with the I/O buffers, what the manifest says the device code takes.
     program = Program.model_validate_json((device / "program.json").read_text())
-    assert program.arena_bytes == int(next(line.split()[-1] for line in (device / f"{model}.h").read_text().splitlines() if "_ARENA_BYTES" in line))
+    arena = int(next(line.split()[-1] for line in (device / f"{model}.h").read_text().splitlines() if "_ARENA_BYTES" in line))
+    scratch = max(kernel_workspaces((device / f"{stem}.c").read_text()).values(), default=0)
+    assert scratch <= arena <= program.arena_bytes + scratch
+    io_bytes = sum(np.prod(spec.shape) * np.dtype(spec.dtype).itemsize for spec in [*artifact.inputs, *artifact.manifest.model.outputs])
+    assert artifact.manifest.estimate.memory.device_ram_bytes == arena + io_bytes
 
     library = tmp_path / "runner.so"
     host_toolchain().link_shared(str(library), [str(device / f"{stem}.c"), str(device / f"{model}_runner.c"), f"-I{device}", f"-I{device / 'include'}", "-O1"])

@@ -1,6 +1,7 @@
 """Every built-in device x three models: a real artifact for the ISA, verified against onnxruntime."""
 
 import json
+import math
 import shutil
 
 import numpy as np
@@ -37,6 +38,8 @@ def test_model_deploys_to_device_and_matches_onnxruntime(model_name, device, tmp
     assert manifest.estimate.latency_ms > 0 and manifest.estimate.energy_mj > 0
 
     files = {name: artifact.path / name for name in manifest.build.device_files}
+    assert "params.npz" in files  # the weights the runtime module's main takes
+    del files["params.npz"]
     if device in SHARED_LIBRARY_ISA:
         (library,) = files.values()
         assert elf_header(library) == (2, 3, SHARED_LIBRARY_ISA[device])
@@ -48,8 +51,12 @@ def test_model_deploys_to_device_and_matches_onnxruntime(model_name, device, tmp
             assert sorted(path.name for path in objects) == [f"{model_name}.o", f"{model_name}_runner.o"]
             assert all(elf_header(obj) == (1, 1, EM_ARM) for obj in objects)
             # arm-none-eabi-size of the two: the weights are in text (flash), the arena in bss.
+            # The runner's arena (tensors and kernel scratch) is the bss, its tables a little data.
             sizes, arena = manifest.build.section_sizes, json.loads((artifact.path / "device/program.json").read_text())["arena_bytes"]
             assert sizes is not None and sizes.text_bytes >= manifest.estimate.weight_bytes and sizes.bss_bytes >= arena
+            io_bytes = sum(math.prod(spec.shape) * np.dtype(spec.dtype).itemsize for spec in [*manifest.model.inputs, *manifest.model.outputs])
+            assert manifest.estimate.memory.device_ram_bytes - io_bytes <= sizes.bss_bytes <= 1.1 * (manifest.estimate.memory.device_ram_bytes - io_bytes)
+            assert manifest.build.undefined_symbols is not None and not any("tvm" in symbol.lower() for symbol in manifest.build.undefined_symbols)
         else:
             assert objects == [] and any("arm-none-eabi-gcc" in note for note in manifest.build.notes)
 

@@ -224,13 +224,21 @@ def _run(command: list[str], work: Path, what: str, timeout_s: float) -> subproc
 
 
 def _firmware(work: Path, board: Board, device_dir: Path, name: str, model: str) -> list[str]:
-    """Build the Cortex-M firmware; the QEMU command that runs it."""
+    """Build the Cortex-M firmware (and, to measure what the C library and the harness take, the
+    same firmware around a model that does nothing); the QEMU command that runs it."""
     (work / "board.ld").write_text(_linker_script(board))
-    sources = [str(work / "harness.c"), str(device_dir / f"{name}.c"), str(device_dir / f"{model}_runner.c")]
+    (work / "nothing.c").write_text(
+        f'#include "{model}.h"\nint {model}_run(const void* const* i, void* const* o) {{ (void)i; (void)o; return 0; }}\n'
+        f'const char* {model}_last_error(void) {{ return ""; }}\n'
+    )
     flags = [*board.flags, "-O2", "--specs=rdimon.specs", "-T", str(work / "board.ld"), f"-I{device_dir}", f"-I{device_dir / 'include'}"]
-    built = subprocess.run([COMPILER, *flags, *sources, "-lm", "-o", str(work / "firmware.elf")], capture_output=True, text=True, check=False)
-    if built.returncode != 0:
-        raise CheckFailed(f"--emulate: building the firmware failed: {(built.stderr.strip().splitlines() or ['?'])[-1]}")
+    for elf, sources in (
+        ("firmware.elf", [str(work / "harness.c"), str(device_dir / f"{name}.c"), str(device_dir / f"{model}_runner.c")]),
+        ("baseline.elf", [str(work / "harness.c"), str(work / "nothing.c")]),
+    ):
+        built = subprocess.run([COMPILER, *flags, *sources, "-lm", "-o", str(work / elf)], capture_output=True, text=True, check=False)
+        if built.returncode != 0:
+            raise CheckFailed(f"--emulate: building the firmware failed: {(built.stderr.strip().splitlines() or ['?'])[-1]}")
     command = [QEMU, "-M", board.machine, "-cpu", board.cpu, "-display", "none", "-serial", "null", "-monitor", "null"]
     return [*command, "-semihosting-config", "enable=on,target=native", "-icount", "shift=0", "-kernel", str(work / "firmware.elf")]
 
@@ -288,12 +296,18 @@ def run_device_code(
             array = np.frombuffer(raw, dtype=spec.dtype, count=count, offset=offset).reshape(spec.shape)
             outputs[spec.name] = array.copy()
             offset += array.nbytes
-        sizes = _size(work / "firmware.elf") if isinstance(platform, Board) else (None, None, None)
+        firmware = isinstance(platform, Board)
+        sizes: tuple[int | None, ...] = _size(work / "firmware.elf") if firmware else (None, None, None)
+        # What the C library and the harness take: the empty model's firmware less its I/O buffers.
+        io_bytes = sum(int(np.prod(spec.shape, dtype=np.int64)) * np.dtype(spec.dtype).itemsize for spec in [*input_specs, *output_specs])
+        runtime = sum(_size(work / "baseline.elf")[1:]) - io_bytes if firmware else None
     version = subprocess.run([command[0], "--version"], capture_output=True, text=True, check=False).stdout.split("\n")[0].strip()
     if isinstance(platform, Board):
         emulator, instructions = f"{version} ({platform.machine}, {platform.cpu})", int(result[1]) * (1_000_000_000 // platform.clock_hz)
     else:
         emulator, instructions = f"{version} ({platform.zig_target} static)", None
     text, data, bss = sizes
-    info = EmulationInfo(emulator=emulator, instructions=instructions, text_bytes=text, data_bytes=data, bss_bytes=bss, seconds=round(seconds, 3))
+    info = EmulationInfo(
+        emulator=emulator, instructions=instructions, text_bytes=text, data_bytes=data, bss_bytes=bss, runtime_ram_bytes=runtime, seconds=round(seconds, 3)
+    )
     return EmulatedRun(outputs, info)

@@ -101,7 +101,13 @@ class EmulationInfo(_Record):
     instructions: int | None = Field(description="Instructions the model's entry point executed (mcu: QEMU -icount; not cycles); null where not counted.")
     text_bytes: int | None = Field(description="Firmware code and constants (flash), from arm-none-eabi-size, harness included; null: not firmware.")
     data_bytes: int | None
-    bss_bytes: int | None = Field(description="Zero-initialised RAM: the arena, the kernels' workspace and the I/O buffers.")
+    bss_bytes: int | None = Field(description="Zero-initialised RAM: the arena (tensors and the kernels' scratch), the I/O buffers, the C library's.")
+    runtime_ram_bytes: int | None = Field(
+        None,
+        description="RAM (data + bss) of the firmware that is not the model's: the C library and the harness, measured on the same "
+        "firmware linked around a model that does nothing. data + bss is this plus `estimate.memory.device_ram_bytes` and the runner's "
+        "few tables. Null: not firmware.",
+    )
     seconds: float = Field(description="Wall time of the emulated run on this host.")
 
 
@@ -123,7 +129,7 @@ class SectionSizes(_Record):
 
     text_bytes: int = Field(description="Code and constants, the weights included: what goes to flash.")
     data_bytes: int = Field(description="Initialised data: flash for its image, RAM when running.")
-    bss_bytes: int = Field(description="Zero-initialised RAM: the arena and the kernels' workspace.")
+    bss_bytes: int = Field(description="Zero-initialised RAM: the runner's arena (the tensors between kernels and the kernels' scratch).")
 
 
 class BuildInfo(_Record):
@@ -131,7 +137,10 @@ class BuildInfo(_Record):
 
     backend: str
     toolchain: str = Field(description="What linked or compiled the device artifact.")
-    device_files: list[str] = Field(description="The artifact files that go to the device.")
+    device_files: list[str] = Field(
+        description="The artifact files that go to the device: the TVM runtime module and the weights its `main` takes, "
+        "and the standalone code (library or sources, header) where there is some."
+    )
     simulation_library: str = Field(description="The host library `run` and `verify` execute.")
     kernels: int = Field(description="Compiled kernels (TIR functions) in the device module.")
     cache_key: str
@@ -149,6 +158,11 @@ class BuildInfo(_Record):
     )
     notes: list[str] = Field(default_factory=list, description="What the build could not do here, and why.")
     section_sizes: SectionSizes | None = Field(None, description="Sizes of the device objects, where the toolchain measures them (the mcu).")
+    undefined_symbols: list[str] | None = Field(
+        None,
+        description="What the standalone device code (the mcu's objects, or the library of `--standalone`) needs from outside when linked: "
+        "C library and libm functions. Null without standalone code.",
+    )
 
 
 class Manifest(_Record):

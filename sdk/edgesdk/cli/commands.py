@@ -101,13 +101,15 @@ def _summary(artifact: Artifact) -> Table:
     memory = estimate.memory if estimate else None
     if memory is not None:
         arena = f"; the device code allocates {byte_size(memory.arena_bytes)} for them" if memory.arena_bytes is not None else ""
+        if memory.device_ram_bytes is not None:
+            arena += f", the standalone code {byte_size(memory.device_ram_bytes)} (with the kernels' scratch and the I/O buffers)"
         table.add_row("activations", f"{byte_size(memory.scheduled_peak_bytes)} at their peak in run order{arena}")
         sizes = artifact.manifest.build.section_sizes
         if sizes is not None:
             table.add_row(
                 "objects",
                 f"{byte_size(sizes.text_bytes)} code + weights (flash), {byte_size(sizes.data_bytes + sizes.bss_bytes)} RAM "
-                "(data + bss: the arena and the kernels' workspace)",
+                "(data + bss: the arena, with the kernels' scratch)",
             )
         patched = memory.patches
         if patched is not None:
@@ -133,7 +135,8 @@ def _emulation_text(emulation: EmulationInfo) -> str:
     if emulation.instructions is not None:
         parts.append(f"{emulation.instructions:,} instructions")
     if emulation.text_bytes is not None and emulation.data_bytes is not None and emulation.bss_bytes is not None:
-        parts.append(f"firmware {byte_size(emulation.text_bytes)} flash (code + weights), {byte_size(emulation.data_bytes + emulation.bss_bytes)} RAM")
+        runtime = f" ({byte_size(emulation.runtime_ram_bytes)} of it the C library and harness)" if emulation.runtime_ram_bytes is not None else ""
+        parts.append(f"firmware {byte_size(emulation.text_bytes)} flash (code + weights), {byte_size(emulation.data_bytes + emulation.bss_bytes)} RAM{runtime}")
     return ", ".join([*parts, f"{emulation.seconds:.2f} s here"])
 
 

@@ -15,7 +15,7 @@ reshape view, a variable bound to it); model outputs are not planned (TVM alloca
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 ALIGNMENT = 64  # bytes: what TVM's kernels assume of a buffer's start (kAllocAlignment)
@@ -28,11 +28,13 @@ class Block:
     end: int  # index of the last binding that uses it (inclusive)
 
 
-def _place(blocks: Sequence[Block], order: Sequence[int], alignment: int) -> tuple[list[int], int]:
+def place(blocks: Sequence[Block], order: Sequence[int], alignment: int = ALIGNMENT, fixed: Mapping[int, int] | None = None) -> tuple[list[int], int]:
     """Blocks in ``order``, each at the lowest aligned offset where it overlaps no block already
-    placed whose lifetime meets its own."""
+    placed whose lifetime meets its own; the blocks in ``fixed`` (index: offset) are placed first."""
     offsets = [0] * len(blocks)
-    placed: list[int] = []
+    placed = list(fixed or {})
+    for index in placed:
+        offsets[index] = (fixed or {})[index]
     for index in order:
         block = blocks[index]
         busy = sorted((offsets[j], offsets[j] + blocks[j].size) for j in placed if blocks[j].start <= block.end and block.start <= blocks[j].end)
@@ -57,7 +59,7 @@ def layout(blocks: Sequence[Block], alignment: int = ALIGNMENT) -> tuple[list[in
         sorted(indices, key=lambda i: (blocks[i].start - blocks[i].end, -blocks[i].size)),
         sorted(indices, key=lambda i: (blocks[i].start, -blocks[i].size)),
     ]
-    return min((_place(blocks, order, alignment) for order in orders), key=lambda placed: placed[1])
+    return min((place(blocks, order, alignment) for order in orders), key=lambda placed: placed[1])
 
 
 def plan_arena():

@@ -20,14 +20,15 @@ from edgesdk.compile.half_accumulation import accumulate_in_float32
 from edgesdk.compile.integer_ops import integerize
 from edgesdk.compile.kernels import ModelAnalysis, analyze
 from edgesdk.compile.lookup_tables import tabulate
+from edgesdk.compile.object_symbols import undefined_symbols
 from edgesdk.compile.packed_kernels import extract_blocked_weights, unpack_in_kernels
 from edgesdk.compile.program import PROGRAM_ATTR, PROGRAM_FILE, Program, record_program
 from edgesdk.compile.reorder import order_by_memory
-from edgesdk.compile.standalone import identifier, write_runner
+from edgesdk.compile.standalone import device_plan, identifier, write_runner
 from edgesdk.plugin.toolchains import Toolchain
 
 # Bump when the lowering changes what it produces for the same inputs: it is part of cache keys.
-PIPELINE_VERSION = 57
+PIPELINE_VERSION = 59
 
 
 class BuildSpec(BaseModel):
@@ -64,6 +65,10 @@ class BuildResult(BaseModel):
     tuned: list[str] = Field(default_factory=list, description="Kernels built with a tuned schedule.")
     arena_bytes: int | None = Field(None, description="Bytes of the storages the code allocates for tensors (TVM's static plan).")
     section_sizes: tuple[int, int, int] | None = Field(None, description="(text, data, bss) of the device objects, where the toolchain measures them.")
+    device_ram_bytes: int | None = Field(
+        None, description="RAM the standalone runner's tensors take: its arena (tensors and kernel scratch) and the I/O buffers; None without a runner."
+    )
+    undefined_symbols: list[str] | None = Field(None, description="What the standalone code needs from the C library when linked; None without it.")
 
 
 def import_onnx(model_path: Path, shapes: dict[str, list[int]]):
@@ -210,16 +215,16 @@ def build(mod, spec: BuildSpec, out_dir: Path, weights: Sequence[np.ndarray] | N
     program = Program.model_validate_json(str(optimized["main"].attrs[PROGRAM_ATTR]))
     if spec.emit == "shared_library":
         executable.export_library(str(out_dir / spec.library_name), fcompile=spec.toolchain.fcompile())
-        files, notes = [spec.library_name], []
+        result = BuildResult(files=[spec.library_name], kernels=kernels, toolchain=spec.toolchain.describe(), tuned=tuned, arena_bytes=arena)
         if spec.standalone:
-            if program.unsupported is not None or weights is None or io_names is None:
-                notes.append(f"no standalone library: {program.unsupported or 'no weights given'}")
+            if weights is None or io_names is None:
+                result.notes.append("no standalone library: no weights given")
             else:
                 try:
-                    files += _standalone_library(executable, program, spec, out_dir, weights, io_names)
-                except ValueError as exc:  # kernels that need more of TVM's runtime than the runner has
-                    notes.append(str(exc))
-        return BuildResult(files=files, kernels=kernels, toolchain=spec.toolchain.describe(), notes=notes, tuned=tuned, arena_bytes=arena)
+                    _standalone_library(executable, program, spec, out_dir, weights, io_names, result)
+                except ValueError as exc:  # kernels that need more of TVM's VM or runtime than the runner has
+                    result.notes.append(str(exc))
+        return result
 
     sources = [module.inspect_source() for module in executable.mod.imports if module.kind == "c"]
     (out_dir / f"{stem}.c").write_text("\n".join(sources))
@@ -227,17 +232,20 @@ def build(mod, spec: BuildSpec, out_dir: Path, weights: Sequence[np.ndarray] | N
     # and as data (edgesdk.compile.program) for a runner without it.
     (out_dir / f"{stem}.vm.txt").write_text(executable.as_text())
     (out_dir / PROGRAM_FILE).write_text(program.model_dump_json())
-    files, notes = [f"{stem}.c", f"{stem}.vm.txt", PROGRAM_FILE], []
-    runner = []
-    if program.unsupported is not None:
-        notes.append(f"no standalone runner: {program.unsupported}")
-    elif weights is not None and io_names is not None:
+    result = BuildResult(
+        files=[f"{stem}.c", f"{stem}.vm.txt", PROGRAM_FILE], kernels=kernels, toolchain=spec.toolchain.describe(), tuned=tuned, arena_bytes=arena
+    )
+    runner: list[str] = []
+    if weights is not None and io_names is not None:
         kernels_c = (out_dir / f"{stem}.c").read_text()
         try:
-            runner = write_runner(out_dir, stem, program, weights, [Path(directory) for directory in _include_dirs()], *io_names, kernels_c)
-        except ValueError as exc:  # kernels that need more of TVM's runtime than the runner has
-            notes.append(str(exc))
-        files += runner
+            plan = device_plan(program, kernels_c)
+        except ValueError as exc:  # kernels that need more of TVM's VM or runtime than the runner has
+            result.notes.append(str(exc))
+        else:
+            runner = write_runner(out_dir, stem, program, weights, [Path(directory) for directory in _include_dirs()], *io_names, kernels_c, plan)
+            result.files += runner
+            result.device_ram_bytes = plan.ram_bytes
     why_not = spec.toolchain.missing()
     if why_not is None:
         # With a runner, against the headers the artifact carries: what a firmware build will see.
@@ -246,37 +254,42 @@ def build(mod, spec: BuildSpec, out_dir: Path, weights: Sequence[np.ndarray] | N
         for source in [f"{stem}.c", *(name for name in runner if name.endswith("_runner.c"))]:
             objects.append(source.replace(".c", ".o"))
             spec.toolchain.compile_object(str(out_dir / objects[-1]), str(out_dir / source), includes)
-        files += objects
-        sizes = spec.toolchain.section_sizes([str(out_dir / name) for name in objects])
-        toolchain = spec.toolchain.describe()
+        result.files += objects
+        result.section_sizes = spec.toolchain.section_sizes([str(out_dir / name) for name in objects])
+        if runner:
+            result.undefined_symbols = undefined_symbols([out_dir / name for name in objects])
     else:
-        notes.append(f"no object file: {why_not}")
-        toolchain, sizes = f"none ({why_not})", None
-    return BuildResult(files=files, kernels=kernels, toolchain=toolchain, notes=notes, tuned=tuned, arena_bytes=arena, section_sizes=sizes)
+        result.notes.append(f"no object file: {why_not}")
+        result.toolchain = f"none ({why_not})"
+    return result
 
 
-def _standalone_library(executable, program: Program, spec: BuildSpec, out_dir: Path, weights, io_names: tuple[list[str], list[str]]) -> list[str]:
+def _standalone_library(
+    executable, program: Program, spec: BuildSpec, out_dir: Path, weights, io_names: tuple[list[str], list[str]], result: BuildResult
+) -> None:
     """The kernels as TVM's LLVM backend compiled them (an object), the runner compiled for the
-    same target, both in ``lib<model>.a``; with the header, the headers it needs and the program."""
+    same target, both in ``lib<model>.a``; with the header, the headers it needs and the program.
+    Adds them, the RAM they take and the symbols they need to ``result``."""
     stem = spec.basename
     kernels = [module for module in executable.mod.imports if module.kind == "llvm"]
+    ir = "\n".join(module.inspect_source("ll") for module in kernels)  # their workspace requests
+    plan = device_plan(program, ir)
     objects = []
     for index, module in enumerate(kernels):
-        objects.append(f"{stem}_kernels{index}.o")
-        module.write_to_file(str(out_dir / objects[-1]))
+        objects.append(out_dir / f"{stem}_kernels{index}.o")
+        module.write_to_file(str(objects[-1]))
     (out_dir / PROGRAM_FILE).write_text(program.model_dump_json())
-    ir = "\n".join(module.inspect_source("ll") for module in kernels)  # its workspace requests
-    runner = write_runner(out_dir, stem, program, weights, [Path(directory) for directory in _include_dirs()], *io_names, ir, fragment=False)
+    runner = write_runner(out_dir, stem, program, weights, [Path(directory) for directory in _include_dirs()], *io_names, ir, plan, fragment=False)
     runner_c = next(name for name in runner if name.endswith("_runner.c"))
-    spec.toolchain.compile_object(
-        str(out_dir / runner_c.replace(".c", ".o")), str(out_dir / runner_c), [str(out_dir), str(out_dir / "include")], ["-O2", "-fPIC"]
-    )
-    objects.append(runner_c.replace(".c", ".o"))
+    objects.append(out_dir / runner_c.replace(".c", ".o"))
+    spec.toolchain.compile_object(str(objects[-1]), str(out_dir / runner_c), [str(out_dir), str(out_dir / "include")], ["-O2", "-fPIC"])
     library = f"lib{identifier(stem)}.a"
-    spec.toolchain.archive(str(out_dir / library), [str(out_dir / name) for name in objects])
-    for name in objects:
-        (out_dir / name).unlink()
-    return [library, *runner, PROGRAM_FILE]
+    spec.toolchain.archive(str(out_dir / library), [str(path) for path in objects])
+    result.undefined_symbols = undefined_symbols(objects)
+    for path in objects:
+        path.unlink()
+    result.files += [library, *runner, PROGRAM_FILE]
+    result.device_ram_bytes = plan.ram_bytes
 
 
 def save_weights(path: Path, weights: Sequence[np.ndarray], names: Sequence[str]) -> None:

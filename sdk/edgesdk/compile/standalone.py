@@ -6,10 +6,11 @@ From the device program (edgesdk.compile.program) and the weights, it writes
   ``int <model>_run(const void *const *inputs, void *const *outputs)`` (0 on success, else the
   1-based number of the kernel call that failed);
 - ``<model>_runner.c``: the weights as ``const`` arrays (flash on a microcontroller), one static
-  arena laid out by the memory plan, a DLTensor per tensor, and the kernel calls in the executed
-  order; plus the three functions TVM's C kernels expect of a runtime: a workspace stack
-  (``TVMBackendAllocWorkspace``/``FreeWorkspace``, sized from the kernels' own requests) and an
-  error sink (``TVMFFIErrorSetRaisedFromCStrParts``; ``<model>_last_error()`` reads it).
+  arena for the tensors between kernels and each kernel call's scratch (edgesdk.compile.workspace),
+  a DLTensor per tensor, and the kernel calls in the executed order; plus the functions TVM's
+  kernels expect of a runtime: ``TVMBackendAllocWorkspace``/``FreeWorkspace`` (a stack in the
+  call's scratch block), a serial ``TVMBackendParallelLaunch``, and an error sink
+  (``TVMFFIErrorSetRaisedFromCStrParts``; ``<model>_last_error()`` reads it).
 
 It compiles with the kernels' C file against the headers TVM's C code includes (shipped with the
 artifact), so its only undefined symbols are the C library's.
@@ -24,17 +25,12 @@ from pathlib import Path
 
 import numpy as np
 
+from edgesdk.compile import workspace
+from edgesdk.compile.arena import ALIGNMENT
 from edgesdk.compile.program import Program
+from edgesdk.compile.workspace import DevicePlan
 
-ALIGN = 64
 _DLPACK_CODES = {"int": 0, "uint": 1, "float": 2, "bfloat": 4, "bool": 6}
-# A kernel's workspace requests and where each kernel starts: in TVM's C, or in its LLVM IR.
-# (In the IR the call goes through the loaded pointer: the only callee of that signature.)
-_WORKSPACE = re.compile(r"TVMBackendAllocWorkspace\(\d+, \w+, \(uint64_t\)(\d+)ULL|call ptr %[\w.]+\(i32 \d+, i32 %?[\w.]+, i64 (\d+), i32 \d+, i32 \d+\)")
-_DYNAMIC_WORKSPACE = re.compile(r"TVMBackendAllocWorkspace\(\d+, \w+, \(uint64_t\)[^\d]|call ptr %[\w.]+\(i32 \d+, i32 %?[\w.]+, i64 %")
-_FUNCTION = re.compile(r"^(?:TVM_DLL int32_t (\w+)\(void\* self_handle, void\* args, int32_t num_args, void\* result\) \{|define .*@(\w+)\()", re.MULTILINE)
-
-
 # TVM's LLVM backend calls the runtime through weak global function pointers that its library
 # loader fills in; the runner defines them, pointing at its own functions.
 _CONTEXT_POINTER = re.compile(r"^@(__TVM\w+) = ", re.MULTILINE)
@@ -45,17 +41,6 @@ def identifier(name: str) -> str:
     """``name`` as a C identifier."""
     cleaned = re.sub(r"\W", "_", name)
     return cleaned if cleaned and not cleaned[0].isdigit() else f"m_{cleaned}"
-
-
-def workspace_bytes(kernels_source: str) -> int:
-    """The most workspace one kernel of ``kernels_source`` (TVM's C, or LLVM IR) holds at once (a
-    kernel frees what it allocates before it returns; each request rounded up to the alignment)."""
-    starts = [match.start() for match in _FUNCTION.finditer(kernels_source)] + [len(kernels_source)]
-    most = 0
-    for begin, end in zip(starts, starts[1:], strict=False):
-        requests = (int(c_size or ir_size) for c_size, ir_size in _WORKSPACE.findall(kernels_source, begin, end))
-        most = max(most, sum(-(-size // ALIGN) * ALIGN for size in requests))
-    return most
 
 
 def _dtype(name: str) -> tuple[int, int]:
@@ -73,18 +58,37 @@ def _words(array: np.ndarray) -> tuple[str, str, int]:
     return "uint8_t", ",".join(str(byte) for byte in raw) or "0", max(len(raw), 1)
 
 
-def runner_sources(
-    name: str, program: Program, weights: Sequence[np.ndarray], kernels_source: str, input_names: Sequence[str], output_names: Sequence[str]
-) -> dict[str, str]:
-    """``{file name: C text}`` of the runner of ``program`` (see the module's docstring)."""
+def device_plan(program: Program, kernels_source: str) -> DevicePlan:
+    """The runner's arena for ``program``: its tensors and its kernels' scratch (edgesdk.compile.workspace).
+    Raises ValueError when the program or the kernels (``kernels_source``: TVM's C, or its LLVM IR)
+    need TVM's VM or runtime."""
     if program.unsupported:
         raise ValueError(f"no standalone runner: {program.unsupported}")
-    pointers = sorted(set(_CONTEXT_POINTER.findall(kernels_source)))
-    if _DYNAMIC_WORKSPACE.search(kernels_source):
-        raise ValueError("no standalone runner: a kernel asks for a workspace whose size is known only at run time")
-    unknown = [pointer for pointer in pointers if pointer.removeprefix("__") not in _PROVIDED]
+    unknown = [pointer for pointer in _runtime_pointers(kernels_source) if pointer.removeprefix("__") not in _PROVIDED]
     if unknown:
         raise ValueError(f"no standalone runner: the kernels need {', '.join(unknown)} from TVM's runtime")
+    try:
+        return workspace.plan(program, workspace.kernel_workspaces(kernels_source))
+    except ValueError as exc:
+        raise ValueError(f"no standalone runner: {exc}") from exc
+
+
+def _runtime_pointers(kernels_source: str) -> list[str]:
+    return sorted(set(_CONTEXT_POINTER.findall(kernels_source)))
+
+
+def runner_sources(
+    name: str,
+    program: Program,
+    plan: DevicePlan,
+    weights: Sequence[np.ndarray],
+    kernels_source: str,
+    input_names: Sequence[str],
+    output_names: Sequence[str],
+) -> dict[str, str]:
+    """``{file name: C text}`` of the runner of ``program`` laid out by ``plan`` (device_plan; see
+    the module's docstring)."""
+    pointers = _runtime_pointers(kernels_source)
     model = identifier(name)
     lines = [
         f"/* {model}: generated by edgesdk from the compiled model; runs its kernels without TVM's runtime. */",
@@ -101,40 +105,58 @@ def runner_sources(
     lines.append("")
     for index, array in enumerate(weights):
         ctype, values, count = _words(array)
-        lines.append(f"static const {ctype} weight_{index}[{count}] __attribute__((aligned({ALIGN}))) = {{{values}}};")
+        lines.append(f"static const {ctype} weight_{index}[{count}] __attribute__((aligned({ALIGNMENT}))) = {{{values}}};")
     for index, tensor in enumerate(program.tensors):
         if tensor.kind == "constant":
             raw = np.frombuffer(base64.b64decode(tensor.data), dtype=np.uint8)
             ctype, values, count = _words(raw)
-            lines.append(f"static const {ctype} constant_{index}[{count}] __attribute__((aligned({ALIGN}))) = {{{values}}};")
-    lines.append(f"static uint8_t arena[{max(program.arena_bytes, 1)}] __attribute__((aligned({ALIGN})));")
-    shapes, tensors = [], []
+            lines.append(f"static const {ctype} constant_{index}[{count}] __attribute__((aligned({ALIGNMENT}))) = {{{values}}};")
+    lines.append(f"static uint8_t arena[{max(plan.arena_bytes, 1)}] __attribute__((aligned({ALIGNMENT})));")
+
+    # Tensors whose bytes are known at build time are const (flash on a microcontroller: the
+    # kernels only read the DLTensor); the model's inputs and outputs, and views of them, are set
+    # when the model runs.
+    def root(index: int) -> int:
+        while program.tensors[index].kind == "view":
+            index = program.tensors[index].of
+        return index
+
+    places = {}
+    for index in range(len(program.tensors)):
+        source = root(index)
+        kind = program.tensors[source].kind
+        if kind in ("weight", "constant", "arena"):
+            fixed = {"weight": f"(void*)weight_{program.tensors[source].index}", "constant": f"(void*)constant_{source}"}
+            places[index] = fixed.get(kind, f"arena + {plan.offsets.get(source, 0)}")
     for index, tensor in enumerate(program.tensors):
-        shapes.append(f"static int64_t shape_{index}[{max(len(tensor.shape), 1)}] = {{{', '.join(map(str, tensor.shape)) or '1'}}};")
         code, bits = _dtype(tensor.dtype)
-        data = {"weight": f"(void*)weight_{tensor.index}", "constant": f"(void*)constant_{index}", "arena": f"arena + {tensor.offset}"}.get(tensor.kind, "NULL")
-        tensors.append(f"  {{{data}, {{kDLCPU, 0}}, {len(tensor.shape)}, {{{code}, {bits}, 1}}, shape_{index}, NULL, 0}},")
-    lines += [*shapes, f"static DLTensor tensors[{len(tensors)}] = {{", *tensors, "};", ""]
-    workspace = workspace_bytes(kernels_source)
+        qualifier = "const " if index in places else ""
+        lines += [
+            f"static const int64_t shape_{index}[{max(len(tensor.shape), 1)}] = {{{', '.join(map(str, tensor.shape)) or '1'}}};",
+            f"static {qualifier}DLTensor tensor_{index} = "
+            f"{{{places.get(index, 'NULL')}, {{kDLCPU, 0}}, {len(tensor.shape)}, {{{code}, {bits}, 1}}, (int64_t*)shape_{index}, NULL, 0}};",
+        ]
+    lines.append("")
     most_args = max((len(call.args) for call in program.calls), default=1)
     lines += [
-        f"static uint8_t workspace[{max(workspace, 1)}] __attribute__((aligned({ALIGN})));",
-        "static size_t workspace_top;",
+        "/* Each kernel call's scratch: a block of the arena that no tensor alive during the call uses. */",
+        "static uint8_t* scratch;",
+        "static size_t scratch_size, scratch_top;",
         'static const char* last_error = "";',
         "",
         "void* TVMBackendAllocWorkspace(int device_type, int device_id, uint64_t nbytes, int dtype_code_hint, int dtype_bits_hint) {",
         "  (void)device_type; (void)device_id; (void)dtype_code_hint; (void)dtype_bits_hint;",
-        f"  size_t size = (size_t)((nbytes + {ALIGN - 1}u) / {ALIGN}u * {ALIGN}u);",
-        '  if (workspace_top + size > sizeof(workspace)) { last_error = "workspace exhausted"; return NULL; }',
-        "  void* block = workspace + workspace_top;",
-        "  workspace_top += size;",
+        f"  size_t size = (size_t)((nbytes + {ALIGNMENT - 1}u) / {ALIGNMENT}u * {ALIGNMENT}u);",
+        '  if (scratch_top + size > scratch_size) { last_error = "kernel scratch exhausted"; return NULL; }',
+        "  void* block = scratch + scratch_top;",
+        "  scratch_top += size;",
         "  return block;",
         "}",
         "",
         "int TVMBackendFreeWorkspace(int device_type, int device_id, void* ptr) {",
         "  (void)device_type; (void)device_id;",
         "  /* Kernels free in the reverse order of allocation: the stack drops back to the block. */",
-        "  workspace_top = (size_t)((uint8_t*)ptr - workspace);",
+        "  scratch_top = (size_t)((uint8_t*)ptr - scratch);",
         "  return 0;",
         "}",
         "",
@@ -166,16 +188,17 @@ def runner_sources(
     ]
     for index, tensor in enumerate(program.tensors):
         if tensor.kind == "input":
-            lines.append(f"  tensors[{index}].data = (void*)inputs[{tensor.index}];")
+            lines.append(f"  tensor_{index}.data = (void*)inputs[{tensor.index}];")
         elif tensor.kind == "output":
-            lines.append(f"  tensors[{index}].data = outputs[{tensor.index}];")
+            lines.append(f"  tensor_{index}.data = outputs[{tensor.index}];")
     for index, tensor in enumerate(program.tensors):
-        if tensor.kind == "view":
-            lines.append(f"  tensors[{index}].data = tensors[{tensor.of}].data;")
-    for number, call in enumerate(program.calls, start=1):
+        if index not in places and tensor.kind == "view":
+            lines.append(f"  tensor_{index}.data = tensor_{root(index)}.data;")
+    for number, (call, (offset, size)) in enumerate(zip(program.calls, plan.scratch, strict=True), start=1):
+        lines.append(f"  scratch = arena + {offset}; scratch_size = {size}; scratch_top = 0;")
         for position, argument in enumerate(call.args):
             slot = f"args[{position}]"
-            lines.append(f"  {slot}.type_index = kTVMFFIDLTensorPtr; {slot}.zero_padding = 0; {slot}.v_ptr = &tensors[{argument}];")
+            lines.append(f"  {slot}.type_index = kTVMFFIDLTensorPtr; {slot}.zero_padding = 0; {slot}.v_ptr = (void*)&tensor_{argument};")
         lines += [
             f"  status = __tvm_ffi_{call.kernel}(NULL, args, {len(call.args)}, &result);",
             f"  if (status != 0) return {number};",
@@ -200,8 +223,8 @@ def runner_sources(
     header += [
         f"#define {model.upper()}_NUM_INPUTS {sum(1 for tensor in program.tensors if tensor.kind == 'input')}",
         f"#define {model.upper()}_NUM_OUTPUTS {len(program.outputs)}",
-        f"#define {model.upper()}_ARENA_BYTES {program.arena_bytes}",
-        f"#define {model.upper()}_WORKSPACE_BYTES {workspace}",
+        f"/* RAM besides the inputs and outputs: one arena for the tensors between kernels and each kernel's scratch ({plan.scratch_bytes} at most). */",
+        f"#define {model.upper()}_ARENA_BYTES {plan.arena_bytes}",
         "",
         "/* Runs the model: inputs[i] and outputs[i] point at the buffers above. Returns 0, or the",
         f"   number of the kernel call that failed ({model}_last_error() says why). Not reentrant. */",
@@ -266,13 +289,14 @@ def write_runner(
     input_names: Sequence[str],
     output_names: Sequence[str],
     kernels_source: str,
+    plan: DevicePlan,
     fragment: bool = True,
 ) -> list[str]:
     """Write the runner, its header, the headers it and the kernels (``kernels_source``: their C,
     or their LLVM IR) need into ``include/``, and (``fragment``) a Makefile fragment for the C
     sources, into ``out_dir``; returns the files written, relative to ``out_dir``."""
     files = []
-    sources = runner_sources(name, program, weights, kernels_source, input_names, output_names)
+    sources = runner_sources(name, program, plan, weights, kernels_source, input_names, output_names)
     for filename, text in sources.items():
         (out_dir / filename).write_text(text)
         files.append(filename)

@@ -13,11 +13,12 @@ LARGEST_SHOWN = 3
 
 def activation_bytes(estimate: Estimate) -> int:
     """What the activations need at once: the peak in run order (model inputs included), or what
-    the device code allocates where that is more (TVM's static plan does not reuse every byte)."""
+    the device code allocates where that is more (the arena does not reuse every byte, and the
+    kernels' scratch comes on top of the tensors)."""
     memory = estimate.memory
     if memory is None:
         return estimate.peak_memory_bytes - estimate.weight_bytes
-    return max(memory.scheduled_peak_bytes, memory.arena_bytes or 0)
+    return max(memory.scheduled_peak_bytes, memory.arena_bytes or 0, memory.device_ram_bytes or 0)
 
 
 def over_budget(estimate: Estimate, analysis: ModelAnalysis, profile: DeviceProfile) -> tuple[str, str] | None:

@@ -96,6 +96,12 @@ class MemoryInfo(_Record):
         "(edgesdk.compile.arena: tensors alive at different times share bytes), plus the model outputs; model inputs not. "
         "Null where nothing was built (`profile` of a model).",
     )
+    device_ram_bytes: int | None = Field(
+        None,
+        description="RAM the standalone device code (edgesdk.compile.standalone) takes for tensors: one static arena for the tensors "
+        "between kernels and each kernel's scratch (padded copies and the like, edgesdk.compile.workspace), plus the model's "
+        "input and output buffers. Null without standalone code.",
+    )
     timeline: list[int] = Field(description="Live activation bytes after each kernel, in run order.")
     patches: PatchInfo | None = Field(None, description="Set when the first stage runs patch by patch to fit the device's RAM (mcu).")
 

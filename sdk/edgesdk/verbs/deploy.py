@@ -61,6 +61,8 @@ from edgesdk.simulate.partition import ARITHMETIC_CLASSES, Partition, compute_dt
 from edgesdk.verbs.pipeline import checked_options, estimated, load_precision, read_analysis
 from edgesdk.versions import edgesdk_version, tvm_version
 
+# Builds tried with the first stage in patches: each plans for the RAM the previous one overshot.
+PATCH_ATTEMPTS = 3
 OWN_OPTIONS = ("timeout_s", "cache", "profiles_dir", "seed", "on_stage", "unit", "fallback", "passes", "standalone")
 
 
@@ -170,27 +172,35 @@ def deploy(
             placement, estimate = estimated(analysis, profile, unit=options.get("unit"), fallback=options.get("fallback", True))
             if estimate.memory is not None:
                 estimate.memory.arena_bytes = compiled.builds[0][1].arena_bytes
+                estimate.memory.device_ram_bytes = compiled.builds[0][1].device_ram_bytes
             return compiled, analysis, placement, estimate
 
         compiled, analysis, placement, estimate = build(precision.compiled)
         too_big = over_budget(estimate, analysis, profile)
         if too_big is not None and profile.memory.flash_bytes is not None:
             # Too big for the MCU's RAM: its first stage run patch by patch may fit (MCUNetV2).
-            found = patches.plan(precision.compiled.proto, profile.memory.dram_bytes)
-            if found is not None:
+            ram, unpatched_bytes = profile.memory.dram_bytes, activation_bytes(estimate)
+            limit = ram
+            for _attempt in range(PATCH_ATTEMPTS):
+                found = patches.plan(precision.compiled.proto, limit)
+                if found is None:
+                    break
                 patched, plan = found
                 grid = f"{plan.grid[0]}x{plan.grid[1]} patches"
-                if plan.estimated_peak_bytes > profile.memory.dram_bytes:
+                if plan.estimated_peak_bytes > limit:
                     too_big = (f"{too_big[0]}; with its first stage in {grid} it would still need about {byte_size(plan.estimated_peak_bytes)}", too_big[1])
-                else:
-                    on_stage("patch-based first stage")
-                    unpatched_bytes = activation_bytes(estimate)
-                    compiled, analysis, placement, estimate = build(dataclasses.replace(precision.compiled, proto=patched))
-                    assert estimate.memory is not None  # a fresh build is ordered
-                    estimate.memory.patches = PatchInfo.of(plan, unpatched_bytes, activation_bytes(estimate))
-                    too_big = over_budget(estimate, analysis, profile)
-                    if too_big is not None:
-                        too_big = (f"{too_big[0]}, even with its first stage in {grid}", too_big[1])
+                    break
+                on_stage("patch-based first stage")
+                compiled, analysis, placement, estimate = build(dataclasses.replace(precision.compiled, proto=patched))
+                assert estimate.memory is not None  # a fresh build is ordered
+                estimate.memory.patches = PatchInfo.of(plan, unpatched_bytes, activation_bytes(estimate))
+                too_big = over_budget(estimate, analysis, profile)
+                if too_big is None:
+                    break
+                too_big = (f"{too_big[0]}, even with its first stage in {grid}", too_big[1])
+                # The code needs more than the tensors the plan counts (the kernels' scratch, the
+                # arena's gaps): leave that much room next time.
+                limit = ram - (activation_bytes(estimate) - plan.estimated_peak_bytes)
         if too_big is not None:
             raise CheckFailed(*too_big)  # before anything is written
         on_stage("verify")
@@ -266,7 +276,7 @@ def _manifest(
         build=BuildInfo(
             backend=backend.name,
             toolchain=device_build.toolchain,
-            device_files=[f"device/{name}" for name in device_build.files],
+            device_files=[*(f"device/{name}" for name in device_build.files), WEIGHTS_FILE],
             simulation_library=simulation,
             kernels=device_build.kernels,
             cache_key=compiled.keys[0],
@@ -276,6 +286,7 @@ def _manifest(
             tuned_kernels=device_build.tuned,
             notes=[*precision.compiled.notes[len(prepared.notes) :], *_target_notes(profile, specs[0]), *device_build.notes],
             section_sizes=SectionSizes(text_bytes=sizes[0], data_bytes=sizes[1], bss_bytes=sizes[2]) if sizes else None,
+            undefined_symbols=device_build.undefined_symbols,
         ),
     )
 

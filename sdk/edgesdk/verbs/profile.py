@@ -116,7 +116,7 @@ def profile(
         built = native or (artifact if artifact is not None and artifact.manifest.device == device_profile.id else None)
         stored = built.manifest.estimate if built is not None else None
         if estimate.memory is not None and stored is not None and stored.memory is not None:
-            estimate.memory.arena_bytes = stored.memory.arena_bytes
+            estimate.memory.arena_bytes, estimate.memory.device_ram_bytes = stored.memory.arena_bytes, stored.memory.device_ram_bytes
         report = CostReport(model=name, device=device_profile.id, estimate=estimate, partition=placed.info())
         if native:
             report.measured = measure_runner(native.runner, random_inputs(native.inputs, seed=0), analysis, repeat)
