@@ -35,8 +35,8 @@ MODELS = {
     "tiny_cnn": (models.tiny_cnn, {"image": [1, 3, 32, 32]}),
     "mlp": (models.mlp, {"features": [1, 64]}),
     "transformer_block": (models.transformer_block, {"tokens": [1, 16, 64]}),
-    "depthwise_net": (models.depthwise_net, {"image": [1, 3, 32, 32]}),
-    "branchy_net": (models.branchy_net, {"image": [1, 3, 32, 32]}),
+    "depthwise_net": (models.depthwise_net, {"image": [1, 3, 96, 96]}),
+    "branchy_net": (models.branchy_net, {"image": [1, 3, 64, 64]}),
     "mcu_stem_net": (models.mcu_stem_net, {"image": [1, 3, 128, 128]}),
 }
 CALIBRATION_SAMPLES = 16
@@ -53,6 +53,7 @@ def measure(name: str, precision: str, out: Path) -> dict:
         artifact = edgesdk.deploy(build(), "mcu", out, input_shapes=shapes, **options)
         result = artifact.verify(emulate=True)
     except edgesdk.EdgeSDKError as exc:
+        print(f"{name:18} {precision:7} error: {exc}", flush=True)
         return {"model": name, "precision": precision, "error": str(exc)}
     emulation, estimate = result.emulation, artifact.manifest.estimate
     assert emulation is not None and estimate is not None and estimate.memory is not None

@@ -74,6 +74,9 @@ class ComputeUnit(_Strict):
         description="Fraction of peak that kernels of each op class reach; `default` covers the rest.",
     )
     launch_overhead_s: float = Field(ge=0, description="Fixed cost of dispatching one kernel on this unit, in seconds.")
+    clock_hz: float | None = Field(
+        None, gt=0, description="The unit's clock where it is published: simulated latency times it is cycles (compared with emulated instruction counts)."
+    )
     op_classes: list[OpClass] | Literal["all"] = Field(description="Op classes this unit can run, or `all`.")
     dtypes: list[DType] = Field(min_length=1, description="Dtypes this unit computes in.")
     max_rank: int | None = Field(None, gt=0, description="Largest tensor rank the unit accepts (none: no limit).")
