@@ -137,7 +137,7 @@ def test_the_epilogue_is_computed_in_the_write_back(tmp_path):
     assert "T.vectorized(T.int64(8))" in script
 
 
-def test_aarch64_kernels_get_neon_blocks_and_c_kernels_stay_as_tvm_emits_them(tmp_path):
+def test_aarch64_kernels_get_neon_blocks_and_c_kernels_are_only_scheduled_in_place(tmp_path):
     from edgesdk.compile import lowering
 
     onnx.save(matmul([16, 64], 64), tmp_path / "m.onnx")
@@ -147,7 +147,59 @@ def test_aarch64_kernels_get_neon_blocks_and_c_kernels_stay_as_tvm_emits_them(tm
     # NEON's 32 registers: 8 rows unrolled x 2 vectors of 4 lanes (baseline x86-64 has 16: 4 x 2).
     assert "T.unroll(T.int64(8))" in script and "T.vectorized(T.int64(8))" in script
     mcu, _ = lowering.optimize(mod, {"kind": "c", "mcpu": "cortex-m7", "march": "thumbv7em"})
-    assert not scheduled_kernels(mcu)
+    (script,) = scheduled_kernels(mcu).values()
+    assert 'scope="local"' in script and "T.vectorized" not in script and "T.unroll" not in script and "T.parallel" not in script
+
+
+def _fused_kernels(proto: onnx.ModelProto, shape, tmp_path) -> dict:
+    """The fused PrimFuncs of ``proto`` as TVM's fusion leaves them (unscheduled)."""
+    from edgesdk.compile import lowering
+
+    onnx.save(proto, tmp_path / "m.onnx")
+    mod, _, _, _ = lowering.import_onnx(tmp_path / "m.onnx", {"x": list(shape)})
+    target = tvm.target.Target({"kind": "c"})
+    with target:
+        fused = tvm.transform.Sequential(lowering.fusion_passes(target))(mod)
+    return {gvar.name_hint: func for gvar, func in fused.functions.items() if isinstance(func, tvm.tirx.PrimFunc)}
+
+
+def _run_prim_func(func, arrays: list[np.ndarray]) -> np.ndarray:
+    """Run ``func`` (compiled for this host) on ``arrays`` followed by a zeroed output; the output."""
+    executable = tvm.compile(tvm.IRModule({"main": func.with_attr("global_symbol", "main")}), target="llvm")
+    out = func.params[-1]  # a parameter is its buffer (shape, dtype)
+    output = tvm.runtime.tensor(np.zeros([int(dim) for dim in out.shape], str(out.dtype)))
+    executable["main"](*(tvm.runtime.tensor(array) for array in arrays), output)
+    return output.numpy()
+
+
+def _scratch_bytes(func) -> int:
+    """The workspace ``func`` asks for at once as TVM's C code (buffers compacted by lowering)."""
+    from edgesdk.compile.workspace import kernel_workspaces
+
+    executable = tvm.compile(tvm.IRModule({"main": func.with_attr("global_symbol", "main")}), target="c")
+    return sum(kernel_workspaces(executable.mod.inspect_source()).values())
+
+
+@pytest.mark.parametrize("case", [name for name in CASES if name.startswith("conv") or name.startswith("matmul")])
+def test_scheduling_in_place_keeps_the_results_and_drops_the_full_size_intermediates(case, tmp_path):
+    """The microcontroller rule (C target): the same numbers as the unscheduled kernel, and less
+    scratch: no buffer of the whole result, a padded copy of only the rows one output row reads."""
+    from edgesdk.compile.schedules import schedule_in_place
+
+    make, shape, _ = CASES[case]
+    rng = np.random.default_rng(3)
+    for name, func in _fused_kernels(make(), shape, tmp_path).items():
+        scheduled = schedule_in_place(func)
+        if scheduled is None:
+            assert "conv2d" not in name and "matmul" not in name, f"{name} was not scheduled"
+            continue
+        params = list(func.params)
+        arrays = [rng.standard_normal([int(dim) for dim in buffer.shape]).astype(str(buffer.dtype)) for buffer in params[:-1]]
+        np.testing.assert_allclose(_run_prim_func(scheduled, arrays), _run_prim_func(func, arrays), rtol=1e-5, atol=1e-5)
+        input_bytes, output_bytes = (int(np.prod([int(dim) for dim in param.shape])) * 4 for param in (params[0], params[-1]))
+        before, after = _scratch_bytes(func), _scratch_bytes(scheduled)
+        # (A kernel TVM gave no scratch at all may gain the accumulator's one aligned block.)
+        assert (after < before or after == 64) and after < max(input_bytes, output_bytes), f"{name}: {before} -> {after} bytes of scratch"
 
 
 @pytest.mark.parametrize(

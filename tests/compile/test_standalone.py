@@ -59,3 +59,18 @@ def test_the_standalone_runner_matches_onnxruntime(tmp_path, case):
     for spec, got in zip(artifact.manifest.model.outputs, outputs, strict=True):
         reference = expected[spec.name]
         assert np.abs(got - reference).max() <= 1e-4 * max(1.0, float(np.abs(reference).max()))
+
+
+def test_the_header_gives_the_scale_and_zero_point_of_integer_io(tmp_path):
+    """A model that takes uint8 and returns int8: the header says how to quantize the input and
+    read the output, and so does the manifest."""
+    from tests.frontend.test_io_quantization import integer_io_model
+
+    artifact = edgesdk.deploy(integer_io_model(), "mcu", tmp_path / "a")
+    assert artifact.manifest.verification.passed
+    header = (artifact.path / "device" / f"{identifier(artifact.manifest.model.name)}.h").read_text()
+    model = identifier(artifact.manifest.model.name).upper()
+    assert f"#define {model}_INPUT0_SCALE 0.05000000074505806f" in header and f"#define {model}_INPUT0_ZERO_POINT 128" in header
+    assert f"#define {model}_OUTPUT0_ZERO_POINT -3" in header and "real = 0.10000000149011612 * (q - -3)" in header
+    (described,) = artifact.manifest.model.inputs
+    assert (described.dtype, described.zero_point) == ("uint8", 128) and described.scale == pytest.approx(0.05)

@@ -29,6 +29,8 @@ class TensorInfo(_Record):
     name: str
     shape: list[int]
     dtype: str
+    scale: float | None = Field(None, description="An integer input or output the model (de)quantizes: real = scale * (q - zero_point).")
+    zero_point: int | None = None
 
 
 class ModelInfo(_Record):

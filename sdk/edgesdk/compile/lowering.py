@@ -25,10 +25,11 @@ from edgesdk.compile.packed_kernels import extract_blocked_weights, unpack_in_ke
 from edgesdk.compile.program import PROGRAM_ATTR, PROGRAM_FILE, Program, record_program
 from edgesdk.compile.reorder import order_by_memory
 from edgesdk.compile.standalone import device_plan, identifier, write_runner
+from edgesdk.frontend.io_quantization import IoQuantization, io_quantization
 from edgesdk.plugin.toolchains import Toolchain
 
 # Bump when the lowering changes what it produces for the same inputs: it is part of cache keys.
-PIPELINE_VERSION = 59
+PIPELINE_VERSION = 62
 
 
 class BuildSpec(BaseModel):
@@ -193,17 +194,25 @@ def count_kernels(mod) -> int:
     return sum(isinstance(func, tvm.tirx.PrimFunc) for func in mod.functions.values())
 
 
-def _include_dirs() -> list[str]:
+def _include_dirs() -> list[Path]:
     import tvm
     import tvm_ffi
 
     tvm_root, ffi_root = Path(tvm.__file__).parent, Path(tvm_ffi.__file__).parent
-    return [str(tvm_root / "include"), str(ffi_root / "include"), str(ffi_root / "3rdparty" / "dlpack" / "include")]
+    return [tvm_root / "include", ffi_root / "include", ffi_root / "3rdparty" / "dlpack" / "include"]
 
 
-def build(mod, spec: BuildSpec, out_dir: Path, weights: Sequence[np.ndarray] | None = None, io_names: tuple[list[str], list[str]] | None = None) -> BuildResult:
+def build(
+    mod,
+    spec: BuildSpec,
+    out_dir: Path,
+    weights: Sequence[np.ndarray] | None = None,
+    io_names: tuple[list[str], list[str]] | None = None,
+    quantization: Mapping[str, IoQuantization] | None = None,
+) -> BuildResult:
     """Build ``mod`` as ``spec`` says into ``out_dir``; C builds also get a runner without TVM's
-    runtime (edgesdk.compile.standalone) when given the ``weights`` and the (input, output) names."""
+    runtime (edgesdk.compile.standalone) when given the ``weights`` and the (input, output) names
+    (and the ``quantization`` of integer I/O, for its header)."""
     from tvm import relax
 
     optimized, target = optimize(mod, spec.target, spec.tuning)
@@ -221,7 +230,7 @@ def build(mod, spec: BuildSpec, out_dir: Path, weights: Sequence[np.ndarray] | N
                 result.notes.append("no standalone library: no weights given")
             else:
                 try:
-                    _standalone_library(executable, program, spec, out_dir, weights, io_names, result)
+                    _standalone_library(executable, program, spec, out_dir, weights, io_names, quantization or {}, result)
                 except ValueError as exc:  # kernels that need more of TVM's VM or runtime than the runner has
                     result.notes.append(str(exc))
         return result
@@ -243,13 +252,13 @@ def build(mod, spec: BuildSpec, out_dir: Path, weights: Sequence[np.ndarray] | N
         except ValueError as exc:  # kernels that need more of TVM's VM or runtime than the runner has
             result.notes.append(str(exc))
         else:
-            runner = write_runner(out_dir, stem, program, weights, [Path(directory) for directory in _include_dirs()], *io_names, kernels_c, plan)
+            runner = write_runner(out_dir, stem, program, weights, _include_dirs(), *io_names, quantization or {}, kernels_c, plan)
             result.files += runner
             result.device_ram_bytes = plan.ram_bytes
     why_not = spec.toolchain.missing()
     if why_not is None:
         # With a runner, against the headers the artifact carries: what a firmware build will see.
-        includes = [str(out_dir), str(out_dir / "include")] if runner else _include_dirs()
+        includes = [str(out_dir), str(out_dir / "include")] if runner else [str(directory) for directory in _include_dirs()]
         objects = []
         for source in [f"{stem}.c", *(name for name in runner if name.endswith("_runner.c"))]:
             objects.append(source.replace(".c", ".o"))
@@ -265,7 +274,14 @@ def build(mod, spec: BuildSpec, out_dir: Path, weights: Sequence[np.ndarray] | N
 
 
 def _standalone_library(
-    executable, program: Program, spec: BuildSpec, out_dir: Path, weights, io_names: tuple[list[str], list[str]], result: BuildResult
+    executable,
+    program: Program,
+    spec: BuildSpec,
+    out_dir: Path,
+    weights,
+    io_names: tuple[list[str], list[str]],
+    quantization: Mapping[str, IoQuantization],
+    result: BuildResult,
 ) -> None:
     """The kernels as TVM's LLVM backend compiled them (an object), the runner compiled for the
     same target, both in ``lib<model>.a``; with the header, the headers it needs and the program.
@@ -279,7 +295,7 @@ def _standalone_library(
         objects.append(out_dir / f"{stem}_kernels{index}.o")
         module.write_to_file(str(objects[-1]))
     (out_dir / PROGRAM_FILE).write_text(program.model_dump_json())
-    runner = write_runner(out_dir, stem, program, weights, [Path(directory) for directory in _include_dirs()], *io_names, ir, plan, fragment=False)
+    runner = write_runner(out_dir, stem, program, weights, _include_dirs(), *io_names, quantization, ir, plan, fragment=False)
     runner_c = next(name for name in runner if name.endswith("_runner.c"))
     objects.append(out_dir / runner_c.replace(".c", ".o"))
     spec.toolchain.compile_object(str(objects[-1]), str(out_dir / runner_c), [str(out_dir), str(out_dir / "include")], ["-O2", "-fPIC"])
@@ -298,10 +314,12 @@ def save_weights(path: Path, weights: Sequence[np.ndarray], names: Sequence[str]
     np.savez(path, **arrays)  # type: ignore[arg-type]  # numpy's stub: mypy matches **arrays against allow_pickle: bool
 
 
-def output_names(model_path: Path) -> list[str]:
+def model_io(model_path: Path) -> tuple[list[str], dict[str, IoQuantization]]:
+    """The model's output names, and the scale and zero point of its quantized integer I/O."""
     import onnx
 
-    return [output.name for output in onnx.load(str(model_path), load_external_data=False).graph.output]
+    proto = onnx.load(str(model_path), load_external_data=False)
+    return [output.name for output in proto.graph.output], io_quantization(proto)
 
 
 def maybe_crash(stage: str, environ: Mapping[str, str] = os.environ) -> None:  # noqa: B006

@@ -2,7 +2,8 @@
 
 From the device program (edgesdk.compile.program) and the weights, it writes
 
-- ``<model>.h``: the model's inputs and outputs (names, shapes, dtypes) and one entry point,
+- ``<model>.h``: the model's inputs and outputs (names, shapes, dtypes; scale and zero point of
+  quantized integer ones) and one entry point,
   ``int <model>_run(const void *const *inputs, void *const *outputs)`` (0 on success, else the
   1-based number of the kernel call that failed);
 - ``<model>_runner.c``: the weights as ``const`` arrays (flash on a microcontroller), one static
@@ -20,7 +21,7 @@ from __future__ import annotations
 
 import base64
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +30,7 @@ from edgesdk.compile import workspace
 from edgesdk.compile.arena import ALIGNMENT
 from edgesdk.compile.program import Program
 from edgesdk.compile.workspace import DevicePlan
+from edgesdk.frontend.io_quantization import IoQuantization
 
 _DLPACK_CODES = {"int": 0, "uint": 1, "float": 2, "bfloat": 4, "bool": 6}
 # TVM's LLVM backend calls the runtime through weak global function pointers that its library
@@ -85,6 +87,7 @@ def runner_sources(
     kernels_source: str,
     input_names: Sequence[str],
     output_names: Sequence[str],
+    quantization: Mapping[str, IoQuantization],
 ) -> dict[str, str]:
     """``{file name: C text}`` of the runner of ``program`` laid out by ``plan`` (device_plan; see
     the module's docstring)."""
@@ -219,7 +222,12 @@ def runner_sources(
     for spec, io_name in specs:
         direction = "input" if spec.kind == "input" else "output"
         size = int(np.prod(spec.shape)) * np.dtype(spec.dtype).itemsize
-        header.append(f"/* {direction} {spec.index}: {io_name} {spec.dtype}{list(spec.shape)} ({size} bytes) */")
+        quantized = quantization.get(io_name)
+        real = f", real = {quantized.scale!r} * (q - {quantized.zero_point})" if quantized else ""
+        header.append(f"/* {direction} {spec.index}: {io_name} {spec.dtype}{list(spec.shape)} ({size} bytes){real} */")
+        if quantized:
+            macro = f"{model.upper()}_{direction.upper()}{spec.index}"
+            header += [f"#define {macro}_SCALE {quantized.scale!r}f", f"#define {macro}_ZERO_POINT {quantized.zero_point}"]
     header += [
         f"#define {model.upper()}_NUM_INPUTS {sum(1 for tensor in program.tensors if tensor.kind == 'input')}",
         f"#define {model.upper()}_NUM_OUTPUTS {len(program.outputs)}",
@@ -288,6 +296,7 @@ def write_runner(
     include_dirs: Sequence[Path],
     input_names: Sequence[str],
     output_names: Sequence[str],
+    quantization: Mapping[str, IoQuantization],
     kernels_source: str,
     plan: DevicePlan,
     fragment: bool = True,
@@ -296,7 +305,7 @@ def write_runner(
     or their LLVM IR) need into ``include/``, and (``fragment``) a Makefile fragment for the C
     sources, into ``out_dir``; returns the files written, relative to ``out_dir``."""
     files = []
-    sources = runner_sources(name, program, plan, weights, kernels_source, input_names, output_names)
+    sources = runner_sources(name, program, plan, weights, kernels_source, input_names, output_names, quantization)
     for filename, text in sources.items():
         (out_dir / filename).write_text(text)
         files.append(filename)

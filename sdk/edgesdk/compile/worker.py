@@ -218,8 +218,8 @@ def _work(job: Job, report: Callable[[str], None]) -> JobResult:
         for spec, out_dir in job.builds:
             report(f"build {spec.role}")
             lowering.maybe_crash(f"build {spec.role}")
-            io_names = (list(job.shapes), lowering.output_names(Path(job.model)))
-            results.append(lowering.build(mod, spec, Path(out_dir), weights, io_names))
+            outputs, quantization = lowering.model_io(Path(job.model))
+            results.append(lowering.build(mod, spec, Path(out_dir), weights, (list(job.shapes), outputs), quantization))
     if job.run:
         report("run")
         lowering.maybe_crash("run")

@@ -25,6 +25,7 @@ import onnx
 from google.protobuf.message import DecodeError
 
 from edgesdk.errors import UserInputError
+from edgesdk.frontend.io_quantization import IoQuantization, io_quantization
 
 # onnx.checker refuses protobufs over 2 GB; larger models keep weights as external data.
 MAX_MODEL_BYTES = 2 * 2**30
@@ -39,9 +40,13 @@ class TensorSpec:
     name: str
     shape: tuple[int, ...]
     dtype: str
+    # An integer input or output the model (de)quantizes: real = scale * (q - zero_point).
+    scale: float | None = None
+    zero_point: int | None = None
 
     def to_json(self) -> dict:
-        return {"name": self.name, "shape": list(self.shape), "dtype": self.dtype}
+        quantized = {"scale": self.scale, "zero_point": self.zero_point} if self.scale is not None else {}
+        return {"name": self.name, "shape": list(self.shape), "dtype": self.dtype, **quantized}
 
 
 @dataclass
@@ -277,7 +282,7 @@ def _in_source_order(folded: onnx.ModelProto, source: onnx.ModelProto) -> onnx.M
     return folded
 
 
-def _static_specs(name: str, values: Sequence[onnx.ValueInfoProto], what: str) -> list[TensorSpec]:
+def _static_specs(name: str, values: Sequence[onnx.ValueInfoProto], what: str, quantized: Mapping[str, IoQuantization]) -> list[TensorSpec]:
     specs = []
     for value in values:
         dims = _dims(value)
@@ -286,7 +291,9 @@ def _static_specs(name: str, values: Sequence[onnx.ValueInfoProto], what: str) -
                 f"{name}: {what} '{value.name}' still has dynamic dimensions {dims} after binding the inputs",
                 hint="its shape depends on data, which edgesdk cannot compile ahead of time",
             )
-        specs.append(TensorSpec(value.name, tuple(int(d) for d in dims), _dtype_name(value.type.tensor_type.elem_type)))
+        quantization = quantized.get(value.name)
+        scale, zero_point = (quantization.scale, quantization.zero_point) if quantization else (None, None)
+        specs.append(TensorSpec(value.name, tuple(int(d) for d in dims), _dtype_name(value.type.tensor_type.elem_type), scale, zero_point))
     return specs
 
 
@@ -312,12 +319,13 @@ def load_model(
     _check(origin, proto, full=True)
     remaining = sum(node.op_type == "Shape" for node in proto.graph.node)
     notes = [f"{remaining} Shape nodes could not be folded"] if remaining else []
+    quantized = io_quantization(proto)
     return Model(
         name=name,
         proto=proto,
         source_sha256=digest,
-        inputs=_static_specs(origin, _graph_inputs(proto), "input"),
-        outputs=_static_specs(origin, proto.graph.output, "output"),
+        inputs=_static_specs(origin, _graph_inputs(proto), "input", quantized),
+        outputs=_static_specs(origin, proto.graph.output, "output", quantized),
         opset=opset,
         notes=notes,
         origin=origin,

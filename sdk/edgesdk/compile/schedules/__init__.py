@@ -4,15 +4,18 @@ A rule recognises a block pattern in one fused PrimFunc and schedules it with ``
 nothing here knows about models. `ScheduleKernels` runs after fusion (FuseOps + FuseTIR) and before
 TIR lowering (see edgesdk.compile.lowering.optimize). A function no rule understands, or one a rule
 fails on, is kept exactly as it was: a rule only ever changes loop structure, never arithmetic.
+For the `c` target (microcontrollers) the only rule is `schedule_in_place`, for memory.
 """
 
 from __future__ import annotations
+
+import contextlib
 
 from edgesdk.compile.schedules import contraction, integer, spatial, window
 from edgesdk.compile.schedules.cpu import CpuSpec, cpu_spec
 from edgesdk.compile.schedules.database import open_database, tuned_schedule
 
-__all__ = ["CpuSpec", "ScheduleKernels", "cpu_spec", "schedule", "schedule_func"]
+__all__ = ["CpuSpec", "ScheduleKernels", "cpu_spec", "schedule", "schedule_func", "schedule_in_place"]
 
 
 def schedule_func(func, cpu: CpuSpec):
@@ -58,6 +61,61 @@ def schedule(func, cpu: CpuSpec):
     return sch
 
 
+def schedule_in_place(func):
+    """``func`` with its contraction's result kept one element at a time, or None where it has no
+    contraction (or a primitive refuses): the accumulator in a local and the elementwise epilogue
+    (bias, activation, dequantize and requantize) applied as each output element is done, and a
+    conv's padded input made row by row (`_pad_by_rows`). For targets no rule vectorises (TVM's C
+    for microcontrollers): the arithmetic stays as TVM made it, but the kernel no longer
+    allocates the contraction's whole result (in int32 for an integer kernel, and again in float32
+    for its requantization) nor the whole padded input: scratch that would sit in the device's RAM
+    next to the tensors (edgesdk.compile.workspace)."""
+    import tvm
+    from tvm import s_tir
+
+    sch = s_tir.Schedule(func, debug_mask="all" if _checking() else 0, error_render_level="none")
+    try:
+        found = contraction.match(sch)
+        if found is None:
+            return None
+        spatial.inline_elementwise(sch, keep=found.block_name)
+        found = contraction.match(sch)
+        if found is None:
+            return None
+        block = sch.get_sblock(found.block_name)
+        _pad_by_rows(sch, block, found)
+        innermost = sch.get_loops(block)[len(found.spatial) - 1]
+        local = sch.cache_write(block, 0, "local")
+        spatial.inline_epilogue(sch, local)
+        sch.reverse_compute_at(local, innermost, preserve_unit_loops=True)
+    except (s_tir.ScheduleError, tvm.error.InternalError):
+        return None
+    return sch.mod["main"].with_attr("tir.is_scheduled", True)
+
+
+def _pad_by_rows(sch, block, found) -> None:
+    """A conv2d NCHW that reads a padded copy of its input: output rows outermost (after the
+    batch), and the padded copy made row by row, of only the input rows one output row reads (its
+    kernel's height, all channels), instead of the whole padded input once; each input row is
+    copied about kernel-height / stride times (the line buffer of microcontroller inference
+    libraries). A copy that pads nothing (a 1x1 conv's) is read in place instead."""
+    from tvm import s_tir
+
+    copies = sch.get_producers(block)  # stages of the function (inline_elementwise kept them)
+    if len(found.spatial) != 4 or len(copies) != 1:
+        return
+    if not spatial.is_padding(sch.get(copies[0])):
+        with contextlib.suppress(s_tir.ScheduleError):
+            sch.compute_inline(copies[0])
+        return
+    batch, channels, rows, columns, *reduction = sch.get_loops(block)
+    sch.reorder(batch, rows, channels, columns, *reduction)
+    try:
+        sch.compute_at(copies[0], rows, preserve_unit_loops=True)
+    except s_tir.ScheduleError:
+        sch.reorder(batch, channels, rows, columns, *reduction)  # TVM's order back
+
+
 def _schedule_contraction(sch, found, cpu: CpuSpec):
     """The conv/matmul nest: conv2d over output-channel vectors where the channels fill whole
     vectors (faster than the width path on every conv shape measured, widths 7 to 224), depthwise
@@ -86,9 +144,11 @@ def ScheduleKernels(target, tuning: str | None = None):  # noqa: N802 - a pass c
 
     cpu = cpu_spec(target)
 
+    in_place = cpu is None and target.kind.name == "c"
+
     @tvm.transform.module_pass(opt_level=0, name="edgesdk.ScheduleKernels")
     def _pass(mod, _ctx):
-        if cpu is None:
+        if cpu is None and not in_place:
             return mod
         database = open_database(tuning) if tuning is not None else None
         updates = {}
@@ -100,7 +160,7 @@ def ScheduleKernels(target, tuning: str | None = None):  # noqa: N802 - a pass c
                 symbol = func.attrs["global_symbol"] if func.attrs is not None and "global_symbol" in func.attrs else gvar.name_hint
                 updates[gvar] = tuned.with_attr("global_symbol", symbol).with_attr("tir.is_scheduled", True).with_attr("edgesdk.tuned", True)
                 continue
-            scheduled = schedule_func(func, cpu)
+            scheduled = schedule_in_place(func) if cpu is None else schedule_func(func, cpu)
             if scheduled is not None:
                 updates[gvar] = scheduled
         for gvar, func in updates.items():

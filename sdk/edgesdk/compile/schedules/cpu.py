@@ -22,8 +22,9 @@ class CpuSpec:
 
 
 def cpu_spec(target: Any) -> CpuSpec | None:
-    """The spec for a ``tvm.target.Target``; None where no rule should run (not a CPU target, or
-    the `c` target, whose kernels run single-threaded on a microcontroller and stay as TVM emits them)."""
+    """The spec for a ``tvm.target.Target``; None where no vectorising rule should run (not a CPU
+    target, or the `c` target, whose kernels run single-threaded on a microcontroller: they are only
+    scheduled in place, see edgesdk.compile.schedules.schedule_in_place)."""
     if target.kind.name != "llvm":
         return None
     attrs = target.attrs

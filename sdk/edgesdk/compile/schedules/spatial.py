@@ -168,7 +168,7 @@ def partition_padding(sch) -> None:
     from tvm import s_tir, sym, tirx
 
     for block in root_blocks(sch):
-        if not _is_padding(sch.get(block)):
+        if not is_padding(sch.get(block)):
             continue
         for axis in (-2, -1):
             stmt = sch.get(block)
@@ -218,7 +218,7 @@ def _copy_by_phase(sch, loop, stride: int) -> None:
         sch.reorder(phase, columns)
 
 
-def _is_padding(stmt) -> bool:
+def is_padding(stmt) -> bool:
     """Whether a block is a padding stage: one read, one write of ``if_then_else(..)`` (maybe cast),
     at least two axes, the read indexed along every one of them."""
     import tvm
