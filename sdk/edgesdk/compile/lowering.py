@@ -29,7 +29,7 @@ from edgesdk.frontend.io_quantization import IoQuantization, io_quantization
 from edgesdk.plugin.toolchains import Toolchain
 
 # Bump when the lowering changes what it produces for the same inputs: it is part of cache keys.
-PIPELINE_VERSION = 62
+PIPELINE_VERSION = 63
 
 
 class BuildSpec(BaseModel):

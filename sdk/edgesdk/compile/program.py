@@ -44,6 +44,12 @@ class Program(BaseModel):
     outputs: list[int] = Field(description="The model's outputs, in order, by index into tensors.")
     unsupported: str | None = Field(None, description="Why the function cannot run without the VM, if it cannot.")
 
+    def root(self, index: int) -> int:
+        """The tensor whose bytes tensor ``index`` is (itself, or what its views view)."""
+        while self.tensors[index].kind == "view":
+            index = self.tensors[index].of
+        return index
+
 
 def record_program():
     """The Relax module pass (TVM is imported here, in the worker): after edgesdk.compile.arena,

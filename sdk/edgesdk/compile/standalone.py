@@ -119,14 +119,9 @@ def runner_sources(
     # Tensors whose bytes are known at build time are const (flash on a microcontroller: the
     # kernels only read the DLTensor); the model's inputs and outputs, and views of them, are set
     # when the model runs.
-    def root(index: int) -> int:
-        while program.tensors[index].kind == "view":
-            index = program.tensors[index].of
-        return index
-
     places = {}
     for index in range(len(program.tensors)):
-        source = root(index)
+        source = program.root(index)
         kind = program.tensors[source].kind
         if kind in ("weight", "constant", "arena"):
             fixed = {"weight": f"(void*)weight_{program.tensors[source].index}", "constant": f"(void*)constant_{source}"}
@@ -196,7 +191,7 @@ def runner_sources(
             lines.append(f"  tensor_{index}.data = outputs[{tensor.index}];")
     for index, tensor in enumerate(program.tensors):
         if index not in places and tensor.kind == "view":
-            lines.append(f"  tensor_{index}.data = tensor_{root(index)}.data;")
+            lines.append(f"  tensor_{index}.data = tensor_{program.root(index)}.data;")
     for number, (call, (offset, size)) in enumerate(zip(program.calls, plan.scratch, strict=True), start=1):
         lines.append(f"  scratch = arena + {offset}; scratch_size = {size}; scratch_top = 0;")
         for position, argument in enumerate(call.args):

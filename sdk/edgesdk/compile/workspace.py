@@ -82,16 +82,10 @@ def plan(program: Program, workspaces: dict[str, int]) -> DevicePlan:
     the tensors where the memory plan put them and each scratch block in the lowest gap free
     during its call, or everything laid out afresh, whichever arena is smaller."""
     tensors = program.tensors
-
-    def root(index: int) -> int:
-        while tensors[index].kind == "view":
-            index = tensors[index].of
-        return index
-
     first: dict[int, int] = {}
     last: dict[int, int] = {}
     for number, call in enumerate(program.calls):
-        for argument in map(root, call.args):
+        for argument in map(program.root, call.args):
             if tensors[argument].kind == "arena":
                 first.setdefault(argument, number)
                 last[argument] = number

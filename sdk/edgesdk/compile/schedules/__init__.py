@@ -62,14 +62,16 @@ def schedule(func, cpu: CpuSpec):
 
 
 def schedule_in_place(func):
-    """``func`` with its contraction's result kept one element at a time, or None where it has no
-    contraction (or a primitive refuses): the accumulator in a local and the elementwise epilogue
-    (bias, activation, dequantize and requantize) applied as each output element is done, and a
-    conv's padded input made row by row (`_pad_by_rows`). For targets no rule vectorises (TVM's C
-    for microcontrollers): the arithmetic stays as TVM made it, but the kernel no longer
-    allocates the contraction's whole result (in int32 for an integer kernel, and again in float32
-    for its requantization) nor the whole padded input: scratch that would sit in the device's RAM
-    next to the tensors (edgesdk.compile.workspace)."""
+    """``func`` scheduled for memory, or None where nothing changes (or a primitive refuses). A
+    contraction keeps its result one element at a time: the accumulator in a local and the
+    elementwise epilogue (bias, activation, dequantize and requantize) applied as each output
+    element is done; it reads its operands in place (a reshape or transpose inlined into the
+    loads) and a conv's padded input is made row by row (`_pad_by_rows`). Any other function has
+    its elementwise stages inlined. For targets no rule vectorises (TVM's C for
+    microcontrollers): the arithmetic stays as TVM made it, but the kernel no longer allocates
+    the contraction's whole result (in int32 for an integer kernel, and again in float32 for its
+    requantization), the whole padded input, or copies of its operands: scratch that would sit in
+    the device's RAM next to the tensors (edgesdk.compile.workspace)."""
     import tvm
     from tvm import s_tir
 
@@ -77,13 +79,21 @@ def schedule_in_place(func):
     try:
         found = contraction.match(sch)
         if found is None:
-            return None
+            before = len(spatial.root_blocks(sch))
+            spatial.inline_elementwise(sch)
+            changed = len(spatial.root_blocks(sch)) < before
+            return sch.mod["main"].with_attr("tir.is_scheduled", True) if changed else None
         spatial.inline_elementwise(sch, keep=found.block_name)
         found = contraction.match(sch)
         if found is None:
             return None
         block = sch.get_sblock(found.block_name)
-        _pad_by_rows(sch, block, found)
+        for producer in sch.get_producers(block):  # stages of the function (inline_elementwise kept them)
+            if not spatial.is_padding(sch.get(producer)):
+                with contextlib.suppress(s_tir.ScheduleError):
+                    sch.compute_inline(producer)
+            elif len(found.spatial) == 4:
+                _pad_by_rows(sch, block, producer)
         innermost = sch.get_loops(block)[len(found.spatial) - 1]
         local = sch.cache_write(block, 0, "local")
         spatial.inline_epilogue(sch, local)
@@ -93,25 +103,18 @@ def schedule_in_place(func):
     return sch.mod["main"].with_attr("tir.is_scheduled", True)
 
 
-def _pad_by_rows(sch, block, found) -> None:
+def _pad_by_rows(sch, block, padding) -> None:
     """A conv2d NCHW that reads a padded copy of its input: output rows outermost (after the
     batch), and the padded copy made row by row, of only the input rows one output row reads (its
     kernel's height, all channels), instead of the whole padded input once; each input row is
     copied about kernel-height / stride times (the line buffer of microcontroller inference
-    libraries). A copy that pads nothing (a 1x1 conv's) is read in place instead."""
+    libraries)."""
     from tvm import s_tir
 
-    copies = sch.get_producers(block)  # stages of the function (inline_elementwise kept them)
-    if len(found.spatial) != 4 or len(copies) != 1:
-        return
-    if not spatial.is_padding(sch.get(copies[0])):
-        with contextlib.suppress(s_tir.ScheduleError):
-            sch.compute_inline(copies[0])
-        return
     batch, channels, rows, columns, *reduction = sch.get_loops(block)
     sch.reorder(batch, rows, channels, columns, *reduction)
     try:
-        sch.compute_at(copies[0], rows, preserve_unit_loops=True)
+        sch.compute_at(padding, rows, preserve_unit_loops=True)
     except s_tir.ScheduleError:
         sch.reorder(batch, channels, rows, columns, *reduction)  # TVM's order back
 
