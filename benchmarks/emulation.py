@@ -58,10 +58,8 @@ def measure(name: str, precision: str, out: Path) -> dict:
     emulation, estimate = result.emulation, artifact.manifest.estimate
     assert emulation is not None and estimate is not None and estimate.memory is not None
     assert emulation.instructions is not None and emulation.runtime_ram_bytes is not None and estimate.memory.device_ram_bytes is not None
-    unit = next(iter(artifact.manifest.partition.units))
-    clock = edgesdk.get_device("mcu").compute_units[unit].clock_hz
-    assert clock is not None
-    cycles = estimate.latency_ms * 1e-3 * clock
+    assert emulation.simulated_cycles is not None and estimate.cycles == emulation.simulated_cycles
+    cycles = emulation.simulated_cycles
     ram = (emulation.data_bytes or 0) + (emulation.bss_bytes or 0)
     planned = estimate.memory.device_ram_bytes + emulation.runtime_ram_bytes
     row = {
@@ -71,8 +69,7 @@ def measure(name: str, precision: str, out: Path) -> dict:
         "max_abs_err": result.max_abs_err,
         "instructions": emulation.instructions,
         "simulated_latency_ms": estimate.latency_ms,
-        "clock_hz": clock,
-        "simulated_cycles": round(cycles),
+        "simulated_cycles": cycles,
         "instructions_per_simulated_cycle": round(emulation.instructions / cycles, 3),
         "firmware_ram_bytes": ram,
         "planned_ram_bytes": planned,

@@ -78,7 +78,10 @@ class Artifact:
         mcu artifacts as firmware, AArch64 ones deployed with ``standalone`` as a static program."""
         checked = check_inputs(inputs, self.inputs, "inputs", cast=cast)
         name = self.manifest.model.name
-        return run_device_code(self.path / "device", name, identifier(name), self.manifest.target, checked, self.inputs, self.manifest.model.outputs)
+        emulated = run_device_code(self.path / "device", name, identifier(name), self.manifest.target, checked, self.inputs, self.manifest.model.outputs)
+        if emulated.info.instructions is not None and self.manifest.estimate is not None:
+            emulated.info.simulated_cycles = self.manifest.estimate.cycles
+        return emulated
 
     def verify(self, *, emulate: bool = False) -> VerificationInfo:
         """Re-check every file's hash, then the numerics against onnxruntime on the stored inputs:

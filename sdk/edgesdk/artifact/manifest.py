@@ -101,6 +101,7 @@ class EmulationInfo(_Record):
 
     emulator: str = Field(description="The emulator, its version and the board, e.g. `QEMU emulator version 7.2.22 (mps2-an500, cortex-m7)`.")
     instructions: int | None = Field(description="Instructions the model's entry point executed (mcu: QEMU -icount; not cycles); null where not counted.")
+    simulated_cycles: int | None = Field(None, description="The simulator's latency for the same model in cycles (`estimate.cycles`), to set beside them.")
     text_bytes: int | None = Field(description="Firmware code and constants (flash), from arm-none-eabi-size, harness included; null: not firmware.")
     data_bytes: int | None
     bss_bytes: int | None = Field(description="Zero-initialised RAM: the arena (tensors and the kernels' scratch), the I/O buffers, the C library's.")

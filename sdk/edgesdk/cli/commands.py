@@ -133,7 +133,8 @@ def _summary(artifact: Artifact) -> Table:
 def _emulation_text(emulation: EmulationInfo) -> str:
     parts = [f"emulated: {emulation.emulator}"]
     if emulation.instructions is not None:
-        parts.append(f"{emulation.instructions:,} instructions")
+        simulated = f" (simulated: {emulation.simulated_cycles:,} cycles)" if emulation.simulated_cycles is not None else ""
+        parts.append(f"{emulation.instructions:,} instructions{simulated}")
     if emulation.text_bytes is not None and emulation.data_bytes is not None and emulation.bss_bytes is not None:
         runtime = f" ({byte_size(emulation.runtime_ram_bytes)} of it the C library and harness)" if emulation.runtime_ram_bytes is not None else ""
         parts.append(f"firmware {byte_size(emulation.text_bytes)} flash (code + weights), {byte_size(emulation.data_bytes + emulation.bss_bytes)} RAM{runtime}")

@@ -159,8 +159,11 @@ def simulate(analysis: ModelAnalysis, partition: Partition, profile: DeviceProfi
         if order is not None
         else None
     )
+    busiest = max(busy, key=lambda name: busy[name])
+    clock = profile.compute_units[busiest].clock_hz
     return Estimate(
         latency_ms=total_ms,
+        cycles=round(total_ms * 1e-3 * clock) if clock else None,
         energy_mj=sum(layer.energy_mj for layer in layers),
         peak_memory_bytes=peak,
         weight_bytes=weights,

@@ -115,6 +115,9 @@ class Estimate(_Record):
     weight_bytes: int
     flops: int
     utilisation: dict[str, float] = Field(description="Share of the total latency each unit is busy.")
+    cycles: int | None = Field(
+        None, description="The latency in cycles of the busiest unit's clock, where its profile states one (`clock_hz`; the mcu: 480 MHz)."
+    )
     calibrated_utc: str | None = Field(
         None, description="When the profile's factors were fitted on this host (`edgesdk calibrate`); null: the shipped figures."
     )
