@@ -35,6 +35,9 @@ def test_topk_on_the_phone_falls_back_to_the_cpu_and_pays_a_transfer(tmp_path):
     fallbacks = {(f.op, f.from_unit, f.to_unit): f.reason for f in artifact.manifest.partition.fallbacks}
     assert fallbacks[("topk", "npu", "cpu")] == "unsupported op class sort"
     assert fallbacks[("topk", "gpu", "cpu")] == "unsupported op class sort"
+    # The float32 matmul skips the NPU for its dtype: placed, not fallen back.
+    assert [(p.op, p.from_unit, p.to_unit) for p in artifact.manifest.partition.placements] == [("fused_matmul_relu", "npu", "gpu")]
+    assert all(f.op == "topk" for f in artifact.manifest.partition.fallbacks)
     layers = {layer.name: layer for layer in artifact.manifest.estimate.per_layer}
     assert layers["topk"].unit == "cpu" and layers["fused_matmul_relu"].unit == "gpu"
     link = edgesdk.get_device("phone").interconnect

@@ -42,10 +42,19 @@ def test_an_op_no_accelerator_runs_falls_back_to_the_cpu_with_reasons_and_a_tran
     assert placed.info().units == {"npu": 2, "cpu": 1}
 
 
-def test_fp32_kernels_skip_an_npu_that_has_no_fp32():
+def test_fp32_kernels_are_placed_past_an_npu_that_has_no_fp32_and_that_is_no_fallback():
+    """The NPU runs convolutions, not in float32: the model's precision places them on the GPU
+    (a placement); the top-k, which neither accelerator runs at all, falls back."""
     placed = partition(small_model("float32"), edgesdk.get_device("phone"))
-    assert placed.units[0] == "gpu"
-    assert placed.fallbacks[0].reason.startswith("dtype float32 not supported (computes int8")
+    assert placed.units == ["gpu", "cpu", "gpu"]
+    assert [(p.op, p.from_unit, p.to_unit) for p in placed.placements] == [("fused_conv2d_add_relu", "npu", "gpu"), ("fused_conv2d1", "npu", "gpu")]
+    assert placed.placements[0].reason.startswith("dtype float32 not supported (computes int8")
+    assert {(f.op, f.from_unit) for f in placed.fallbacks} == {("topk", "npu"), ("topk", "gpu")}
+    assert placed.info().placements == placed.placements
+    # Without the top-k nothing falls back: --no-fallback accepts a float32 model on the phone.
+    analysis = small_model("float32")
+    analysis.kernels[1] = kernel("relu", ["activation"], 0, analysis.kernels[1].inputs, [1, 16, 8, 8])
+    assert partition(analysis, edgesdk.get_device("phone"), fallback=False).fallbacks == []
 
 
 def test_forced_unit_and_no_fallback():
@@ -109,4 +118,5 @@ def test_packed_weight_kernels_go_where_the_profile_says_their_scheme_is_native(
     analysis = ModelAnalysis(kernels=[kernel("fused_conv2d_packed_vq8", ["conv"], 2 * 16 * 144 * 64, [x, packed], [1, 16, 8, 8], dtype)])
     placed = partition(analysis, edgesdk.get_device("phone"))
     assert placed.units == units
-    assert {f.reason for f in placed.fallbacks if f.from_unit == "npu"} == ({reason} if reason else set())
+    # A weight format the NPU does not run natively is the precision's choice: a placement.
+    assert placed.fallbacks == [] and {p.reason for p in placed.placements if p.from_unit == "npu"} == ({reason} if reason else set())

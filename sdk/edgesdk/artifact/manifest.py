@@ -11,9 +11,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from edgesdk.plugin.passes import PassChoice
 from edgesdk.quantization.accuracy import Accuracy
-from edgesdk.simulate.cost_report import Estimate, Fallback, LayerCost, PartitionInfo
+from edgesdk.simulate.cost_report import Estimate, Fallback, LayerCost, PartitionInfo, Placement
 
-__all__ = ["Estimate", "Fallback", "LayerCost", "PartitionInfo"]  # parts of the manifest, defined by the simulator
+__all__ = ["Estimate", "Fallback", "LayerCost", "PartitionInfo", "Placement"]  # parts of the manifest, defined by the simulator
 
 SCHEMA_VERSION = 1
 MANIFEST_NAME = "manifest.json"

@@ -17,7 +17,7 @@ from rich.table import Table
 
 import edgesdk
 from edgesdk.artifact.directory import Artifact
-from edgesdk.artifact.manifest import EmulationInfo, VerificationInfo
+from edgesdk.artifact.manifest import EmulationInfo, PartitionInfo, VerificationInfo
 from edgesdk.cli.options import (
     CalibrationOption,
     EmulateOption,
@@ -91,8 +91,7 @@ def _summary(artifact: Artifact) -> Table:
         table.add_row("passes", ", ".join(f"{choice.name} ({choice.plugin}, {choice.stage})" for choice in manifest.passes))
     table.add_row("device files", "\n".join(f"{name}  {_size(artifact.path / name)}" for name in build.device_files))
     units = ", ".join(f"{name} {count}" for name, count in manifest.partition.units.items())
-    fallbacks = len(manifest.partition.fallbacks)
-    table.add_row("kernels", f"{build.kernels} compiled; calls per unit: {units}" + (f" ({fallbacks} fallbacks)" if fallbacks else ""))
+    table.add_row("kernels", f"{build.kernels} compiled; calls per unit: {units}{_partition_text(manifest.partition)}")
     stages = ", ".join(f"{name} {seconds:.1f} s" for name, seconds in build.compile_stages.items())
     table.add_row("compile", "from the cache" if build.cached else f"{build.compile_seconds:.1f} s in TVM" + (f" ({stages})" if stages else ""))
     estimate = manifest.estimate
@@ -128,6 +127,18 @@ def _summary(artifact: Artifact) -> Table:
     for note in build.notes:
         table.add_row("note", note)
     return table
+
+
+def _partition_text(partition: PartitionInfo) -> str:
+    """What the partition did besides the preferred units: " (N fallbacks, e.g. ...; M placed past npu for their dtype)", or ""."""
+    parts = []
+    if partition.fallbacks:
+        first = partition.fallbacks[0]
+        parts.append(f"{len(partition.fallbacks)} fallbacks, e.g. {first.op} not on {first.from_unit}: {first.reason}")
+    if partition.placements:
+        units = sorted({placed.from_unit for placed in partition.placements})
+        parts.append(f"{len({placed.op for placed in partition.placements})} placed past {', '.join(units)} for their dtype")
+    return f" ({'; '.join(parts)})" if parts else ""
 
 
 def _emulation_text(emulation: EmulationInfo) -> str:
@@ -319,7 +330,7 @@ def profile_command(
     busy = ", ".join(f"{name} {share:.0%}" for name, share in estimate.utilisation.items())
     console.print(
         f"total {estimate.latency_ms:.4g} ms, {estimate.energy_mj:.4g} mJ, peak memory {estimate.peak_memory_bytes / 2**20:.2f} MiB, "
-        f"{estimate.flops / 1e6:.4g} MFLOP; busy: {busy}; {len(report.partition.fallbacks)} fallbacks"
+        f"{estimate.flops / 1e6:.4g} MFLOP; busy: {busy}{_partition_text(report.partition)}"
     )
     if estimate.memory is not None:
         memory = estimate.memory

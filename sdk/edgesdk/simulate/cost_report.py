@@ -21,7 +21,8 @@ class _Record(BaseModel):
 
 
 class Fallback(_Record):
-    """A kernel that could not run on the unit it preferred, and why."""
+    """A kernel that could not run on the unit it preferred: that unit does not run its operation
+    (an op class, a tensor rank), whatever the precision."""
 
     op: str
     from_unit: str
@@ -29,11 +30,18 @@ class Fallback(_Record):
     reason: str
 
 
+class Placement(Fallback):
+    """A kernel placed past a unit it prefers because that unit does not compute its dtype or
+    weight format (a float32 model on an NPU without float32): the model's precision chooses the
+    unit; nothing failed."""
+
+
 class PartitionInfo(_Record):
     """Which compute unit runs each compiled kernel."""
 
     units: dict[str, int] = Field(description="Kernels assigned to each compute unit.")
-    fallbacks: list[Fallback] = Field(default_factory=list)
+    fallbacks: list[Fallback] = Field(default_factory=list, description="Kernels a preferred unit cannot run, and why.")
+    placements: list[Placement] = Field(default_factory=list, description="Kernels placed past a preferred unit for their dtype or weight format.")
 
 
 class LayerCost(_Record):

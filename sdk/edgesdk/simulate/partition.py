@@ -2,8 +2,10 @@
 
 Units are tried in preference order, npu -> gpu -> dsp -> cpu (within a kind, in profile order).
 A kernel runs on the first unit that supports all its op classes, the dtype it computes in (its
-output's) and the rank of its tensors. Each unit it skips is a fallback ``{op, from_unit,
-to_unit, reason}``. Memory never forces a fallback: a kernel whose working set exceeds a unit's
+output's) and the rank of its tensors. Each unit it skips is ``{op, from_unit, to_unit,
+reason}``: a fallback when the unit does not run the operation at all (an op class, a rank), a
+placement when it only does not compute the kernel's dtype or weight format (the model's
+precision chose the unit: a float32 model on a phone runs on the GPU). Memory never forces a fallback: a kernel whose working set exceeds a unit's
 on-chip memory runs there and spills to DRAM, which the cost model charges (edgesdk.simulate.cost_model).
 A kernel no unit supports goes to the CPU when the CPU runs its op classes: a CPU computes any
 dtype in software (fp16 without fp16 arithmetic runs widened to fp32, and is costed so).
@@ -16,7 +18,7 @@ from pydantic import BaseModel, ConfigDict
 from edgesdk.compile.kernels import Kernel, ModelAnalysis
 from edgesdk.devices.profile import ComputeUnit, DeviceProfile
 from edgesdk.errors import CheckFailed, UserInputError
-from edgesdk.simulate.cost_report import Fallback, PartitionInfo
+from edgesdk.simulate.cost_report import Fallback, PartitionInfo, Placement
 
 UNIT_PREFERENCE = {"npu": 0, "gpu": 1, "dsp": 2, "cpu": 3}
 
@@ -26,12 +28,13 @@ class Partition(BaseModel):
 
     units: list[str]  # per kernel, in call order
     fallbacks: list[Fallback]
+    placements: list[Placement] = []
 
     def info(self) -> PartitionInfo:
         counts: dict[str, int] = {}
         for unit in self.units:
             counts[unit] = counts.get(unit, 0) + 1
-        return PartitionInfo(units=counts, fallbacks=self.fallbacks)
+        return PartitionInfo(units=counts, fallbacks=self.fallbacks, placements=self.placements)
 
 
 def preference(profile: DeviceProfile) -> list[str]:
@@ -92,7 +95,7 @@ def partition(analysis: ModelAnalysis, profile: DeviceProfile, *, unit: str | No
         if unit not in profile.compute_units:
             raise UserInputError(f"--unit {unit}: device '{profile.id}' has units {', '.join(order)}")
         order = [unit]
-    units, fallbacks = [], []
+    units, fallbacks, placements = [], [], []
     for kernel in analysis.kernels:
         placed, skipped = None, []
         for name in order:
@@ -113,9 +116,14 @@ def partition(analysis: ModelAnalysis, profile: DeviceProfile, *, unit: str | No
                 raise CheckFailed(f"kernel {kernel.name} runs on no unit of '{profile.id}' ({reasons})")
             placed = cpu
             skipped = [(name, reason) for name, reason in skipped if name != cpu]
-        fallbacks += [Fallback(op=kernel.name, from_unit=name, to_unit=placed, reason=reason) for name, reason in skipped]
+        for name, reason in skipped:
+            skip = {"op": kernel.name, "from_unit": name, "to_unit": placed, "reason": reason}
+            if why_not(kernel, profile.compute_units[name], dtype=False) is None:  # it runs the op, not in this dtype
+                placements.append(Placement(**skip))
+            else:
+                fallbacks.append(Fallback(**skip))
         units.append(placed)
     if fallbacks and not fallback:
         listed = ", ".join(sorted({f.op for f in fallbacks}))
         raise CheckFailed(f"{len(fallbacks)} kernel(s) would fall back from their preferred unit: {listed}", hint="drop --no-fallback to allow it")
-    return Partition(units=units, fallbacks=fallbacks)
+    return Partition(units=units, fallbacks=fallbacks, placements=placements)
