@@ -170,15 +170,16 @@ _HOSTED = """
 """
 
 
+def _nbytes(spec: TensorSpec) -> int:
+    return int(np.prod(spec.shape, dtype=np.int64)) * np.dtype(spec.dtype).itemsize
+
+
 def _harness(model: str, inputs: Sequence[TensorSpec], outputs: Sequence[TensorSpec], bare_metal: bool) -> str:
     """main(): inputs from input.bin, the model, outputs to output.bin, the status and the
     SysTick count (bare metal: a vector table and reset handler too) to result.txt."""
 
-    def size(spec: TensorSpec) -> int:
-        return int(np.prod(spec.shape, dtype=np.int64)) * np.dtype(spec.dtype).itemsize
-
-    buffers = [f"static uint8_t input_{i}[{size(spec)}] __attribute__((aligned(64)));" for i, spec in enumerate(inputs)]
-    buffers += [f"static uint8_t output_{i}[{size(spec)}] __attribute__((aligned(64)));" for i, spec in enumerate(outputs)]
+    buffers = [f"static uint8_t input_{i}[{_nbytes(spec)}] __attribute__((aligned(64)));" for i, spec in enumerate(inputs)]
+    buffers += [f"static uint8_t output_{i}[{_nbytes(spec)}] __attribute__((aligned(64)));" for i, spec in enumerate(outputs)]
     reads = "\n".join(f"  if (fread(input_{i}, 1, sizeof input_{i}, file) != sizeof input_{i}) return 91;" for i in range(len(inputs)))
     writes = "\n".join(f"  fwrite(output_{i}, 1, sizeof output_{i}, file);" for i in range(len(outputs)))
     return f"""/* edgesdk emulation harness: file I/O around {model}_run. */
@@ -299,7 +300,7 @@ def run_device_code(
         firmware = isinstance(platform, Board)
         sizes: tuple[int | None, ...] = _size(work / "firmware.elf") if firmware else (None, None, None)
         # What the C library and the harness take: the empty model's firmware less its I/O buffers.
-        io_bytes = sum(int(np.prod(spec.shape, dtype=np.int64)) * np.dtype(spec.dtype).itemsize for spec in [*input_specs, *output_specs])
+        io_bytes = sum(map(_nbytes, [*input_specs, *output_specs]))
         runtime = sum(_size(work / "baseline.elf")[1:]) - io_bytes if firmware else None
     version = subprocess.run([command[0], "--version"], capture_output=True, text=True, check=False).stdout.split("\n")[0].strip()
     if isinstance(platform, Board):

@@ -235,8 +235,8 @@ def build(
                     result.notes.append(str(exc))
         return result
 
-    sources = [module.inspect_source() for module in executable.mod.imports if module.kind == "c"]
-    (out_dir / f"{stem}.c").write_text("\n".join(sources))
+    kernels_c = "\n".join(module.inspect_source() for module in executable.mod.imports if module.kind == "c")
+    (out_dir / f"{stem}.c").write_text(kernels_c)
     # The VM program (which kernel runs when, on which buffers) as text, for the device's runtime,
     # and as data (edgesdk.compile.program) for a runner without it.
     (out_dir / f"{stem}.vm.txt").write_text(executable.as_text())
@@ -246,7 +246,6 @@ def build(
     )
     runner: list[str] = []
     if weights is not None and io_names is not None:
-        kernels_c = (out_dir / f"{stem}.c").read_text()
         try:
             plan = device_plan(program, kernels_c)
         except ValueError as exc:  # kernels that need more of TVM's VM or runtime than the runner has

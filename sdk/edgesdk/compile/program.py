@@ -8,8 +8,10 @@ the kernels in the executed order, each tensor a model input or output, a weight
 from __future__ import annotations
 
 import base64
+import math
 from typing import Literal
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 PROGRAM_ATTR = "edgesdk.program"
@@ -26,6 +28,10 @@ class ProgramTensor(BaseModel):
     offset: int = Field(0, description="arena: byte offset in the arena.")
     of: int = Field(-1, description="view: the tensor it views (same bytes, another shape).")
     data: str = Field("", description="constant: its bytes, base64 (a constant the compiler put in main, e.g. a lookup table).")
+
+    @property
+    def nbytes(self) -> int:
+        return math.prod(self.shape) * np.dtype(self.dtype).itemsize
 
 
 class Call(BaseModel):

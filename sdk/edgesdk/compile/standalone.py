@@ -216,10 +216,9 @@ def runner_sources(
     specs += [(program.tensors[tensor], output_names[program.tensors[tensor].index]) for tensor in program.outputs]
     for spec, io_name in specs:
         direction = "input" if spec.kind == "input" else "output"
-        size = int(np.prod(spec.shape)) * np.dtype(spec.dtype).itemsize
         quantized = quantization.get(io_name)
         real = f", real = {quantized.scale!r} * (q - {quantized.zero_point})" if quantized else ""
-        header.append(f"/* {direction} {spec.index}: {io_name} {spec.dtype}{list(spec.shape)} ({size} bytes){real} */")
+        header.append(f"/* {direction} {spec.index}: {io_name} {spec.dtype}{list(spec.shape)} ({spec.nbytes} bytes){real} */")
         if quantized:
             macro = f"{model.upper()}_{direction.upper()}{spec.index}"
             header += [f"#define {macro}_SCALE {quantized.scale!r}f", f"#define {macro}_ZERO_POINT {quantized.zero_point}"]

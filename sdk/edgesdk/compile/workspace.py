@@ -15,8 +15,6 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-import numpy as np
-
 from edgesdk.compile.arena import ALIGNMENT, Block, layout, place
 from edgesdk.compile.program import Program
 
@@ -73,10 +71,6 @@ class DevicePlan:
         return max((size for _, size in self.scratch), default=0)
 
 
-def _tensor_bytes(shape: list[int], dtype: str) -> int:
-    return int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
-
-
 def plan(program: Program, workspaces: dict[str, int]) -> DevicePlan:
     """The arena of ``program`` with each call's scratch (``workspaces``: kernel_workspaces) in it:
     the tensors where the memory plan put them and each scratch block in the lowest gap free
@@ -90,7 +84,7 @@ def plan(program: Program, workspaces: dict[str, int]) -> DevicePlan:
                 first.setdefault(argument, number)
                 last[argument] = number
     arena = sorted(first)
-    blocks = [Block(_tensor_bytes(tensors[t].shape, tensors[t].dtype), first[t], last[t]) for t in arena]
+    blocks = [Block(tensors[t].nbytes, first[t], last[t]) for t in arena]
     sizes = [workspaces.get(call.kernel, 0) + workspaces.get(UNOWNED, 0) for call in program.calls]
     calls = [number for number, size in enumerate(sizes) if size]
     blocks += [Block(sizes[number], number, number) for number in calls]
@@ -100,5 +94,5 @@ def plan(program: Program, workspaces: dict[str, int]) -> DevicePlan:
     located = [(0, 0)] * len(program.calls)
     for number, block in zip(calls, scratch, strict=True):
         located[number] = (offsets[block], sizes[number])
-    io_bytes = sum(_tensor_bytes(tensor.shape, tensor.dtype) for tensor in tensors if tensor.kind in ("input", "output"))
+    io_bytes = sum(tensor.nbytes for tensor in tensors if tensor.kind in ("input", "output"))
     return DevicePlan({t: offsets[position] for position, t in enumerate(arena)}, located, total, io_bytes)
