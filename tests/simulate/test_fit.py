@@ -90,6 +90,9 @@ def test_a_stored_fit_reaches_the_simulator_not_the_device_profile(tmp_path, mon
     monkeypatch.setenv("EDGESDK_CACHE_DIR", str(tmp_path))
     shipped = edgesdk.get_device("pc")
     before = estimated(small_model(), shipped)[1]
+    monkeypatch.setenv("EDGESDK_NO_CALIBRATION", "1")
+    plain = estimated(small_model(), shipped)[1]  # the profile's own figures
+    monkeypatch.delenv("EDGESDK_NO_CALIBRATION")
     write_fit()
     assert edgesdk.get_device("pc") == shipped  # the profile stays as shipped
     assert stored_fit("pc").created_utc == "2026-01-01T00:00:00+00:00" and stored_fit("phone") is None
@@ -98,8 +101,10 @@ def test_a_stored_fit_reaches_the_simulator_not_the_device_profile(tmp_path, mon
     assert applied.compute_units["cpu"].launch_overhead_s == 7e-6
     assert applied.compute_units["cpu"].peak_ops_per_s == shipped.compute_units["cpu"].peak_ops_per_s
     after = estimated(small_model(), shipped)[1]
-    assert before.calibrated_utc is None and after.calibrated_utc == "2026-01-01T00:00:00+00:00"
-    assert after.per_layer[0].compute_ms == pytest.approx(before.per_layer[0].compute_ms * shipped.compute_units["cpu"].efficiency["conv"] / 0.02)
+    # Before: the pc's shipped default calibration; after: the one made on this host.
+    assert before.figures == after.figures == "calibrated" and "shipped" in before.figures_source and "shipped" not in after.figures_source
+    assert before.calibrated_utc != after.calibrated_utc == "2026-01-01T00:00:00+00:00"
+    assert after.per_layer[0].compute_ms == pytest.approx(plain.per_layer[0].compute_ms * shipped.compute_units["cpu"].efficiency["conv"] / 0.02)
     monkeypatch.setenv("EDGESDK_NO_CALIBRATION", "1")
     assert stored_fit("pc") is None and estimated(small_model(), shipped)[1].calibrated_utc is None
 
@@ -119,7 +124,7 @@ def test_a_fit_made_with_other_time_terms_is_ignored_not_misapplied(tmp_path, mo
     stale = json.loads(path.read_text()) | {"time_terms": list(TERMS[:-1]), "time_coefficients": {"conv": [1e-6] * (len(TERMS) - 1)}}
     path.write_text(json.dumps(stale))
     assert stored_fit("pc") is None
-    assert estimated(small_model(), edgesdk.get_device("pc"))[1].calibrated_utc is None
+    assert "shipped" in estimated(small_model(), edgesdk.get_device("pc"))[1].figures_source  # the default, not the stale fit
 
 
 def test_calibration_efficiency_comes_from_the_nearest_measured_kernels():

@@ -36,9 +36,11 @@ def test_an_op_no_accelerator_runs_falls_back_to_the_cpu_with_reasons_and_a_tran
     assert ("topk", "gpu", "cpu") in by_unit
     estimate = simulate(small_model("float16"), placed, phone)
     layers = estimate.per_layer
-    assert layers[0].transfer_ms == 0 and layers[1].transfer_ms > 0 and layers[2].transfer_ms > 0
     link = phone.interconnect
-    assert layers[1].transfer_ms == pytest.approx((16 * 64 * 2 / link.bandwidth_bytes_per_s + link.latency_s) * 1e3)
+    one = (16 * 64 * 2 / link.bandwidth_bytes_per_s + link.latency_s) * 1e3  # one [1, 16, 8, 8] fp16 tensor crossing
+    # The NPU takes the model input from the application on the CPU, the CPU's top-k result from
+    # the NPU, and hands its output back: the last kernel pays two crossings.
+    assert [layer.transfer_ms for layer in layers] == pytest.approx([one, one, 2 * one])
     assert placed.info().units == {"npu": 2, "cpu": 1}
 
 
@@ -120,3 +122,36 @@ def test_packed_weight_kernels_go_where_the_profile_says_their_scheme_is_native(
     assert placed.units == units
     # A weight format the NPU does not run natively is the precision's choice: a placement.
     assert placed.fallbacks == [] and {p.reason for p in placed.placements if p.from_unit == "npu"} == ({reason} if reason else set())
+
+
+def quantized_chain():
+    """conv (int8 multiplies, float out, as a QDQ lowering leaves it) -> mean (float) -> quantize -> matmul."""
+    from edgesdk.compile.kernels import LoopNest
+
+    int8_operands = LoopNest(
+        iterations=64, reduction=16, inner_extent=8, inner_stride_bytes=1, reduction_extents=[16], reduction_strides_bytes=[64], operand_dtype="int8"
+    )
+    x = Tensor(shape=[1, 16, 8, 8], dtype="int8", source="input")
+    w = Tensor(shape=[16, 16, 1, 1], dtype="int8", source="weight")
+    conv = kernel("fused_conv2d_dequantize", ["conv"], 2 * 16 * 16 * 64, [x, w], [1, 16, 8, 8])
+    mean = kernel("mean", ["reduce"], 16 * 64, [Tensor(shape=[1, 16, 8, 8], dtype="float32", producer=0)], [1, 16])
+    quant = kernel("fused_reshape_quantize", ["elementwise"], 16, [Tensor(shape=[1, 16], dtype="float32", producer=1)], [1, 16], "int8")
+    fc = kernel("fused_matmul_dequantize", ["matmul"], 2 * 16 * 10, [Tensor(shape=[1, 16], dtype="int8", producer=2)], [1, 10])
+    conv.nest = fc.nest = int8_operands
+    return ModelAnalysis(kernels=[conv, mean, quant, fc])
+
+
+def test_a_float_op_enclosed_by_quantized_kernels_runs_quantized_on_the_npu():
+    """A quantized runtime keeps dequantize -> mean -> quantize as one int8 op: no trip to the GPU."""
+    analysis = quantized_chain()
+    placed = partition(analysis, edgesdk.get_device("phone"))
+    assert placed.dtypes == ["int8", "int8", "int8", "int8"]
+    assert placed.units == ["npu"] * 4 and placed.placements == [] and placed.fallbacks == []
+    # At the model's output too: the runtime dequantizes once, at the boundary.
+    assert partition(ModelAnalysis(kernels=analysis.kernels[:2]), edgesdk.get_device("phone")).dtypes == ["int8", "int8"]
+    # Next to a layer kept in float32 on purpose (float32 weights), the region is float32 too.
+    float_fc = analysis.kernels[3].model_copy(
+        update={"nest": None, "inputs": [Tensor(shape=[1, 16], dtype="float32", producer=1), Tensor(shape=[16, 10], dtype="float32", source="weight")]}
+    )
+    placed = partition(ModelAnalysis(kernels=[*analysis.kernels[:2], float_fc]), edgesdk.get_device("phone"))
+    assert placed.dtypes == ["int8", "float32", "float32"] and placed.units == ["npu", "gpu", "gpu"]

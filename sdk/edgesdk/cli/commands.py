@@ -332,6 +332,7 @@ def profile_command(
         f"total {estimate.latency_ms:.4g} ms, {estimate.energy_mj:.4g} mJ, peak memory {estimate.peak_memory_bytes / 2**20:.2f} MiB, "
         f"{estimate.flops / 1e6:.4g} MFLOP; busy: {busy}{_partition_text(report.partition)}"
     )
+    console.print(f"figures: {estimate.figures} ({estimate.figures_source})")
     if estimate.memory is not None:
         memory = estimate.memory
         console.print(

@@ -135,6 +135,29 @@ class QuantizationRecipe(_Strict):
     range_method: RangeMethod = Field("minmax", description="How activation ranges are calibrated.")
 
 
+class FitRecord(_Strict):
+    """Which figures of the profile were fitted to measurements, what on, and how well they predict."""
+
+    source: str = Field(description="What the figures were fitted on: the measurements, their device, runtime and commit.")
+    method: str = Field(description="How: the objective, the validation, the script that refits them.")
+    models: list[str] = Field(description="The models whose measurements the fit used.")
+    held_out: list[str] = Field([], description="Models never used to fit, kept to check it.")
+    first_order: dict[str, float] = Field(
+        min_length=1,
+        description="Each fitted figure (a dotted path such as `compute_units.npu.launch_overhead_s`) and its value "
+        "before the fit (public peak or assumed): the fit starts from and is pulled toward it.",
+    )
+    cross_validated_median_error: float = Field(ge=0, description="Leave-one-model-out median of |predicted/measured - 1|.")
+    cross_validated_within_2x: Fraction = Field(description="Leave-one-model-out share of predictions within 2x of the measurement.")
+
+
+def figure(data: Any, path: str) -> Any:
+    """The value at dotted ``path`` in a profile (as a model or a dict); KeyError when there is none."""
+    for key in path.split("."):
+        data = data[key] if isinstance(data, dict) else getattr(data, key)
+    return data
+
+
 @dataclass(frozen=True)
 class ProfileSource:
     """Where a profile came from: the plugin (or `user`) and the file, when there is one."""
@@ -164,6 +187,8 @@ class DeviceProfile(_Strict):
         "device. Defaults to the profile id; a profile that `extends` another inherits its backend.",
     )
 
+    fit: FitRecord | None = Field(None, description="The figures fitted to measured latencies (benchmarks/device_fidelity.py); none: first-order figures.")
+
     _source: ProfileSource | None = PrivateAttr(None)
 
     @field_validator("target")
@@ -178,6 +203,17 @@ class DeviceProfile(_Strict):
         scheme = self.quantization.scheme
         if scheme != "none" and not any(scheme in unit.quantization_schemes for unit in self.compute_units.values()):
             raise ValueError(f"quantization.scheme {scheme!r} is not native to any compute unit")
+        return self
+
+    @model_validator(mode="after")
+    def _fitted_figures_exist(self) -> DeviceProfile:
+        for path in self.fit.first_order if self.fit else ():
+            try:
+                value = figure(self, path)
+            except (KeyError, AttributeError):
+                raise ValueError(f"fit.first_order: {path} is no figure of the profile") from None
+            if not isinstance(value, int | float):
+                raise ValueError(f"fit.first_order: {path} is not a number")
         return self
 
     @property

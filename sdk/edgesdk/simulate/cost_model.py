@@ -13,7 +13,9 @@ Per kernel ``k`` on unit ``u``, computing in dtype ``d`` (docs/simulator.md expl
 - memory time   = DRAM bytes / DRAM bandwidth
 - latency       = max(compute time, memory time) + launch_overhead_s[u]     (a roofline)
 - transfer      = for each input produced on another unit: bytes / interconnect bandwidth +
-                  interconnect latency, charged to the consuming kernel
+                  interconnect latency, charged to the consuming kernel; on an accelerator (not
+                  a CPU) the model's inputs it reads and the model output it writes cross too:
+                  the application hands them over and waits on the CPU (``crossings``)
 - energy        = FLOPs * energy_pj_per_op[u][d] + (DRAM + 2 x transfer bytes) * dram_energy_pj_per_byte
 
 Kernels run one after another (no overlap between units). Peak memory is the weights plus the
@@ -26,11 +28,11 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from edgesdk.compile.kernels import Kernel, ModelAnalysis
-from edgesdk.devices.profile import DeviceProfile
+from edgesdk.devices.profile import ComputeUnit, DeviceProfile
 from edgesdk.simulate.cost_report import Estimate, LayerCost, MemoryInfo
 from edgesdk.simulate.fit import CostFit
 from edgesdk.simulate.partition import Partition, compute_dtype
-from edgesdk.simulate.tiling import plan
+from edgesdk.simulate.tiling import Tiling, plan
 
 
 def _efficiency(profile: DeviceProfile, unit_name: str, kernel: Kernel, fit: CostFit | None) -> float:
@@ -44,7 +46,17 @@ def _figure(per_dtype: Mapping[Any, float], dtype: str, conservative: Callable[[
     """A unit's figure for ``dtype``; a dtype it lacks runs widened to float32 (software fp16 on a
     CPU without fp16 arithmetic), else at its most conservative figure. ``per_dtype`` has the
     profile's DType keys; ``dtype`` is any dtype name."""
-    return per_dtype.get(dtype) or per_dtype.get("float32") or conservative(per_dtype.values())
+    return per_dtype[figure_key(per_dtype, dtype, conservative)]
+
+
+def figure_key(per_dtype: Mapping[Any, float], dtype: str, conservative: Callable[[Iterable[float]], float]) -> str:
+    """The dtype whose figure ``_figure`` takes for ``dtype``."""
+    if dtype in per_dtype:
+        return dtype
+    if "float32" in per_dtype:
+        return "float32"
+    value = conservative(per_dtype.values())
+    return next(key for key, figure in per_dtype.items() if figure == value)
 
 
 def _distinct(analysis: ModelAnalysis, sources: tuple[str, ...]) -> int:
@@ -80,29 +92,50 @@ def _peak_memory(analysis: ModelAnalysis) -> tuple[int, int]:
     return weights, weights + _distinct(analysis, ("input",)) + peak
 
 
+def direct_bytes(index: int, kernel: Kernel, consumers: set[int]) -> int:
+    """What ``kernel`` moves to or from DRAM in any case: its weights and model inputs, and its
+    result when that is a model output."""
+    dram = sum(t.bytes for t in kernel.inputs if t.source in ("weight", "constant", "input"))
+    return dram + (kernel.bytes_written if index not in consumers else 0)
+
+
+def dram_traffic(index: int, kernel: Kernel, unit: ComputeUnit, consumers: set[int], tiling: bool = True) -> tuple[int, Tiling]:
+    """(DRAM bytes, tiling) of ``kernel`` on ``unit``: ``direct_bytes``, or, when its working set
+    does not fit on chip, what its tiles (or its spill) move, if more."""
+    tiles = plan(kernel, unit.on_chip_memory_bytes, tiling)
+    return max(direct_bytes(index, kernel, consumers), tiles.traffic), tiles
+
+
+def crossings(index: int, kernel: Kernel, unit_name: str, partition: Partition, profile: DeviceProfile, consumers: set[int]) -> tuple[int, int]:
+    """(bytes, count) of the tensors that cross between units at ``kernel``: its inputs computed on
+    another unit; on an accelerator also the model inputs it reads and the model output it
+    writes, which the application on the CPU hands over and waits for (one synchronisation each)."""
+    moved = [t.bytes for t in kernel.inputs if t.producer is not None and partition.units[t.producer] != unit_name]
+    if profile.compute_units[unit_name].kind != "cpu":
+        moved += [t.bytes for t in kernel.inputs if t.source == "input"]
+        if index not in consumers:
+            moved.append(kernel.bytes_written)
+    return sum(moved), len(moved)
+
+
 def _layer(
     index: int, kernel: Kernel, unit_name: str, partition: Partition, profile: DeviceProfile, fit: CostFit | None, consumers: set[int], tiling: bool
 ) -> LayerCost:
     unit = profile.compute_units[unit_name]
-    dtype = compute_dtype(kernel)
+    dtype = partition.dtypes[index] if partition.dtypes else compute_dtype(kernel)
     ops_per_s = _figure(unit.peak_ops_per_s, dtype, min)
     # A fitted unit predicts a float32 kernel's time from the work of its phases; other dtypes were
     # not measured and use the efficiency figures.
     fitted_s = fit.seconds_of(kernel) if fit is not None and fit.unit == unit_name and dtype == "float32" else None
     compute_s = fitted_s if fitted_s is not None else kernel.ops / (ops_per_s * _efficiency(profile, unit_name, kernel, fit))
 
-    dram = sum(t.bytes for t in kernel.inputs if t.source in ("weight", "constant", "input"))
-    if index not in consumers:  # a model output is written to DRAM
-        dram += kernel.bytes_written
-    tiles = plan(kernel, unit.on_chip_memory_bytes, tiling)
-    offchip = max(0, tiles.traffic - dram)
-    dram += offchip
+    dram, tiles = dram_traffic(index, kernel, unit, consumers, tiling)
+    offchip = dram - direct_bytes(index, kernel, consumers)
     memory_s = dram / profile.memory.dram_bandwidth_bytes_per_s
 
-    crossing = [t for t in kernel.inputs if t.producer is not None and partition.units[t.producer] != unit_name]
-    transfer_bytes = sum(t.bytes for t in crossing)
+    transfer_bytes, transfers = crossings(index, kernel, unit_name, partition, profile, consumers)
     link = profile.interconnect
-    transfer_s = transfer_bytes / link.bandwidth_bytes_per_s + link.latency_s * len(crossing)
+    transfer_s = transfer_bytes / link.bandwidth_bytes_per_s + link.latency_s * transfers
 
     pj_per_op = _figure(unit.energy_pj_per_op, dtype, max)
     energy_pj = kernel.flops * pj_per_op + (dram + 2 * transfer_bytes) * profile.memory.dram_energy_pj_per_byte
@@ -129,6 +162,20 @@ def _layer(
         energy_mj=energy_pj * 1e-9,
         bound="compute" if compute_s >= bound_s else "memory",
     )
+
+
+def figures_basis(profile: DeviceProfile, fit: CostFit | None) -> dict[str, str]:
+    """Estimate.figures and figures_source: calibrated, fitted or first-order, and on what."""
+    if fit is not None:
+        return {"figures": "calibrated", "figures_source": f"{fit.unit} {fit.describe()}"}
+    if profile.fit is not None:
+        record = profile.fit
+        return {
+            "figures": "fitted",
+            "figures_source": f"{record.source}; leave-one-model-out median error {record.cross_validated_median_error:.0%}, "
+            f"{record.cross_validated_within_2x:.0%} within 2x",
+        }
+    return {"figures": "first-order", "figures_source": "public peak rates with assumed efficiencies and overheads (no calibration, no fit)"}
 
 
 def simulate(analysis: ModelAnalysis, partition: Partition, profile: DeviceProfile, fit: CostFit | None = None, tiling: bool = True) -> Estimate:
@@ -170,6 +217,7 @@ def simulate(analysis: ModelAnalysis, partition: Partition, profile: DeviceProfi
         flops=analysis.flops,
         utilisation={name: (ms / total_ms if total_ms else 0.0) for name, ms in busy.items()},
         calibrated_utc=fit.created_utc if fit is not None else None,
+        **figures_basis(profile, fit),
         memory=memory,
         per_layer=layers,
     )

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -127,7 +127,14 @@ class Estimate(_Record):
         None, description="The latency in cycles of the busiest unit's clock, where its profile states one (`clock_hz`; the mcu: 480 MHz)."
     )
     calibrated_utc: str | None = Field(
-        None, description="When the profile's factors were fitted on this host (`edgesdk calibrate`); null: the shipped figures."
+        None, description="When the cost-model fit applied was measured (`edgesdk calibrate`, or the profile's shipped calibration); null: none."
     )
+    figures: Literal["calibrated", "fitted", "first-order"] = Field(
+        "first-order",
+        description="Where the device's figures come from: `calibrated` (kernels measured on a host: yours after `edgesdk calibrate`, "
+        "else the profile's shipped default), `fitted` (to published latencies of the real device: the profile's `fit`), "
+        "`first-order` (public peak rates with assumed efficiencies and overheads).",
+    )
+    figures_source: str = Field("", description="What the figures were calibrated or fitted on, and how well they predict, in words.")
     memory: MemoryInfo | None = Field(None, description="Activation memory by run order; null for a model compiled before kernels were ordered.")
     per_layer: list[LayerCost]

@@ -15,7 +15,10 @@ The fit inverts the cost model (docs/simulator.md) on the measurements:
   measured kernels most like it (edgesdk.simulate.efficiency_model), since untuned code's
   efficiency depends on its loop nest far more than on its class.
 
-``EDGESDK_NO_CALIBRATION=1`` makes every verb ignore stored fits.
+A profile may ship a default fit beside its YAML (``<profile>.calibration.json``, the pc's was
+measured on the machine class edgesdk is developed and tested on): it applies until you calibrate
+on your own host (``device_fit``). ``EDGESDK_NO_CALIBRATION=1`` makes every verb ignore stored
+and shipped fits.
 """
 
 from __future__ import annotations
@@ -53,6 +56,11 @@ class CostFit(BaseModel):
     time_terms: list[str]
     # Per op class, the time model's coefficients (edgesdk.simulate.time_model), float32 kernels.
     time_coefficients: dict[str, list[float]] = {}
+    shipped: bool = False  # the profile's default calibration, not one made on this host
+
+    def describe(self) -> str:
+        where = "default calibration shipped with the profile, measured" if self.shipped else "measured"
+        return f"{where} on {self.host} on {self.created_utc[:10]}"
 
     def seconds_of(self, kernel: Kernel) -> float | None:
         """The float32 kernel's busy time from its class's time model, or None (too few samples)."""
@@ -81,11 +89,32 @@ def stored_fit(device_id: str) -> CostFit | None:
     path = fit_file(device_id)
     if os.environ.get(NO_FIT_ENV) or not path.is_file():
         return None
+    return _read(path)
+
+
+def _read(path: Path) -> CostFit | None:
     try:
         fit = CostFit.model_validate_json(path.read_text())
-    except ValueError:
+    except (OSError, ValueError):
         return None  # a file from another version: ignored, `calibrate` rewrites it
     return fit if fit.time_terms == list(TERMS) else None
+
+
+def shipped_fit_file(profile: DeviceProfile) -> Path | None:
+    """Where ``profile``'s default calibration would be: beside its YAML file."""
+    path = profile.source.path if profile.source is not None else None
+    return path.with_suffix(".calibration.json") if path is not None else None
+
+
+def device_fit(profile: DeviceProfile) -> CostFit | None:
+    """The fit the simulator applies to ``profile``: the one made on this host (``stored_fit``),
+    else the profile's shipped default calibration, else None."""
+    own = stored_fit(profile.id)
+    if own is not None or os.environ.get(NO_FIT_ENV):
+        return own
+    path = shipped_fit_file(profile)
+    shipped = _read(path) if path is not None and path.is_file() else None
+    return shipped.model_copy(update={"shipped": True}) if shipped is not None and shipped.device == profile.id else None
 
 
 def fit_times(samples: list[Sample], overhead_s: float) -> dict[str, list[float]]:

@@ -9,6 +9,12 @@ precision chose the unit: a float32 model on a phone runs on the GPU). Memory ne
 on-chip memory runs there and spills to DRAM, which the cost model charges (edgesdk.simulate.cost_model).
 A kernel no unit supports goes to the CPU when the CPU runs its op classes: a CPU computes any
 dtype in software (fp16 without fp16 arithmetic runs widened to fp32, and is costed so).
+
+A kernel's dtype is what it computes in on the device (``runtime_dtypes``): a quantized runtime
+(QNN, TFLite) keeps a quantized graph integer through its pooling, reshapes, concatenations and
+softmax, so a float region our lowering leaves between quantized kernels (dequantize -> mean ->
+quantize) runs at their integer dtype, on their unit; an fp16 graph stays fp16 where our lowering
+widens a batch norm to float32.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ class Partition(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     units: list[str]  # per kernel, in call order
+    dtypes: list[str] = []  # per kernel, what it computes in on the device (runtime_dtypes)
     fallbacks: list[Fallback]
     placements: list[Placement] = []
 
@@ -71,17 +78,68 @@ def weight_scheme(kernel: Kernel) -> str | None:
     return f"w{weights[-1]}a8" if integer_compute else f"w{weights[-1]}a16"
 
 
-def why_not(kernel: Kernel, unit: ComputeUnit, *, dtype: bool = True) -> str | None:
-    """Why ``unit`` cannot run ``kernel``, or None when it can (``dtype=False``: ignoring dtypes
-    and weight formats)."""
+def runtime_dtypes(analysis: ModelAnalysis) -> list[str]:
+    """Per kernel, the dtype it computes in on the device: ``compute_dtype``, except where our
+    lowering widens what a device runtime keeps narrow:
+
+    - a float32 kernel whose float weights are all float16 computes in float16 (TVM's batch norm
+      of an fp16 model returns float32, and the convolution after it then multiplies in float32);
+    - a connected region of float32 kernels without arithmetic (pooling, reshape, concat, softmax,
+      elementwise...) whose every input comes from a narrower kernel (int8, int16, float16) and
+      whose every result goes to one takes their widest dtype: the dequantize -> op -> quantize a
+      QDQ lowering leaves is, for a quantized runtime, one op on quantized tensors. At the model's
+      edges too: a runtime quantizes the input and dequantizes the output once, at the boundary.
+
+    A region next to a float32 convolution or matmul stays float32, as does that layer (a layer
+    kept in float on purpose)."""
+    kernels = analysis.kernels
+    dtypes = [compute_dtype(kernel) for kernel in kernels]
+    for index, kernel in enumerate(kernels):
+        weights = {t.dtype for t in kernel.inputs if t.source in ("weight", "constant") and t.dtype.startswith("float") and t.packed_dtype is None}
+        if dtypes[index] == "float32" and weights == {"float16"}:
+            dtypes[index] = "float16"
+    consumers: dict[int, list[int]] = {index: [] for index in range(len(kernels))}
+    for index, kernel in enumerate(kernels):
+        for tensor in kernel.inputs:
+            if tensor.producer is not None:
+                consumers[tensor.producer].append(index)
+    floating = {i for i, k in enumerate(kernels) if dtypes[i] == "float32" and not set(k.op_classes) & set(ARITHMETIC_CLASSES)}
+    seen: set[int] = set()
+    for start in sorted(floating):
+        if start in seen:
+            continue
+        region, stack = {start}, [start]
+        while stack:  # the connected float region around `start`
+            index = stack.pop()
+            producers = {t.producer for t in kernels[index].inputs if t.producer is not None}
+            for other in (producers | set(consumers[index])) & floating - region:
+                region.add(other)
+                stack.append(other)
+        seen |= region
+        edges: list[str] = []
+        for index in region:
+            edges += [dtypes[t.producer] for t in kernels[index].inputs if t.producer is not None and t.producer not in region]
+            edges += [dtypes[c] for c in consumers[index] if c not in region]
+        if edges and all(d in NARROW for d in edges):
+            widest = max(edges, key=NARROW.index)
+            for index in region:
+                dtypes[index] = widest
+    return dtypes
+
+
+NARROW = ("int8", "int16", "float16")  # narrow to wide
+
+
+def why_not(kernel: Kernel, unit: ComputeUnit, computes: str | None) -> str | None:
+    """Why ``unit`` cannot run ``kernel`` computing in dtype ``computes``, or None when it can
+    (``computes=None``: ignoring dtypes and weight formats)."""
     unsupported = [op for op in kernel.op_classes if not unit.supports_op_class(op)]
     if unsupported:
         return f"unsupported op class {', '.join(unsupported)}"
-    computes = compute_dtype(kernel)
-    if dtype and computes not in unit.dtypes:
+    if computes is not None and computes not in unit.dtypes:
         return f"dtype {computes} not supported (computes {', '.join(unit.dtypes)})"
     scheme = weight_scheme(kernel)
-    if dtype and scheme is not None and scheme not in unit.quantization_schemes:
+    if computes is not None and scheme is not None and scheme not in unit.quantization_schemes:
         return f"{scheme} weights not native (runs {', '.join(unit.quantization_schemes)})"
     if unit.max_rank is not None and kernel.max_rank > unit.max_rank:
         return f"rank {kernel.max_rank} tensors exceed max rank {unit.max_rank}"
@@ -96,10 +154,11 @@ def partition(analysis: ModelAnalysis, profile: DeviceProfile, *, unit: str | No
             raise UserInputError(f"--unit {unit}: device '{profile.id}' has units {', '.join(order)}")
         order = [unit]
     units, fallbacks, placements = [], [], []
-    for kernel in analysis.kernels:
+    dtypes = runtime_dtypes(analysis)
+    for kernel, computes in zip(analysis.kernels, dtypes, strict=True):
         placed, skipped = None, []
         for name in order:
-            reason = why_not(kernel, profile.compute_units[name])
+            reason = why_not(kernel, profile.compute_units[name], computes)
             if reason is None:
                 placed = name
                 break
@@ -108,7 +167,7 @@ def partition(analysis: ModelAnalysis, profile: DeviceProfile, *, unit: str | No
             # A CPU runs anything in software (fp16 on a core without fp16 arithmetic is widened to
             # fp32): the last resort, when the kernel's op classes are ones it runs.
             cpu = next(
-                (name for name in order if profile.compute_units[name].kind == "cpu" and why_not(kernel, profile.compute_units[name], dtype=False) is None),
+                (name for name in order if profile.compute_units[name].kind == "cpu" and why_not(kernel, profile.compute_units[name], None) is None),
                 None,
             )
             if cpu is None:
@@ -118,7 +177,7 @@ def partition(analysis: ModelAnalysis, profile: DeviceProfile, *, unit: str | No
             skipped = [(name, reason) for name, reason in skipped if name != cpu]
         for name, reason in skipped:
             skip = {"op": kernel.name, "from_unit": name, "to_unit": placed, "reason": reason}
-            if why_not(kernel, profile.compute_units[name], dtype=False) is None:  # it runs the op, not in this dtype
+            if why_not(kernel, profile.compute_units[name], None) is None:  # it runs the op, not in this dtype
                 placements.append(Placement(**skip))
             else:
                 fallbacks.append(Fallback(**skip))
@@ -126,4 +185,4 @@ def partition(analysis: ModelAnalysis, profile: DeviceProfile, *, unit: str | No
     if fallbacks and not fallback:
         listed = ", ".join(sorted({f.op for f in fallbacks}))
         raise CheckFailed(f"{len(fallbacks)} kernel(s) would fall back from their preferred unit: {listed}", hint="drop --no-fallback to allow it")
-    return Partition(units=units, fallbacks=fallbacks, placements=placements)
+    return Partition(units=units, dtypes=dtypes, fallbacks=fallbacks, placements=placements)

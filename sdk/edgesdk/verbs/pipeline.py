@@ -22,7 +22,7 @@ from edgesdk.quantization.recipe import RECIPE_OPTIONS, Calibration, Recipe
 from edgesdk.quantization.schemes import Precision, prepare
 from edgesdk.simulate.cost_model import simulate
 from edgesdk.simulate.cost_report import Estimate
-from edgesdk.simulate.fit import stored_fit
+from edgesdk.simulate.fit import device_fit
 from edgesdk.simulate.partition import Partition, partition
 
 InputShapes = Mapping[str, Sequence[int]] | None
@@ -66,6 +66,6 @@ def read_analysis(directory: Path) -> ModelAnalysis:
 
 def estimated(analysis: ModelAnalysis, profile: DeviceProfile, *, unit: str | None = None, fallback: bool = True) -> tuple[Partition, Estimate]:
     """Where each kernel runs on ``profile`` and what the model costs there, with the device's
-    stored cost-model fit (`edgesdk calibrate`) when it has one."""
+    cost-model fit (`edgesdk calibrate`, or the profile's shipped calibration) when it has one."""
     placed = partition(analysis, profile, unit=unit, fallback=fallback)
-    return placed, simulate(analysis, placed, profile, stored_fit(profile.id))
+    return placed, simulate(analysis, placed, profile, device_fit(profile))
