@@ -73,6 +73,11 @@ class ComputeUnit(_Strict):
         default_factory=_default_efficiency,
         description="Fraction of peak that kernels of each op class reach; `default` covers the rest.",
     )
+    efficiency_by_dtype: dict[DType, dict[OpClass, Fraction]] = Field(
+        default_factory=dict,
+        description="Where a dtype's share of peak for an op class differs from `efficiency` (an NPU's int16 depthwise "
+        "convolutions run on its vector units, not its tensor unit): per dtype, per op class.",
+    )
     launch_overhead_s: float = Field(ge=0, description="Fixed cost of dispatching one kernel on this unit, in seconds.")
     clock_hz: float | None = Field(
         None, gt=0, description="The unit's clock where it is published: simulated latency times it is cycles (compared with emulated instruction counts)."
@@ -83,6 +88,12 @@ class ComputeUnit(_Strict):
     on_chip_memory_bytes: int = Field(
         ge=0,
         description="Fast memory local to the unit (VTCM, TCM, L2): a kernel whose working set exceeds it spills to DRAM.",
+    )
+    tensor_bandwidth_bytes_per_s: float | None = Field(
+        None,
+        gt=0,
+        description="Rate at which the unit streams a kernel's inputs and outputs, wherever they live: every byte a kernel "
+        "reads or writes costs time even when it never leaves the chip (null: not modelled, only DRAM traffic costs).",
     )
     energy_pj_per_op: dict[DType, Annotated[float, Field(gt=0)]] = Field(
         min_length=1,
@@ -107,6 +118,16 @@ class ComputeUnit(_Strict):
             if missing:
                 raise ValueError(f"{figure} has no entry for dtypes {missing}")
         return self
+
+    def efficiency_key(self, op_class: str, dtype: str) -> str:
+        """Which figure gives the share of peak of ``op_class`` computed in ``dtype`` (a dotted path
+        below the unit)."""
+        if op_class in self.efficiency_by_dtype.get(dtype, {}):  # type: ignore[call-overload]  # str keys of Literal dicts
+            return f"efficiency_by_dtype.{dtype}.{op_class}"
+        return f"efficiency.{op_class if op_class in self.efficiency else 'default'}"
+
+    def efficiency_for(self, op_class: str, dtype: str) -> float:
+        return float(figure(self, self.efficiency_key(op_class, dtype)))
 
     def supports_op_class(self, op_class: str) -> bool:
         return self.op_classes == "all" or op_class in self.op_classes

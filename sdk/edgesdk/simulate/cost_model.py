@@ -10,7 +10,9 @@ Per kernel ``k`` on unit ``u``, computing in dtype ``d`` (docs/simulator.md expl
                   k's working set (inputs + outputs) exceeds u's on-chip memory, what it costs
                   to tile k so that a tile fits (halos and re-read operands included), or to
                   spill where no tile fits (edgesdk.simulate.tiling)
-- memory time   = DRAM bytes / DRAM bandwidth
+- memory time   = the longer of DRAM bytes / DRAM bandwidth and, on a unit whose
+                  tensor_bandwidth_bytes_per_s is given, all bytes k reads and writes / that
+                  bandwidth (activations kept on chip still stream: int16 ones cost twice int8's)
 - latency       = max(compute time, memory time) + launch_overhead_s[u]     (a roofline)
 - transfer      = for each input produced on another unit: bytes / interconnect bandwidth +
                   interconnect latency, charged to the consuming kernel; on an accelerator (not
@@ -31,15 +33,15 @@ from edgesdk.compile.kernels import Kernel, ModelAnalysis
 from edgesdk.devices.profile import ComputeUnit, DeviceProfile
 from edgesdk.simulate.cost_report import Estimate, LayerCost, MemoryInfo
 from edgesdk.simulate.fit import CostFit
-from edgesdk.simulate.partition import Partition, compute_dtype
+from edgesdk.simulate.partition import Partition, compute_dtype, on_device
 from edgesdk.simulate.tiling import Tiling, plan
 
 
-def _efficiency(profile: DeviceProfile, unit_name: str, kernel: Kernel, fit: CostFit | None) -> float:
-    """A fitted unit interpolates from measured kernels like this one; else the class's figure."""
+def _efficiency(profile: DeviceProfile, unit_name: str, kernel: Kernel, dtype: str, fit: CostFit | None) -> float:
+    """A fitted unit interpolates from measured kernels like this one; else the profile's figure
+    for the kernel's class in ``dtype``."""
     fitted = fit.efficiency_of(kernel) if fit is not None and fit.unit == unit_name else None
-    efficiency: Mapping[Any, float] = profile.compute_units[unit_name].efficiency  # OpClass keys, looked up by a kernel's str class
-    return fitted if fitted is not None else efficiency.get(kernel.op_class, efficiency["default"])
+    return fitted if fitted is not None else profile.compute_units[unit_name].efficiency_for(kernel.op_class, dtype)
 
 
 def _figure(per_dtype: Mapping[Any, float], dtype: str, conservative: Callable[[Iterable[float]], float]) -> float:
@@ -106,6 +108,12 @@ def dram_traffic(index: int, kernel: Kernel, unit: ComputeUnit, consumers: set[i
     return max(direct_bytes(index, kernel, consumers), tiles.traffic), tiles
 
 
+def tensor_seconds(kernel: Kernel, unit: ComputeUnit) -> float:
+    """Time for ``unit`` to stream ``kernel``'s inputs and outputs (0 where not modelled)."""
+    bandwidth = unit.tensor_bandwidth_bytes_per_s
+    return (kernel.bytes_read + kernel.bytes_written) / bandwidth if bandwidth else 0.0
+
+
 def crossings(index: int, kernel: Kernel, unit_name: str, partition: Partition, profile: DeviceProfile, consumers: set[int]) -> tuple[int, int]:
     """(bytes, count) of the tensors that cross between units at ``kernel``: its inputs computed on
     another unit; on an accelerator also the model inputs it reads and the model output it
@@ -127,11 +135,11 @@ def _layer(
     # A fitted unit predicts a float32 kernel's time from the work of its phases; other dtypes were
     # not measured and use the efficiency figures.
     fitted_s = fit.seconds_of(kernel) if fit is not None and fit.unit == unit_name and dtype == "float32" else None
-    compute_s = fitted_s if fitted_s is not None else kernel.ops / (ops_per_s * _efficiency(profile, unit_name, kernel, fit))
+    compute_s = fitted_s if fitted_s is not None else kernel.ops / (ops_per_s * _efficiency(profile, unit_name, kernel, dtype, fit))
 
     dram, tiles = dram_traffic(index, kernel, unit, consumers, tiling)
     offchip = dram - direct_bytes(index, kernel, consumers)
-    memory_s = dram / profile.memory.dram_bandwidth_bytes_per_s
+    memory_s = max(dram / profile.memory.dram_bandwidth_bytes_per_s, tensor_seconds(kernel, unit))
 
     transfer_bytes, transfers = crossings(index, kernel, unit_name, partition, profile, consumers)
     link = profile.interconnect
@@ -183,6 +191,7 @@ def simulate(analysis: ModelAnalysis, partition: Partition, profile: DeviceProfi
     the unit it was fitted on (edgesdk.simulate.fit.stored_fit); ``tiling=False``: kernels that do
     not fit on chip spill instead of being tiled (what tiling saves)."""
     profile = fit.applied(profile) if fit is not None else profile
+    analysis = on_device(analysis, partition.dtypes) if partition.dtypes else analysis
     consumers = {t.producer for k in analysis.kernels for t in k.inputs if t.producer is not None}
     layers = [
         _layer(index, kernel, unit, partition, profile, fit, consumers, tiling)

@@ -19,9 +19,12 @@ widens a batch norm to float32.
 
 from __future__ import annotations
 
+import math
+
+import numpy as np
 from pydantic import BaseModel, ConfigDict
 
-from edgesdk.compile.kernels import Kernel, ModelAnalysis
+from edgesdk.compile.kernels import Kernel, ModelAnalysis, Tensor
 from edgesdk.devices.profile import ComputeUnit, DeviceProfile
 from edgesdk.errors import CheckFailed, UserInputError
 from edgesdk.simulate.cost_report import Fallback, PartitionInfo, Placement
@@ -84,8 +87,9 @@ def runtime_dtypes(analysis: ModelAnalysis) -> list[str]:
 
     - a float32 kernel whose float weights are all float16 computes in float16 (TVM's batch norm
       of an fp16 model returns float32, and the convolution after it then multiplies in float32);
-    - a connected region of float32 kernels without arithmetic (pooling, reshape, concat, softmax,
-      elementwise...) whose every input comes from a narrower kernel (int8, int16, float16) and
+    - a connected region of float32 kernels without float32 weights to multiply (pooling, reshape,
+      concat, softmax, elementwise, attention's activation-by-activation matmuls...) whose every
+      input comes from a narrower kernel (int8, int16, float16) and
       whose every result goes to one takes their widest dtype: the dequantize -> op -> quantize a
       QDQ lowering leaves is, for a quantized runtime, one op on quantized tensors. At the model's
       edges too: a runtime quantizes the input and dequantizes the output once, at the boundary.
@@ -103,7 +107,7 @@ def runtime_dtypes(analysis: ModelAnalysis) -> list[str]:
         for tensor in kernel.inputs:
             if tensor.producer is not None:
                 consumers[tensor.producer].append(index)
-    floating = {i for i, k in enumerate(kernels) if dtypes[i] == "float32" and not set(k.op_classes) & set(ARITHMETIC_CLASSES)}
+    floating = {i for i, k in enumerate(kernels) if dtypes[i] == "float32" and not (set(k.op_classes) & set(ARITHMETIC_CLASSES) and _float32_weights(k))}
     seen: set[int] = set()
     for start in sorted(floating):
         if start in seen:
@@ -120,6 +124,7 @@ def runtime_dtypes(analysis: ModelAnalysis) -> list[str]:
         for index in region:
             edges += [dtypes[t.producer] for t in kernels[index].inputs if t.producer is not None and t.producer not in region]
             edges += [dtypes[c] for c in consumers[index] if c not in region]
+        edges = [d for d in edges if d not in INDICES]
         if edges and all(d in NARROW for d in edges):
             widest = max(edges, key=NARROW.index)
             for index in region:
@@ -127,7 +132,35 @@ def runtime_dtypes(analysis: ModelAnalysis) -> list[str]:
     return dtypes
 
 
+def on_device(analysis: ModelAnalysis, dtypes: list[str]) -> ModelAnalysis:
+    """``analysis`` with its activations as the device holds them: a float tensor made by a kernel
+    that runs narrower (``runtime_dtypes``) has that kernel's dtype, so the bytes it moves, tiles
+    and transfers are the device's (an int8 concat reads int8, not the float32 our lowering
+    dequantized to). Weights and model inputs stay as they are."""
+
+    def narrowed(tensor: Tensor, dtype: str) -> Tensor:
+        wider = tensor.dtype.startswith("float") and dtype in NARROW and np.dtype(dtype).itemsize < np.dtype(tensor.dtype).itemsize
+        return tensor.model_copy(update={"dtype": dtype}) if wider else tensor
+
+    kernels = [
+        kernel.model_copy(
+            update={
+                "inputs": [narrowed(t, dtypes[t.producer]) if t.producer is not None else t for t in kernel.inputs],
+                "outputs": [narrowed(t, dtypes[index]) for t in kernel.outputs],
+            }
+        )
+        for index, kernel in enumerate(analysis.kernels)
+    ]
+    return analysis.model_copy(update={"kernels": kernels})
+
+
+def _float32_weights(kernel: Kernel) -> bool:
+    """Whether ``kernel`` multiplies float32 weight matrices or filters (not scalar scales)."""
+    return any(t.source in ("weight", "constant") and t.dtype == "float32" and math.prod(t.shape) > 1 for t in kernel.inputs)
+
+
 NARROW = ("int8", "int16", "float16")  # narrow to wide
+INDICES = ("int32", "int64")  # a neighbour computing indices or shapes says nothing of the data's precision
 
 
 def why_not(kernel: Kernel, unit: ComputeUnit, computes: str | None) -> str | None:

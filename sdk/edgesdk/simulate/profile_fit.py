@@ -33,10 +33,11 @@ from scipy.optimize import minimize
 from edgesdk.compile.kernels import ModelAnalysis
 from edgesdk.devices.profile import DeviceProfile, figure
 from edgesdk.simulate.cost_model import crossings, dram_traffic, figure_key
-from edgesdk.simulate.partition import partition
+from edgesdk.simulate.partition import on_device, partition
 
 PRIOR_WEIGHT = 1e-3  # per squared natural-log unit of a figure's move from first order
 WITHIN = 2.0  # "within 2x"
+RESTARTS = 5
 
 
 @dataclass(frozen=True, eq=False)  # compared by identity: it holds arrays
@@ -49,7 +50,9 @@ class Case:
     precision: str
     measured_ms: float
     ops: np.ndarray
-    memory_s: np.ndarray
+    memory_s: np.ndarray  # DRAM time
+    on_chip_bytes: np.ndarray
+    on_chip: np.ndarray  # slot of the unit's on-chip bandwidth
     peak: np.ndarray
     efficiency: np.ndarray
     overhead: np.ndarray
@@ -58,7 +61,8 @@ class Case:
 
     def predict_ms(self, values: np.ndarray, link_bandwidth: int, link_latency: int) -> float:
         compute = self.ops / (values[self.peak] * values[self.efficiency])
-        seconds = np.maximum(compute, self.memory_s).sum() + values[self.overhead].sum()
+        memory = np.maximum(self.memory_s, self.on_chip_bytes / values[self.on_chip])
+        seconds = np.maximum(compute, memory).sum() + values[self.overhead].sum()
         seconds += self.transfer_bytes / values[link_bandwidth] + self.transfers * values[link_latency]
         return float(seconds * 1e3)
 
@@ -78,31 +82,40 @@ class Figures:
         return self.index[path]
 
     def values(self, overrides: Mapping[str, float] = {}) -> np.ndarray:
-        return np.array([overrides.get(path, float(figure(self.profile, path))) for path in self.paths])
+        """The figures, ``overrides`` first; a figure the profile leaves out (null) is infinite:
+        an on-chip bandwidth not modelled costs nothing."""
+        return np.array([overrides.get(path, _or_infinite(figure(self.profile, path))) for path in self.paths])
+
+
+def _or_infinite(value: float | None) -> float:
+    return math.inf if value is None else float(value)
 
 
 def prepare(model: str, precision: str, measured_ms: float, analysis: ModelAnalysis, figures: Figures) -> Case:
     """``analysis`` partitioned on the profile and reduced to a Case whose slots index ``figures``."""
     profile = figures.profile
     placed = partition(analysis, profile)
+    analysis = on_device(analysis, placed.dtypes)
     consumers = {t.producer for k in analysis.kernels for t in k.inputs if t.producer is not None}
-    rows: list[tuple[int, float, int, int, int]] = []
+    rows: list[tuple[int, float, int, int, int, int, int]] = []
     moved, count = 0, 0
     for index, (kernel, unit_name, dtype) in enumerate(zip(analysis.kernels, placed.units, placed.dtypes, strict=True)):
         unit = profile.compute_units[unit_name]
         prefix = f"compute_units.{unit_name}"
-        efficiency = kernel.op_class if kernel.op_class in unit.efficiency else "default"
         memory_s = dram_traffic(index, kernel, unit, consumers)[0] / profile.memory.dram_bandwidth_bytes_per_s
         rows.append((
-            kernel.ops, memory_s,
+            kernel.ops, memory_s, kernel.bytes_read + kernel.bytes_written, figures.slot(f"{prefix}.tensor_bandwidth_bytes_per_s"),
             figures.slot(f"{prefix}.peak_ops_per_s.{figure_key(unit.peak_ops_per_s, dtype, min)}"),
-            figures.slot(f"{prefix}.efficiency.{efficiency}"),
+            figures.slot(f"{prefix}.{unit.efficiency_key(kernel.op_class, dtype)}"),
             figures.slot(f"{prefix}.launch_overhead_s"),
         ))  # fmt: skip
         crossing_bytes, crossing_count = crossings(index, kernel, unit_name, placed, profile, consumers)
         moved, count = moved + crossing_bytes, count + crossing_count
-    ops, seconds, peaks, efficiencies, overheads = (np.array(column) for column in zip(*rows, strict=True))
-    return Case(model, precision, measured_ms, ops.astype(np.float64), seconds, peaks, efficiencies, overheads, float(moved), count)
+    ops, seconds, on_chip_bytes, on_chip, peaks, efficiencies, overheads = (np.array(column) for column in zip(*rows, strict=True))
+    return Case(
+        model, precision, measured_ms, ops.astype(np.float64), seconds, on_chip_bytes.astype(np.float64), on_chip, peaks, efficiencies, overheads,
+        float(moved), count,
+    )  # fmt: skip
 
 
 @dataclass
@@ -154,8 +167,15 @@ class Fitter:
         limits = self.bounds()
         start = np.clip(prior, [low for low, _ in limits], [high for _, high in limits])
         # Powell: the roofline's max() makes the loss kinked, which derivative-free search tolerates.
-        result = minimize(loss, start, method="Powell", bounds=limits, options={"xtol": 1e-4, "ftol": 1e-10, "maxfev": 20_000})
-        return {path: float(np.exp(theta)) for path, theta in zip(self.paths, result.x, strict=True)}
+        # Restarted from where it stopped until it gains nothing: Powell's search directions
+        # degenerate on a kinked loss and a fresh set gets it out.
+        best = minimize(loss, start, method="Powell", bounds=limits, options={"xtol": 1e-4, "ftol": 1e-10, "maxfev": 20_000})
+        for _ in range(RESTARTS):
+            again = minimize(loss, best.x, method="Powell", bounds=limits, options={"xtol": 1e-4, "ftol": 1e-10, "maxfev": 20_000})
+            if again.fun > best.fun - 1e-7:
+                break
+            best = again
+        return {path: float(np.exp(theta)) for path, theta in zip(self.paths, best.x, strict=True)}
 
     def cross_validate(self, cases: Sequence[Case], on_fold: Callable[[str], None] = lambda model: None) -> list[float]:
         """Per case, its prediction by the figures fitted without its model (leave one model out)."""
