@@ -97,3 +97,12 @@ def test_profiles_say_where_their_figures_come_from(monkeypatch):
     assert pc.figures == "calibrated" and "default calibration shipped with the profile" in pc.figures_source
     monkeypatch.setenv("EDGESDK_NO_CALIBRATION", "1")
     assert estimated(small_model(), edgesdk.get_device("pc"))[1].figures == "first-order"
+
+
+def test_a_profile_extending_a_fitted_one_keeps_its_fit_only_while_it_keeps_the_fitted_figures(tmp_path):
+    (tmp_path / "small.yaml").write_text("extends: phone\nid: small-vtcm\non_chip_memory_bytes: 1048576\n")
+    (tmp_path / "slow.yaml").write_text("extends: phone\nid: slow-npu\ncompute_units: {npu: {launch_overhead_s: 1.0e-4}}\n")
+    (tmp_path / "cpu.yaml").write_text("extends: phone\nid: no-npu\ncompute_units: {npu: null}\n")
+    profiles = load_profiles(tmp_path)
+    assert profiles["small-vtcm"].fit == edgesdk.get_device("phone").fit is not None
+    assert profiles["slow-npu"].fit is None and profiles["no-npu"].fit is None

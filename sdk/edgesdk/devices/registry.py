@@ -21,7 +21,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from edgesdk.devices.profile import DeviceProfile, ProfileSource
+from edgesdk.devices.profile import DeviceProfile, ProfileSource, figure
 from edgesdk.errors import ProfileError, UnknownDeviceError, describe_validation_error
 from edgesdk.plugin import manager as plugin_manager
 
@@ -58,6 +58,16 @@ def read_profile_file(path: Path | Traversable, source: ProfileSource) -> _Docum
         raise ProfileError(f"profile {source}: expected a mapping of fields, got {type(data).__name__}")
     data.setdefault("id", Path(path.name).stem)
     return _Document(data, source)
+
+
+def _keeps_fit(parent: DeviceProfile, merged: dict[str, Any]) -> bool:
+    """Whether a profile extending ``parent`` keeps every figure of the parent's fit record."""
+    if parent.fit is None:
+        return True
+    try:
+        return all(figure(merged, path) == figure(parent, path) for path in parent.fit.first_order)
+    except (KeyError, TypeError, AttributeError):  # a figure removed, or a section of the wrong type
+        return False
 
 
 def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
@@ -101,6 +111,8 @@ class _Resolver:
             parent = self.resolve(parent_id, (*chain, device_id))
             inherited = {**parent.model_dump(mode="json"), "backend": parent.backend_name}
             raw = _merge(inherited, raw)
+            if "fit" not in document.raw and not _keeps_fit(parent, raw):
+                raw.pop("fit", None)  # the fitted figures changed: the record no longer describes them
         if on_chip is not None:
             if isinstance(on_chip, bool) or not isinstance(on_chip, int) or on_chip < 0:
                 raise ProfileError(f"profile {document.source}: on_chip_memory_bytes: must be a whole number >= 0")
