@@ -180,10 +180,10 @@ def figures_basis(profile: DeviceProfile, fit: CostFit | None) -> dict[str, str]
         record = profile.fit
         return {
             "figures": "fitted",
-            "figures_source": f"{record.source}; leave-one-model-out median error {record.cross_validated_median_error:.0%}, "
-            f"{record.cross_validated_within_2x:.0%} within 2x",
+            "figures_source": f"{record.source}; leave-one-model-out median error {record.cross_validated_median_error:.1%}, "
+            f"{record.cross_validated_within_2x:.1%} within 2x",
         }
-    return {"figures": "first-order", "figures_source": "public peak rates with assumed efficiencies and overheads (no calibration, no fit)"}
+    return {"figures": "first-order", "figures_source": "public peak rates with assumed efficiencies and overheads; no calibration, no fit"}
 
 
 def simulate(analysis: ModelAnalysis, partition: Partition, profile: DeviceProfile, fit: CostFit | None = None, tiling: bool = True) -> Estimate:
