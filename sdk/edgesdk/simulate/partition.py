@@ -89,13 +89,14 @@ def runtime_dtypes(analysis: ModelAnalysis) -> list[str]:
       of an fp16 model returns float32, and the convolution after it then multiplies in float32);
     - a connected region of float32 kernels without float32 weights to multiply (pooling, reshape,
       concat, softmax, elementwise, attention's activation-by-activation matmuls...) whose every
-      input comes from a narrower kernel (int8, int16, float16) and
-      whose every result goes to one takes their widest dtype: the dequantize -> op -> quantize a
-      QDQ lowering leaves is, for a quantized runtime, one op on quantized tensors. At the model's
-      edges too: a runtime quantizes the input and dequantizes the output once, at the boundary.
+      input comes from a narrower kernel (int8, int16, float16) and whose every result goes to one
+      takes their widest dtype: the dequantize -> op -> quantize a QDQ lowering leaves is, for a
+      quantized runtime, one op on quantized tensors. At the model's edges too: a runtime
+      quantizes the input and dequantizes the output once, at the boundary.
 
     A region next to a float32 convolution or matmul stays float32, as does that layer (a layer
-    kept in float on purpose)."""
+    kept in float on purpose). ``partition`` gives a kernel it places on a CPU its lowered dtype
+    back: there our code is the runtime."""
     kernels = analysis.kernels
     dtypes = [compute_dtype(kernel) for kernel in kernels]
     for index, kernel in enumerate(kernels):
@@ -215,6 +216,8 @@ def partition(analysis: ModelAnalysis, profile: DeviceProfile, *, unit: str | No
             else:
                 fallbacks.append(Fallback(**skip))
         units.append(placed)
+        if profile.compute_units[placed].kind == "cpu":
+            dtypes[len(units) - 1] = compute_dtype(kernel)  # a CPU runs our lowered code as it is
     if fallbacks and not fallback:
         listed = ", ".join(sorted({f.op for f in fallbacks}))
         raise CheckFailed(f"{len(fallbacks)} kernel(s) would fall back from their preferred unit: {listed}", hint="drop --no-fallback to allow it")
