@@ -55,6 +55,11 @@ def test_calibrate_fits_this_host_and_later_estimates_use_it(run_cli, tmp_path, 
     from edgesdk.verbs.calibrate import micro_benchmarks
 
     monkeypatch.setenv("EDGESDK_CACHE_DIR", str(tmp_path / "cache"))
+    onnx.save(mlp(), tmp_path / "mlp.onnx")
+    profile_mlp = ("profile", str(tmp_path / "mlp.onnx"), "--device", "pc", "--input-shape", "features=1,64")
+    code, out, err = run_cli(*profile_mlp)
+    assert code == 0, err
+    assert "figures: calibrated (cpu default calibration shipped with the profile, measured on" in " ".join(out.split())
     code, out, err = run_cli("calibrate", "--device", "pc", "--repeat", "5", "--json")
     assert code == 0, err
     fitted = json.loads(out)
@@ -62,9 +67,12 @@ def test_calibrate_fits_this_host_and_later_estimates_use_it(run_cli, tmp_path, 
     assert {"conv", "depthwise_conv", "matmul"} <= set(fitted["feature_weights"])
     assert all(0 < value <= 1 for value in fitted["efficiency"].values())
     assert 0 < fitted["launch_overhead_s"] < 1e-3
-    onnx.save(mlp(), tmp_path / "mlp.onnx")
-    code, out, _ = run_cli("profile", str(tmp_path / "mlp.onnx"), "--device", "pc", "--input-shape", "features=1,64", "--json")
-    assert json.loads(out)["estimate"]["calibrated_utc"] == fitted["created_utc"]
+    code, out, _ = run_cli(*profile_mlp, "--json")
+    estimate = json.loads(out)["estimate"]
+    assert estimate["calibrated_utc"] == fitted["created_utc"] and estimate["figures"] == "calibrated"
+    assert "shipped" not in estimate["figures_source"]
+    code, out, _ = run_cli("profile", str(tmp_path / "mlp.onnx"), "--device", "phone", "--input-shape", "features=1,64")
+    assert "figures: fitted (Qualcomm AI Hub published latencies" in " ".join(out.split())
     code, _, err = run_cli("calibrate", "--device", "phone")
     assert code == 2 and err.startswith("error: calibrate: code for 'phone' does not run on this host")
 
