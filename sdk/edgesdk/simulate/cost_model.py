@@ -26,14 +26,14 @@ largest set of activations alive at once, in call order.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from edgesdk.compile.kernels import Kernel, ModelAnalysis
 from edgesdk.devices.profile import ComputeUnit, DeviceProfile
 from edgesdk.simulate.cost_report import Estimate, LayerCost, MemoryInfo
 from edgesdk.simulate.fit import CostFit
-from edgesdk.simulate.partition import Partition, compute_dtype, on_device
+from edgesdk.simulate.partition import Partition, on_device
 from edgesdk.simulate.tiling import Tiling, plan
 
 
@@ -44,21 +44,18 @@ def _efficiency(profile: DeviceProfile, unit_name: str, kernel: Kernel, dtype: s
     return fitted if fitted is not None else profile.compute_units[unit_name].efficiency_for(kernel.op_class, dtype)
 
 
-def _figure(per_dtype: Mapping[Any, float], dtype: str, conservative: Callable[[Iterable[float]], float]) -> float:
+def _figure(per_dtype: Mapping[Any, float], dtype: str, conservative: Callable[..., Any]) -> float:
     """A unit's figure for ``dtype``; a dtype it lacks runs widened to float32 (software fp16 on a
-    CPU without fp16 arithmetic), else at its most conservative figure. ``per_dtype`` has the
-    profile's DType keys; ``dtype`` is any dtype name."""
+    CPU without fp16 arithmetic), else at its most conservative figure (``conservative``: min or
+    max). ``per_dtype`` has the profile's DType keys; ``dtype`` is any dtype name."""
     return per_dtype[figure_key(per_dtype, dtype, conservative)]
 
 
-def figure_key(per_dtype: Mapping[Any, float], dtype: str, conservative: Callable[[Iterable[float]], float]) -> str:
+def figure_key(per_dtype: Mapping[Any, float], dtype: str, conservative: Callable[..., Any]) -> str:
     """The dtype whose figure ``_figure`` takes for ``dtype``."""
     if dtype in per_dtype:
         return dtype
-    if "float32" in per_dtype:
-        return "float32"
-    value = conservative(per_dtype.values())
-    return next(key for key, figure in per_dtype.items() if figure == value)
+    return "float32" if "float32" in per_dtype else conservative(per_dtype, key=per_dtype.__getitem__)
 
 
 def _distinct(analysis: ModelAnalysis, sources: tuple[str, ...]) -> int:
@@ -101,11 +98,14 @@ def direct_bytes(index: int, kernel: Kernel, consumers: set[int]) -> int:
     return dram + (kernel.bytes_written if index not in consumers else 0)
 
 
-def dram_traffic(index: int, kernel: Kernel, unit: ComputeUnit, consumers: set[int], tiling: bool = True) -> tuple[int, Tiling]:
-    """(DRAM bytes, tiling) of ``kernel`` on ``unit``: ``direct_bytes``, or, when its working set
-    does not fit on chip, what its tiles (or its spill) move, if more."""
+def dram_traffic(index: int, kernel: Kernel, unit: ComputeUnit, consumers: set[int], tiling: bool = True) -> tuple[int, int, Tiling]:
+    """(DRAM bytes, the part of them tiling or spilling adds, tiling) of ``kernel`` on ``unit``:
+    ``direct_bytes``, or, when its working set does not fit on chip, what its tiles (or its spill)
+    move, if more."""
     tiles = plan(kernel, unit.on_chip_memory_bytes, tiling)
-    return max(direct_bytes(index, kernel, consumers), tiles.traffic), tiles
+    direct = direct_bytes(index, kernel, consumers)
+    dram = max(direct, tiles.traffic)
+    return dram, dram - direct, tiles
 
 
 def tensor_seconds(kernel: Kernel, unit: ComputeUnit) -> float:
@@ -130,15 +130,14 @@ def _layer(
     index: int, kernel: Kernel, unit_name: str, partition: Partition, profile: DeviceProfile, fit: CostFit | None, consumers: set[int], tiling: bool
 ) -> LayerCost:
     unit = profile.compute_units[unit_name]
-    dtype = partition.dtypes[index] if partition.dtypes else compute_dtype(kernel)
+    dtype = partition.dtypes[index]
     ops_per_s = _figure(unit.peak_ops_per_s, dtype, min)
     # A fitted unit predicts a float32 kernel's time from the work of its phases; other dtypes were
     # not measured and use the efficiency figures.
     fitted_s = fit.seconds_of(kernel) if fit is not None and fit.unit == unit_name and dtype == "float32" else None
     compute_s = fitted_s if fitted_s is not None else kernel.ops / (ops_per_s * _efficiency(profile, unit_name, kernel, dtype, fit))
 
-    dram, tiles = dram_traffic(index, kernel, unit, consumers, tiling)
-    offchip = dram - direct_bytes(index, kernel, consumers)
+    dram, offchip, tiles = dram_traffic(index, kernel, unit, consumers, tiling)
     memory_s = max(dram / profile.memory.dram_bandwidth_bytes_per_s, tensor_seconds(kernel, unit))
 
     transfer_bytes, transfers = crossings(index, kernel, unit_name, partition, profile, consumers)
@@ -191,7 +190,7 @@ def simulate(analysis: ModelAnalysis, partition: Partition, profile: DeviceProfi
     the unit it was fitted on (edgesdk.simulate.fit.stored_fit); ``tiling=False``: kernels that do
     not fit on chip spill instead of being tiled (what tiling saves)."""
     profile = fit.applied(profile) if fit is not None else profile
-    analysis = on_device(analysis, partition.dtypes) if partition.dtypes else analysis
+    analysis = on_device(analysis, partition.dtypes)
     consumers = {t.producer for k in analysis.kernels for t in k.inputs if t.producer is not None}
     layers = [
         _layer(index, kernel, unit, partition, profile, fit, consumers, tiling)

@@ -23,6 +23,7 @@ and shipped fits.
 
 from __future__ import annotations
 
+import functools
 import os
 import statistics
 from pathlib import Path
@@ -113,8 +114,16 @@ def device_fit(profile: DeviceProfile) -> CostFit | None:
     if own is not None or os.environ.get(NO_FIT_ENV):
         return own
     path = shipped_fit_file(profile)
-    shipped = _read(path) if path is not None and path.is_file() else None
-    return shipped.model_copy(update={"shipped": True}) if shipped is not None and shipped.device == profile.id else None
+    shipped = _shipped(path) if path is not None and path.is_file() else None
+    return shipped if shipped is not None and shipped.device == profile.id else None
+
+
+@functools.lru_cache(maxsize=8)
+def _shipped(path: Path) -> CostFit | None:
+    """A shipped calibration (package data, not rewritten while we run): parsed once per process,
+    not on every estimate."""
+    fit = _read(path)
+    return fit.model_copy(update={"shipped": True}) if fit is not None else None
 
 
 def fit_times(samples: list[Sample], overhead_s: float) -> dict[str, list[float]]:

@@ -36,7 +36,7 @@ class Partition(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     units: list[str]  # per kernel, in call order
-    dtypes: list[str] = []  # per kernel, what it computes in on the device (runtime_dtypes)
+    dtypes: list[str]  # per kernel, what it computes in on the device (runtime_dtypes)
     fallbacks: list[Fallback]
     placements: list[Placement] = []
 
@@ -143,15 +143,12 @@ def on_device(analysis: ModelAnalysis, dtypes: list[str]) -> ModelAnalysis:
         wider = tensor.dtype.startswith("float") and dtype in NARROW and np.dtype(dtype).itemsize < np.dtype(tensor.dtype).itemsize
         return tensor.model_copy(update={"dtype": dtype}) if wider else tensor
 
-    kernels = [
-        kernel.model_copy(
-            update={
-                "inputs": [narrowed(t, dtypes[t.producer]) if t.producer is not None else t for t in kernel.inputs],
-                "outputs": [narrowed(t, dtypes[index]) for t in kernel.outputs],
-            }
-        )
-        for index, kernel in enumerate(analysis.kernels)
-    ]
+    kernels = []
+    for index, kernel in enumerate(analysis.kernels):
+        inputs = [narrowed(t, dtypes[t.producer]) if t.producer is not None else t for t in kernel.inputs]
+        outputs = [narrowed(t, dtypes[index]) for t in kernel.outputs]
+        changed = inputs != kernel.inputs or outputs != kernel.outputs
+        kernels.append(kernel.model_copy(update={"inputs": inputs, "outputs": outputs}) if changed else kernel)
     return analysis.model_copy(update={"kernels": kernels})
 
 
