@@ -32,6 +32,15 @@ def test_kernel_byte_counts_and_totals():
     assert kernel.op_class == "matmul"
     assert (kernel.bytes_read, kernel.bytes_written) == (64 * 4 + 64 * 64, 64 * 4)
     assert kernel.dtypes == {"float32", "int8"} and kernel.max_rank == 2
+    # A channel shuffle's [1, 2, 24, 28, 28] has rank 4 once its unit batch is squeezed.
+    shuffle = Kernel(
+        name="transpose",
+        op_classes=["data_movement"],
+        flops=0,
+        inputs=[Tensor(shape=[1, 2, 24, 28, 28], dtype="int8")],
+        outputs=[Tensor(shape=[1, 24, 2, 28, 28], dtype="int8")],
+    )
+    assert shuffle.max_rank == 4
     analysis = ModelAnalysis(kernels=[kernel, kernel])
     assert analysis.flops == 2000
     assert ModelAnalysis.model_validate_json(analysis.model_dump_json()) == analysis

@@ -79,7 +79,7 @@ def test_calibrate_fits_this_host_and_later_estimates_use_it(run_cli, tmp_path, 
 
 def test_devices_rank_as_their_peaks_say_and_fp16_runs_on_the_phone_npu():
     """The mcu is the slowest device. At fp16 the phone's NPU takes the kernels; on a large
-    convolutional net it beats the phone's CPU as its peaks say, on a tiny one its per-op and
+    convolutional net it beats the phone's CPU, on a tiny one its per-op and
     CPU<->NPU fixed costs lose. Per-layer units match the partition."""
     from edgesdk.testing.models import large_spatial_net, tiny_cnn
 
@@ -100,7 +100,9 @@ def test_devices_rank_as_their_peaks_say_and_fp16_runs_on_the_phone_npu():
     assert npu.estimate.latency_ms < cpu.estimate.latency_ms
     on_npu = [index for index, unit in enumerate(units) if unit == "npu"]
     compute = lambda report: sum(report.estimate.per_layer[i].compute_ms for i in on_npu)  # noqa: E731
-    assert compute(npu) < compute(cpu) / 10
+    # Its 8 channels fill a quarter of the NPU's 32-channel tiles, and it computes the padding
+    # (edgesdk.simulate.layout): faster than the CPU, by less than the peaks say.
+    assert compute(cpu) / 10 < compute(npu) < compute(cpu) / 2
     assert "npu" not in edgesdk.profile(model, "phone", input_shapes=shapes).partition.units  # the NPU computes no float32
 
     small, small_shapes = tiny_cnn(), {"image": [1, 3, 32, 32]}

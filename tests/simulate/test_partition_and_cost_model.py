@@ -155,3 +155,13 @@ def test_a_float_op_enclosed_by_quantized_kernels_runs_quantized_on_the_npu():
     )
     placed = partition(ModelAnalysis(kernels=[*analysis.kernels[:2], float_fc]), edgesdk.get_device("phone"))
     assert placed.dtypes == ["int8", "float32", "float32"] and placed.units == ["npu", "gpu", "gpu"]
+
+
+def test_rank_counts_dimensions_larger_than_one():
+    """A channel shuffle through [1, 2, 24, 28, 28] stays on the rank-4 NPU; a true rank-5 tensor does not."""
+    phone = edgesdk.get_device("phone")
+    shuffle = kernel("transpose", ["data_movement"], 0, [Tensor(shape=[1, 2, 24, 28, 28], dtype="int8", source="input")], [1, 24, 2, 28, 28], "int8")
+    volume = kernel("transpose1", ["data_movement"], 0, [Tensor(shape=[2, 2, 24, 28, 28], dtype="int8", source="input")], [2, 24, 2, 28, 28], "int8")
+    placed = partition(ModelAnalysis(kernels=[shuffle, volume]), phone)
+    assert placed.units == ["npu", "gpu"]
+    assert placed.fallbacks[0].reason == "rank 5 tensors exceed max rank 4"

@@ -29,7 +29,8 @@ def conv_chain(count: int, side: int, channels: int = 64):
 
 def analyses():
     """Models whose time is mostly per-op overhead, mostly compute, or between; and an int8 one."""
-    return {f"fp16-{count}x{side}": conv_chain(count, side) for count, side in ((40, 8), (10, 64), (3, 256), (20, 32), (2, 16))} | {"int8": quantized_chain()}
+    chains = {f"fp16-{count}x{side}": conv_chain(count, side) for count, side in ((40, 8), (10, 64), (3, 256), (20, 32), (2, 16))}
+    return chains | {"fp16-narrow": conv_chain(4, 32, channels=3), "int8": quantized_chain()}  # narrow: the NPU pads its channels
 
 
 def test_a_prepared_case_predicts_what_the_simulator_does():

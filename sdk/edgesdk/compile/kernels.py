@@ -233,7 +233,10 @@ class Kernel(BaseModel):
 
     @property
     def max_rank(self) -> int:
-        return max((len(tensor.shape) for tensor in (*self.inputs, *self.outputs)), default=0)
+        """The largest rank of its tensors, not counting dimensions of extent one: a runtime
+        squeezes those (a channel shuffle through [1, 2, 24, 28, 28] runs on a rank-4 NPU: AI Hub
+        runs ShuffleNet-v2 entirely on the Hexagon NPU)."""
+        return max((sum(extent != 1 for extent in tensor.shape) for tensor in (*self.inputs, *self.outputs)), default=0)
 
 
 class ModelAnalysis(BaseModel):

@@ -85,6 +85,12 @@ class ComputeUnit(_Strict):
     op_classes: list[OpClass] | Literal["all"] = Field(description="Op classes this unit can run, or `all`.")
     dtypes: list[DType] = Field(min_length=1, description="Dtypes this unit computes in.")
     max_rank: int | None = Field(None, gt=0, description="Largest tensor rank the unit accepts (none: no limit).")
+    channel_tile: int | None = Field(
+        None,
+        gt=0,
+        description="The unit stores activations with channels padded to a multiple of this (an NPU's vector depth: 32 on "
+        "Qualcomm's HTP) and computes and streams the padding (null: no padding).",
+    )
     on_chip_memory_bytes: int = Field(
         ge=0,
         description="Fast memory local to the unit (VTCM, TCM, L2): a kernel whose working set exceeds it spills to DRAM.",

@@ -3,7 +3,8 @@
 Per kernel ``k`` on unit ``u``, computing in dtype ``d`` (docs/simulator.md explains each term):
 
 - compute time  = ops(k) / (peak_ops_per_s[u][d] * efficiency), ops being FLOPs, or one per
-                  output element for a kernel that only moves data; efficiency is the profile's
+                  output element for a kernel that only moves data, with channels padded to u's
+                  channel_tile (edgesdk.simulate.layout); efficiency is the profile's
                   figure for k's op class, or, on the unit of a cost-model fit, interpolated from the
                   measured kernels of that class most like it (edgesdk.simulate.efficiency_model)
 - DRAM bytes    = weight bytes read by k, plus model inputs and outputs, which live in DRAM; when
@@ -12,7 +13,8 @@ Per kernel ``k`` on unit ``u``, computing in dtype ``d`` (docs/simulator.md expl
                   spill where no tile fits (edgesdk.simulate.tiling)
 - memory time   = the longer of DRAM bytes / DRAM bandwidth and, on a unit whose
                   tensor_bandwidth_bytes_per_s is given, all bytes k reads and writes / that
-                  bandwidth (activations kept on chip still stream: int16 ones cost twice int8's)
+                  bandwidth (activations kept on chip still stream: int16 ones cost twice int8's;
+                  padded to u's layout)
 - latency       = max(compute time, memory time) + launch_overhead_s[u]     (a roofline)
 - transfer      = for each input produced on another unit: bytes / interconnect bandwidth +
                   interconnect latency, charged to the consuming kernel; on an accelerator (not
@@ -33,6 +35,7 @@ from edgesdk.compile.kernels import Kernel, ModelAnalysis
 from edgesdk.devices.profile import ComputeUnit, DeviceProfile
 from edgesdk.simulate.cost_report import Estimate, LayerCost, MemoryInfo
 from edgesdk.simulate.fit import CostFit
+from edgesdk.simulate.layout import padded_ops, streamed_bytes
 from edgesdk.simulate.partition import Partition, on_device
 from edgesdk.simulate.tiling import Tiling, plan
 
@@ -109,9 +112,9 @@ def dram_traffic(index: int, kernel: Kernel, unit: ComputeUnit, consumers: set[i
 
 
 def tensor_seconds(kernel: Kernel, unit: ComputeUnit) -> float:
-    """Time for ``unit`` to stream ``kernel``'s inputs and outputs (0 where not modelled)."""
+    """Time for ``unit`` to stream ``kernel``'s inputs and outputs in its layout (0 where not modelled)."""
     bandwidth = unit.tensor_bandwidth_bytes_per_s
-    return (kernel.bytes_read + kernel.bytes_written) / bandwidth if bandwidth else 0.0
+    return streamed_bytes(kernel, unit.channel_tile) / bandwidth if bandwidth else 0.0
 
 
 def crossings(index: int, kernel: Kernel, unit_name: str, partition: Partition, profile: DeviceProfile, consumers: set[int]) -> tuple[int, int]:
@@ -135,7 +138,7 @@ def _layer(
     # A fitted unit predicts a float32 kernel's time from the work of its phases; other dtypes were
     # not measured and use the efficiency figures.
     fitted_s = fit.seconds_of(kernel) if fit is not None and fit.unit == unit_name and dtype == "float32" else None
-    compute_s = fitted_s if fitted_s is not None else kernel.ops / (ops_per_s * _efficiency(profile, unit_name, kernel, dtype, fit))
+    compute_s = fitted_s if fitted_s is not None else padded_ops(kernel, unit.channel_tile) / (ops_per_s * _efficiency(profile, unit_name, kernel, dtype, fit))
 
     dram, offchip, tiles = dram_traffic(index, kernel, unit, consumers, tiling)
     memory_s = max(dram / profile.memory.dram_bandwidth_bytes_per_s, tensor_seconds(kernel, unit))

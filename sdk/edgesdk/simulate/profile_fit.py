@@ -33,6 +33,7 @@ from scipy.optimize import minimize
 from edgesdk.compile.kernels import ModelAnalysis
 from edgesdk.devices.profile import DeviceProfile, figure
 from edgesdk.simulate.cost_model import crossings, dram_traffic, figure_key
+from edgesdk.simulate.layout import padded_ops, streamed_bytes
 from edgesdk.simulate.partition import on_device, partition
 
 PRIOR_WEIGHT = 1e-3  # per squared natural-log unit of a figure's move from first order
@@ -97,14 +98,14 @@ def prepare(model: str, precision: str, measured_ms: float, analysis: ModelAnaly
     placed = partition(analysis, profile)
     analysis = on_device(analysis, placed.dtypes)
     consumers = {t.producer for k in analysis.kernels for t in k.inputs if t.producer is not None}
-    rows: list[tuple[int, float, int, int, int, int, int]] = []
+    rows: list[tuple[float, float, float, int, int, int, int]] = []
     moved, count = 0, 0
     for index, (kernel, unit_name, dtype) in enumerate(zip(analysis.kernels, placed.units, placed.dtypes, strict=True)):
         unit = profile.compute_units[unit_name]
         prefix = f"compute_units.{unit_name}"
         memory_s = dram_traffic(index, kernel, unit, consumers)[0] / profile.memory.dram_bandwidth_bytes_per_s
         rows.append((
-            kernel.ops, memory_s, kernel.bytes_read + kernel.bytes_written, figures.slot(f"{prefix}.tensor_bandwidth_bytes_per_s"),
+            padded_ops(kernel, unit.channel_tile), memory_s, streamed_bytes(kernel, unit.channel_tile), figures.slot(f"{prefix}.tensor_bandwidth_bytes_per_s"),
             figures.slot(f"{prefix}.peak_ops_per_s.{figure_key(unit.peak_ops_per_s, dtype, min)}"),
             figures.slot(f"{prefix}.{unit.efficiency_key(kernel.op_class, dtype)}"),
             figures.slot(f"{prefix}.launch_overhead_s"),
