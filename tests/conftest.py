@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import textwrap
 import uuid
 from pathlib import Path
@@ -80,8 +81,13 @@ def run_cli(capsys):
 
 
 def pytest_runtest_setup(item):
-    """Tests marked `emulator` need QEMU and the ARM compiler: skipped where they are missing,
-    except in CI, where `make test` installs them and a missing tool is a failure."""
+    """Tests marked `emulator` need QEMU and the ARM compiler, tests marked `browser` Chromium:
+    skipped where they are missing, except in CI, where `make test` installs them and a missing
+    tool is a failure."""
+    if item.get_closest_marker("browser") is not None and shutil.which("chromium") is None:
+        if os.environ.get("CI"):
+            pytest.fail("CI must run the browser tests: chromium not found")
+        pytest.skip("chromium not found (Debian: apt-get install chromium)")
     if item.get_closest_marker("emulator") is None:
         return
     from edgesdk.artifact.emulation import LINUX_USER, missing_tools

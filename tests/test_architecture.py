@@ -25,6 +25,7 @@ LAYERS = [
     ["edgesdk.compile"],
     ["edgesdk.simulate"],
     ["edgesdk.artifact"],
+    ["edgesdk.report"],
     ["edgesdk.verbs"],
     ["edgesdk", "edgesdk.reference_docs"],
     ["edgesdk.cli", "edgesdk.__main__"],

@@ -10,6 +10,7 @@ Layout (the paths are recorded, with their SHA-256, in ``manifest.json``)::
     host/                    the build of the same lowered model for this machine (simulation);
                              absent when the device build runs natively here
     verification/inputs.npz  the inputs the deploy verified on
+    report.html              the deploy's report: cost, partition, memory, quantization, verification
 
 A directory is written under a temporary name beside its destination and renamed into place.
 """
@@ -29,11 +30,13 @@ from edgesdk.errors import UserInputError, describe_validation_error
 
 MODEL_FILE = "model.onnx"
 INPUTS_FILE = "verification/inputs.npz"
+REPORT_FILE = "report.html"
 __all__ = [
     "ANALYSIS_FILE",
     "INPUTS_FILE",
     "MANIFEST_NAME",
     "MODEL_FILE",
+    "REPORT_FILE",
     "WEIGHTS_FILE",
     "check_destination",
     "hash_tree",

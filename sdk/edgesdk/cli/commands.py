@@ -17,23 +17,29 @@ from rich.table import Table
 
 import edgesdk
 from edgesdk.artifact.directory import Artifact
+from edgesdk.artifact.files import REPORT_FILE
 from edgesdk.artifact.manifest import EmulationInfo, PartitionInfo, VerificationInfo
 from edgesdk.cli.options import (
     CalibrationOption,
     EmulateOption,
+    HtmlOption,
     InputShapeOption,
     JsonOption,
     NoFallbackOption,
     ProfilesDirOption,
     QuantizeOption,
     UnitOption,
+    WideOption,
     print_json,
     with_quantize_options,
 )
+from edgesdk.cli.tables import Column, print_table
+from edgesdk.devices.profile import DeviceProfile
 from edgesdk.errors import UserInputError
 from edgesdk.frontend.model import parse_input_shape
 from edgesdk.frontend.tensors import load_npz, save_npz
 from edgesdk.plugin.passes import parse_pass_options
+from edgesdk.report.advice import fallback_reasons, hints
 from edgesdk.simulate.cost_report import byte_size
 from edgesdk.simulate.fit import fit_file
 from edgesdk.verbs.tune import DEFAULT_TRIALS
@@ -78,7 +84,7 @@ def _verification_text(result: VerificationInfo) -> str:
     return text
 
 
-def _summary(artifact: Artifact) -> Table:
+def _summary(artifact: Artifact, profile: DeviceProfile) -> Table:
     manifest = artifact.manifest
     build = manifest.build
     table = Table(box=box.SIMPLE_HEAD, show_header=False, title=f"{manifest.model.name} -> {manifest.device}", title_justify="left")
@@ -124,8 +130,14 @@ def _summary(artifact: Artifact) -> Table:
         table.add_row("accuracy", accuracy.text("calibration samples"))
     elif manifest.quantization.scheme != "none":
         table.add_row("accuracy", "not measured: give --calibration samples to measure it")
+    for line in fallback_reasons(manifest.partition):
+        table.add_row("fallback", line)
+    for line in hints(manifest.partition, profile):
+        table.add_row("hint", line)
     for note in build.notes:
         table.add_row("note", note)
+    if (artifact.path / REPORT_FILE).is_file():
+        table.add_row("report", str(artifact.path / REPORT_FILE))
     return table
 
 
@@ -139,6 +151,14 @@ def _partition_text(partition: PartitionInfo) -> str:
         units = sorted({placed.from_unit for placed in partition.placements})
         parts.append(f"{len({placed.op for placed in partition.placements})} placed past {', '.join(units)} for their dtype")
     return f" ({'; '.join(parts)})" if parts else ""
+
+
+def _advise(console: Console, partition: PartitionInfo, profile: DeviceProfile) -> None:
+    """The fallbacks by reason, and a hint where the precision chose the unit."""
+    for line in fallback_reasons(partition):
+        console.print(f"fallback: {line}", highlight=False)
+    for line in hints(partition, profile):
+        console.print(f"hint: {line}", highlight=False)
 
 
 def _emulation_text(emulation: EmulationInfo) -> str:
@@ -209,7 +229,7 @@ def deploy_command(
     if json_output:
         print_json(artifact.manifest.model_dump(mode="json"))
     else:
-        Console().print(_summary(artifact))
+        Console().print(_summary(artifact, edgesdk.get_device(artifact.manifest.device, profiles_dir)))
 
 
 def run_command(
@@ -285,6 +305,8 @@ def profile_command(
     measure: Annotated[
         bool, typer.Option("--measure", help="Also run it here and show measured times (devices whose code runs on this host, e.g. pc).")
     ] = False,
+    html: HtmlOption = None,
+    wide: WideOption = False,
     json_output: JsonOption = False,
     *,
     quantize_options: dict[str, Any],  # always given, by with_quantize_options
@@ -303,35 +325,35 @@ def profile_command(
             fallback=not no_fallback,
             profiles_dir=profiles_dir,
             measure=measure,
+            html=html,
             **quantize_options,
         )
     if json_output:
         print_json(report.model_dump(mode="json"))
         return
     estimate, measured = report.estimate, report.measured
-    columns = ["#", "kernel", "class", "unit", "dtype", "MFLOP", "on chip", "DRAM KiB", "ms", "bound"] + (["measured ms"] if measured else [])
-    table = Table(*columns, box=box.SIMPLE_HEAD, title=f"{report.model} on {report.device} (simulated)", title_justify="left")
+    columns = [Column("#", numeric=True), Column("kernel", flexible=True), *([Column("class")] if wide else []), Column("unit"), Column("dtype")]
+    if wide:
+        columns += [Column("MFLOP", numeric=True), Column("on chip"), Column("DRAM\nKiB", numeric=True), Column("spill\nKiB", numeric=True)]
+    columns += [Column(name, numeric=True) for name in ("µs", "compute", "memory", "launch", "transfer")]
+    columns += [Column("measured\nµs", numeric=True)] if measured else []
+    rows = []
     for layer in estimate.per_layer:
-        row = [
-            str(layer.index),
-            layer.name[:40],
-            layer.op_class,
-            layer.unit,
-            layer.dtype,
-            f"{layer.flops / 1e6:.3g}",
-            layer.tiling,
-            f"{layer.bytes / 1024:.1f}",
-            f"{layer.latency_ms:.4f}",
-            layer.bound,
-        ]
-        table.add_row(*row, *([f"{measured.per_kernel[layer.index].measured_ms:.4f}"] if measured else []))
+        row = [str(layer.index), layer.name, *([layer.op_class] if wide else []), layer.unit, layer.dtype]
+        if wide:
+            row += [f"{layer.flops / 1e6:.3g}", layer.tiling, f"{layer.bytes / 1024:.1f}", f"{layer.offchip_bytes / 1024:.1f}"]
+        row += [f"{ms * 1e3:.1f}" for ms in (layer.latency_ms, layer.compute_ms, layer.memory_ms, layer.launch_ms, layer.transfer_ms)]
+        row += [f"{measured.per_kernel[layer.index].measured_ms * 1e3:.1f}"] if measured else []
+        rows.append([*row, layer.bound])
     console = Console()
-    console.print(table)
+    print_table(f"{report.model} on {report.device} (simulated, per kernel in µs)", [*columns, Column("bound")], rows, wide=wide, console=console)
+    parts = ", ".join(f"{part} {ms:.3g}" for part, ms in estimate.split().items())
     busy = ", ".join(f"{name} {share:.0%}" for name, share in estimate.utilisation.items())
     console.print(
-        f"total {estimate.latency_ms:.4g} ms, {estimate.energy_mj:.4g} mJ, peak memory {estimate.peak_memory_bytes / 2**20:.2f} MiB, "
+        f"total {estimate.latency_ms:.4g} ms ({parts} ms), {estimate.energy_mj:.4g} mJ, peak memory {estimate.peak_memory_bytes / 2**20:.2f} MiB, "
         f"{estimate.flops / 1e6:.4g} MFLOP; busy: {busy}{_partition_text(report.partition)}"
     )
+    _advise(console, report.partition, edgesdk.get_device(report.device, profiles_dir))
     console.print(f"figures: {estimate.figures} ({estimate.figures_source})")
     if estimate.memory is not None:
         memory = estimate.memory
@@ -347,6 +369,8 @@ def profile_command(
             f"measured here: {measured.latency_ms:.4g} ms (median of {measured.repeat} runs); "
             f"predicted/measured = {estimate.latency_ms / measured.latency_ms:.2f}"
         )
+    if html:
+        console.print(f"report: {html}")
 
 
 def calibrate_command(
@@ -436,6 +460,8 @@ def compare_command(
     ] = None,
     input_shape: InputShapeOption = None,
     profiles_dir: ProfilesDirOption = None,
+    html: HtmlOption = None,
+    wide: WideOption = False,
     json_output: JsonOption = False,
     *,
     quantize_options: dict[str, Any],  # always given, by with_quantize_options
@@ -452,24 +478,29 @@ def compare_command(
             input_shapes=shapes,
             profiles_dir=profiles_dir,
             eval_data=eval_data,
+            html=html,
             **quantize_options,
         )
     if json_output:
         print_json(report.model_dump(mode="json"))
         return
-    accuracy = ["vs float (calibration)"] if any(row.accuracy for row in report.rows) else []
-    held_out = ["vs float (--eval)"] if any(row.eval_accuracy for row in report.rows) else []
-    table = Table("device", "precision", "ms", "speed-up", "mJ", "peak MiB", "weights KiB", *accuracy, *held_out, "kernels per unit", box=box.SIMPLE_HEAD,
-                  title=f"{report.model} (simulated; speed-up vs the first precision)", title_justify="left")  # fmt: skip
+    calibrated, held_out = any(row.accuracy for row in report.rows), any(row.eval_accuracy for row in report.rows)
+    # By default one agreement column: on the held-out --eval inputs where given, else on the calibration samples.
+    agreements = [("calibration", "accuracy")] * calibrated + [("--eval", "eval_accuracy")] * held_out
+    agreements = agreements if wide else agreements[-1:]
+    columns = [Column("device"), Column("precision"), Column("ms", numeric=True), Column("speed-\nup", numeric=True), Column("mJ", numeric=True)]
+    columns += [Column("peak\nMiB", numeric=True), Column("weights\nKiB", numeric=True), *(Column(f"vs float\n({what})") for what, _ in agreements)]
+    columns += [Column("fall-\nbacks", numeric=True), Column("kernels\nper unit")] if wide else [Column("kernels\nper unit", flexible=True)]
+    rows = []
     for row in report.rows:
-        agreement = [row.accuracy.short() if row.accuracy else "-"] if accuracy else []
-        agreement += [row.eval_accuracy.short() if row.eval_accuracy else "-"] if held_out else []
-        units = ", ".join(f"{unit} {count}" for unit, count in row.units.items()) + (f" ({row.fallbacks} fell back)" if row.fallbacks else "")
-        table.add_row(
-            row.device, row.scheme, f"{row.latency_ms:.3g}", f"{row.speedup:.2f}x", f"{row.energy_mj:.3g}", f"{row.peak_memory_bytes / 2**20:.2f}",
-            f"{row.weight_bytes / 1024:.1f}", *agreement, units,
-        )  # fmt: skip
-    Console().print(table)
+        cells = [row.device, row.scheme, f"{row.latency_ms:.3g}", f"{row.speedup:.2f}x", f"{row.energy_mj:.3g}", f"{row.peak_memory_bytes / 2**20:.2f}"]
+        cells += [f"{row.weight_bytes / 1024:.1f}", *((getattr(row, field).short() if getattr(row, field) else "-") for _, field in agreements)]
+        units = ", ".join(f"{unit} {count}" for unit, count in row.units.items())
+        cells += [str(row.fallbacks), units] if wide else [units + (f" ({row.fallbacks} fell back)" if row.fallbacks else "")]
+        rows.append(cells)
+    print_table(f"{report.model} (simulated; speed-up vs the first precision)", columns, rows, wide=wide)
+    if html:
+        Console().print(f"report: {html}")
 
 
 def tune_command(

@@ -17,6 +17,8 @@ JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable
 EmulateOption = Annotated[
     bool, typer.Option("--emulate", help="Run the device's own code on its instruction set under QEMU (mcu: firmware on qemu-system-arm).")
 ]
+WideOption = Annotated[bool, typer.Option("--wide", help="Every column, whole (kernel names uncut): lines may be longer than the terminal.")]
+HtmlOption = Annotated[Path | None, typer.Option("--html", help="Also write a self-contained HTML report (charts, partition, memory) to this new file.")]
 ProfilesDirOption = Annotated[Path | None, typer.Option("--profiles-dir", help="Also read device profiles (*.yaml) from this directory.")]
 InputShapeOption = Annotated[
     list[str] | None,

@@ -33,7 +33,7 @@ from typing import Any
 
 from edgesdk.compile.kernels import Kernel, ModelAnalysis
 from edgesdk.devices.profile import ComputeUnit, DeviceProfile
-from edgesdk.simulate.cost_report import Estimate, LayerCost, MemoryInfo
+from edgesdk.simulate.cost_report import Bound, Estimate, LayerCost, MemoryInfo
 from edgesdk.simulate.fit import CostFit
 from edgesdk.simulate.layout import padded_ops, streamed_bytes
 from edgesdk.simulate.partition import Partition, on_device
@@ -153,6 +153,7 @@ def _layer(
     # memory traffic is in it, unless the kernel's tensors do not fit on chip.
     bound_s = memory_s if fitted_s is None or tiles.traffic else 0.0
     latency_s = max(compute_s, bound_s) + unit.launch_overhead_s + transfer_s
+    parts: dict[Bound, float] = {"compute": compute_s, "memory": bound_s, "launch": unit.launch_overhead_s, "transfer": transfer_s}
     return LayerCost(
         index=index,
         name=kernel.name,
@@ -167,10 +168,11 @@ def _layer(
         offchip_bytes=offchip,
         compute_ms=compute_s * 1e3,
         memory_ms=memory_s * 1e3,
+        launch_ms=unit.launch_overhead_s * 1e3,
         transfer_ms=transfer_s * 1e3,
         latency_ms=latency_s * 1e3,
         energy_mj=energy_pj * 1e-9,
-        bound="compute" if compute_s >= bound_s else "memory",
+        bound=max(parts, key=parts.__getitem__),
     )
 
 

@@ -1,11 +1,14 @@
 """What the simulator reports: where each kernel runs (``PartitionInfo``) and what the model costs
-(``Estimate``, per layer ``LayerCost``). The manifest and `edgesdk profile` carry them."""
+(``Estimate``, per layer ``LayerCost``). The manifest and `edgesdk profile` carry them;
+`edgesdk compare` sets them side by side (``CompareReport``)."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from edgesdk.quantization.accuracy import Accuracy
 
 if TYPE_CHECKING:
     from edgesdk.compile.patches import PatchPlan
@@ -14,6 +17,10 @@ if TYPE_CHECKING:
 def byte_size(count: int) -> str:
     """``count`` bytes for people: KiB below a MiB, else MiB."""
     return f"{count / 2**20:.2f} MiB" if count >= 2**20 else f"{count / 2**10:.1f} KiB"
+
+
+Bound = Literal["compute", "memory", "launch", "transfer"]
+SPLIT = ("compute", "memory", "launch", "transfer")  # the parts of a kernel's latency
 
 
 class _Record(BaseModel):
@@ -60,10 +67,20 @@ class LayerCost(_Record):
     offchip_bytes: int = Field(0, description="Of `bytes`, what goes through DRAM because it does not fit on chip (tiles with their halos, or the spill).")
     compute_ms: float
     memory_ms: float
+    launch_ms: float = Field(0.0, description="The unit's fixed cost of dispatching it (`launch_overhead_s`).")
     transfer_ms: float
     latency_ms: float = Field(description="Including launch overhead and incoming transfers.")
     energy_mj: float
-    bound: str = Field(description="`compute` or `memory`: which side of the roofline it is on.")
+    bound: Bound = Field(
+        description="What most of its latency is: its arithmetic, its memory traffic (the roofline's two sides), its launch "
+        "overhead, or its incoming transfers."
+    )
+
+    def split(self) -> dict[str, float]:
+        """Its latency in ms as compute or memory time (the side of the roofline that binds), launch
+        overhead and transfers."""
+        roofline = self.latency_ms - self.launch_ms - self.transfer_ms
+        return {"compute" if self.compute_ms >= self.memory_ms else "memory": roofline, "launch": self.launch_ms, "transfer": self.transfer_ms}
 
 
 class PatchInfo(_Record):
@@ -138,3 +155,35 @@ class Estimate(_Record):
     figures_source: str = Field("", description="What the figures were calibrated or fitted on, and how well they predict, in words.")
     memory: MemoryInfo | None = Field(None, description="Activation memory by run order; null for a model compiled before kernels were ordered.")
     per_layer: list[LayerCost]
+
+    def split(self) -> dict[str, float]:
+        """The latency in ms as compute, memory, launch and transfer time (``LayerCost.split``), the
+        parts that take any."""
+        total = dict.fromkeys(SPLIT, 0.0)
+        for layer in self.per_layer:
+            for part, ms in layer.split().items():
+                total[part] += ms
+        return {part: ms for part, ms in total.items() if ms}
+
+
+class CompareRow(_Record):
+    """One device at one precision in `edgesdk compare`."""
+
+    device: str
+    scheme: str = Field(description="The precision simulated (`auto` resolved to the device's recipe).")
+    latency_ms: float
+    energy_mj: float
+    peak_memory_bytes: int
+    weight_bytes: int
+    units: dict[str, int] = Field(description="Kernels per compute unit.")
+    fallbacks: int = Field(description="Kernels that could not run on the unit they preferred.")
+    speedup: float = Field(description="Latency of the first precision asked for on this device / this latency.")
+    accuracy: Accuracy | None = Field(None, description="Agreement with the float model on the --calibration samples (quantized precisions).")
+    eval_accuracy: Accuracy | None = Field(None, description="Agreement with the float model on the held-out --eval inputs.")
+
+
+class CompareReport(_Record):
+    """What `edgesdk compare --json` prints."""
+
+    model: str
+    rows: list[CompareRow]

@@ -11,7 +11,6 @@ import os
 from collections.abc import Mapping, Sequence
 
 import onnx
-from pydantic import BaseModel, ConfigDict, Field
 
 from edgesdk.compile.kernels import ModelAnalysis
 from edgesdk.devices.registry import devices as all_devices
@@ -21,33 +20,10 @@ from edgesdk.quantization.accuracy import Accuracy, measure_agreement
 from edgesdk.quantization.ptq import calibration_samples
 from edgesdk.quantization.recipe import Calibration, Recipe, options_for, recipe
 from edgesdk.quantization.schemes import calibration_arrays, calibration_origin
+from edgesdk.report.html import check_html_path, compare_html, write_html
+from edgesdk.simulate.cost_report import CompareReport, CompareRow
 from edgesdk.verbs.pipeline import analysed, checked_options, estimated, load_precision
 from edgesdk.verbs.profile import as_artifact
-
-
-class CompareRow(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    device: str
-    scheme: str = Field(description="The precision simulated (`auto` resolved to the device's recipe).")
-    latency_ms: float
-    energy_mj: float
-    peak_memory_bytes: int
-    weight_bytes: int
-    units: dict[str, int] = Field(description="Kernels per compute unit.")
-    fallbacks: int = Field(description="Kernels that could not run on the unit they preferred.")
-    speedup: float = Field(description="Latency of the first precision asked for on this device / this latency.")
-    accuracy: Accuracy | None = Field(None, description="Agreement with the float model on the --calibration samples (quantized precisions).")
-    eval_accuracy: Accuracy | None = Field(None, description="Agreement with the float model on the held-out --eval inputs.")
-
-
-class CompareReport(BaseModel):
-    """What `edgesdk compare --json` prints."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    model: str
-    rows: list[CompareRow]
 
 
 def _device_ids(devices: str | Sequence[str], profiles_dir) -> list[str]:
@@ -79,16 +55,19 @@ def compare(
     profiles_dir: str | os.PathLike | None = None,
     timeout_s: float | None = None,
     eval_data: Calibration = None,
+    html: str | os.PathLike | None = None,
     **quantize_options,
 ) -> CompareReport:
     """Simulate ``source`` on each of ``devices`` ("all", ids, or "a,b") at each precision of
     ``quantize`` (a scheme, a list, or "none,int8,w4a16"); each of ``quantize_options``
     (edgesdk.quantization.recipe.recipe) goes to the schemes that use it. Quantized precisions report their
     agreement with the float model on the calibration samples, and on ``eval_data`` (held-out inputs,
-    stacked like calibration samples) when given."""
+    stacked like calibration samples) when given. ``html``: also write the HTML report there."""
     if as_artifact(source) is not None:
         raise UserInputError(f"{source}: compare takes an ONNX model", hint="give the artifact's model.onnx")
     quantize_options, _ = checked_options(quantize_options, "compare")
+    if html is not None:
+        check_html_path(html)
     profiles = [get_device(device, profiles_dir) for device in _device_ids(devices, profiles_dir)]
     eval_arrays = calibration_arrays(eval_data)
     analyses: dict[Recipe, tuple[str, ModelAnalysis, Accuracy | None, Accuracy | None]] = {}
@@ -119,4 +98,7 @@ def compare(
                     accuracy=on_samples, eval_accuracy=held_out,
                 )
             )  # fmt: skip
-    return CompareReport(model=next(iter(analyses.values()))[0], rows=rows)
+    report = CompareReport(model=next(iter(analyses.values()))[0], rows=rows)
+    if html is not None:
+        write_html(html, compare_html(report))
+    return report

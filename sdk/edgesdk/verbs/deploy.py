@@ -22,7 +22,18 @@ import numpy as np
 import onnx
 
 from edgesdk.artifact.directory import Artifact, failure_message, load_artifact
-from edgesdk.artifact.files import ANALYSIS_FILE, INPUTS_FILE, MODEL_FILE, WEIGHTS_FILE, check_destination, hash_tree, place, staging_dir
+from edgesdk.artifact.files import (
+    ANALYSIS_FILE,
+    INPUTS_FILE,
+    MODEL_FILE,
+    REPORT_FILE,
+    WEIGHTS_FILE,
+    check_destination,
+    hash_tree,
+    place,
+    sha256_file,
+    staging_dir,
+)
 from edgesdk.artifact.manifest import (
     MANIFEST_NAME,
     BuildInfo,
@@ -55,6 +66,7 @@ from edgesdk.plugin.toolchains import host_toolchain
 from edgesdk.quantization.accuracy import measure_agreement
 from edgesdk.quantization.recipe import recipe
 from edgesdk.quantization.schemes import Precision, weight_bytes
+from edgesdk.report.html import cost_html
 from edgesdk.simulate.budget import activation_bytes, over_budget
 from edgesdk.simulate.cost_report import Estimate, PatchInfo, byte_size
 from edgesdk.simulate.partition import ARITHMETIC_CLASSES, Partition, compute_dtype
@@ -216,6 +228,8 @@ def deploy(
             manifest.build.notes.append(
                 "the device code is CPU code; kernels placed on other units are simulated there (edgesdk does not generate NPU/GPU code yet)"
             )
+        (staged / REPORT_FILE).write_text(cost_html(manifest.model.name, profile, estimate, manifest.partition, manifest=manifest), encoding="utf-8")
+        manifest.files[REPORT_FILE] = sha256_file(staged / REPORT_FILE)
         (staged / MANIFEST_NAME).write_text(manifest.model_dump_json(indent=2) + "\n")
         place(staged, destination)
     finally:

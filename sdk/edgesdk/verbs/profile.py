@@ -23,6 +23,7 @@ from edgesdk.devices.registry import get_device
 from edgesdk.errors import UserInputError
 from edgesdk.frontend.model import random_inputs
 from edgesdk.quantization.recipe import Calibration, Recipe, recipe
+from edgesdk.report.html import check_html_path, cost_html, write_html
 from edgesdk.simulate.cost_report import Estimate, PartitionInfo
 from edgesdk.simulate.measure import Measurement
 from edgesdk.simulate.measure import measure as measure_runner
@@ -86,6 +87,7 @@ def profile(
     timeout_s: float | None = None,
     measure: bool = False,
     repeat: int = 20,
+    html: str | os.PathLike | None = None,
     **quantize_options,
 ) -> CostReport:
     """Partition and simulate ``source`` (a model, or an artifact directory) on ``device``, at the
@@ -93,9 +95,12 @@ def profile(
     keeps the one it was deployed at).
 
     ``measure=True`` also runs the device's code here (devices whose code runs on this host, such
-    as pc) and reports measured total and per-kernel times beside the estimate.
+    as pc) and reports measured total and per-kernel times beside the estimate. ``html``: also
+    write the HTML report there (a new file; edgesdk.report.html).
     """
     recipe_options, _ = checked_options(quantize_options, "profile")
+    if html is not None:
+        check_html_path(html)
     artifact = as_artifact(source)
     device = device or (artifact.manifest.device if artifact else None)
     if device is None:
@@ -120,4 +125,7 @@ def profile(
         report = CostReport(model=name, device=device_profile.id, estimate=estimate, partition=placed.info())
         if native:
             report.measured = measure_runner(native.runner, random_inputs(native.inputs, seed=0), analysis, repeat)
+    if html is not None:
+        manifest = built.manifest if built is not None else None
+        write_html(html, cost_html(name, device_profile, estimate, report.partition, manifest=manifest, measured=report.measured))
     return report

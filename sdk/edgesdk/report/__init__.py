@@ -1,0 +1,1 @@
+"""The HTML reports of a cost report, a deploy and a comparison (docs/reports.md)."""
