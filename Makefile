@@ -8,7 +8,7 @@ RUNTIME_STAMP := $(VENV)/.installed-runtime
 TEST_STAMP := $(VENV)/.installed-test
 PIP_INSTALL := $(BIN)/python -m pip install --quiet --disable-pip-version-check
 
-.PHONY: demo test lint setup clean
+.PHONY: demo test lint setup docs clean
 
 # The venv with edgesdk (editable) and its runtime dependencies; again when the pins change.
 $(RUNTIME_STAMP): pyproject.toml
@@ -83,6 +83,16 @@ demo: $(RUNTIME_STAMP) $(TOOLCHAIN_STAMP) $(EXAMPLE)
 	rm -f build/hand_tracker-compare.html
 	$(BIN)/edgesdk compare $(EXAMPLE) --devices all --quantize none,int8,w4a16 --input-shape frames=1,3,96,96 \
 	  --calibration build/examples/hand_tracker.calibration.npz --eval build/examples/hand_tracker.eval.npz --html build/hand_tracker-compare.html
+
+# The documentation site (mkdocs-material) in build/site, built --strict: a broken link or a page
+# missing from the nav fails it.
+DOCS_STAMP := $(VENV)/.installed-docs
+$(DOCS_STAMP): $(RUNTIME_STAMP)
+	$(PIP_INSTALL) -e '.[docs]'
+	touch $(DOCS_STAMP)
+
+docs: $(DOCS_STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/python -m mkdocs build --strict
 
 # ruff (lint + format) and mypy first: seconds, and a failure says where.
 lint: $(TEST_STAMP)

@@ -27,8 +27,8 @@ LAYERS = [
     ["edgesdk.artifact"],
     ["edgesdk.report"],
     ["edgesdk.verbs"],
-    ["edgesdk", "edgesdk.reference_docs"],
-    ["edgesdk.cli", "edgesdk.__main__"],
+    ["edgesdk"],
+    ["edgesdk.cli", "edgesdk.__main__", "edgesdk.reference_docs"],
     ["edgesdk.testing"],
 ]
 TVM_STAGES = ("edgesdk.compile",)

@@ -335,7 +335,9 @@ def test_compare_shows_each_precision_on_each_device(tmp_path, run_cli, monkeypa
     np.savez(tmp_path / "heldout.npz", **calibration(12, seed=7))
     code, out, err = run_cli(*args, "--devices", "phone", "--quantize", "none,int8", "--eval", str(tmp_path / "heldout.npz"))
     assert code == 0, err
-    assert "vs float (calibration)" in out and "vs float (--eval)" in out and "top-1 " in out
+    assert "(--eval)" in out and "(calibration)" not in out and "top-1 " in out  # one agreement column: the held-out one
+    code, out, err = run_cli(*args, "--devices", "phone", "--quantize", "none,int8", "--eval", str(tmp_path / "heldout.npz"), "--wide")
+    assert code == 0 and "(calibration)" in out and "(--eval)" in out and "fall-" in out
     code, out, err = run_cli(*args, "--devices", "phone", "--quantize", "int8", "--eval", str(tmp_path / "heldout.npz"), "--json")
     assert json.loads(out)["rows"][0]["eval_accuracy"]["samples"] == 12
     code, out, err = run_cli(*args, "--devices", "phone,nowhere")
