@@ -18,6 +18,7 @@ from edgesdk.simulate.fit import CostFit
 from edgesdk.verbs.calibrate import calibrate
 from edgesdk.verbs.compare import CompareReport, compare
 from edgesdk.verbs.deploy import deploy
+from edgesdk.verbs.doctor import DoctorReport, doctor
 from edgesdk.verbs.new import new
 from edgesdk.verbs.profile import CostReport, profile
 from edgesdk.verbs.quantize import QuantizeReport, quantize
@@ -35,6 +36,7 @@ __all__ = [
     "CostFit",
     "CostReport",
     "DeviceProfile",
+    "DoctorReport",
     "EdgeSDKError",
     "GCC",
     "Interconnect",
@@ -57,6 +59,7 @@ __all__ = [
     "compare",
     "deploy",
     "devices",
+    "doctor",
     "get_device",
     "hookimpl",
     "load_artifact",

@@ -22,6 +22,7 @@ import edgesdk
 from edgesdk.cli import commands as cli_deploy
 from edgesdk.cli import new as cli_new
 from edgesdk.cli.options import JsonOption, ProfilesDirOption, print_json
+from edgesdk.cli.tables import Column, print_table
 from edgesdk.devices.profile import DeviceProfile
 from edgesdk.devices.registry import device_summary
 from edgesdk.errors import EdgeSDKError
@@ -107,6 +108,22 @@ def plugins_command(json_output: JsonOption = False) -> None:
     Console().print(table)
 
 
+def doctor_command(json_output: JsonOption = False, profiles_dir: ProfilesDirOption = None) -> None:
+    """What this machine has for edgesdk: optional tools, the cache, where each device's figures come from."""
+    report = edgesdk.doctor(profiles_dir)
+    if json_output:
+        print_json(report.model_dump(mode="json"))
+        return
+    console = Console()
+    console.print(f"edgesdk {report.edgesdk}, apache-tvm {report.tvm or 'not installed'}, Python {report.python} on {report.platform}", highlight=False)
+    rows = [[tool.name, (tool.version or "found") if tool.found else f"missing: {tool.install}", tool.purpose] for tool in report.tools]
+    print_table("optional tools", [Column("tool"), Column("version"), Column("for", flexible=True)], rows, console=console)
+    cache = report.cache
+    console.print(f"cache: {cache.path}, {_binary_size(cache.bytes)} in {cache.files} files (EDGESDK_CACHE_DIR moves it)", highlight=False)
+    rows = [[device.device, device.figures, device.source] for device in report.devices]
+    print_table("cost figures", [Column("device"), Column("figures"), Column("from", flexible=True)], rows, console=console)
+
+
 def make_app() -> typer.Typer:
     app = typer.Typer(
         name="edgesdk",
@@ -117,6 +134,7 @@ def make_app() -> typer.Typer:
     app.callback(invoke_without_command=True)(_root)
     app.command("devices")(devices_command)
     app.command("plugins")(plugins_command)
+    app.command("doctor")(doctor_command)
     cli_deploy.register(app)
     cli_new.register(app)
     plugin_manager.collect("edgesdk_register_commands", app=app)
