@@ -46,6 +46,15 @@ def test_devices_table_for_people(run_cli):
     assert "npu 45T int8" in out
 
 
+def test_quiet_prints_nothing_but_json_and_errors(run_cli):
+    assert run_cli("--quiet", "devices") == (0, "", "")
+    code, out, _ = run_cli("-q", "devices", "--json")
+    assert code == 0 and len(json.loads(out)) == 6
+    code, out, err = run_cli("--quiet", "profile", "missing.onnx", "--device", "pc")
+    assert code == 2 and out == "" and err.startswith("error: ")
+    assert "xr-headset" in run_cli("devices")[1]  # the next invocation is not quiet
+
+
 def test_devices_schema_is_the_profile_json_schema(run_cli):
     code, out, _ = run_cli("devices", "--schema")
     schema = json.loads(out)

@@ -15,13 +15,13 @@ from typing import Annotated, Any
 
 import typer
 from rich import box
-from rich.console import Console
 from rich.table import Table
 
 import edgesdk
 from edgesdk.cli import commands as cli_deploy
 from edgesdk.cli import new as cli_new
-from edgesdk.cli.options import JsonOption, ProfilesDirOption, print_json
+from edgesdk.cli.options import QUIET, JsonOption, ProfilesDirOption, print_json
+from edgesdk.cli.options import console as out_console
 from edgesdk.cli.tables import Column, print_table
 from edgesdk.devices.profile import DeviceProfile
 from edgesdk.devices.registry import device_summary
@@ -40,8 +40,10 @@ def _root(
     ctx: typer.Context,
     version: Annotated[bool, typer.Option("--version", callback=_show_version, is_eager=True, help="Show versions and exit.")] = False,
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks of errors.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but errors and --json output: no progress, no tables.")] = False,
 ) -> None:
     """edgesdk: deploy one ONNX model to many devices through Apache TVM."""
+    QUIET.set(quiet)
     if ctx.invoked_subcommand is None:
         typer.echo(ctx.get_help())
 
@@ -93,7 +95,7 @@ def devices_command(
             _target_text(profile.target),
             profile.source.plugin if profile.source else "",
         )
-    Console().print(table)
+    out_console().print(table)
 
 
 def plugins_command(json_output: JsonOption = False) -> None:
@@ -105,7 +107,7 @@ def plugins_command(json_output: JsonOption = False) -> None:
     table = Table("name", "version", "builtin", "hooks", "error")
     for info in infos:
         table.add_row(info.name, info.version or "", "yes" if info.builtin else "no", ", ".join(info.hooks), info.error or "")
-    Console().print(table)
+    out_console().print(table)
 
 
 def doctor_command(json_output: JsonOption = False, profiles_dir: ProfilesDirOption = None) -> None:
@@ -114,7 +116,7 @@ def doctor_command(json_output: JsonOption = False, profiles_dir: ProfilesDirOpt
     if json_output:
         print_json(report.model_dump(mode="json"))
         return
-    console = Console()
+    console = out_console()
     console.print(f"edgesdk {report.edgesdk}, apache-tvm {report.tvm or 'not installed'}, Python {report.python} on {report.platform}", highlight=False)
     rows = [[tool.name, (tool.version or "found") if tool.found else f"missing: {tool.install}", tool.purpose] for tool in report.tools]
     print_table("optional tools", [Column("tool"), Column("version"), Column("for", flexible=True)], rows, console=console)
@@ -173,6 +175,7 @@ def main(argv: list[str] | None = None) -> int:
     """Run the CLI and return its exit code: 0 ok, 1 a check failed, 2 bad input or usage."""
     args = sys.argv[1:] if argv is None else list(argv)
     debug = "--debug" in args or bool(os.environ.get("EDGESDK_DEBUG"))
+    QUIET.set(False)  # until the root command reads --quiet
     _route_warnings_to_stderr()
     try:
         command = typer.main.get_command(make_app())

@@ -20,6 +20,7 @@ from edgesdk.artifact.directory import Artifact
 from edgesdk.artifact.files import REPORT_FILE
 from edgesdk.artifact.manifest import EmulationInfo, PartitionInfo, VerificationInfo
 from edgesdk.cli.options import (
+    QUIET,
     CalibrationOption,
     EmulateOption,
     HtmlOption,
@@ -33,6 +34,7 @@ from edgesdk.cli.options import (
     print_json,
     with_quantize_options,
 )
+from edgesdk.cli.options import console as out_console
 from edgesdk.cli.tables import Column, print_table
 from edgesdk.devices.profile import DeviceProfile
 from edgesdk.errors import UserInputError
@@ -50,7 +52,7 @@ def _progress(counted: bool = False):
     """A spinner on stderr naming the current stage; silent when stderr is not a terminal. With
     ``counted``, also a bar that stages named "<verb> 3/12 <what>" advance."""
     console = Console(stderr=True)
-    if not console.is_terminal:
+    if not console.is_terminal or QUIET.get():
         yield lambda stage: None
         return
     bar = (BarColumn(), MofNCompleteColumn()) if counted else ()
@@ -229,7 +231,7 @@ def deploy_command(
     if json_output:
         print_json(artifact.manifest.model_dump(mode="json"))
     else:
-        Console().print(_summary(artifact, edgesdk.get_device(artifact.manifest.device, profiles_dir)))
+        out_console().print(_summary(artifact, edgesdk.get_device(artifact.manifest.device, profiles_dir)))
 
 
 def run_command(
@@ -270,11 +272,11 @@ def run_command(
     table = Table("output", "shape", "dtype", "min", "max", "mean", box=box.SIMPLE_HEAD)
     for record in records:
         table.add_row(record["name"], str(record["shape"]), record["dtype"], *(f"{record[k]:.6g}" for k in ("min", "max", "mean")))
-    Console().print(table)
+    out_console().print(table)
     if emulation is not None:
-        Console().print(_emulation_text(emulation))
+        out_console().print(_emulation_text(emulation))
     if output is not None:
-        Console().print(f"wrote {output}")
+        out_console().print(f"wrote {output}")
 
 
 def verify_command(
@@ -288,9 +290,9 @@ def verify_command(
     if json_output:
         print_json({"artifact": str(artifact_dir), "files": len(artifact.manifest.files), "verification": result.model_dump(mode="json")})
     else:
-        Console().print(f"{artifact_dir}: {len(artifact.manifest.files)} files intact; {_verification_text(result)}")
+        out_console().print(f"{artifact_dir}: {len(artifact.manifest.files)} files intact; {_verification_text(result)}")
         if result.emulation is not None:
-            Console().print(_emulation_text(result.emulation))
+            out_console().print(_emulation_text(result.emulation))
 
 
 def profile_command(
@@ -345,7 +347,7 @@ def profile_command(
         row += [f"{ms * 1e3:.1f}" for ms in (layer.latency_ms, layer.compute_ms, layer.memory_ms, layer.launch_ms, layer.transfer_ms)]
         row += [f"{measured.per_kernel[layer.index].measured_ms * 1e3:.1f}"] if measured else []
         rows.append([*row, layer.bound])
-    console = Console()
+    console = out_console()
     print_table(f"{report.model} on {report.device} (simulated, per kernel in µs)", [*columns, Column("bound")], rows, wide=wide, console=console)
     parts = ", ".join(f"{part} {ms:.3g}" for part, ms in estimate.split().items())
     busy = ", ".join(f"{name} {share:.0%}" for name, share in estimate.utilisation.items())
@@ -387,7 +389,7 @@ def calibrate_command(
     table = Table("op class", "efficiency (share of peak)", box=box.SIMPLE_HEAD, title=f"{device}: fitted on this host", title_justify="left")
     for op_class, value in result.efficiency.items():
         table.add_row(op_class, f"{value:.4f}")
-    console = Console()
+    console = out_console()
     console.print(table)
     console.print(f"launch overhead {result.launch_overhead_s * 1e6:.2f} us; {len(result.samples)} kernels measured; stored in {fit_file(device)}")
 
@@ -430,7 +432,7 @@ def quantize_command(
     if json_output:
         print_json(report.model_dump(mode="json"))
         return
-    console = Console()
+    console = out_console()
     if report.sensitivity:
         table = Table("layer", "drop alone (pt)", box=box.SIMPLE_HEAD, title="sensitivity: each layer quantized alone", title_justify="left")
         for layer in report.sensitivity:
@@ -500,7 +502,7 @@ def compare_command(
         rows.append(cells)
     print_table(f"{report.model} (simulated; speed-up vs the first precision)", columns, rows, wide=wide)
     if html:
-        Console().print(f"report: {html}")
+        out_console().print(f"report: {html}")
 
 
 def tune_command(
@@ -533,7 +535,7 @@ def tune_command(
         tuned = "-" if kernel.tuned_ms is None else f"{kernel.tuned_ms:.4f}"
         speedup = "-" if kernel.tuned_ms is None else f"{kernel.rules_ms / kernel.tuned_ms:.2f}x"
         table.add_row(f"{kernel.macs:,}", f"{kernel.rules_ms:.4f}", tuned, speedup, kernel.chosen, kernel.kernel)
-    console = Console()
+    console = out_console()
     console.print(table)
     left = f"; {report.untuned} kernels left by the budget: run again to resume" if report.untuned else ""
     if report.model_ms:

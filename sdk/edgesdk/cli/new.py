@@ -7,11 +7,11 @@ from typing import Annotated
 
 import typer
 from rich import box
-from rich.console import Console
 from rich.table import Table
 
 import edgesdk
 from edgesdk.cli.options import JsonOption, print_json
+from edgesdk.cli.options import console as out_console
 from edgesdk.errors import UserInputError
 from edgesdk.verbs.new import parse_data, templates
 
@@ -39,11 +39,12 @@ def new_command(
     if json_output:
         print_json({"template": template, "name": name, "path": str(path), "files": files})
         return
-    typer.echo(f"created {path} from the template '{template}':")
+    say = out_console()
+    say.print(f"created {path} from the template '{template}':", markup=False, highlight=False)
     for file in files:
-        typer.echo(f"  {file}")
+        say.print(f"  {file}", markup=False, highlight=False)
     if "README.md" in files:
-        typer.echo(f"next: read {path / 'README.md'}")
+        say.print(f"next: read {path / 'README.md'}", markup=False, highlight=False)
 
 
 def _list(json_output: bool) -> None:
@@ -54,7 +55,7 @@ def _list(json_output: bool) -> None:
     table = Table("name", "kind", "plugin", "description", box=box.SIMPLE_HEAD)
     for offer in offered:
         table.add_row(offer.template.name, offer.template.kind, offer.plugin, offer.template.description)
-    Console().print(table)
+    out_console().print(table)
 
 
 def register(app: typer.Typer) -> None:

@@ -8,10 +8,22 @@ import json
 import sys
 import typing
 from collections.abc import Callable
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.console import Console
+
+# `edgesdk --quiet`: set by the root command for one invocation (main() resets it).
+QUIET: ContextVar[bool] = ContextVar("quiet", default=False)
+
+
+def console(**options: Any) -> Console:
+    """Where a command's human-readable output goes: nowhere with --quiet (errors and --json output
+    are not affected). Text lines are not wrapped (a path stays whole); tables fit the width."""
+    return Console(quiet=QUIET.get(), soft_wrap=True, **options)
+
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON on stdout, nothing else.")]
 EmulateOption = Annotated[

@@ -13,6 +13,8 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
+from edgesdk.cli.options import console as out_console
+
 MIN_FLEXIBLE = 10
 
 
@@ -24,7 +26,7 @@ class Column:
 
 
 def print_table(title: str, columns: Sequence[Column], rows: Sequence[Sequence[str]], *, wide: bool = False, console: Console | None = None) -> None:
-    console = console or Console()
+    console = console or out_console()
     natural = [
         max((len(line) for text in (column.header, *(row[index] for row in rows)) for line in text.split("\n")), default=0)
         for index, column in enumerate(columns)
@@ -40,4 +42,4 @@ def print_table(title: str, columns: Sequence[Column], rows: Sequence[Sequence[s
     for row in rows:
         table.add_row(*row)
     total = sum(widths) + len(columns) - 1
-    (console if total <= console.width else Console(width=total, file=console.file)).print(table)
+    (console if total <= console.width else Console(width=total, file=console.file, quiet=console.quiet)).print(table)
