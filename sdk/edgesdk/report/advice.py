@@ -8,7 +8,7 @@ from collections import Counter
 from edgesdk.devices.profile import DeviceProfile
 from edgesdk.simulate.cost_report import PartitionInfo
 
-# The precision that makes a unit computing these dtypes take a float model, narrowest last.
+# The --quantize scheme that makes a float model compute in these dtypes.
 SCHEME_FOR_DTYPE = {"float16": "fp16", "int8": "int8"}
 
 
@@ -27,8 +27,9 @@ def fallback_reasons(partition: PartitionInfo) -> list[str]:
 
 def hints(partition: PartitionInfo, profile: DeviceProfile) -> list[str]:
     """Where the precision, not the model, chose the unit: float32 kernels placed past an NPU that
-    has no float32 (``float32 runs on the gpu (13 kernels): the npu has no float32; try --quantize fp16 or int8``),
-    weights in a format a unit does not run natively."""
+    has no float32 (``float32 runs on the gpu (13 kernels): the npu has no float32; try --quantize
+    int8 or fp16``, the schemes in the order of the unit's dtypes), weights in a format a unit does
+    not run natively."""
     lines = []
     # Placement reasons are partition.why_not's: "dtype D not supported (...)" or "S weights not native (...)".
     skipped = Counter((placement.from_unit, placement.to_unit, tuple(placement.reason.split(" ")[:2])) for placement in partition.placements)
