@@ -12,13 +12,13 @@ import matplotlib
 from matplotlib.figure import Figure
 
 from edgesdk.devices.profile import OpClass
-from edgesdk.simulate.cost_report import CompareRow, LayerCost, MemoryInfo
+from edgesdk.simulate.cost_report import SPLIT, CompareRow, LayerCost, MemoryInfo
 
 # Text stays text (smaller, searchable); ids are stable, so the same report renders the same bytes.
 STYLE: dict[Any, Any] = {"svg.fonttype": "none", "svg.hashsalt": "edgesdk", "font.size": 9, "axes.spines.top": False, "axes.spines.right": False}
 PALETTE = matplotlib.color_sequences["tab20"]
 CLASS_COLORS = {name: PALETTE[index % len(PALETTE)] for index, name in enumerate((*get_args(OpClass), "other"))}
-PART_COLORS = {"compute": "#4c72b0", "memory": "#dd8452", "launch": "#b0b0b0", "transfer": "#333333"}
+PART_COLORS = dict(zip(SPLIT, ("#4c72b0", "#dd8452", "#b0b0b0", "#333333"), strict=True))
 TRANSFER = PART_COLORS["transfer"]
 
 

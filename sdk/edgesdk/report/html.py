@@ -11,7 +11,6 @@ import jinja2
 from edgesdk.artifact.manifest import Manifest
 from edgesdk.devices.profile import DeviceProfile
 from edgesdk.errors import UserInputError
-from edgesdk.report import charts
 from edgesdk.report.advice import fallback_reasons, hints
 from edgesdk.simulate.cost_report import CompareReport, Estimate, PartitionInfo, byte_size
 from edgesdk.simulate.measure import Measurement
@@ -33,6 +32,8 @@ def cost_html(
 ) -> str:
     """The report of ``model``'s simulated cost on ``profile``; with the deploy's ``manifest``, its
     quantization and verification too."""
+    from edgesdk.report import charts  # matplotlib: a quarter second to import, paid only when a report is drawn
+
     drawn = {
         "timeline": charts.timeline(estimate.per_layer, list(profile.compute_units)),
         "by_op_class": charts.by_op_class(estimate.per_layer),
@@ -57,6 +58,8 @@ def cost_html(
 
 def compare_html(report: CompareReport) -> str:
     """The report of ``edgesdk compare``: latency per device and precision, and agreement."""
+    from edgesdk.report import charts  # as in cost_html
+
     return _ENVIRONMENT.get_template("compare.html.j2").render(
         report=report,
         devices=list(dict.fromkeys(row.device for row in report.rows)),
