@@ -16,7 +16,7 @@ PACKAGE = Path(edgesdk.__file__).parent
 # Low to high: a module may import its own layer and the ones below (a module's layer is the
 # longest entry that prefixes its name).
 LAYERS = [
-    ["edgesdk.errors", "edgesdk.versions"],
+    ["edgesdk.errors", "edgesdk.versions", "edgesdk.progress"],
     ["edgesdk.devices.profile"],
     ["edgesdk.plugin"],
     ["edgesdk.devices"],

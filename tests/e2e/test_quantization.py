@@ -357,6 +357,12 @@ def test_adaround_and_bias_correction_from_the_cli_are_recorded_and_need_samples
     assert quantization["bias_correction"] and quantization["adaround_seconds"] == 2 and manifest["verification"]["passed"]
     notes = manifest["build"]["notes"]
     assert any(note.startswith("AdaRound re-rounded") for note in notes) and any(note.startswith("biases of 4 layers corrected") for note in notes)
+    # per layer: the four conv/Gemm layers, 4-bit weights with their scales, each output's error, and the chart of it in the report
+    layers = quantization["layer_errors"]
+    assert [layer["node"] for layer in layers] == ["Conv_0", "Conv_2", "Conv_4", "Gemm_9"]
+    assert all(4 < layer["bits_per_weight"] < 16 and layer["sqnr_db"] > 10 for layer in layers)
+    report = (tmp_path / "a" / "report.html").read_text()
+    assert "<h3>Per layer</h3>" in report and report.count("<svg") == 4 and "Gemm_9" in report
     code, _, err = run_cli(*args, "-o", str(tmp_path / "b"))
     assert code == 2 and err.startswith("error: --bias-correction needs a quantized scheme and --calibration samples")
     code, _, err = run_cli(*args[:-2], "vq", "--adaround", "5", "--calibration", str(tmp_path / "cal.npz"), "-o", str(tmp_path / "c"))

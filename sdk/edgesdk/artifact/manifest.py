@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from edgesdk.plugin.passes import PassChoice
 from edgesdk.quantization.accuracy import Accuracy
+from edgesdk.quantization.layer_error import LayerError
 from edgesdk.simulate.cost_report import Estimate, Fallback, LayerCost, PartitionInfo, Placement
 
 __all__ = ["Estimate", "Fallback", "LayerCost", "PartitionInfo", "Placement"]  # parts of the manifest, defined by the simulator
@@ -72,6 +73,11 @@ class QuantizationInfo(_Record):
     float_weight_bytes: int = Field(0, description="Bytes of the weights at the model's own precision.")
     layers: list[QuantizedLayer] = Field(default_factory=list, description="Every convolution and matmul kernel.")
     accuracy: Accuracy | None = Field(None, description="Agreement of the compiled model with the float model on the `--calibration` samples, when given.")
+    layer_errors: list[LayerError] = Field(
+        default_factory=list,
+        description="Per convolution and matmul of the quantized ONNX model: its stored size and, on the calibration samples, "
+        "its output's SQNR against the float model (cumulative: every layer before it is quantized too).",
+    )
 
 
 class OutputCheck(_Record):

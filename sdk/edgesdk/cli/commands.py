@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import contextlib
-import json
-import re
 from pathlib import Path
 from typing import Annotated, Any
 
 import numpy as np
 import typer
 from rich import box
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.console import Console, RenderableType
+from rich.progress import BarColumn, Progress, ProgressColumn, SpinnerColumn, Task, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
 import edgesdk
 from edgesdk.artifact.directory import Artifact
@@ -35,37 +34,57 @@ from edgesdk.cli.options import (
     with_quantize_options,
 )
 from edgesdk.cli.options import console as out_console
-from edgesdk.cli.tables import Column, print_table
+from edgesdk.cli.tables import Column, print_fields, print_table
 from edgesdk.devices.profile import DeviceProfile
 from edgesdk.errors import UserInputError
 from edgesdk.frontend.model import parse_input_shape
 from edgesdk.frontend.tensors import load_npz, save_npz
 from edgesdk.plugin.passes import parse_pass_options
+from edgesdk.progress import COUNTED, WITHIN
 from edgesdk.report.advice import fallback_reasons, hints
 from edgesdk.simulate.cost_report import byte_size
 from edgesdk.simulate.fit import fit_file
 from edgesdk.verbs.tune import DEFAULT_TRIALS
 
 
+class _CountBar(ProgressColumn):
+    """A bar only while a counted stage runs; a spinner alone says enough otherwise."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.bar = BarColumn()
+
+    def render(self, task: Task) -> RenderableType:
+        return self.bar.render(task) if task.total else Text("")
+
+
 @contextlib.contextmanager
-def _progress(counted: bool = False):
-    """A spinner on stderr naming the current stage; silent when stderr is not a terminal. With
-    ``counted``, also a bar that stages named "<verb> 3/12 <what>" advance."""
+def _progress():
+    """A spinner on stderr naming the current stage, with a bar for counted stages ("AdaRound
+    3/12 conv1": edgesdk.progress); silent when stderr is not a terminal or with --quiet."""
     console = Console(stderr=True)
     if not console.is_terminal or QUIET.get():
         yield lambda stage: None
         return
-    bar = (BarColumn(), MofNCompleteColumn()) if counted else ()
-    with Progress(SpinnerColumn(), TextColumn("{task.description}"), *bar, TimeElapsedColumn(), console=console, transient=True) as progress:
-        task = progress.add_task("starting", total=None)
+    columns = (SpinnerColumn(), TextColumn("{task.description}"), _CountBar(), TextColumn("{task.fields[count]}"), TimeElapsedColumn())
+    with Progress(*columns, console=console, transient=True) as progress:
+        task = progress.add_task("starting", total=None, count="")
 
         def on_stage(stage: str) -> None:
-            words = stage.split()
-            if counted and len(words) == 3 and re.fullmatch(r"\d+/\d+", words[1]):
-                done, total = (int(part) for part in words[1].split("/"))
-                progress.update(task, description=words[2], completed=done - 1, total=total)
+            # The bar follows the outermost counted step; steps within it are named after it.
+            parts, bar, words = stage.split(WITHIN), None, []
+            for part in parts:
+                match = COUNTED.fullmatch(part)
+                if match and bar is None:
+                    bar = match
+                    words.append(f"{match['what']}: {match['item']}" if match["item"] else match["what"])
+                else:
+                    words.append(part)
+            if bar:
+                done, total = int(bar["done"]), int(bar["total"])
+                progress.update(task, description=WITHIN.join(words), completed=done - 1, total=total, count=f"{done}/{total}")
             else:
-                progress.update(task, description=stage)
+                progress.update(task, description=stage, completed=0, total=None, count="")
 
         yield on_stage
 
@@ -86,61 +105,67 @@ def _verification_text(result: VerificationInfo) -> str:
     return text
 
 
-def _summary(artifact: Artifact, profile: DeviceProfile) -> Table:
+def _summary(artifact: Artifact, profile: DeviceProfile) -> list[tuple[str, str]]:
+    """What `deploy` prints: (what, value) lines."""
     manifest = artifact.manifest
     build = manifest.build
-    table = Table(box=box.SIMPLE_HEAD, show_header=False, title=f"{manifest.model.name} -> {manifest.device}", title_justify="left")
-    table.add_column(style="bold", no_wrap=True)
-    table.add_column()
-    table.add_row("artifact", str(artifact.path))
-    table.add_row("target", json.dumps(manifest.target))
-    table.add_row("backend", f"{build.backend} ({build.toolchain})")
+    fields: list[tuple[str, str]] = []
+    fields.append(("artifact", str(artifact.path)))
+    fields.append(("target", _target_text(manifest.target)))
+    fields.append(("backend", f"{build.backend} ({build.toolchain})"))
     if manifest.passes:
-        table.add_row("passes", ", ".join(f"{choice.name} ({choice.plugin}, {choice.stage})" for choice in manifest.passes))
-    table.add_row("device files", "\n".join(f"{name}  {_size(artifact.path / name)}" for name in build.device_files))
+        fields.append(("passes", ", ".join(f"{choice.name} ({choice.plugin}, {choice.stage})" for choice in manifest.passes)))
+    fields.append(("device files", "\n".join(f"{name}  {_size(artifact.path / name)}" for name in build.device_files)))
     units = ", ".join(f"{name} {count}" for name, count in manifest.partition.units.items())
-    table.add_row("kernels", f"{build.kernels} compiled; calls per unit: {units}{_partition_text(manifest.partition)}")
+    fields.append(("kernels", f"{build.kernels} compiled; calls per unit: {units}{_partition_text(manifest.partition)}"))
     stages = ", ".join(f"{name} {seconds:.1f} s" for name, seconds in build.compile_stages.items())
-    table.add_row("compile", "from the cache" if build.cached else f"{build.compile_seconds:.1f} s in TVM" + (f" ({stages})" if stages else ""))
+    fields.append(("compile", "from the cache" if build.cached else f"{build.compile_seconds:.1f} s in TVM" + (f" ({stages})" if stages else "")))
     estimate = manifest.estimate
     if estimate:
-        table.add_row("simulated", f"{estimate.latency_ms:.3g} ms, {estimate.energy_mj:.3g} mJ, peak memory {estimate.peak_memory_bytes / 2**20:.2f} MiB")
+        fields.append(("simulated", f"{estimate.latency_ms:.3g} ms, {estimate.energy_mj:.3g} mJ, peak memory {estimate.peak_memory_bytes / 2**20:.2f} MiB"))
     memory = estimate.memory if estimate else None
     if memory is not None:
         arena = f"; the device code allocates {byte_size(memory.arena_bytes)} for them" if memory.arena_bytes is not None else ""
         if memory.device_ram_bytes is not None:
             arena += f", the standalone code {byte_size(memory.device_ram_bytes)} (with the kernels' scratch and the I/O buffers)"
-        table.add_row("activations", f"{byte_size(memory.scheduled_peak_bytes)} at their peak in run order{arena}")
+        fields.append(("activations", f"{byte_size(memory.scheduled_peak_bytes)} at their peak in run order{arena}"))
         sizes = artifact.manifest.build.section_sizes
         if sizes is not None:
-            table.add_row(
-                "objects",
-                f"{byte_size(sizes.text_bytes)} code + weights (flash), {byte_size(sizes.data_bytes + sizes.bss_bytes)} RAM "
-                "(data + bss: the arena, with the kernels' scratch)",
+            fields.append(
+                (
+                    "objects",
+                    f"{byte_size(sizes.text_bytes)} code + weights (flash), {byte_size(sizes.data_bytes + sizes.bss_bytes)} RAM "
+                    "(data + bss: the arena, with the kernels' scratch)",
+                )
             )
         patched = memory.patches
         if patched is not None:
-            table.add_row(
-                "patches",
-                f"first stage ({patched.stage_nodes} nodes, up to {patched.cut}) in {patched.grid[0]}x{patched.grid[1]} patches: "
-                f"{byte_size(patched.patched_bytes)} instead of {byte_size(patched.unpatched_bytes)}, "
-                f"for {patched.recompute_macs / max(patched.stage_macs, 1):.1%} more multiply-adds in the stage",
+            fields.append(
+                (
+                    "patches",
+                    f"first stage ({patched.stage_nodes} nodes, up to {patched.cut}) in {patched.grid[0]}x{patched.grid[1]} patches: "
+                    f"{byte_size(patched.patched_bytes)} instead of {byte_size(patched.unpatched_bytes)}, "
+                    f"for {patched.recompute_macs / max(patched.stage_macs, 1):.1%} more multiply-adds in the stage",
+                )
             )
-    table.add_row("verification", _verification_text(manifest.verification))
+    fields.append(("verification", _verification_text(manifest.verification)))
     accuracy = manifest.quantization.accuracy
     if accuracy is not None:
-        table.add_row("accuracy", accuracy.text("calibration samples"))
+        fields.append(("accuracy", accuracy.text("calibration samples")))
     elif manifest.quantization.scheme != "none":
-        table.add_row("accuracy", "not measured: give --calibration samples to measure it")
-    for line in fallback_reasons(manifest.partition):
-        table.add_row("fallback", line)
-    for line in hints(manifest.partition, profile):
-        table.add_row("hint", line)
-    for note in build.notes:
-        table.add_row("note", note)
+        fields.append(("accuracy", "not measured: give --calibration samples to measure it"))
+    fields += [("fallback", line) for line in fallback_reasons(manifest.partition)]
+    fields += [("hint", line) for line in hints(manifest.partition, profile)]
+    fields += [("note", note) for note in build.notes]
     if (artifact.path / REPORT_FILE).is_file():
-        table.add_row("report", str(artifact.path / REPORT_FILE))
-    return table
+        fields.append(("report", str(artifact.path / REPORT_FILE)))
+    return fields
+
+
+def _target_text(target: dict) -> str:
+    """A target as TVM writes it: ``llvm -mtriple=aarch64-linux-gnu -mcpu=cortex-a78``."""
+    options = (f"-{key}={','.join(map(str, value)) if isinstance(value, list) else value}" for key, value in target.items() if key != "kind")
+    return " ".join([str(target.get("kind", "?")), *options])
 
 
 def _partition_text(partition: PartitionInfo) -> str:
@@ -231,7 +256,8 @@ def deploy_command(
     if json_output:
         print_json(artifact.manifest.model_dump(mode="json"))
     else:
-        out_console().print(_summary(artifact, edgesdk.get_device(artifact.manifest.device, profiles_dir)))
+        manifest = artifact.manifest
+        print_fields(f"{manifest.model.name} -> {manifest.device}", _summary(artifact, edgesdk.get_device(manifest.device, profiles_dir)))
 
 
 def run_command(
@@ -316,7 +342,6 @@ def profile_command(
     """Cost report: the simulated cost of a model on a device, per kernel and in total."""
     shapes = _input_shapes(input_shape)
     with _progress() as on_stage:
-        on_stage("analysing the model")
         report = edgesdk.profile(
             source,
             device,
@@ -328,6 +353,7 @@ def profile_command(
             profiles_dir=profiles_dir,
             measure=measure,
             html=html,
+            on_stage=on_stage,
             **quantize_options,
         )
     if json_output:
@@ -418,7 +444,6 @@ def quantize_command(
     """Quantize a model to an ONNX model onnxruntime runs (+ encodings JSON), optionally mixed precision."""
     shapes = _input_shapes(input_shape)
     with _progress() as on_stage:
-        on_stage("quantizing")
         report = edgesdk.quantize(
             model,
             calibration,
@@ -427,6 +452,7 @@ def quantize_command(
             input_shapes=shapes,
             analyze=analyze,
             max_drop=max_drop,
+            on_stage=on_stage,
             **quantize_options,
         )
     if json_output:
@@ -471,7 +497,6 @@ def compare_command(
     """Simulated cost of one model on many devices, at one or more precisions, and their accuracy."""
     shapes = _input_shapes(input_shape)
     with _progress() as on_stage:
-        on_stage("analysing the model")
         report = edgesdk.compare(
             model,
             devices,
@@ -481,6 +506,7 @@ def compare_command(
             profiles_dir=profiles_dir,
             eval_data=eval_data,
             html=html,
+            on_stage=on_stage,
             **quantize_options,
         )
     if json_output:
@@ -519,7 +545,7 @@ def tune_command(
     quantize_options: dict[str, Any],  # always given, by with_quantize_options
 ) -> None:
     """Tune the model's conv/matmul kernels with MetaSchedule on this host; later deploys use the winners."""
-    with _progress(counted=True) as on_stage:
+    with _progress() as on_stage:
         report = edgesdk.tune(
             model, device, input_shapes=_input_shapes(input_shape), trials=trials, budget_s=budget_s, quantize=quantize,
             calibration=calibration, profiles_dir=profiles_dir, on_stage=on_stage, **quantize_options,

@@ -2,7 +2,8 @@
 column (a kernel's name, a list of units), which takes what is left and ends in an ellipsis when
 it must. No cell wraps and no number is cut: a table whose fixed columns alone are wider than the
 terminal is printed wider (the terminal wraps the line, not the cell). ``wide``: every column
-whole."""
+whole. Key/value summaries (``print_fields``) are lines, not a table: a long value (a path, a
+hint) stays one line for the terminal to wrap and a mouse to copy."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from dataclasses import dataclass
 from rich import box
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from edgesdk.cli.options import console as out_console
 
@@ -43,3 +45,14 @@ def print_table(title: str, columns: Sequence[Column], rows: Sequence[Sequence[s
         table.add_row(*row)
     total = sum(widths) + len(columns) - 1
     (console if total <= console.width else Console(width=total, file=console.file, quiet=console.quiet)).print(table)
+
+
+def print_fields(title: str, fields: Sequence[tuple[str, str]], *, console: Console | None = None) -> None:
+    """``title``, then each ``(key, value)`` as "  key  value", keys in a column of their own; a
+    value's own newlines continue under it."""
+    console = console or out_console()
+    width = max((len(key) for key, _ in fields), default=0) + 2
+    console.print(Text(title, style="italic"))
+    for key, value in fields:
+        for number, line in enumerate(value.split("\n")):
+            console.print(Text.assemble(("  " + (key if number == 0 else "").ljust(width), "bold"), line), soft_wrap=True)

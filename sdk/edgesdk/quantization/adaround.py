@@ -28,6 +28,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
+from edgesdk.progress import counted, stage
 from edgesdk.quantization.bias_correction import SAMPLES
 from edgesdk.quantization.ptq import intermediate_values
 
@@ -78,12 +79,13 @@ def adaround(quantized: onnx.ModelProto, float_model: onnx.ModelProto, samples, 
     if not layers:
         return proto, []
     samples = samples[:SAMPLES]
+    stage("AdaRound: the layers' inputs on the samples")
     inputs = intermediate_values(float_model, list(dict.fromkeys(layer.node.input[0] for layer in layers)), samples)
     results = []
     # One deadline for all: each layer's covariance counts against it, and each layer gets an equal
     # share of what is left (a layer reached with no time left keeps its nearest rounding).
     deadline = time.monotonic() + seconds
-    for done, layer in enumerate(layers):
+    for done, layer in enumerate(counted(layers, "AdaRound", lambda layer: layer.node.name)):
         covariance = _covariance(layer.node, layer.float_shape, inputs[layer.node.input[0]])
         results.append(_round_layer(layer, covariance, max(0.0, deadline - time.monotonic()) / (len(layers) - done)))
     return proto, results

@@ -15,6 +15,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
+from edgesdk.progress import stage
 from edgesdk.quantization.ptq import intermediate_values
 
 SAMPLES = 64  # enough for a per-channel mean; each layer costs one pass over them
@@ -28,6 +29,7 @@ def _channel_mean(values: np.ndarray) -> np.ndarray:
 
 def correct_biases(quantized: onnx.ModelProto, float_model: onnx.ModelProto, samples) -> tuple[onnx.ModelProto, list[str]]:
     """``quantized`` with its conv/Gemm biases corrected on ``samples``; the corrected nodes' names."""
+    stage("bias correction")
     samples = samples[:SAMPLES]
     proto = onnx.ModelProto()
     proto.CopyFrom(quantized)

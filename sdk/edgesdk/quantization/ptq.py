@@ -36,7 +36,9 @@ import onnx
 
 from edgesdk.errors import UserInputError
 from edgesdk.frontend.model import Model, TensorSpec, has_dynamic_dims
+from edgesdk.frontend.reference import reference_runner
 from edgesdk.frontend.tensors import as_dtype, check_inputs
+from edgesdk.progress import stage
 
 RANGE_METHODS = ("minmax", "percentile", "mse")
 PERCENTILE = 99.99
@@ -103,16 +105,14 @@ def _mse_range(values: np.ndarray) -> tuple[float, float]:
 
 def intermediate_values(proto: onnx.ModelProto, names: Sequence[str], samples) -> dict[str, np.ndarray]:
     """The values of tensors ``names`` of ``proto`` (inputs, outputs or intermediates) on each of
-    ``samples``, stacked on a new first axis: onnxruntime with those tensors exposed as outputs."""
-    import onnxruntime as ort
-
+    ``samples``, stacked on a new first axis: the reference runner with those tensors exposed as outputs."""
     copy = onnx.ModelProto()
     copy.CopyFrom(proto)
     existing = {o.name for o in copy.graph.output}
     copy.graph.output.extend(onnx.ValueInfoProto(name=name) for name in dict.fromkeys(names) if name not in existing)
-    session = ort.InferenceSession(copy.SerializeToString(), providers=["CPUExecutionProvider"])
-    runs = [session.run(list(names), sample) for sample in samples]
-    return {name: np.stack([np.asarray(run[i]) for run in runs]) for i, name in enumerate(names)}
+    run = reference_runner(copy.SerializeToString())
+    runs = [run(sample) for sample in samples]
+    return {name: np.stack([np.asarray(values[name]) for values in runs]) for name in names}
 
 
 def _activation_values(model: Model, samples: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
@@ -173,8 +173,12 @@ class _Reader:
 
     def __init__(self, samples: list[dict[str, np.ndarray]]):
         self._samples = iter(samples)
+        self._count, self._done = len(samples), 0
 
     def get_next(self):
+        self._done += 1
+        if self._done <= self._count:
+            stage(f"calibrating int8 ranges {self._done}/{self._count}")
         return next(self._samples, None)
 
     def rewind(self):  # pragma: no cover - called by some calibrators

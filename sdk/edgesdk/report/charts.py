@@ -12,6 +12,7 @@ import matplotlib
 from matplotlib.figure import Figure
 
 from edgesdk.devices.profile import OpClass
+from edgesdk.quantization.layer_error import LayerError
 from edgesdk.simulate.cost_report import SPLIT, CompareRow, LayerCost, MemoryInfo
 
 # Text stays text (smaller, searchable); ids are stable, so the same report renders the same bytes.
@@ -146,4 +147,28 @@ def comparison(rows: Sequence[CompareRow]) -> Figure:
         axes.set_ylim(min(agreement) - (1 - min(agreement)) * 0.5 - 1e-4, 1.0)
         axes.set_ylabel("cosine vs float")
         axes.tick_params(axis="x", labelsize=7)
+    return figure
+
+
+@_chart
+def layer_error(layers: Sequence[LayerError]) -> Figure:
+    """Each measured layer's output SQNR against the float model, in graph order, and the bits per
+    weight it is stored at."""
+    measured = [layer for layer in layers if layer.sqnr_db is not None]
+    figure = Figure(figsize=(9, 2.8))
+    axes = figure.subplots()
+    positions = list(range(len(measured)))
+    axes.bar(positions, [layer.sqnr_db or 0.0 for layer in measured], color=PART_COLORS["compute"])
+    axes.set_ylabel("output SQNR vs float (dB)")
+    bits = axes.twinx()
+    bits.plot(positions, [layer.bits_per_weight for layer in measured], color=PART_COLORS["memory"], marker="o", markersize=3)
+    bits.set_ylabel("bits per weight as stored")
+    bits.set_ylim(0, None)
+    bits.spines["right"].set_visible(True)
+    # Names fit up to a few dozen layers; beyond that, the position in graph order.
+    if len(measured) <= 40:
+        axes.set_xticks(positions, [layer.node for layer in measured], rotation=90, fontsize=7)
+    else:
+        axes.set_xlabel("conv/matmul layers in graph order")
+    axes.set_xlim(-0.6, len(measured) - 0.4)
     return figure

@@ -11,6 +11,7 @@ import jinja2
 from edgesdk.artifact.manifest import Manifest
 from edgesdk.devices.profile import DeviceProfile
 from edgesdk.errors import UserInputError
+from edgesdk.quantization.layer_error import SAMPLES as LAYER_SAMPLES
 from edgesdk.report.advice import fallback_reasons, hints
 from edgesdk.simulate.cost_report import CompareReport, Estimate, PartitionInfo, byte_size
 from edgesdk.simulate.measure import Measurement
@@ -40,6 +41,9 @@ def cost_html(
         "memory": charts.memory_timeline(estimate.memory, {name: unit.on_chip_memory_bytes for name, unit in profile.compute_units.items()})
         if estimate.memory
         else "",
+        "layer_error": charts.layer_error(manifest.quantization.layer_errors)
+        if manifest and any(layer.sqnr_db is not None for layer in manifest.quantization.layer_errors)
+        else "",
     }
     return _ENVIRONMENT.get_template("cost.html.j2").render(
         model=model,
@@ -52,6 +56,7 @@ def cost_html(
         parts=estimate.split(),
         hints=hints(partition, profile),
         fallbacks=fallback_reasons(partition),
+        layer_samples=LAYER_SAMPLES,
         version=edgesdk_version(),
     )
 

@@ -31,6 +31,7 @@ from edgesdk.compile.targets import runs_here
 from edgesdk.devices.registry import get_device
 from edgesdk.errors import UserInputError
 from edgesdk.frontend.model import random_inputs
+from edgesdk.progress import reporting, stage
 from edgesdk.simulate.efficiency_model import Sample, choose_weights, efficiency_features
 from edgesdk.simulate.fit import TINY_ELEMENTS, CostFit, fit_factors, fit_file, fit_times
 from edgesdk.simulate.measure import Measurement, measure
@@ -176,10 +177,9 @@ def calibrate(device: str = "pc", *, repeat: int = 30, on_stage: Callable[[str],
     samples: list[Sample] = []
     suite = micro_benchmarks()
     groups = [suite[start : start + SUITE_MODEL_OPS] for start in range(0, len(suite), SUITE_MODEL_OPS)]
-    with tempfile.TemporaryDirectory(prefix="edgesdk-calibrate-") as scratch:
+    with tempfile.TemporaryDirectory(prefix="edgesdk-calibrate-") as scratch, reporting(on_stage):
         for number, ops in enumerate(groups, 1):
-            if on_stage:
-                on_stage(f"measuring micro-benchmarks {number}/{len(groups)}")
+            stage(f"measuring micro-benchmarks {number}/{len(groups)}")
             analysis, rounds = _measured(ops, f"calibration{number}", device, Path(scratch) / str(number), repeat)
             per_kernel = (measured.per_kernel for measured in rounds)
             fastest = [min(timings, key=lambda timing: timing.measured_ms) for timings in zip(*per_kernel, strict=True)]
@@ -197,8 +197,7 @@ def calibrate(device: str = "pc", *, repeat: int = 30, on_stage: Callable[[str],
                         terms=time_terms(kernel),
                     )
                 )
-        if on_stage:
-            on_stage("measuring the cost of a kernel call")
+        stage("measuring the cost of a kernel call")
         overhead_s = _call_overhead_s(device, Path(scratch) / "tiny", repeat)
     efficiency = fit_factors(samples, unit.peak_ops_per_s["float32"], overhead_s)
     result = CostFit(

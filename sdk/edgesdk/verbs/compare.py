@@ -16,6 +16,7 @@ from edgesdk.compile.kernels import ModelAnalysis
 from edgesdk.devices.registry import devices as all_devices
 from edgesdk.devices.registry import get_device
 from edgesdk.errors import UserInputError
+from edgesdk.progress import Listener, counted, reporting, stage
 from edgesdk.quantization.accuracy import Accuracy, measure_agreement
 from edgesdk.quantization.ptq import calibration_samples
 from edgesdk.quantization.recipe import Calibration, Recipe, options_for, recipe
@@ -45,6 +46,24 @@ def _schemes(quantize: str | Sequence[str] | None) -> list[str]:
     return list(dict.fromkeys(schemes)) or ["none"]
 
 
+def _analysis(
+    source, input_shapes, chosen: Recipe, calibration: Calibration, eval_data: Calibration, eval_arrays, timeout_s: float | None
+) -> tuple[str, ModelAnalysis, Accuracy | None, Accuracy | None]:
+    """The kernels of ``chosen``'s model, and its agreement with the float model on the calibration
+    samples and on the held-out ``eval_data``."""
+    precision = load_precision(source, input_shapes, chosen, calibration if chosen.scheme != "none" else None)
+    analysis = analysed(precision, timeout_s=timeout_s)
+    held_out = on_samples = None
+    if chosen.scheme != "none":
+        stage("measuring agreement with the float model")
+        if eval_arrays is not None:
+            samples = calibration_samples(eval_arrays, precision.original.inputs, calibration_origin(eval_data, "--eval"))
+            held_out = measure_agreement(precision.compiled.serialized, precision.original.serialized, samples)
+        if precision.samples:
+            on_samples = measure_agreement(precision.compiled.serialized, precision.original.serialized, precision.samples)
+    return precision.compiled.name, analysis, on_samples, held_out
+
+
 def compare(
     source: str | os.PathLike | onnx.ModelProto,
     devices: str | Sequence[str] = "all",
@@ -56,13 +75,15 @@ def compare(
     timeout_s: float | None = None,
     eval_data: Calibration = None,
     html: str | os.PathLike | None = None,
+    on_stage: Listener | None = None,
     **quantize_options,
 ) -> CompareReport:
     """Simulate ``source`` on each of ``devices`` ("all", ids, or "a,b") at each precision of
     ``quantize`` (a scheme, a list, or "none,int8,w4a16"); each of ``quantize_options``
     (edgesdk.quantization.recipe.recipe) goes to the schemes that use it. Quantized precisions report their
     agreement with the float model on the calibration samples, and on ``eval_data`` (held-out inputs,
-    stacked like calibration samples) when given. ``html``: also write the HTML report there."""
+    stacked like calibration samples) when given. ``html``: also write the HTML report there.
+    ``on_stage``: told each device and precision as it starts (edgesdk.progress)."""
     if as_artifact(source) is not None:
         raise UserInputError(f"{source}: compare takes an ONNX model", hint="give the artifact's model.onnx")
     quantize_options, _ = checked_options(quantize_options, "compare")
@@ -72,29 +93,23 @@ def compare(
     eval_arrays = calibration_arrays(eval_data)
     analyses: dict[Recipe, tuple[str, ModelAnalysis, Accuracy | None, Accuracy | None]] = {}
     rows: list[CompareRow] = []
-    for profile in profiles:
-        first_latency = None
-        for scheme in _schemes(quantize):
+    first_latency: dict[str, float] = {}
+    cases = [(profile, scheme) for profile in profiles for scheme in _schemes(quantize)]
+    with reporting(on_stage):
+        for profile, scheme in counted(cases, "compare", lambda case: f"{case[0].id} {case[1]}"):
             resolved = profile.quantization.scheme if scheme == "auto" else scheme
             chosen = recipe(scheme, calibration if resolved != "none" else None, profile, **options_for(resolved, quantize_options))
             if chosen not in analyses:
-                precision = load_precision(source, input_shapes, chosen, calibration if chosen.scheme != "none" else None)
-                analysis = analysed(precision, timeout_s=timeout_s)
-                held_out = None
-                if eval_arrays is not None and chosen.scheme != "none":
-                    samples = calibration_samples(eval_arrays, precision.original.inputs, calibration_origin(eval_data, "--eval"))
-                    held_out = measure_agreement(precision.compiled.serialized, precision.original.serialized, samples)
-                on_samples = measure_agreement(precision.compiled.serialized, precision.original.serialized, precision.samples) if precision.samples else None
-                analyses[chosen] = (precision.compiled.name, analysis, on_samples, held_out)
+                analyses[chosen] = _analysis(source, input_shapes, chosen, calibration, eval_data, eval_arrays, timeout_s)
             _, analysis, on_samples, held_out = analyses[chosen]
             placed, estimate = estimated(analysis, profile)
-            first_latency = first_latency or estimate.latency_ms
+            first = first_latency.setdefault(profile.id, estimate.latency_ms)
             info = placed.info()
             rows.append(
                 CompareRow(
                     device=profile.id, scheme=chosen.scheme, latency_ms=estimate.latency_ms, energy_mj=estimate.energy_mj,
                     peak_memory_bytes=estimate.peak_memory_bytes, weight_bytes=estimate.weight_bytes, units=info.units,
-                    fallbacks=len(info.fallbacks), speedup=first_latency / estimate.latency_ms if estimate.latency_ms else 1.0,
+                    fallbacks=len(info.fallbacks), speedup=first / estimate.latency_ms if estimate.latency_ms else 1.0,
                     accuracy=on_samples, eval_accuracy=held_out,
                 )
             )  # fmt: skip

@@ -14,7 +14,7 @@ import datetime
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -63,7 +63,9 @@ from edgesdk.plugin import manager as plugin_manager
 from edgesdk.plugin.kinds import Backend
 from edgesdk.plugin.passes import choose
 from edgesdk.plugin.toolchains import host_toolchain
+from edgesdk.progress import relay, reporting, stage
 from edgesdk.quantization.accuracy import measure_agreement
+from edgesdk.quantization.layer_error import layer_errors
 from edgesdk.quantization.recipe import recipe
 from edgesdk.quantization.schemes import Precision, weight_bytes
 from edgesdk.report.html import cost_html
@@ -123,122 +125,121 @@ def deploy(
     Raises ``CheckFailed`` (exit 1) after writing the artifact when verification fails.
     """
     recipe_options, options = checked_options(options, "deploy", OWN_OPTIONS)
-    on_stage: Callable[[str], None] = options.get("on_stage") or (lambda stage: None)
+    with reporting(options.get("on_stage")):
+        stage("load")
+        profile = get_device(device, options.get("profiles_dir"))
+        backend = find_backend(profile)
+        chosen = recipe(quantize, calibration, profile, **recipe_options)
+        passes = choose(options.get("passes"))
+        scheme = chosen.scheme
+        if scheme != "none":
+            stage("load and quantize")
+        precision = load_precision(model, input_shapes, chosen, calibration, passes)
+        prepared = precision.original
+        verify_inputs, user_inputs = _inputs(prepared, inputs, int(options.get("seed", 0)))
+        inputs_kind = "user" if user_inputs else "random"
+        if precision.samples and inputs is None:
+            verify_inputs, inputs_kind = precision.samples[0], "calibration"  # in the calibrated range, unlike random inputs
+        # The precision is in the default name: an int8 deploy must not replace the float artifact.
+        destination = Path(out) if out is not None else Path("build") / "-".join([prepared.name, profile.id, *([scheme] if scheme != "none" else [])])
+        check_destination(destination)
+        missing = backend.toolchain.missing()
+        if missing and backend.emit == "shared_library":
+            raise UserInputError(f"device '{profile.id}': cannot link its library: {missing}")
 
-    on_stage("load")
-    profile = get_device(device, options.get("profiles_dir"))
-    backend = find_backend(profile)
-    chosen = recipe(quantize, calibration, profile, **recipe_options)
-    passes = choose(options.get("passes"))
-    scheme = chosen.scheme
-    if scheme != "none":
-        on_stage("load and quantize")
-    precision = load_precision(model, input_shapes, chosen, calibration, passes)
-    prepared = precision.original
-    verify_inputs, user_inputs = _inputs(prepared, inputs, int(options.get("seed", 0)))
-    inputs_kind = "user" if user_inputs else "random"
-    if precision.samples and inputs is None:
-        verify_inputs, inputs_kind = precision.samples[0], "calibration"  # in the calibrated range, unlike random inputs
-    # The precision is in the default name: an int8 deploy must not replace the float artifact.
-    destination = Path(out) if out is not None else Path("build") / "-".join([prepared.name, profile.id, *([scheme] if scheme != "none" else [])])
-    check_destination(destination)
-    missing = backend.toolchain.missing()
-    if missing and backend.emit == "shared_library":
-        raise UserInputError(f"device '{profile.id}': cannot link its library: {missing}")
-
-    device_target = half_target(profile.target, precision.compiled)
-    standalone = bool(options.get("standalone")) and backend.emit == "shared_library"
-    specs = [
-        BuildSpec(
-            role="device",
-            target=device_target,
-            emit=backend.emit,
-            toolchain=backend.toolchain,
-            basename=prepared.name,
-            standalone=standalone,
-            **build_fields(device_target),
-        )
-    ]
-    if not runs_here(device_target):
-        simulated = host_target(precision.compiled)
-        specs.append(
-            BuildSpec(role="host", target=simulated, emit="shared_library", toolchain=host_toolchain(), basename=prepared.name, **build_fields(simulated))
-        )
-    # cache=False compiles into a throw-away cache, so both paths are one.
-    private = None if options.get("cache", True) else Path(tempfile.mkdtemp(prefix="edgesdk-nocache-"))
-    staged = None
-    try:
-
-        def build(model: Model) -> tuple[Compiled, ModelAnalysis, Partition, Estimate]:
-            compiled = compile_model(
-                model,
-                specs,
-                BuildCache(private),
-                verify_inputs,
-                timeout_s=options.get("timeout_s"),
-                on_stage=lambda stage: on_stage(f"compile: {stage}"),
-                passes=passes,
+        device_target = half_target(profile.target, precision.compiled)
+        standalone = bool(options.get("standalone")) and backend.emit == "shared_library"
+        specs = [
+            BuildSpec(
+                role="device",
+                target=device_target,
+                emit=backend.emit,
+                toolchain=backend.toolchain,
+                basename=prepared.name,
+                standalone=standalone,
+                **build_fields(device_target),
             )
-            on_stage("simulate")
-            analysis = read_analysis(compiled.model_dir)
-            placement, estimate = estimated(analysis, profile, unit=options.get("unit"), fallback=options.get("fallback", True))
-            if estimate.memory is not None:
-                estimate.memory.arena_bytes = compiled.builds[0][1].arena_bytes
-                estimate.memory.device_ram_bytes = compiled.builds[0][1].device_ram_bytes
-            return compiled, analysis, placement, estimate
-
-        compiled, analysis, placement, estimate = build(precision.compiled)
-        too_big = over_budget(estimate, analysis, profile)
-        if too_big is not None and profile.memory.flash_bytes is not None:
-            # Too big for the MCU's RAM: its first stage run patch by patch may fit (MCUNetV2).
-            ram, unpatched_bytes = profile.memory.dram_bytes, activation_bytes(estimate)
-            limit = ram
-            for _attempt in range(PATCH_ATTEMPTS):
-                found = patches.plan(precision.compiled.proto, limit)
-                if found is None:
-                    break
-                patched, plan = found
-                grid = f"{plan.grid[0]}x{plan.grid[1]} patches"
-                if plan.estimated_peak_bytes > limit:
-                    too_big = (f"{too_big[0]}; with its first stage in {grid} it would still need about {byte_size(plan.estimated_peak_bytes)}", too_big[1])
-                    break
-                on_stage("patch-based first stage")
-                compiled, analysis, placement, estimate = build(dataclasses.replace(precision.compiled, proto=patched))
-                assert estimate.memory is not None  # a fresh build is ordered
-                estimate.memory.patches = PatchInfo.of(plan, unpatched_bytes, activation_bytes(estimate))
-                too_big = over_budget(estimate, analysis, profile)
-                if too_big is None:
-                    break
-                too_big = (f"{too_big[0]}, even with its first stage in {grid}", too_big[1])
-                # The code needs more than the tensors the plan counts (the kernels' scratch, the
-                # arena's gaps): leave that much room next time.
-                limit = ram - (activation_bytes(estimate) - plan.estimated_peak_bytes)
-        if too_big is not None:
-            raise CheckFailed(*too_big)  # before anything is written
-        on_stage("verify")
-        staged = staging_dir(destination)
-        simulation = _assemble(staged, precision.reference, compiled, specs, verify_inputs)
-        outputs = compiled.outputs
-        assert outputs is not None  # compile_model runs the simulation when given inputs
-        result = verify_against_reference(outputs, precision.reference.serialized, verify_inputs, inputs_kind=inputs_kind, scheme=scheme)
-        on_stage("write")
-        manifest = _manifest(profile, backend, prepared, precision, analysis, specs, compiled, simulation, result, files=hash_tree(staged))
-        manifest.partition, manifest.estimate, manifest.passes = placement.info(), estimate, passes
-        if set(placement.units) - {_cpu_unit(profile)}:
-            manifest.build.notes.append(
-                "the device code is CPU code; kernels placed on other units are simulated there (edgesdk does not generate NPU/GPU code yet)"
+        ]
+        if not runs_here(device_target):
+            simulated = host_target(precision.compiled)
+            specs.append(
+                BuildSpec(role="host", target=simulated, emit="shared_library", toolchain=host_toolchain(), basename=prepared.name, **build_fields(simulated))
             )
-        (staged / REPORT_FILE).write_text(cost_html(manifest.model.name, profile, estimate, manifest.partition, manifest=manifest), encoding="utf-8")
-        manifest.files[REPORT_FILE] = sha256_file(staged / REPORT_FILE)
-        (staged / MANIFEST_NAME).write_text(manifest.model_dump_json(indent=2) + "\n")
-        place(staged, destination)
-    finally:
-        for scratch in (staged, private):
-            if scratch is not None:
-                shutil.rmtree(scratch, ignore_errors=True)
-    if not result.passed:
-        raise CheckFailed(failure_message(destination, result))
-    return load_artifact(destination)
+        # cache=False compiles into a throw-away cache, so both paths are one.
+        private = None if options.get("cache", True) else Path(tempfile.mkdtemp(prefix="edgesdk-nocache-"))
+        staged = None
+        try:
+
+            def build(model: Model) -> tuple[Compiled, ModelAnalysis, Partition, Estimate]:
+                compiled = compile_model(
+                    model,
+                    specs,
+                    BuildCache(private),
+                    verify_inputs,
+                    timeout_s=options.get("timeout_s"),
+                    on_stage=relay("compile: "),  # called from the compiler's threads
+                    passes=passes,
+                )
+                stage("simulate")
+                analysis = read_analysis(compiled.model_dir)
+                placement, estimate = estimated(analysis, profile, unit=options.get("unit"), fallback=options.get("fallback", True))
+                if estimate.memory is not None:
+                    estimate.memory.arena_bytes = compiled.builds[0][1].arena_bytes
+                    estimate.memory.device_ram_bytes = compiled.builds[0][1].device_ram_bytes
+                return compiled, analysis, placement, estimate
+
+            compiled, analysis, placement, estimate = build(precision.compiled)
+            too_big = over_budget(estimate, analysis, profile)
+            if too_big is not None and profile.memory.flash_bytes is not None:
+                # Too big for the MCU's RAM: its first stage run patch by patch may fit (MCUNetV2).
+                ram, unpatched_bytes = profile.memory.dram_bytes, activation_bytes(estimate)
+                limit = ram
+                for _attempt in range(PATCH_ATTEMPTS):
+                    found = patches.plan(precision.compiled.proto, limit)
+                    if found is None:
+                        break
+                    patched, plan = found
+                    grid = f"{plan.grid[0]}x{plan.grid[1]} patches"
+                    if plan.estimated_peak_bytes > limit:
+                        too_big = (f"{too_big[0]}; with its first stage in {grid} it would still need about {byte_size(plan.estimated_peak_bytes)}", too_big[1])
+                        break
+                    stage("patch-based first stage")
+                    compiled, analysis, placement, estimate = build(dataclasses.replace(precision.compiled, proto=patched))
+                    assert estimate.memory is not None  # a fresh build is ordered
+                    estimate.memory.patches = PatchInfo.of(plan, unpatched_bytes, activation_bytes(estimate))
+                    too_big = over_budget(estimate, analysis, profile)
+                    if too_big is None:
+                        break
+                    too_big = (f"{too_big[0]}, even with its first stage in {grid}", too_big[1])
+                    # The code needs more than the tensors the plan counts (the kernels' scratch, the
+                    # arena's gaps): leave that much room next time.
+                    limit = ram - (activation_bytes(estimate) - plan.estimated_peak_bytes)
+            if too_big is not None:
+                raise CheckFailed(*too_big)  # before anything is written
+            stage("verify")
+            staged = staging_dir(destination)
+            simulation = _assemble(staged, precision.reference, compiled, specs, verify_inputs)
+            outputs = compiled.outputs
+            assert outputs is not None  # compile_model runs the simulation when given inputs
+            result = verify_against_reference(outputs, precision.reference.serialized, verify_inputs, inputs_kind=inputs_kind, scheme=scheme)
+            stage("write")
+            manifest = _manifest(profile, backend, prepared, precision, analysis, specs, compiled, simulation, result, files=hash_tree(staged))
+            manifest.partition, manifest.estimate, manifest.passes = placement.info(), estimate, passes
+            if set(placement.units) - {_cpu_unit(profile)}:
+                manifest.build.notes.append(
+                    "the device code is CPU code; kernels placed on other units are simulated there (edgesdk does not generate NPU/GPU code yet)"
+                )
+            (staged / REPORT_FILE).write_text(cost_html(manifest.model.name, profile, estimate, manifest.partition, manifest=manifest), encoding="utf-8")
+            manifest.files[REPORT_FILE] = sha256_file(staged / REPORT_FILE)
+            (staged / MANIFEST_NAME).write_text(manifest.model_dump_json(indent=2) + "\n")
+            place(staged, destination)
+        finally:
+            for scratch in (staged, private):
+                if scratch is not None:
+                    shutil.rmtree(scratch, ignore_errors=True)
+        if not result.passed:
+            raise CheckFailed(failure_message(destination, result))
+        return load_artifact(destination)
 
 
 def _assemble(staged: Path, prepared: Model, compiled: Compiled, specs: Sequence[BuildSpec], inputs: dict[str, np.ndarray]) -> str:
@@ -342,6 +343,7 @@ def _quantization_info(prepared: Model, precision: Precision, analysis: ModelAna
         layers=layers,
         # Only deploys measure it (profile needs no accuracy): both models run on every sample.
         accuracy=measure_agreement(precision.compiled.serialized, prepared.serialized, precision.samples) if precision.samples else None,
+        layer_errors=layer_errors(precision.compiled.proto, prepared.proto, precision.samples) if precision.scheme != "none" else [],
     )
 
 

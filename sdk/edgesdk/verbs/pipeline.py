@@ -18,6 +18,7 @@ from edgesdk.devices.profile import DeviceProfile
 from edgesdk.errors import UserInputError
 from edgesdk.frontend.passes import apply_onnx_passes
 from edgesdk.plugin.passes import PassChoice
+from edgesdk.progress import relay
 from edgesdk.quantization.recipe import RECIPE_OPTIONS, Calibration, Recipe
 from edgesdk.quantization.schemes import Precision, prepare
 from edgesdk.simulate.cost_model import simulate
@@ -55,7 +56,7 @@ def analysed(
 ) -> ModelAnalysis:
     """The fused kernels of what ``precision`` compiles (imported by TVM in the worker, after the
     ``relax``-stage plugin ``passes``; cached)."""
-    compiled = compile_model(precision.compiled, [], cache or BuildCache(), None, timeout_s=timeout_s, on_stage=on_stage or (lambda stage: None), passes=passes)
+    compiled = compile_model(precision.compiled, [], cache or BuildCache(), None, timeout_s=timeout_s, on_stage=on_stage or relay(), passes=passes)
     return read_analysis(compiled.model_dir)
 
 

@@ -22,6 +22,7 @@ from edgesdk.devices.profile import DeviceProfile
 from edgesdk.devices.registry import get_device
 from edgesdk.errors import UserInputError
 from edgesdk.frontend.model import random_inputs
+from edgesdk.progress import Listener, reporting, stage
 from edgesdk.quantization.recipe import Calibration, Recipe, recipe
 from edgesdk.report.html import check_html_path, cost_html, write_html
 from edgesdk.simulate.cost_report import Estimate, PartitionInfo
@@ -88,6 +89,7 @@ def profile(
     measure: bool = False,
     repeat: int = 20,
     html: str | os.PathLike | None = None,
+    on_stage: Listener | None = None,
     **quantize_options,
 ) -> CostReport:
     """Partition and simulate ``source`` (a model, or an artifact directory) on ``device``, at the
@@ -96,7 +98,8 @@ def profile(
 
     ``measure=True`` also runs the device's code here (devices whose code runs on this host, such
     as pc) and reports measured total and per-kernel times beside the estimate. ``html``: also
-    write the HTML report there (a new file; edgesdk.report.html).
+    write the HTML report there (a new file; edgesdk.report.html). ``on_stage``: told each stage
+    (edgesdk.progress).
     """
     recipe_options, _ = checked_options(quantize_options, "profile")
     if html is not None:
@@ -112,10 +115,12 @@ def profile(
             f"--quantize {chosen.scheme}: {source} was deployed with --quantize {artifact.manifest.quantization.scheme}",
             hint="profile its model.onnx instead, or deploy it again at that precision",
         )
-    with tempfile.TemporaryDirectory(prefix="edgesdk-measure-") as scratch:
+    with tempfile.TemporaryDirectory(prefix="edgesdk-measure-") as scratch, reporting(on_stage):
+        stage("analysing the model")
         # Measuring needs the device's build; its analysis is then the one of what runs.
         native = _native_artifact(source, device_profile, input_shapes, chosen, calibration, profiles_dir, Path(scratch)) if measure else None
         name, analysis = (native.manifest.model.name, read_analysis(native.path)) if native else _analysis(source, input_shapes, chosen, calibration, timeout_s)
+        stage("simulate")
         placed, estimate = estimated(analysis, device_profile, unit=unit, fallback=fallback)
         # What the device code allocates is known where it was built for this device.
         built = native or (artifact if artifact is not None and artifact.manifest.device == device_profile.id else None)
@@ -124,6 +129,7 @@ def profile(
             estimate.memory.arena_bytes, estimate.memory.device_ram_bytes = stored.memory.arena_bytes, stored.memory.device_ram_bytes
         report = CostReport(model=name, device=device_profile.id, estimate=estimate, partition=placed.info())
         if native:
+            stage(f"measuring {repeat} runs")
             report.measured = measure_runner(native.runner, random_inputs(native.inputs, seed=0), analysis, repeat)
     if html is not None:
         manifest = built.manifest if built is not None else None

@@ -30,6 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from edgesdk.errors import UserInputError, our_step
 from edgesdk.frontend.model import Model, with_dynamic_dims
+from edgesdk.progress import Listener, counted, reporting, stage
 from edgesdk.quantization.accuracy import Accuracy, measure_agreement
 from edgesdk.quantization.opset import for_scheme
 from edgesdk.quantization.ptq import quantizable_nodes
@@ -84,7 +85,7 @@ def sensitivity(model: Model, samples, chosen: Recipe) -> list[LayerSensitivity]
     # Each layer alone, rounded to nearest: AdaRound and bias correction would multiply the time.
     plain = dataclasses.replace(chosen, adaround_seconds=None, bias_correction=False)
     layers = []
-    for node in quantizable_nodes(model.proto):
+    for node in counted(quantizable_nodes(model.proto), "sensitivity"):
         quantized = quantized_model(model, plain, samples, only=[node])
         if chosen.scheme in (*WEIGHT_ONLY, "vq") and not encodings(quantized.proto)["param_encodings"]:
             continue  # a weight the model computes (attention's K^T): these schemes leave the layer as it is
@@ -147,6 +148,7 @@ def quantize_model(model: Model, samples, out: Path, chosen: Recipe, *, analyze:
         for layer in layers:
             if current is not None and current <= max_drop:
                 break
+            stage(f"drop {current:.2f} pt, over {max_drop:g}: keeping {layer.node} in float")
             kept.append(layer.node)
             quantized = quantized_model(model, chosen, samples, keep_float=kept)
             current, accuracy = _measure(quantized, model, samples)
@@ -183,13 +185,15 @@ def quantize(
     input_shapes=None,
     analyze: bool = False,
     max_drop: float | None = None,
+    on_stage: Listener | None = None,
     **quantize_options,
 ) -> QuantizeReport:
     """The Python face of `edgesdk quantize`: ``source`` a model path or proto, ``calibration`` an
     .npz path or a dict of stacked samples (edgesdk.quantization.ptq.calibration_samples; None for
     the weight-only schemes, which then report no accuracy); ``quantize_options`` as
     edgesdk.quantization.recipe.recipe takes them. Dynamic input shapes come from ``input_shapes`` or the
-    calibration arrays; the written model keeps the input model's dynamic dims."""
+    calibration arrays; the written model keeps the input model's dynamic dims. ``on_stage``: told
+    each stage (edgesdk.progress)."""
     if scheme not in ("int8", "w4a8", "vq", *WEIGHT_ONLY):
         raise UserInputError(f"--scheme {scheme}: edgesdk quantize writes int8, w4a8, vq, {', '.join(WEIGHT_ONLY)} models", hint="use --scheme int8")
     recipe_options, _ = checked_options(quantize_options, "quantize")
@@ -199,8 +203,10 @@ def quantize(
     # Loaded and checked like a deploy's model (static shapes for the samples); what is quantized
     # is the user's own graph, so its dynamic dims survive.
     _check_output(Path(out))
-    loaded = load_precision(source, input_shapes, Recipe(), calibration)
-    warn_if_few(loaded.samples, scheme)
-    with our_step("quantize", loaded.original.where):
-        model = for_scheme(with_dynamic_dims(loaded.original, source), scheme, loaded.samples)
-        return quantize_model(model, loaded.samples, Path(out), chosen, analyze=analyze, max_drop=max_drop)
+    with reporting(on_stage):
+        stage("load")
+        loaded = load_precision(source, input_shapes, Recipe(), calibration)
+        warn_if_few(loaded.samples, scheme)
+        with our_step("quantize", loaded.original.where):
+            model = for_scheme(with_dynamic_dims(loaded.original, source), scheme, loaded.samples)
+            return quantize_model(model, loaded.samples, Path(out), chosen, analyze=analyze, max_drop=max_drop)

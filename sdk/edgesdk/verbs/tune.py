@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import importlib.util
 import time
-from collections.abc import Callable
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -21,6 +20,7 @@ from edgesdk.compile.tuning_db import TaskRecord, database_dir
 from edgesdk.devices.registry import get_device
 from edgesdk.errors import UserInputError
 from edgesdk.plugin.passes import choose
+from edgesdk.progress import relay, reporting, stage
 from edgesdk.quantization.recipe import recipe
 from edgesdk.verbs.pipeline import checked_options, load_precision
 
@@ -80,23 +80,31 @@ def tune(
     if budget_s is not None and budget_s <= 0:
         raise UserInputError(f"--budget-s {budget_s:g}: must be positive")
     recipe_options, options = checked_options(options, "tune", ("timeout_s", "profiles_dir", "on_stage", "passes"))
-    on_stage: Callable[[str], None] = options.get("on_stage") or (lambda stage: None)
     profile = get_device(device, options.get("profiles_dir"))
     chosen = recipe(quantize, calibration, profile, **recipe_options)
     passes = choose(options.get("passes"))
-    on_stage("load")
-    precision = load_precision(model, input_shapes, chosen, calibration, passes)
-    target = half_target(profile.target, precision.compiled)
-    if target.get("kind") != "llvm" or not runs_here(target):
-        raise UserInputError(
-            f"device '{profile.id}': its code does not run on this machine, and tuning measures every candidate",
-            hint="tune for pc (or a profile with this host's target); remote boards are not supported yet",
+    with reporting(options.get("on_stage")):
+        stage("load")
+        precision = load_precision(model, input_shapes, chosen, calibration, passes)
+        target = half_target(profile.target, precision.compiled)
+        if target.get("kind") != "llvm" or not runs_here(target):
+            raise UserInputError(
+                f"device '{profile.id}': its code does not run on this machine, and tuning measures every candidate",
+                hint="tune for pc (or a profile with this host's target); remote boards are not supported yet",
+            )
+        directory = database_dir(target)
+        started = time.monotonic()
+        result = tune_model(
+            precision.compiled,
+            target,
+            directory,
+            trials=trials,
+            budget_s=budget_s,
+            seed=seed,
+            timeout_s=options.get("timeout_s"),
+            on_stage=relay(),
+            passes=passes,
         )
-    directory = database_dir(target)
-    started = time.monotonic()
-    result = tune_model(
-        precision.compiled, target, directory, trials=trials, budget_s=budget_s, seed=seed, timeout_s=options.get("timeout_s"), on_stage=on_stage, passes=passes
-    )
     return TuneReport(
         model=precision.original.name,
         device=profile.id,
