@@ -54,12 +54,24 @@ class Artifact:
         ``isolated=True`` runs it in a child process (TVM loaded there), so that a crash in the
         compiled code becomes an ``EdgeSDKError`` instead of taking the caller down. Inputs of
         another dtype are converted when no value can change (float64 to float32 with a warning);
-        ``cast=True`` converts any (int64 to float32, say).
+        ``cast=True`` converts any (int64 to float32, say). An input fixed at deploy
+        (``manifest.model.bound_inputs``) may be given only with its fixed value.
         """
+        inputs = self._without_bound(inputs)
         if not isolated:
             return self._runner.run(inputs, cast=cast)
         runner = self._runner
         return run_isolated(runner.library, runner.weights_file, check_inputs(inputs, runner.inputs, "inputs", cast=cast), runner.outputs)
+
+    def _without_bound(self, inputs: Mapping[str, np.ndarray]) -> Mapping[str, np.ndarray]:
+        bound = self.manifest.model.bound_inputs
+        for name in set(bound) & set(inputs):
+            if not np.array_equal(np.asarray(inputs[name]).ravel(), np.asarray(bound[name]).ravel()):
+                raise UserInputError(
+                    f"{self.path}: input '{name}' sets a shape and was fixed to {bound[name]} at deploy; this artifact runs only with that value",
+                    hint="deploy again with --inputs holding the new value",
+                )
+        return {name: array for name, array in inputs.items() if name not in bound} if set(bound) & set(inputs) else inputs
 
     def check_files(self) -> None:
         """Raise ``CheckFailed`` naming the first file that is missing, changed or unexpected."""
@@ -76,7 +88,7 @@ class Artifact:
     def emulate(self, inputs: Mapping[str, np.ndarray], *, cast: bool = False) -> EmulatedRun:
         """Run the device's own code on its instruction set under QEMU (edgesdk.artifact.emulation):
         mcu artifacts as firmware, AArch64 ones deployed with ``standalone`` as a static program."""
-        checked = check_inputs(inputs, self.inputs, "inputs", cast=cast)
+        checked = check_inputs(self._without_bound(inputs), self.inputs, "inputs", cast=cast)
         name = self.manifest.model.name
         emulated = run_device_code(self.path / "device", name, identifier(name), self.manifest.target, checked, self.inputs, self.manifest.model.outputs)
         if emulated.info.instructions is not None and self.manifest.estimate is not None:

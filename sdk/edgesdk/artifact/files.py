@@ -73,8 +73,16 @@ def read_manifest(path: Path) -> Manifest | None:
 
 
 def check_destination(out: Path) -> None:
-    """Refuse a destination that holds something other than an edgesdk artifact."""
+    """Refuse a destination that holds something other than an edgesdk artifact, or where nothing
+    can be written (checked by making and removing a directory in its nearest existing parent)."""
     if not out.exists():
+        parent = next(ancestor for ancestor in out.absolute().parents if ancestor.exists())
+        if not parent.is_dir():
+            raise UserInputError(f"{out}: {parent} is a file, not a directory", hint="choose another output directory with -o")
+        try:
+            Path(tempfile.mkdtemp(prefix=".edgesdk-probe-", dir=parent)).rmdir()
+        except OSError as exc:
+            raise UserInputError(f"{out}: cannot write in {parent} ({exc.strerror or exc})", hint="choose another output directory with -o") from None
         return
     if not out.is_dir():
         raise UserInputError(f"{out}: exists and is not a directory; refusing to replace it")

@@ -43,6 +43,11 @@ class ModelInfo(_Record):
     opset: int = Field(description="The model's standard ONNX opset.")
     inputs: list[TensorInfo]
     outputs: list[TensorInfo]
+    bound_inputs: dict[str, list] = Field(
+        default_factory=dict,
+        description="Inputs that set a shape (a Reshape's shape, a Slice's starts), fixed at deploy to these values (from `--inputs`): "
+        "the artifact computes that case only, and `run` takes such an input only with this value.",
+    )
 
 
 class QuantizedLayer(_Record):

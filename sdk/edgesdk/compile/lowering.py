@@ -21,15 +21,17 @@ from edgesdk.compile.integer_ops import integerize
 from edgesdk.compile.kernels import ModelAnalysis, analyze
 from edgesdk.compile.lookup_tables import tabulate
 from edgesdk.compile.object_symbols import undefined_symbols
+from edgesdk.compile.onnx_functions import expand_functions
 from edgesdk.compile.packed_kernels import extract_blocked_weights, unpack_in_kernels
 from edgesdk.compile.program import PROGRAM_ATTR, PROGRAM_FILE, Program, record_program
 from edgesdk.compile.reorder import order_by_memory
 from edgesdk.compile.standalone import device_plan, identifier, write_runner
 from edgesdk.frontend.io_quantization import IoQuantization, io_quantization
+from edgesdk.frontend.shape_folding import fold_shapes
 from edgesdk.plugin.toolchains import Toolchain
 
 # Bump when the lowering changes what it produces for the same inputs: it is part of cache keys.
-PIPELINE_VERSION = 63
+PIPELINE_VERSION = 64
 
 
 class BuildSpec(BaseModel):
@@ -78,10 +80,15 @@ def import_onnx(model_path: Path, shapes: dict[str, list[int]]):
     from tvm import relax
     from tvm.relax.frontend import onnx as relax_onnx
 
+    from edgesdk.compile.onnx_converters import converters_registered  # TVM classes: imported where TVM runs
+
     # Group-wise quantized weights (int4/int8 blocked dequantize): read here, packed below.
     proto, blocked = extract_blocked_weights(onnx.load(str(model_path)))
-    # The frontend prints diagnostics to stdout: in the worker, stdout is its log file.
-    mod = relax_onnx.from_onnx(proto, shape_dict=shapes, keep_params_in_input=True)
+    with converters_registered() as supported:
+        proto, expanded = expand_functions(proto, supported)
+        proto = fold_shapes(proto) if expanded else proto  # the bodies' own shape computations
+        # The frontend prints diagnostics to stdout: in the worker, stdout is its log file.
+        mod = relax_onnx.from_onnx(proto, shape_dict=shapes, keep_params_in_input=True)
     mod, params = relax.frontend.detach_params(mod)
     known = dict(zip(mod["main"].params[len(shapes) :], (array.numpy() for array in params.get("main", [])), strict=False))
     # Quantized (QDQ) models: their convolutions and matmuls become integer kernels.

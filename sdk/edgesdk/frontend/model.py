@@ -14,6 +14,7 @@ import contextlib
 import dataclasses
 import hashlib
 import heapq
+import math
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -26,10 +27,12 @@ from google.protobuf.message import DecodeError
 
 from edgesdk.errors import UserInputError
 from edgesdk.frontend.io_quantization import IoQuantization, io_quantization
+from edgesdk.frontend.shape_folding import fold_shapes
 
 # onnx.checker refuses protobufs over 2 GB; larger models keep weights as external data.
 MAX_MODEL_BYTES = 2 * 2**30
 MIN_OPSET = 7
+MAX_TENSOR_BYTES = 4 * 2**30  # one tensor; no edge device holds more, and the host simulates it
 STANDARD_DOMAINS = {"", "ai.onnx"}
 
 
@@ -61,6 +64,7 @@ class Model:
     opset: int
     notes: list[str] = field(default_factory=list)
     origin: str = ""  # where the user's model came from (a file path), for messages
+    bound_inputs: dict[str, np.ndarray] = field(default_factory=dict)  # inputs that set a shape, fixed to these values
 
     @property
     def where(self) -> str:
@@ -97,6 +101,8 @@ def _read(source: str | Path | onnx.ModelProto) -> tuple[str, onnx.ModelProto, s
         name = source.graph.name or "model"
         return name, source, hashlib.sha256(data).hexdigest()
     path = Path(source)
+    if path.is_dir():
+        raise UserInputError(f"{path}: a directory, not an ONNX model file", hint="`edgesdk run` and `edgesdk verify` take artifact directories")
     if not path.is_file():
         raise UserInputError(f"{path}: no such model file")
     size = path.stat().st_size
@@ -108,6 +114,10 @@ def _read(source: str | Path | onnx.ModelProto) -> tuple[str, onnx.ModelProto, s
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
     try:
         proto = onnx.load(str(path))
+    except onnx.checker.ValidationError as exc:  # raised while reading external data
+        raise UserInputError(f"{path}: its external data cannot be read: {str(exc).strip().splitlines()[0]}") from exc
+    except OSError as exc:
+        raise UserInputError(f"{path}: cannot be read: {exc.strerror or exc}") from exc
     except (DecodeError, ValueError, RuntimeError) as exc:
         raise UserInputError(f"{path}: not an ONNX model ({type(exc).__name__}: {exc})") from exc
     if not proto.graph.node:
@@ -147,6 +157,49 @@ def _graph_inputs(proto: onnx.ModelProto) -> list[onnx.ValueInfoProto]:
 
 
 ANONYMOUS_DIMS = {"", "?"}
+
+# Input slots whose value sets a shape, an axis or a count: compiled ahead of time, a model input
+# there must have its value known (onnxruntime's folding then makes the shapes static).
+_REDUCTIONS = ("ReduceL1", "ReduceL2", "ReduceLogSum", "ReduceLogSumExp", "ReduceMax", "ReduceMean", "ReduceMin", "ReduceProd", "ReduceSum", "ReduceSumSquare")
+SHAPE_SLOTS: dict[str, tuple[int, ...]] = {
+    "Reshape": (1,), "Expand": (1,), "Tile": (1,), "Slice": (1, 2, 3, 4), "Pad": (1, 3), "Resize": (1, 2, 3), "Upsample": (1,),
+    "Squeeze": (1,), "Unsqueeze": (1,), "Split": (1,), "TopK": (1,), "ConstantOfShape": (0,), "Range": (0, 1, 2), "OneHot": (1,),
+    "CumSum": (1,), "CumProd": (1,), "Trilu": (1,), "CenterCropPad": (1,), "Col2Im": (1, 2), "AffineGrid": (1,), "MaxUnpool": (2,),
+    "NonMaxSuppression": (2, 3, 4), "DFT": (1, 2), "STFT": (1, 3), "BlackmanWindow": (0,), "HannWindow": (0,), "HammingWindow": (0,),
+    "MelWeightMatrix": (0, 1, 2), **dict.fromkeys(_REDUCTIONS, (1,)),
+}  # fmt: skip
+
+
+def shape_inputs(proto: onnx.ModelProto) -> dict[str, onnx.NodeProto]:
+    """The model inputs read at a shape slot (``SHAPE_SLOTS``), each with the first node reading it there."""
+    inputs = {value.name for value in _graph_inputs(proto)}
+    found: dict[str, onnx.NodeProto] = {}
+    for node in proto.graph.node:
+        for slot in SHAPE_SLOTS.get(node.op_type, ()) if node.domain in STANDARD_DOMAINS else ():
+            if slot < len(node.input) and node.input[slot] in inputs:
+                found.setdefault(node.input[slot], node)
+    return found
+
+
+def _bind_values(name: str, proto: onnx.ModelProto, examples: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Inputs that set a shape made initializers of their ``examples`` values; those values."""
+    bound = {}
+    declared = {value.name: value for value in _graph_inputs(proto)}
+    for input_name, node in shape_inputs(proto).items():
+        if input_name not in examples:
+            raise UserInputError(
+                f"{name}: input '{input_name}' sets a shape ({node.op_type} '{node.name or node.output[0]}'): its value must be known to compile",
+                hint="give its value with --inputs FILE.npz: the artifact is then built for that value",
+            )
+        dtype = onnx.helper.tensor_dtype_to_np_dtype(declared[input_name].type.tensor_type.elem_type)
+        value = np.asarray(examples[input_name])
+        if value.dtype != dtype and not np.can_cast(value, dtype, casting="same_kind"):
+            raise UserInputError(f"{name}: input '{input_name}' is {np.dtype(dtype).name}, the given value is {value.dtype}")
+        value = value.astype(dtype)
+        bound[input_name] = value
+        proto.graph.input.remove(declared[input_name])
+        proto.graph.initializer.append(onnx.numpy_helper.from_array(value, input_name))
+    return bound
 
 
 def shape_from_samples(dims: Sequence[int | str], stacked: Sequence[int]) -> list[int]:
@@ -293,30 +346,61 @@ def _static_specs(name: str, values: Sequence[onnx.ValueInfoProto], what: str, q
             )
         quantization = quantized.get(value.name)
         scale, zero_point = (quantization.scale, quantization.zero_point) if quantization else (None, None)
-        specs.append(TensorSpec(value.name, tuple(int(d) for d in dims), _dtype_name(value.type.tensor_type.elem_type), scale, zero_point))
+        dtype = _dtype_name(value.type.tensor_type.elem_type)
+        if np.dtype(dtype).kind in "OSU":
+            raise UserInputError(f"{name}: {what} '{value.name}' holds strings: edgesdk compiles numeric tensors only")
+        specs.append(TensorSpec(value.name, tuple(int(d) for d in dims), dtype, scale, zero_point))
     return specs
+
+
+def _check_sizes(name: str, proto: onnx.ModelProto) -> None:
+    """Refuse a tensor no device (nor this host, which simulates it) could hold: a shape gone wrong."""
+    for value in [*proto.graph.input, *proto.graph.value_info, *proto.graph.output]:
+        if not value.type.HasField("tensor_type"):
+            continue
+        dims = _dims(value)
+        static = [dim for dim in dims if isinstance(dim, int)]
+        if len(static) != len(dims):
+            continue
+        itemsize = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(value.type.tensor_type.elem_type)).itemsize
+        size = math.prod(static) * itemsize
+        if size > MAX_TENSOR_BYTES:
+            raise UserInputError(
+                f"{name}: tensor '{value.name}' of shape {dims} would need {size / 2**40:.1f} TiB"
+                if size >= 2**40
+                else f"{name}: tensor '{value.name}' of shape {dims} would need {size / 2**30:.1f} GiB",
+                hint=f"edgesdk takes tensors up to {MAX_TENSOR_BYTES / 2**30:g} GiB; check --input-shape",
+            )
 
 
 def load_model(
     model: str | Path | onnx.ModelProto,
     input_shapes: Mapping[str, Sequence[int]] | None = None,
     sample_shapes: Mapping[str, Sequence[int]] | None = None,
+    examples: Mapping[str, np.ndarray] | None = None,
 ) -> Model:
     """Read, check and prepare an ONNX model: static shapes, folded shape subgraphs, inferred shapes.
-    A dynamic input's shape comes from ``input_shapes``, else from the shape of its calibration
-    array in ``sample_shapes`` (see `shape_from_samples`)."""
+    A dynamic input's shape comes from ``input_shapes``, else from its array in ``examples`` (the
+    inputs a deploy verifies on), else from the shape of its calibration array in
+    ``sample_shapes`` (see `shape_from_samples`). An input that sets a shape (``SHAPE_SLOTS``: a
+    Reshape's shape, a Slice's starts) is fixed to its value in ``examples`` (``Model.bound_inputs``)."""
     name, proto, digest = _read(model)
     origin = name if isinstance(model, onnx.ModelProto) else str(model)  # what messages name
     _check(origin, proto, full=False)
     opset = _opset(origin, proto)
     proto = onnx.ModelProto.FromString(proto.SerializeToString())  # never mutate the caller's proto
-    _bind_shapes(origin, proto, dict(input_shapes or {}), dict(sample_shapes or {}))
-    proto = _fold_constants(origin, proto)
+    examples = dict(examples or {})
+    bound = _bind_values(origin, proto, examples)
+    dynamic = {value.name for value in _graph_inputs(proto) if any(isinstance(dim, str) for dim in _dims(value))}
+    given = {name: list(np.shape(array)) for name, array in examples.items() if name in dynamic}
+    _bind_shapes(origin, proto, {**given, **(input_shapes or {})}, dict(sample_shapes or {}))
+    proto = fold_shapes(_fold_constants(origin, proto))
     try:
         proto = onnx.shape_inference.infer_shapes(proto, check_type=True, strict_mode=True, data_prop=True)
     except (onnx.shape_inference.InferenceError, onnx.checker.ValidationError) as exc:
         raise UserInputError(f"{origin}: shape inference failed: {str(exc).strip().splitlines()[0]}") from exc
     _check(origin, proto, full=True)
+    _check_sizes(origin, proto)
     remaining = sum(node.op_type == "Shape" for node in proto.graph.node)
     notes = [f"{remaining} Shape nodes could not be folded"] if remaining else []
     quantized = io_quantization(proto)
@@ -328,6 +412,7 @@ def load_model(
         outputs=_static_specs(origin, proto.graph.output, "output", quantized),
         opset=opset,
         notes=notes,
+        bound_inputs=bound,
         origin=origin,
     )
 

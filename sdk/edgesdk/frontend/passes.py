@@ -27,6 +27,7 @@ def apply_onnx_passes(model: Model, choices: Sequence[PassChoice]) -> Model:
             raise UserInputError(f"{what} made an invalid model: {exc}") from None
         note = f"plugin pass {choice.name} ({choice.plugin}) on the ONNX model"
         model = dataclasses.replace(
-            checked, name=model.name, source_sha256=model.source_sha256, origin=model.origin, notes=[*model.notes, *checked.notes, note]
-        )
+            checked, name=model.name, source_sha256=model.source_sha256, origin=model.origin, notes=[*model.notes, *checked.notes, note],
+            bound_inputs=model.bound_inputs,
+        )  # fmt: skip
     return model

@@ -82,5 +82,7 @@ def check_inputs(arrays: Mapping[str, np.ndarray], specs: Sequence[TensorSpec], 
         array = np.asarray(arrays[spec.name])
         if tuple(array.shape) != spec.shape:
             raise UserInputError(f"{origin}: input '{spec.name}' has shape {list(array.shape)}, the model expects {list(spec.shape)}")
-        checked[spec.name] = np.ascontiguousarray(as_dtype(array, spec, origin, cast=cast))
+        converted = as_dtype(array, spec, origin, cast=cast)
+        # (np.ascontiguousarray would make a 0-d input 1-d)
+        checked[spec.name] = converted if converted.flags.c_contiguous else np.ascontiguousarray(converted)
     return checked

@@ -45,6 +45,12 @@ class Backend(BaseModel):
         return profile.backend_name == self.name
 
 
+class NoConfig(BaseModel):
+    """The configuration of a pass that takes none."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
 class Pass(abc.ABC):
     """A graph transformation a deploy runs when asked (``--pass NAME[=JSON]``), configured by a
     pydantic model (``config_model``), at its ``stage``:
@@ -54,11 +60,13 @@ class Pass(abc.ABC):
     - ``relax``: on the imported Relax module (a ``tvm.IRModule``), in the TVM worker, before
       lowering; the compiled result is verified against onnxruntime like any other, so the pass
       must keep the model's meaning.
+
+    A pass without options keeps the default ``config_model`` (``NoConfig``: no field).
     """
 
     name: ClassVar[str]
     stage: ClassVar[Literal["onnx", "relax"]]
-    config_model: ClassVar[type[BaseModel]]
+    config_model: ClassVar[type[BaseModel]] = NoConfig
 
     @abc.abstractmethod
     def run(self, module: onnx.ModelProto | tvm.IRModule, config: BaseModel) -> onnx.ModelProto | tvm.IRModule:

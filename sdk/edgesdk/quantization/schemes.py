@@ -80,12 +80,15 @@ def warn_if_few(samples: list, scheme: str) -> None:
         )
 
 
-def prepare(source, input_shapes, chosen: Recipe, calibration: Calibration = None, transform: Callable[[Model], Model] | None = None) -> Precision:
-    """Load ``source`` (dynamic input shapes from ``input_shapes``, else from the calibration
-    arrays), ``transform`` it (plugin passes), and apply ``chosen``: what every verb starts from."""
+def prepare(
+    source, input_shapes, chosen: Recipe, calibration: Calibration = None, transform: Callable[[Model], Model] | None = None, examples=None
+) -> Precision:
+    """Load ``source`` (dynamic input shapes from ``input_shapes``, else from ``examples``, else from
+    the calibration arrays; inputs that set a shape fixed to their ``examples`` values),
+    ``transform`` it (plugin passes), and apply ``chosen``: what every verb starts from."""
     arrays = calibration_arrays(calibration)
     sample_shapes = {name: np.shape(array) for name, array in arrays.items()} if arrays else None
-    model = load_model(source, input_shapes, sample_shapes)
+    model = load_model(source, input_shapes, sample_shapes, examples)
     return apply_scheme(transform(model) if transform else model, chosen, arrays, origin=calibration_origin(calibration))
 
 

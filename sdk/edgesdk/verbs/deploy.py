@@ -92,12 +92,11 @@ def find_backend(profile: DeviceProfile) -> Backend:
     return backends[profile.backend_name][1]
 
 
-def _inputs(model: Model, inputs: str | os.PathLike | Mapping[str, np.ndarray] | None, seed: int) -> tuple[dict[str, np.ndarray], bool]:
-    if inputs is None:
+def _inputs(model: Model, arrays: Mapping[str, np.ndarray] | None, origin: str, seed: int) -> tuple[dict[str, np.ndarray], bool]:
+    if arrays is None:
         return random_inputs(model.inputs, seed), False
-    if isinstance(inputs, Mapping):
-        return check_inputs(inputs, model.inputs, "inputs"), True
-    return check_inputs(load_npz(inputs), model.inputs, str(inputs)), True
+    # Inputs that set a shape are part of the model now (Model.bound_inputs).
+    return check_inputs({name: array for name, array in arrays.items() if name not in model.bound_inputs}, model.inputs, origin), True
 
 
 def deploy(
@@ -134,9 +133,10 @@ def deploy(
         scheme = chosen.scheme
         if scheme != "none":
             stage("load and quantize")
-        precision = load_precision(model, input_shapes, chosen, calibration, passes)
+        examples = load_npz(inputs) if inputs is not None and not isinstance(inputs, Mapping) else inputs
+        precision = load_precision(model, input_shapes, chosen, calibration, passes, examples=examples)
         prepared = precision.original
-        verify_inputs, user_inputs = _inputs(prepared, inputs, int(options.get("seed", 0)))
+        verify_inputs, user_inputs = _inputs(prepared, examples, "inputs" if isinstance(inputs, Mapping) else str(inputs), int(options.get("seed", 0)))
         inputs_kind = "user" if user_inputs else "random"
         if precision.samples and inputs is None:
             verify_inputs, inputs_kind = precision.samples[0], "calibration"  # in the calibrated range, unlike random inputs
@@ -282,6 +282,7 @@ def _manifest(
             opset=prepared.opset,
             inputs=[TensorInfo(**spec.to_json()) for spec in prepared.inputs],
             outputs=[TensorInfo(**spec.to_json()) for spec in prepared.outputs],
+            bound_inputs={name: value.ravel().tolist() for name, value in prepared.bound_inputs.items()},
         ),
         quantization=_quantization_info(prepared, precision, analysis, _stored_bytes(compiled.model_dir / WEIGHTS_FILE)),
         files=files,

@@ -40,10 +40,11 @@ def checked_options(options: Mapping, verb: str, own: Iterable[str] = ()) -> tup
     return {name: value for name, value in options.items() if name in RECIPE_OPTIONS}, {name: value for name, value in options.items() if name in own}
 
 
-def load_precision(source, input_shapes: InputShapes, chosen: Recipe, calibration: Calibration, passes: Sequence[PassChoice] = ()) -> Precision:
-    """The model loaded (input shapes bound, from ``input_shapes`` or the calibration arrays), run
-    through the ``onnx``-stage plugin ``passes`` and brought to ``chosen``'s precision."""
-    return prepare(source, input_shapes, chosen, calibration, transform=(lambda model: apply_onnx_passes(model, passes)) if passes else None)
+def load_precision(source, input_shapes: InputShapes, chosen: Recipe, calibration: Calibration, passes: Sequence[PassChoice] = (), examples=None) -> Precision:
+    """The model loaded (input shapes bound, from ``input_shapes``, the ``examples`` inputs or the
+    calibration arrays), run through the ``onnx``-stage plugin ``passes`` and brought to ``chosen``'s precision."""
+    transform = (lambda model: apply_onnx_passes(model, passes)) if passes else None
+    return prepare(source, input_shapes, chosen, calibration, transform=transform, examples=examples)
 
 
 def analysed(

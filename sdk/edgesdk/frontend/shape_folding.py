@@ -1,0 +1,107 @@
+"""Shape computations made constants: ``Shape`` of a tensor whose shape is static, and every node
+whose inputs are all constants (a Gather of a shape, a Concat of dims, a Range), evaluated by
+onnx's reference evaluator and replaced by Constant nodes (TVM's importer reads a Constant node as
+a constant, where it may take an initializer for a weight passed at run time).
+
+onnxruntime's folding does this at load (edgesdk.frontend.model), except for float16 models it
+would rewrite, and it never sees the function bodies the compiler expands
+(edgesdk.compile.onnx_functions): TVM's importer needs such values constant. Only small values are
+folded (``MAX_ELEMENTS``): a shape, an axis list, a mask; large constants are left to TVM.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+
+MAX_ELEMENTS = 4096
+SMALL_CONSTANT = 16  # a float Constant node this small is a factor in a shape computation, not a weight
+STANDARD = ("", "ai.onnx")
+# Operators whose outputs change from run to run, or that have graphs inside: never folded.
+UNFOLDABLE = {"RandomNormal", "RandomNormalLike", "RandomUniform", "RandomUniformLike", "Multinomial", "Bernoulli", "If", "Loop", "Scan"}
+
+
+def _static_shapes(proto: onnx.ModelProto) -> dict[str, list[int]]:
+    shapes = {}
+    for value in [*proto.graph.input, *proto.graph.value_info, *proto.graph.output]:
+        if not value.type.HasField("tensor_type") or not value.type.tensor_type.HasField("shape"):
+            continue
+        dims = value.type.tensor_type.shape.dim
+        if all(dim.HasField("dim_value") for dim in dims):
+            shapes[value.name] = [dim.dim_value for dim in dims]
+    return shapes
+
+
+def _shape_of(node: onnx.NodeProto, dims: list[int]) -> np.ndarray:
+    attributes = {attribute.name: helper.get_attribute_value(attribute) for attribute in node.attribute}
+    start, end = attributes.get("start", 0), attributes.get("end", len(dims))
+    return np.array(dims[slice(start, end)], dtype=np.int64)
+
+
+def _evaluate(node: onnx.NodeProto, values: list[np.ndarray | None], opsets) -> list[np.ndarray] | None:
+    from onnx.reference import ReferenceEvaluator
+
+    inputs = [helper.make_tensor_value_info(name or f"absent{i}", helper.np_dtype_to_tensor_dtype(value.dtype), value.shape)
+              for i, (name, value) in enumerate(zip(node.input, values, strict=True)) if value is not None]  # fmt: skip
+    outputs = [helper.make_value_info(name, onnx.TypeProto()) for name in node.output if name]
+    graph = helper.make_graph([node], "fold", inputs, outputs)
+    model = helper.make_model(graph, opset_imports=opsets)
+    try:
+        results = ReferenceEvaluator(model).run(None, {name: value for name, value in zip(node.input, values, strict=True) if name and value is not None})
+    except Exception:  # noqa: BLE001 - an op the reference evaluator lacks or rejects: left to TVM
+        return None
+    return [np.asarray(result) for result in results]
+
+
+def fold_shapes(proto: onnx.ModelProto) -> onnx.ModelProto:
+    """``proto`` (a copy) with its small constant computations replaced by initializers."""
+    proto = onnx.shape_inference.infer_shapes(proto, data_prop=True)
+    shapes = _static_shapes(proto)
+    known: dict[str, np.ndarray] = {tensor.name: numpy_helper.to_array(tensor) for tensor in proto.graph.initializer}
+    # What a folded node may read: shape-like values (int64 initializers, shapes, what is computed
+    # from them, small constants), never a weight: a DequantizeLinear of int8 weights stays.
+    derived = {name for name, value in known.items() if value.dtype == np.int64 and value.size <= MAX_ELEMENTS}
+    opsets = list(proto.opset_import)
+    folded_nodes = set()
+    for index, node in enumerate(proto.graph.node):
+        if node.domain not in STANDARD or node.op_type in UNFOLDABLE or any(a.HasField("g") or a.graphs for a in node.attribute):
+            continue
+        results: list[np.ndarray] | None
+        if node.op_type == "Shape" and node.input[0] in shapes:
+            results = [_shape_of(node, shapes[node.input[0]])]
+        elif node.op_type == "Size" and node.input[0] in shapes:
+            results = [np.array(int(np.prod(shapes[node.input[0]])), dtype=np.int64)]
+        elif node.op_type == "Constant" or (node.input and all(not name or name in derived for name in node.input)):
+            results = _evaluate(node, [known[name] if name else None for name in node.input], opsets)
+        else:
+            continue
+        names = [name for name in node.output if name]
+        limit = SMALL_CONSTANT if node.op_type == "Constant" and results and results[0].dtype != np.int64 else MAX_ELEMENTS
+        if results is None or len(results) != len(names) or any(result.size > limit or result.dtype.kind in "OSU" for result in results):
+            continue
+        for name, value in zip(names, results, strict=True):
+            known[name] = value
+            derived.add(name)
+        folded_nodes.add(index)
+    # Small int64 initializers are shapes, axes and pads (weights and zero points are other types): constants too.
+    shape_like = [tensor.name for tensor in proto.graph.initializer if tensor.data_type == onnx.TensorProto.INT64 and known[tensor.name].size <= MAX_ELEMENTS]
+    if not folded_nodes and not shape_like:
+        return proto
+    if shape_like:
+        kept_initializers = [tensor for tensor in proto.graph.initializer if tensor.name not in set(shape_like)]
+        del proto.graph.initializer[:]
+        proto.graph.initializer.extend(kept_initializers)
+        graph_inputs = [value for value in proto.graph.input if value.name not in set(shape_like)]  # old exporters list initializers as inputs
+        del proto.graph.input[:]
+        proto.graph.input.extend(graph_inputs)
+    kept = [node for index, node in enumerate(proto.graph.node) if index not in folded_nodes]
+    needed = {name for node in kept for name in node.input} | {value.name for value in proto.graph.output}
+    produced = {name for index in folded_nodes for name in proto.graph.node[index].output} | set(shape_like)
+    existing = {tensor.name for tensor in proto.graph.initializer}
+    constants = [
+        helper.make_node("Constant", [], [name], value=numpy_helper.from_array(known[name], name)) for name in sorted(produced & needed) if name not in existing
+    ]
+    del proto.graph.node[:]
+    proto.graph.node.extend([*constants, *kept])
+    return proto

@@ -1,0 +1,54 @@
+"""A representative sample of the ONNX backend node suite, deployed to pc and run from the
+artifact (edgesdk.testing.conformance; benchmarks/conformance.py runs all of it): one or two
+cases per family of causes fixed (recurrent layers unrolled, integer operators, function bodies,
+shape inputs bound, multi-output layer norm), and cases that cannot be lowered failing cleanly."""
+
+from __future__ import annotations
+
+import pytest
+
+from edgesdk.testing.conformance import node_cases, run_cases
+
+pytestmark = pytest.mark.slow
+
+PASSING = [
+    "test_abs",
+    "test_conv_with_strides_padding",
+    "test_matmul_2d",
+    "test_softmax_axis_1",
+    "test_reshape_extended_dims",  # the shape is a model input: fixed from the given inputs
+    "test_slice",
+    "test_top_k",
+    "test_lstm_with_peepholes",  # sequence_lens as an input: masked steps
+    "test_gru_with_initial_bias",
+    "test_rnn_seq_length",
+    "test_qlinearmatmul_3D_int8_float32",
+    "test_matmulinteger",
+    "test_celu",  # a function body, expanded
+    "test_rotary_embedding_interleaved",
+    "test_layer_normalization_2d_axis0",  # Mean and InvStdDev outputs too
+    "test_attention_3d_transpose_verification",  # opset-23 Attention expanded, its Expand shapes folded
+    "test_cumprod_2d_axis_1",
+    "test_elu",
+]
+
+CLEAN_FAILURES = ["test_unique_sorted_with_axis"]  # its output's shape depends on the data
+
+
+@pytest.fixture(scope="module")
+def results():
+    cases = node_cases([*PASSING, *CLEAN_FAILURES])
+    assert len(cases) == len(PASSING) + len(CLEAN_FAILURES)
+    return {result.name: result for result in run_cases(cases, "pc", workers=2, batch=8)}
+
+
+@pytest.mark.parametrize("name", PASSING)
+def test_node_case_passes_through_tvm(results, name):
+    result = results[name]
+    assert (result.outcome, result.reason) == ("pass", "") and not result.onnxruntime_partition
+
+
+@pytest.mark.parametrize("name", CLEAN_FAILURES)
+def test_a_case_that_cannot_be_lowered_is_a_clean_error(results, name):
+    result = results[name]
+    assert result.outcome == "error" and result.reason.startswith("UserInputError:"), result
