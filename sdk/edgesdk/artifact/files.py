@@ -12,19 +12,26 @@ Layout (the paths are recorded, with their SHA-256, in ``manifest.json``)::
     verification/inputs.npz  the inputs the deploy verified on
     report.html              the deploy's report: cost, partition, memory, quantization, verification
 
-A directory is written under a temporary name beside its destination and renamed into place.
+A directory is written under a temporary name beside its destination and renamed into place,
+while a lock (``destination_lock``) keeps a second deploy from writing the same destination; the
+temporary directories of a deploy that was killed are removed by the next one.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
+import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 from pydantic import ValidationError
 
 from edgesdk.artifact.manifest import MANIFEST_NAME, Manifest
+from edgesdk.compile.build_cache import cache_root, remove_stale
 from edgesdk.compile.worker import ANALYSIS_FILE, WEIGHTS_FILE
 from edgesdk.errors import UserInputError, describe_validation_error
 
@@ -39,6 +46,7 @@ __all__ = [
     "REPORT_FILE",
     "WEIGHTS_FILE",
     "check_destination",
+    "destination_lock",
     "hash_tree",
     "place",
     "read_manifest",
@@ -93,10 +101,41 @@ def check_destination(out: Path) -> None:
         )
 
 
+@contextlib.contextmanager
+def destination_lock(out: Path) -> Iterator[None]:
+    """Held while a deploy writes ``out``: a second deploy to the same destination fails at once
+    (exit 2) instead of racing the first. The lock file lives in the cache directory, keyed by the
+    destination's absolute path, so nothing appears beside the user's files; the temporary
+    directories a killed deploy left beside ``out`` are removed once the lock is held."""
+    locks = cache_root() / "locks"
+    locks.mkdir(parents=True, exist_ok=True)
+    path = locks / f"{hashlib.sha256(str(out.absolute()).encode()).hexdigest()[:32]}.lock"
+    while True:
+        descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(descriptor)
+            raise UserInputError(f"{out}: another deploy is writing it now", hint="wait for it to finish, or choose another -o") from None
+        with contextlib.suppress(FileNotFoundError):
+            if os.stat(path).st_ino == os.fstat(descriptor).st_ino:
+                break  # ours is the file at that path, not one its last holder removed
+        os.close(descriptor)
+    try:
+        if out.parent.is_dir():
+            remove_stale(out.parent, f".{out.name}.partial-")
+            remove_stale(out.parent, f".{out.name}.old-")
+        yield
+    finally:
+        os.unlink(path)
+        os.close(descriptor)
+
+
 def staging_dir(out: Path) -> Path:
-    """A temporary directory beside ``out``, on the same file system, so placing it is a rename."""
+    """A temporary directory beside ``out``, on the same file system, so placing it is a rename
+    (named with our process id, so a later deploy knows when its owner is gone)."""
     out.parent.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    return Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-{os.getpid()}-", dir=out.parent))
 
 
 def place(staged: Path, out: Path) -> None:
@@ -107,7 +146,7 @@ def place(staged: Path, out: Path) -> None:
     if not out.exists():
         staged.rename(out)
         return
-    retired = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+    retired = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-{os.getpid()}-", dir=out.parent))
     retired.rmdir()
     out.rename(retired)
     try:

@@ -9,8 +9,10 @@ destination and rename it into place (edgesdk.artifact.files).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime
+import errno
 import os
 import shutil
 import tempfile
@@ -29,6 +31,7 @@ from edgesdk.artifact.files import (
     REPORT_FILE,
     WEIGHTS_FILE,
     check_destination,
+    destination_lock,
     hash_tree,
     place,
     sha256_file,
@@ -48,7 +51,7 @@ from edgesdk.artifact.manifest import (
 )
 from edgesdk.artifact.verification import verify_against_reference
 from edgesdk.compile import patches
-from edgesdk.compile.build_cache import BuildCache
+from edgesdk.compile.build_cache import DIGEST_FILE, BuildCache
 from edgesdk.compile.compiler import Compiled, compile_model
 from edgesdk.compile.kernels import ModelAnalysis
 from edgesdk.compile.lowering import BuildSpec
@@ -75,6 +78,8 @@ from edgesdk.simulate.partition import ARITHMETIC_CLASSES, Partition, compute_dt
 from edgesdk.verbs.pipeline import checked_options, estimated, load_precision, read_analysis
 from edgesdk.versions import edgesdk_version, tvm_version
 
+# Why a write can fail that is not edgesdk's fault: the disk, a quota, a read-only or forbidden place.
+WRITE_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM)
 # Builds tried with the first stage in patches: each plans for the RAM the previous one overshot.
 PATCH_ATTEMPTS = 3
 OWN_OPTIONS = ("timeout_s", "cache", "profiles_dir", "seed", "on_stage", "unit", "fallback", "passes", "standalone")
@@ -124,7 +129,7 @@ def deploy(
     Raises ``CheckFailed`` (exit 1) after writing the artifact when verification fails.
     """
     recipe_options, options = checked_options(options, "deploy", OWN_OPTIONS)
-    with reporting(options.get("on_stage")):
+    with reporting(options.get("on_stage")), contextlib.ExitStack() as held:
         stage("load")
         profile = get_device(device, options.get("profiles_dir"))
         backend = find_backend(profile)
@@ -143,6 +148,7 @@ def deploy(
         # The precision is in the default name: an int8 deploy must not replace the float artifact.
         destination = Path(out) if out is not None else Path("build") / "-".join([prepared.name, profile.id, *([scheme] if scheme != "none" else [])])
         check_destination(destination)
+        held.enter_context(destination_lock(destination))  # until the artifact is in place
         missing = backend.toolchain.missing()
         if missing and backend.emit == "shared_library":
             raise UserInputError(f"device '{profile.id}': cannot link its library: {missing}")
@@ -233,6 +239,12 @@ def deploy(
             manifest.files[REPORT_FILE] = sha256_file(staged / REPORT_FILE)
             (staged / MANIFEST_NAME).write_text(manifest.model_dump_json(indent=2) + "\n")
             place(staged, destination)
+        except OSError as exc:
+            if exc.errno not in WRITE_ERRORS:
+                raise
+            raise UserInputError(
+                f"{destination}: cannot write the artifact: {exc.strerror}", hint="nothing was written; free space or choose another -o"
+            ) from None
         finally:
             for scratch in (staged, private):
                 if scratch is not None:
@@ -242,13 +254,23 @@ def deploy(
         return load_artifact(destination)
 
 
+def _copy_build(source: Path, target: Path) -> None:
+    """A cached build's files (not its cache records) copied into the artifact. (Not
+    shutil.copytree, which wraps a full disk's OSError into a list that hides its errno.)"""
+    for path in sorted(source.rglob("*")):
+        if path.is_file() and path.name not in ("build.json", DIGEST_FILE):
+            copy = target / path.relative_to(source)
+            copy.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(path, copy)
+
+
 def _assemble(staged: Path, prepared: Model, compiled: Compiled, specs: Sequence[BuildSpec], inputs: dict[str, np.ndarray]) -> str:
     """Copy the model, weights, builds and inputs into ``staged``; return the simulation library."""
     (staged / MODEL_FILE).write_bytes(prepared.serialized)
     for name in (WEIGHTS_FILE, ANALYSIS_FILE):
         shutil.copyfile(compiled.model_dir / name, staged / name)
     for (source, _), spec in zip(compiled.builds, specs, strict=False):
-        shutil.copytree(source, staged / spec.role, ignore=shutil.ignore_patterns("build.json"))
+        _copy_build(source, staged / spec.role)
     (staged / "verification").mkdir()
     save_npz(staged / INPUTS_FILE, inputs)
     # The last build is the host's; with none, the device build runs here (pc) and simulates.
