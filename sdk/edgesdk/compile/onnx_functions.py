@@ -85,7 +85,9 @@ def expand_functions(proto: onnx.ModelProto, supported: set[str]) -> tuple[onnx.
         proto.functions.extend(functions)
         proto.opset_import.append(helper.make_opsetid(LOCAL_DOMAIN, 1))
         proto = onnx.inliner.inline_local_functions(proto, convert_version=True)
+        # The model's imports, and those the bodies brought (a preview op's body uses standard ops).
+        imports = {**{entry.domain or "": entry.version for entry in proto.opset_import}, **opsets}
         del proto.opset_import[:]
-        proto.opset_import.extend(helper.make_opsetid(domain, version) for domain, version in opsets.items())
+        proto.opset_import.extend(helper.make_opsetid(domain, version) for domain, version in imports.items() if domain != LOCAL_DOMAIN)
         proto = onnx.shape_inference.infer_shapes(proto, data_prop=True)
     return proto, sorted(set(expanded))

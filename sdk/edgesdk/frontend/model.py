@@ -34,6 +34,7 @@ MAX_MODEL_BYTES = 2 * 2**30
 MIN_OPSET = 7
 MAX_TENSOR_BYTES = 4 * 2**30  # one tensor; no edge device holds more, and the host simulates it
 STANDARD_DOMAINS = {"", "ai.onnx"}
+PREVIEW_DOMAIN = "ai.onnx.preview"  # the standard's operators on trial: the compiler expands them into standard ones
 
 
 @dataclass(frozen=True)
@@ -135,13 +136,17 @@ def _check(name: str, proto: onnx.ModelProto, full: bool) -> None:
 
 def _opset(name: str, proto: onnx.ModelProto) -> int:
     versions = {entry.domain or "": entry.version for entry in proto.opset_import}
+    if "" not in versions and "ai.onnx" not in versions and PREVIEW_DOMAIN in versions:
+        # Preview operators only: their bodies are written in the newest standard opset.
+        proto.opset_import.append(onnx.helper.make_opsetid("", onnx.defs.onnx_opset_version()))
+        versions[""] = onnx.defs.onnx_opset_version()
     if "" not in versions and "ai.onnx" not in versions:
         raise UserInputError(f"{name}: the model imports no standard ONNX opset")
     opset = versions[""] if "" in versions else versions["ai.onnx"]
     newest = onnx.defs.onnx_opset_version()
     if not MIN_OPSET <= opset <= newest:
         raise UserInputError(f"{name}: opset {opset} is outside the supported range {MIN_OPSET}-{newest}")
-    foreign = sorted({f"{node.domain}.{node.op_type}" for node in proto.graph.node if node.domain not in STANDARD_DOMAINS})
+    foreign = sorted({f"{node.domain}.{node.op_type}" for node in proto.graph.node if node.domain not in {*STANDARD_DOMAINS, PREVIEW_DOMAIN}})
     if foreign:
         raise UserInputError(
             f"{name}: uses operators outside the standard ONNX domain: {', '.join(foreign[:5])}",
@@ -158,11 +163,12 @@ def _graph_inputs(proto: onnx.ModelProto) -> list[onnx.ValueInfoProto]:
 
 ANONYMOUS_DIMS = {"", "?"}
 
-# Input slots whose value sets a shape, an axis or a count: compiled ahead of time, a model input
-# there must have its value known (onnxruntime's folding then makes the shapes static).
+# Input slots whose value sets a shape, an axis or a count (or a Pad's fill value): compiled ahead
+# of time, a model input there must have its value known (onnxruntime's folding then makes the
+# shapes static).
 _REDUCTIONS = ("ReduceL1", "ReduceL2", "ReduceLogSum", "ReduceLogSumExp", "ReduceMax", "ReduceMean", "ReduceMin", "ReduceProd", "ReduceSum", "ReduceSumSquare")
 SHAPE_SLOTS: dict[str, tuple[int, ...]] = {
-    "Reshape": (1,), "Expand": (1,), "Tile": (1,), "Slice": (1, 2, 3, 4), "Pad": (1, 3), "Resize": (1, 2, 3), "Upsample": (1,),
+    "Reshape": (1,), "Expand": (1,), "Tile": (1,), "Slice": (1, 2, 3, 4), "Pad": (1, 2, 3), "Resize": (1, 2, 3), "Upsample": (1,),
     "Squeeze": (1,), "Unsqueeze": (1,), "Split": (1,), "TopK": (1,), "ConstantOfShape": (0,), "Range": (0, 1, 2), "OneHot": (1,),
     "CumSum": (1,), "CumProd": (1,), "Trilu": (1,), "CenterCropPad": (1,), "Col2Im": (1, 2), "AffineGrid": (1,), "MaxUnpool": (2,),
     "NonMaxSuppression": (2, 3, 4), "DFT": (1, 2), "STFT": (1, 3), "BlackmanWindow": (0,), "HannWindow": (0,), "HammingWindow": (0,),
@@ -391,8 +397,8 @@ def load_model(
     name, proto, digest = _read(model)
     origin = name if isinstance(model, onnx.ModelProto) else str(model)  # what messages name
     _check(origin, proto, full=False)
-    opset = _opset(origin, proto)
     proto = onnx.ModelProto.FromString(proto.SerializeToString())  # never mutate the caller's proto
+    opset = _opset(origin, proto)
     examples = dict(examples or {})
     bound = _bind_values(origin, proto, examples)
     dynamic = {value.name for value in _graph_inputs(proto) if any(isinstance(dim, str) for dim in _dims(value))}

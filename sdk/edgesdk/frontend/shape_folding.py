@@ -16,10 +16,22 @@ import onnx
 from onnx import helper, numpy_helper
 
 MAX_ELEMENTS = 4096
+# Scalar inputs that are values, not weights, and that TVM's importer needs as constants.
+VALUE_SLOTS = {"Pad": (2,), "Clip": (1, 2)}
 SMALL_CONSTANT = 16  # a float Constant node this small is a factor in a shape computation, not a weight
 STANDARD = ("", "ai.onnx")
 # Operators whose outputs change from run to run, or that have graphs inside: never folded.
 UNFOLDABLE = {"RandomNormal", "RandomNormalLike", "RandomUniform", "RandomUniformLike", "Multinomial", "Bernoulli", "If", "Loop", "Scan"}
+
+
+def _reads(node: onnx.NodeProto) -> set[str]:
+    """The names ``node`` reads, in its branches and bodies too (a subgraph reads outer names)."""
+    names = set(node.input)
+    for attribute in node.attribute:
+        for graph in [attribute.g] if attribute.HasField("g") else attribute.graphs:
+            for inner in graph.node:
+                names |= _reads(inner)
+    return names
 
 
 def _static_shapes(proto: onnx.ModelProto) -> dict[str, list[int]]:
@@ -85,7 +97,13 @@ def fold_shapes(proto: onnx.ModelProto) -> onnx.ModelProto:
             derived.add(name)
         folded_nodes.add(index)
     # Small int64 initializers are shapes, axes and pads (weights and zero points are other types): constants too.
-    shape_like = [tensor.name for tensor in proto.graph.initializer if tensor.data_type == onnx.TensorProto.INT64 and known[tensor.name].size <= MAX_ELEMENTS]
+    value_inputs = {node.input[slot] for node in proto.graph.node for slot in VALUE_SLOTS.get(node.op_type, ()) if slot < len(node.input)}
+    shape_like = [
+        tensor.name
+        for tensor in proto.graph.initializer
+        if (tensor.data_type == onnx.TensorProto.INT64 and known[tensor.name].size <= MAX_ELEMENTS)
+        or (tensor.name in value_inputs and known[tensor.name].size == 1)
+    ]
     if not folded_nodes and not shape_like:
         return proto
     if shape_like:
@@ -96,7 +114,7 @@ def fold_shapes(proto: onnx.ModelProto) -> onnx.ModelProto:
         del proto.graph.input[:]
         proto.graph.input.extend(graph_inputs)
     kept = [node for index, node in enumerate(proto.graph.node) if index not in folded_nodes]
-    needed = {name for node in kept for name in node.input} | {value.name for value in proto.graph.output}
+    needed = {name for node in kept for name in _reads(node)} | {value.name for value in proto.graph.output}
     produced = {name for index in folded_nodes for name in proto.graph.node[index].output} | set(shape_like)
     existing = {tensor.name for tensor in proto.graph.initializer}
     constants = [
