@@ -132,6 +132,8 @@ def _check(name: str, proto: onnx.ModelProto, full: bool) -> None:
     except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise UserInputError(f"{name}: invalid ONNX model: {first_line}") from exc
+    except UnicodeDecodeError as exc:  # the checker's message quotes a name that is not UTF-8
+        raise UserInputError(f"{name}: invalid ONNX model: a name or string in it is not UTF-8 text (byte {exc.start} of one)") from exc
 
 
 def _opset(name: str, proto: onnx.ModelProto) -> int:
