@@ -2,9 +2,9 @@
 artifact, compared with the case's own expected outputs and tolerances.
 
 A case is *runnable* when onnxruntime, edgesdk's reference numerics, runs it and matches its
-expected outputs; the others say nothing about edgesdk. Each runnable case runs in a child process
-(``python -m edgesdk.testing.conformance CASE_DIR DEVICE``) so that a crash in a loaded kernel
-library costs one case, not the run; TVM itself already runs in the deploy's own worker.
+expected outputs; the others say nothing about edgesdk. Runnable cases run in child processes, a
+batch each (``python -m edgesdk.testing.conformance DEVICE CASE_DIR...``), so that a crash in a
+loaded kernel library costs one case, not the run; TVM itself already runs in the deploy's worker.
 
 Outcomes: ``pass``; ``mismatch`` (ran, wrong numbers); ``error`` (a clean edgesdk error: what a user
 sees, one line); ``crash`` (anything else: a traceback, a signal, a timeout; these are bugs);
