@@ -11,6 +11,7 @@ the frontend's own while a model is imported (``converters_registered``).
   saturated.
 - CumProd as Relax's cumprod (exclusive and reverse included).
 - Elu and Selu replace TVM's, whose float32 constants break float16 models.
+- LpNormalization and ReverseSequence.
 
 A converter is a class with ``_impl_v<opset>`` classmethods, as TVM's frontend defines them.
 This module imports TVM: only the compile worker loads it.
@@ -376,6 +377,27 @@ class Selu(frontend.OnnxOpConverter):
         return relax.op.multiply(relax.const(gamma, dtype), ACTIVATIONS["elu"][0](x, alpha, 0.0, dtype))
 
 
+class LpNormalization(frontend.OnnxOpConverter):
+    """x divided by its L1 or L2 norm along ``axis`` (0 where the norm is 0, as the standard's reference)."""
+
+    @classmethod
+    def _impl_v1(cls, bb, inputs, attr, params):
+        x = inputs[0]
+        dtype = _dtype(bb, x)
+        axis, p = attr.get("axis", -1), attr.get("p", 2)
+        if p not in (1, 2):
+            raise ValueError(f"LpNormalization p={p}: the standard defines 1 and 2")
+        norm = relax.op.sum(relax.op.abs(x), axis, keepdims=True) if p == 1 else relax.op.sqrt(relax.op.sum(relax.op.multiply(x, x), axis, keepdims=True))
+        zero = relax.const(0.0, dtype)
+        return relax.op.where(relax.op.equal(norm, zero), relax.op.zeros_like(x), relax.op.divide(x, norm))
+
+
+class ReverseSequence(frontend.OnnxOpConverter):
+    @classmethod
+    def _impl_v10(cls, bb, inputs, attr, params):
+        return relax.op.reverse_sequence(inputs[0], inputs[1], attr.get("time_axis", 0), attr.get("batch_axis", 1))
+
+
 CONVERTERS: dict[str, type] = {
     "RNN": RNN,
     "GRU": GRU,
@@ -387,6 +409,8 @@ CONVERTERS: dict[str, type] = {
     "CumProd": CumProd,
     "Elu": Elu,
     "Selu": Selu,
+    "LpNormalization": LpNormalization,
+    "ReverseSequence": ReverseSequence,
 }
 
 
