@@ -31,7 +31,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from edgesdk.artifact.manifest import MANIFEST_NAME, Manifest
-from edgesdk.compile.build_cache import cache_root, remove_stale
+from edgesdk.compile.build_cache import cache_root, hash_files, remove_stale, sha256_file
 from edgesdk.compile.worker import ANALYSIS_FILE, WEIGHTS_FILE
 from edgesdk.errors import UserInputError, describe_validation_error
 
@@ -55,18 +55,9 @@ __all__ = [
 ]
 
 
-def sha256_file(path: Path) -> str:
-    with open(path, "rb") as stream:
-        return hashlib.file_digest(stream, "sha256").hexdigest()
-
-
 def hash_tree(root: Path) -> dict[str, str]:
     """SHA-256 of every file under ``root`` but the manifest, by POSIX relative path."""
-    return {
-        path.relative_to(root).as_posix(): sha256_file(path)
-        for path in sorted(root.rglob("*"))
-        if path.is_file() and path.relative_to(root).as_posix() != MANIFEST_NAME
-    }
+    return hash_files(root, MANIFEST_NAME)
 
 
 def read_manifest(path: Path) -> Manifest | None:

@@ -52,13 +52,18 @@ def remove_stale(directory: Path, prefix: str) -> None:
             shutil.rmtree(path, ignore_errors=True)
 
 
-def _digests(root: Path) -> dict[str, str]:
-    found = {}
-    for path in sorted(root.rglob("*")):
-        if path.is_file() and path.name != DIGEST_FILE:
-            with open(path, "rb") as stream:
-                found[path.relative_to(root).as_posix()] = hashlib.file_digest(stream, "sha256").hexdigest()
-    return found
+def sha256_file(path: Path) -> str:
+    with open(path, "rb") as stream:
+        return hashlib.file_digest(stream, "sha256").hexdigest()
+
+
+def hash_files(root: Path, record: str) -> dict[str, str]:
+    """SHA-256 of every file under ``root`` but the ``record`` that lists them, by POSIX relative path."""
+    return {
+        path.relative_to(root).as_posix(): sha256_file(path)
+        for path in sorted(root.rglob("*"))
+        if path.is_file() and path.relative_to(root).as_posix() != record
+    }
 
 
 def cache_key(parts: dict[str, Any]) -> str:
@@ -84,7 +89,7 @@ class BuildCache:
             recorded = json.loads((path / DIGEST_FILE).read_text())
         except (OSError, ValueError):
             recorded = None
-        if recorded != _digests(path):
+        if recorded != hash_files(path, DIGEST_FILE):
             logger.warning(f"compile cache entry {path} was damaged (its files changed); building it again")
             doomed = path.with_name(f".damaged-{os.getpid()}-{path.name}")
             with contextlib.suppress(OSError):
@@ -101,7 +106,7 @@ class BuildCache:
 
     def put(self, kind: str, key: str, staged: Path) -> Path:
         path = self.entry(kind, key)
-        (staged / DIGEST_FILE).write_text(json.dumps(_digests(staged), sort_keys=True))
+        (staged / DIGEST_FILE).write_text(json.dumps(hash_files(staged, DIGEST_FILE), sort_keys=True))
         path.parent.mkdir(parents=True, exist_ok=True)
         try:
             staged.rename(path)

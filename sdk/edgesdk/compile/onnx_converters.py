@@ -100,6 +100,11 @@ def _activations(attr: dict, count: int, defaults: list[str], dtype: str) -> lis
     return functions
 
 
+def _masked(alive: Expr, new: Expr, old: Expr, dtype: str) -> Expr:
+    """``new`` where ``alive`` is 1, ``old`` where it is 0 (a sequence past its length)."""
+    return relax.op.add(relax.op.multiply(alive, new), relax.op.multiply(relax.op.subtract(relax.const(1.0, dtype), alive), old))
+
+
 class _Recurrent(frontend.OnnxOpConverter):
     """The common part of RNN, GRU and LSTM: the layout, the directions, the steps; ``_cell``
     computes one step of one direction."""
@@ -147,11 +152,8 @@ class _Recurrent(frontend.OnnxOpConverter):
                 new_h, new_extra = cls._cell(bb, attr, x_t, h, extra, r_d, r_bias, inputs, d, activations[d * per : (d + 1) * per], hidden, dtype)
                 if lengths is not None:  # past its length a sequence keeps its state and outputs zeros
                     alive = relax.op.reshape(relax.op.astype(relax.op.less(relax.const(t, _dtype(bb, lengths)), lengths), dtype), (batch, 1))
-                    new_h = relax.op.add(relax.op.multiply(alive, new_h), relax.op.multiply(relax.op.subtract(relax.const(1.0, dtype), alive), h))
-                    new_extra = [
-                        relax.op.add(relax.op.multiply(alive, e), relax.op.multiply(relax.op.subtract(relax.const(1.0, dtype), alive), old))
-                        for e, old in zip(new_extra, extra, strict=True)
-                    ]
+                    new_h = _masked(alive, new_h, h, dtype)
+                    new_extra = [_masked(alive, e, old, dtype) for e, old in zip(new_extra, extra, strict=True)]
                     outputs[t] = bb.emit(relax.op.multiply(alive, new_h))
                 h, extra = bb.emit(new_h), [bb.emit(e) for e in new_extra]
                 outputs[t] = outputs[t] if outputs[t] is not None else h

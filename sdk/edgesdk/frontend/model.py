@@ -377,10 +377,9 @@ def _check_sizes(name: str, proto: onnx.ModelProto) -> None:
         itemsize = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(value.type.tensor_type.elem_type)).itemsize
         size = math.prod(static) * itemsize
         if size > MAX_TENSOR_BYTES:
+            amount = f"{size / 2**40:.1f} TiB" if size >= 2**40 else f"{size / 2**30:.1f} GiB"
             raise UserInputError(
-                f"{name}: tensor '{value.name}' of shape {dims} would need {size / 2**40:.1f} TiB"
-                if size >= 2**40
-                else f"{name}: tensor '{value.name}' of shape {dims} would need {size / 2**30:.1f} GiB",
+                f"{name}: tensor '{value.name}' of shape {dims} would need {amount}",
                 hint=f"edgesdk takes tensors up to {MAX_TENSOR_BYTES / 2**30:g} GiB; check --input-shape",
             )
 

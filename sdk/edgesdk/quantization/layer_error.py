@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from edgesdk.frontend.agreement import cosine
 from edgesdk.quantization.ptq import QUANTIZABLE, intermediate_values
+from edgesdk.quantization.schemes import stored_bytes
 
 SAMPLES = 16  # two runs exposing every layer's output: the error's order of magnitude, not its last digit
 
@@ -40,11 +41,6 @@ class LayerError(BaseModel):
         None, description="Signal-to-quantization-noise ratio of its output against the float model's, in dB (None: not measured, or identical)."
     )
     cosine: float | None = Field(None, description="Cosine similarity of its output to the float model's (None: not measured).")
-
-
-def _stored_bytes(tensor: onnx.TensorProto) -> int:
-    bits = 4 if tensor.data_type in (onnx.TensorProto.INT4, onnx.TensorProto.UINT4) else 8 * onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type).itemsize
-    return -(-math.prod(tensor.dims) * bits // 8)
 
 
 def _constants(name: str, initializers: dict[str, onnx.TensorProto], producers: dict[str, onnx.NodeProto]) -> set[str] | None:
@@ -108,7 +104,7 @@ def layer_errors(quantized: onnx.ModelProto, float_model: onnx.ModelProto, sampl
         else:
             dims = shapes[weight].type.tensor_type.shape.dim if weight in shapes else []
             elements = math.prod(d.dim_value for d in dims) if dims and all(d.dim_value > 0 for d in dims) else 0
-        stored = sum(_stored_bytes(initializers[name]) for name in constants)
+        stored = sum(stored_bytes(initializers[name]) for name in constants)
         name = node.name or f"{node.op_type}_{index}"
         bits = round(8 * stored / elements, 2) if elements else 0.0
         layers.append(LayerError(node=name, op_type=node.op_type, weights=elements, stored_bytes=stored, bits_per_weight=bits))

@@ -45,13 +45,14 @@ def stored_bits(tensor: onnx.TensorProto) -> int:
     return 8 * onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type).itemsize
 
 
+def stored_bytes(tensor: onnx.TensorProto) -> int:
+    """Bytes of an initializer as stored (int4: two per byte)."""
+    return -(-int(np.prod(tensor.dims, dtype=np.int64)) * stored_bits(tensor) // 8)
+
+
 def weight_bytes(proto: onnx.ModelProto) -> int:
-    """Bytes of the model's initializers as stored (int4: two per byte)."""
-    total = 0
-    for tensor in proto.graph.initializer:
-        bits = stored_bits(tensor)
-        total += -(-int(np.prod(tensor.dims, dtype=np.int64)) * bits // 8)
-    return total
+    """Bytes of the model's initializers as stored."""
+    return sum(stored_bytes(tensor) for tensor in proto.graph.initializer)
 
 
 def calibration_arrays(calibration: Calibration) -> Mapping[str, np.ndarray] | None:

@@ -140,7 +140,8 @@ def reference_problem(case) -> str | None:
         feeds = _tensor_inputs(case.model, inputs)
         if isinstance(feeds, str):
             return feeds
-        strings = [name for name, want in zip(names, expected, strict=False) if isinstance(_array(want), np.ndarray) and _array(want).dtype.kind in "OSU"]
+        wanted = {name: _array(want) for name, want in zip(names, expected, strict=False)}
+        strings = [name for name, want in wanted.items() if isinstance(want, np.ndarray) and want.dtype.kind in "OSU"]
         if strings:
             return f"{TYPES} output '{strings[0]}' holds strings"
         try:
