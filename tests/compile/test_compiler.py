@@ -45,11 +45,11 @@ def test_two_builds_go_to_two_workers_each_importing_the_model(tmp_path, monkeyp
     todo = [(0, device), (1, host)]
     run = RunTask(library="lib.so", weights=str(tmp_path / "model" / "params.npz"), inputs="in.npz", outputs="out.npz", output_names=["y"])
     monkeypatch.setattr(compiler.os, "cpu_count", lambda: 2)
-    (first, first_builds), (second, second_builds) = compiler._jobs(model, tmp_path, todo, run, [])
+    (first, first_builds), (second, second_builds) = compiler._jobs(model, tmp_path, todo, run, [], False)
     assert first.model_dir and first.run is None and first_builds == todo[:1]
     # The second runs the simulation on the weights it imported itself, not on the first's.
     assert second.model_dir is None and second_builds == todo[1:] and second.run is not None
     assert second.weights_file == second.run.weights != run.weights
     monkeypatch.setattr(compiler.os, "cpu_count", lambda: 1)
-    [(only, builds)] = compiler._jobs(model, tmp_path, todo, run, [])
+    [(only, builds)] = compiler._jobs(model, tmp_path, todo, run, [], False)
     assert builds == todo and only.run == run and only.model_dir

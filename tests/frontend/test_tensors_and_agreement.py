@@ -116,3 +116,12 @@ def test_noise_perturbs_every_float32_conv_and_matmul_by_summation_sized_errors(
     assert 0 < relative.max() < 8 * NOISE_SCALE  # moved, by a few summation errors at most
     nothing_to_perturb = helper.make_model(helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g", graph.input, graph.output))
     assert noise_outputs(nothing_to_perturb, {"x": x}) == []
+
+
+def test_nan_and_infinities_must_be_where_the_reference_has_them():
+    reference = np.array([1.0, np.nan, np.inf, -np.inf, 2.0], np.float32)
+    same = compare(reference.copy(), reference)
+    assert same.passed and same.max_abs_err == 0.0 and same.tolerance == pytest.approx(2e-4)
+    for wrong in ([1.0, 0.0, np.inf, -np.inf, 2.0], [1.0, np.nan, -np.inf, -np.inf, 2.0], [np.nan, np.nan, np.inf, -np.inf, 2.0]):
+        found = compare(np.array(wrong, np.float32), reference)
+        assert not found.passed and found.max_abs_err == np.inf and found.beyond_tolerance == 1

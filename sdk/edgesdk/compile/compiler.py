@@ -57,13 +57,13 @@ def _store_run(cache: BuildCache, key: str, outputs: Mapping[str, np.ndarray]) -
     cache.put("runs", key, staged)
 
 
-def _model_key(model: Model, passes: Sequence[PassChoice]) -> dict:
-    return {"model": model.sha256, "passes": fingerprint(passes), "tvm": tvm_version(), "pipeline": PIPELINE_VERSION}
+def _model_key(model: Model, passes: Sequence[PassChoice], onnxruntime: bool) -> dict:
+    return {"model": model.sha256, "passes": fingerprint(passes), "tvm": tvm_version(), "pipeline": PIPELINE_VERSION, "onnxruntime": onnxruntime}
 
 
-def build_key(model: Model, spec: BuildSpec, passes: Sequence[PassChoice] = ()) -> str:
+def build_key(model: Model, spec: BuildSpec, passes: Sequence[PassChoice] = (), onnxruntime: bool = False) -> str:
     # Not the role: a device build that targets this host is the host build.
-    return cache_key({**_model_key(model, passes), "spec": spec.model_dump(mode="json", exclude={"role"}), "edgesdk": edgesdk_version()})
+    return cache_key({**_model_key(model, passes, onnxruntime), "spec": spec.model_dump(mode="json", exclude={"role"}), "edgesdk": edgesdk_version()})
 
 
 @dataclass
@@ -86,18 +86,21 @@ def compile_model(
     timeout_s: float | None,
     on_stage: Callable[[str], None],
     passes: Sequence[PassChoice] = (),
+    onnxruntime: bool = False,
 ) -> Compiled:
     """Weights, kernel analysis and builds for ``model``: from the cache, or made by the worker
     (then cached), after the ``relax``-stage plugin ``passes``. With no specs, only the model is
-    imported and analysed.
+    imported and analysed. With ``onnxruntime``, a node TVM cannot lower runs on onnxruntime
+    (edgesdk.compile.onnxruntime_segments: the segments are in the model directory); without,
+    it is an ``UnsupportedNode`` error.
 
     With ``inputs``, the simulation build (the last spec) also runs on them: in the worker that
     compiles (saving a second start), else in a worker of its own, unless the outputs of that
     build on those inputs are cached (a warm deploy then starts no TVM process at all).
     """
     passes = [choice for choice in passes if choice.stage == "relax"]
-    model_key = cache_key(_model_key(model, passes))
-    keys = [build_key(model, spec, passes) for spec in specs]
+    model_key = cache_key(_model_key(model, passes, onnxruntime))
+    keys = [build_key(model, spec, passes, onnxruntime) for spec in specs]
     model_dir = cache.get("models", model_key)
     found = [cache.get("builds", key) for key in keys]
     run_key = cache_key({"build": keys[-1], "inputs": _digest(inputs)}) if specs and inputs is not None else None
@@ -126,7 +129,7 @@ def compile_model(
                 outputs=str(scratch / "outputs.npz"),
                 output_names=[spec.name for spec in model.outputs],
             )
-        jobs = _jobs(model, scratch, todo, run, passes)
+        jobs = _jobs(model, scratch, todo, run, passes, onnxruntime)
         results = _run_jobs(jobs, scratch, model_name=model.name, timeout_s=timeout_s, on_stage=on_stage)
         outputs = load_npz(scratch / "outputs.npz") if run else None
         if run_key is not None and outputs is not None:
@@ -142,17 +145,24 @@ def compile_model(
         shutil.rmtree(scratch, ignore_errors=True)
 
 
-def _model_job(model: Model, scratch: Path, passes: Sequence[PassChoice]) -> dict:
+def _model_job(model: Model, scratch: Path, passes: Sequence[PassChoice], onnxruntime: bool = False) -> dict:
     """What every worker job of ``model`` starts from: the model file written in ``scratch``, its
-    input shapes, the ``relax``-stage plugin passes."""
-    return {"model": str(scratch / "model.onnx"), "shapes": {spec.name: list(spec.shape) for spec in model.inputs}, "passes": passes}
+    input shapes, the ``relax``-stage plugin passes, whether onnxruntime may run nodes."""
+    return {
+        "model": str(scratch / "model.onnx"),
+        "shapes": {spec.name: list(spec.shape) for spec in model.inputs},
+        "passes": passes,
+        "onnxruntime": onnxruntime,
+    }
 
 
-def _jobs(model: Model, scratch: Path, todo: list[tuple[int, BuildSpec]], run: RunTask | None, passes: Sequence[PassChoice]) -> list[tuple[Job, list]]:
+def _jobs(
+    model: Model, scratch: Path, todo: list[tuple[int, BuildSpec]], run: RunTask | None, passes: Sequence[PassChoice], onnxruntime: bool
+) -> list[tuple[Job, list]]:
     """The worker jobs, each with the builds it makes: one, or, when two builds are due and this
     machine has a core for each, two processes in parallel: the first imports, analyses and makes
     the device build; the second imports again (a few seconds) and makes the rest and the run."""
-    base = _model_job(model, scratch, passes)
+    base = _model_job(model, scratch, passes, onnxruntime)
 
     def builds(part: list[tuple[int, BuildSpec]]) -> list[tuple[BuildSpec, str]]:
         return [(spec, str(scratch / f"build{index}")) for index, spec in part]

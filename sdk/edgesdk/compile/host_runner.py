@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from edgesdk.compile.onnxruntime_segments import register, segments_dir
 from edgesdk.frontend.model import TensorSpec
 from edgesdk.frontend.tensors import check_inputs, load_npz
 
@@ -32,6 +33,7 @@ class HostRunner:
         import tvm
         from tvm import relax
 
+        register(segments_dir(self.weights_file))  # the nodes onnxruntime runs, which the library calls
         vm = relax.VirtualMachine(tvm.runtime.load_module(str(self.library)), tvm.cpu())
         self._vm, self._main = vm, vm["main"]
         weights = load_npz(self.weights_file)

@@ -22,6 +22,7 @@ from edgesdk.compile.kernels import ModelAnalysis, analyze
 from edgesdk.compile.lookup_tables import tabulate
 from edgesdk.compile.object_symbols import undefined_symbols
 from edgesdk.compile.onnx_functions import expand_functions
+from edgesdk.compile.onnxruntime_segments import write_segments
 from edgesdk.compile.packed_kernels import extract_blocked_weights, unpack_in_kernels
 from edgesdk.compile.program import PROGRAM_ATTR, PROGRAM_FILE, Program, record_program
 from edgesdk.compile.reorder import order_by_memory
@@ -31,7 +32,7 @@ from edgesdk.frontend.shape_folding import fold_shapes
 from edgesdk.plugin.toolchains import Toolchain
 
 # Bump when the lowering changes what it produces for the same inputs: it is part of cache keys.
-PIPELINE_VERSION = 64
+PIPELINE_VERSION = 65
 
 
 class BuildSpec(BaseModel):
@@ -74,21 +75,31 @@ class BuildResult(BaseModel):
     undefined_symbols: list[str] | None = Field(None, description="What the standalone code needs from the C library when linked; None without it.")
 
 
-def import_onnx(model_path: Path, shapes: dict[str, list[int]]):
-    """Import with TVM's ONNX frontend; weights come back as arrays, in the VM's argument order."""
+def import_onnx(model_path: Path, shapes: dict[str, list[int]], segments: Path | None = None):
+    """Import with TVM's ONNX frontend; weights come back as arrays, in the VM's argument order.
+
+    A node TVM cannot convert raises ``Unsupported``, or, with a ``segments`` directory, runs on
+    onnxruntime (edgesdk.compile.onnxruntime_segments: its model and listing are written there).
+    """
     import onnx
     from tvm import relax
     from tvm.relax.frontend import onnx as relax_onnx
 
-    from edgesdk.compile.onnx_converters import converters_registered  # TVM classes: imported where TVM runs
+    from edgesdk.compile.onnx_converters import converters_registered, supported_ops  # TVM classes: imported where TVM runs
+    from edgesdk.compile.onnx_fallback import NodeGuard
 
     # Group-wise quantized weights (int4/int8 blocked dequantize): read here, packed below.
     proto, blocked = extract_blocked_weights(onnx.load(str(model_path)))
-    with converters_registered() as supported:
-        proto, expanded = expand_functions(proto, supported)
-        proto = fold_shapes(proto) if expanded else proto  # the bodies' own shape computations
+    proto, expanded = expand_functions(proto, supported_ops())
+    proto = fold_shapes(proto) if expanded else proto  # the bodies' own shape computations
+    guard = NodeGuard(proto, segments)
+    with converters_registered(guard):
         # The frontend prints diagnostics to stdout: in the worker, stdout is its log file.
-        mod = relax_onnx.from_onnx(proto, shape_dict=shapes, keep_params_in_input=True)
+        mod = relax_onnx.from_onnx(guard.proto, shape_dict=shapes, keep_params_in_input=True)
+    if guard.segments:
+        assert segments is not None  # only then does the guard make segments
+        write_segments(segments, guard.segments)
+        mod = relax.transform.DeadCodeElimination(["main"])(mod)  # what a failed converter emitted
     mod, params = relax.frontend.detach_params(mod)
     known = dict(zip(mod["main"].params[len(shapes) :], (array.numpy() for array in params.get("main", [])), strict=False))
     # Quantized (QDQ) models: their convolutions and matmuls become integer kernels.

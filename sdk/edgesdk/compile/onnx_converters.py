@@ -29,6 +29,8 @@ import tvm
 from tvm import relax
 from tvm.relax.frontend.onnx import onnx_frontend as frontend
 
+from edgesdk.compile.onnx_fallback import NodeGuard
+
 Expr = Any  # a relax.Expr: TVM ships no type information
 
 
@@ -416,13 +418,20 @@ CONVERTERS: dict[str, type] = {
 }
 
 
+def supported_ops() -> set[str]:
+    """The operators TVM's frontend converts with ``CONVERTERS`` added."""
+    return set(frontend._get_convert_map()) | set(CONVERTERS)
+
+
 @contextlib.contextmanager
-def converters_registered() -> Iterator[set[str]]:
-    """TVM's frontend with ``CONVERTERS`` added for the block; the operators it then converts."""
+def converters_registered(guard: NodeGuard | None = None) -> Iterator[None]:
+    """TVM's frontend with ``CONVERTERS`` added for the block, each converter guarded by ``guard``
+    (edgesdk.compile.onnx_fallback) when given; the operators it then converts."""
     original = frontend._get_convert_map
     table = {**original(), **CONVERTERS}
-    frontend._get_convert_map = lambda: table
+    guarded = guard.table(table) if guard is not None else table
+    frontend._get_convert_map = lambda: guarded
     try:
-        yield set(table)
+        yield
     finally:
         frontend._get_convert_map = original

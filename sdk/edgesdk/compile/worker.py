@@ -27,6 +27,7 @@ from pydantic import BaseModel, ConfigDict
 
 from edgesdk.compile.host_runner import HostRunner
 from edgesdk.compile.lowering import BuildResult, BuildSpec
+from edgesdk.compile.onnxruntime_segments import Unsupported, segments_dir
 from edgesdk.compile.tuning_db import TaskRecord
 from edgesdk.errors import EdgeSDKError
 from edgesdk.frontend.model import TensorSpec
@@ -77,6 +78,7 @@ class Job(BaseModel):
     weights_file: str | None = None  # without a model_dir: where the imported weights go
     builds: list[tuple[BuildSpec, str]] = []
     passes: list[PassChoice] = []  # plugin passes of the relax stage, run after the import
+    onnxruntime: bool = False  # a node TVM cannot lower runs on onnxruntime (edgesdk.compile.onnxruntime_segments)
     run: RunTask | None = None
     tune: TuneTask | None = None
 
@@ -89,6 +91,7 @@ class JobResult(BaseModel):
     stages: dict[str, float] = {}  # seconds per stage (import, analyze, build device, ...), in order
     error: str | None = None
     stage: str | None = None
+    unsupported: str | None = None  # "<op> (<reason>)" when the error is a node TVM cannot lower
     tuned: list[TaskRecord] = []  # a tune job's tasks
     untuned: int = 0  # tasks the tune job's budget left
     model_ms: list[float] | None = None  # the tune job's model check: (with the rules, with the new schedules)
@@ -96,6 +99,14 @@ class JobResult(BaseModel):
 
 class WorkerFailed(EdgeSDKError):
     """TVM could not import, compile or run the model (bad or unsupported input: exit 2)."""
+
+
+class UnsupportedNode(WorkerFailed):
+    """A node of the model TVM cannot lower: ``what`` is "<op> (<reason>)"."""
+
+    def __init__(self, what: str):
+        super().__init__(f"unsupported by TVM: {what}")
+        self.what = what
 
 
 # ---------------------------------------------------------------- parent side
@@ -176,6 +187,8 @@ def run_in_worker(
         tail = (job_dir / "worker.log").read_text(errors="replace").strip().splitlines()[-1:] or ["no output"]
         raise WorkerFailed(f"the TVM worker exited with code {returncode} at stage '{stage}' for model '{model_name}': {tail[0]}")
     result = JobResult.model_validate_json(result_file.read_text())
+    if result.unsupported:
+        raise UnsupportedNode(result.unsupported)
     if result.error:
         raise WorkerFailed(f"TVM failed at stage '{result.stage}' for model '{model_name}': {result.error}")
     return result
@@ -192,7 +205,9 @@ def _work(job: Job, report: Callable[[str], None]) -> JobResult:
     if job.model:
         report("import")
         lowering.maybe_crash("import")
-        mod, weights, names, packed = lowering.import_onnx(Path(job.model), job.shapes)
+        weights_at = Path(job.model_dir) / WEIGHTS_FILE if job.model_dir else Path(job.weights_file) if job.weights_file else None
+        segments = segments_dir(weights_at) if job.onnxruntime and weights_at is not None else None
+        mod, weights, names, packed = lowering.import_onnx(Path(job.model), job.shapes, segments)
         for choice in job.passes:
             report(f"pass {choice.name}")
             mod = lowering.checked_pass_result(choice, mod, passes.run(choice, mod))
@@ -262,6 +277,8 @@ def main(argv: list[str]) -> int:
         job = Job.model_validate_json(job_file.read_text())
         try:
             result = _work(job, report)
+        except Unsupported as exc:
+            result = JobResult(error=str(exc), stage=stage, unsupported=str(exc))
         except Exception as exc:  # any failure inside TVM or a toolchain is reported, not raised
             traceback.print_exc()
             result = JobResult(error=_one_line(exc), stage=stage)

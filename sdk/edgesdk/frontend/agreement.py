@@ -3,7 +3,8 @@ verification (compiled vs onnxruntime) and accuracy (quantized vs float) share.
 
 Tolerances are per dtype and relative to the output's scale: an output whose values reach 1000
 may differ by more in absolute terms than one that stays within 1. Floats compare with
-``max_abs_err <= rtol * max(1, max|reference|)``; integers and booleans must match exactly.
+``max_abs_err <= rtol * max(1, max|reference|)`` over the finite values, and NaN and infinities
+must be where the reference has them; integers and booleans must match exactly.
 """
 
 from __future__ import annotations
@@ -82,16 +83,24 @@ def compare(
     if actual.shape != reference.shape:
         return Comparison(math.inf, 0.0, 0.0, None, int(reference.size), False)
     a, r = _flat(actual), _flat(reference)
+    # NaN and infinities must be where the reference has them, the same; the rest is measured.
+    finite = np.isfinite(r)
+    same = (a == r) | (np.isnan(a) & np.isnan(r))
+    misplaced = int(np.sum(np.where(finite, ~np.isfinite(a), ~same)))
+    wrong_specials = int(np.sum(~finite & ~same))
+    a, r = a[finite], r[finite]
     err = float(np.max(np.abs(a - r))) if a.size else 0.0
     similarity = cosine(a, r)
-    limit = tolerance(reference, float_rtol)
-    beyond = int(np.sum(np.abs(a - r) > limit))
+    limit = tolerance(np.asarray(reference)[np.isfinite(reference)], float_rtol)
+    beyond = int(np.sum(~(np.abs(a - r) <= limit)))  # a NaN where the reference is finite counts
     allowed, floor = stray_share * a.size, STRAY_COSINE
     noise_beyond = noise_cosine = None
     if stray_share > 0 and noise:
-        noise_beyond = max(int(np.sum(np.abs(_flat(n) - r) > limit)) for n in noise)
-        noise_cosine = min(cosine(_flat(n), r) for n in noise)
+        noise_beyond = max(int(np.sum(np.abs(_flat(n)[finite] - r) > limit)) for n in noise)
+        noise_cosine = min(cosine(_flat(n)[finite], r) for n in noise)
         allowed, floor = max(allowed, NOISE_MARGIN * noise_beyond), min(floor, 1 - NOISE_MARGIN * (1 - noise_cosine))
     strays_only = stray_share > 0 and beyond <= allowed and similarity >= floor
-    passed = bool(np.all(np.isfinite(a) == np.isfinite(r))) and (err <= limit or strays_only)
+    passed = misplaced == 0 and (err <= limit or strays_only)
+    if misplaced:
+        err, beyond = math.inf, beyond + wrong_specials
     return Comparison(err, limit, similarity, psnr_db(a, r), beyond, passed, noise_beyond, noise_cosine)

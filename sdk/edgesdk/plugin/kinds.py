@@ -39,6 +39,11 @@ class Backend(BaseModel):
         "`c_source`: the kernels as C (TVM's `c` target), plus an object when the toolchain is here.",
     )
     toolchain: Toolchain = Field(description="Links the shared library, or compiles the C source.")
+    onnxruntime_fallback: bool = Field(
+        False,
+        description="Whether a node TVM cannot lower may run on onnxruntime, called from the compiled code (the artifact then needs "
+        "onnxruntime where it runs: only for devices whose library runs on the host that deploys). Without it, such a node is an error.",
+    )
 
     def serves(self, profile: DeviceProfile) -> bool:
         """Whether this backend builds for ``profile``."""

@@ -55,8 +55,10 @@ from edgesdk.compile.build_cache import DIGEST_FILE, BuildCache
 from edgesdk.compile.compiler import Compiled, compile_model
 from edgesdk.compile.kernels import ModelAnalysis
 from edgesdk.compile.lowering import BuildSpec
+from edgesdk.compile.onnxruntime_segments import SEGMENTS_DIR, Segment, read_segments
 from edgesdk.compile.targets import half_target, host_target, runs_here
 from edgesdk.compile.tuning_db import build_fields
+from edgesdk.compile.worker import UnsupportedNode
 from edgesdk.devices.profile import DeviceProfile
 from edgesdk.devices.registry import get_device
 from edgesdk.errors import CheckFailed, UserInputError
@@ -73,7 +75,7 @@ from edgesdk.quantization.recipe import recipe
 from edgesdk.quantization.schemes import Precision, weight_bytes
 from edgesdk.report.html import cost_html
 from edgesdk.simulate.budget import activation_bytes, over_budget
-from edgesdk.simulate.cost_report import Estimate, PatchInfo, byte_size
+from edgesdk.simulate.cost_report import Estimate, Fallback, PatchInfo, byte_size
 from edgesdk.simulate.partition import ARITHMETIC_CLASSES, Partition, compute_dtype
 from edgesdk.verbs.pipeline import checked_options, estimated, load_precision, read_analysis
 from edgesdk.versions import edgesdk_version, tvm_version
@@ -155,6 +157,9 @@ def deploy(
 
         device_target = half_target(profile.target, precision.compiled)
         standalone = bool(options.get("standalone")) and backend.emit == "shared_library"
+        # onnxruntime runs what TVM cannot lower only where the device's own library runs here; a
+        # program without TVM's runtime cannot call it.
+        onnxruntime = backend.onnxruntime_fallback and runs_here(device_target) and not standalone
         specs = [
             BuildSpec(
                 role="device",
@@ -177,15 +182,20 @@ def deploy(
         try:
 
             def build(model: Model) -> tuple[Compiled, ModelAnalysis, Partition, Estimate]:
-                compiled = compile_model(
-                    model,
-                    specs,
-                    BuildCache(private),
-                    verify_inputs,
-                    timeout_s=options.get("timeout_s"),
-                    on_stage=relay("compile: "),  # called from the compiler's threads
-                    passes=passes,
-                )
+                try:
+                    compiled = compile_model(
+                        model,
+                        specs,
+                        BuildCache(private),
+                        verify_inputs,
+                        timeout_s=options.get("timeout_s"),
+                        on_stage=relay("compile: "),  # called from the compiler's threads
+                        passes=passes,
+                        onnxruntime=onnxruntime,
+                    )
+                except UnsupportedNode as exc:
+                    hint = "--standalone code cannot call onnxruntime; deploy without it" if standalone and backend.onnxruntime_fallback else None
+                    raise UserInputError(f"unsupported on {profile.id}: {exc.what}", hint=hint) from None
                 stage("simulate")
                 analysis = read_analysis(compiled.model_dir)
                 placement, estimate = estimated(analysis, profile, unit=options.get("unit"), fallback=options.get("fallback", True))
@@ -231,6 +241,7 @@ def deploy(
             stage("write")
             manifest = _manifest(profile, backend, prepared, precision, analysis, specs, compiled, simulation, result, files=hash_tree(staged))
             manifest.partition, manifest.estimate, manifest.passes = placement.info(), estimate, passes
+            _record_segments(manifest, read_segments(compiled.model_dir / SEGMENTS_DIR), _cpu_unit(profile))
             if set(placement.units) - {_cpu_unit(profile)}:
                 manifest.build.notes.append(
                     "the device code is CPU code; kernels placed on other units are simulated there (edgesdk does not generate NPU/GPU code yet)"
@@ -269,12 +280,28 @@ def _assemble(staged: Path, prepared: Model, compiled: Compiled, specs: Sequence
     (staged / MODEL_FILE).write_bytes(prepared.serialized)
     for name in (WEIGHTS_FILE, ANALYSIS_FILE):
         shutil.copyfile(compiled.model_dir / name, staged / name)
+    if (compiled.model_dir / SEGMENTS_DIR).is_dir():
+        _copy_build(compiled.model_dir / SEGMENTS_DIR, staged / SEGMENTS_DIR)
     for (source, _), spec in zip(compiled.builds, specs, strict=False):
         _copy_build(source, staged / spec.role)
     (staged / "verification").mkdir()
     save_npz(staged / INPUTS_FILE, inputs)
     # The last build is the host's; with none, the device build runs here (pc) and simulates.
     return f"{specs[-1].role}/{compiled.builds[-1][1].files[0]}"
+
+
+def _record_segments(manifest: Manifest, segments: Sequence[Segment], cpu: str) -> None:
+    """The nodes onnxruntime runs, as fallbacks from the CPU's TVM code, with a note on what the
+    estimate leaves out."""
+    manifest.partition.fallbacks += [
+        Fallback(op=segment.op, from_unit=cpu, to_unit="onnxruntime", reason=f"node '{segment.node}': TVM cannot lower it: {segment.reason}")
+        for segment in segments
+    ]
+    if segments:
+        manifest.build.notes.append(
+            f"{len(segments)} node(s) run on onnxruntime, called from the compiled code ({SEGMENTS_DIR}/): the artifact needs onnxruntime "
+            "where it runs, and their time is not in the estimate"
+        )
 
 
 def _manifest(

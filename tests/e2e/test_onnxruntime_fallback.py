@@ -1,0 +1,79 @@
+"""A node TVM cannot lower, between nodes it can: on pc it runs on onnxruntime, called from the
+compiled code and recorded in the manifest; on other devices it is one line naming it."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper
+
+import edgesdk
+from edgesdk.errors import UserInputError
+from edgesdk.frontend.reference import reference_runner
+
+pytestmark = pytest.mark.slow
+
+
+def _mixed() -> onnx.ModelProto:
+    """MatMul (TVM) -> Det (no TVM converter) -> Scan whose body also reads a value from outside it
+    (TVM has no Scan converter) -> Mul (TVM)."""
+    rng = np.random.default_rng(0)
+    weight = helper.make_tensor("w", TensorProto.FLOAT, [4, 4], rng.standard_normal((4, 4)).astype(np.float32).ravel())
+    body = helper.make_graph(
+        [helper.make_node("Add", ["total_in", "row"], ["sum"]), helper.make_node("Mul", ["sum", "d"], ["total_out"])],
+        "body",
+        [helper.make_tensor_value_info("total_in", TensorProto.FLOAT, [4]), helper.make_tensor_value_info("row", TensorProto.FLOAT, [4])],
+        [helper.make_tensor_value_info("total_out", TensorProto.FLOAT, [4])],
+    )
+    nodes = [
+        helper.make_node("MatMul", ["x", "w"], ["a"]),
+        helper.make_node("Reshape", ["a", "rows"], ["a2"]),
+        helper.make_node("Det", ["a"], ["d3"]),
+        helper.make_node("ReduceMean", ["d3"], ["d"], keepdims=0),
+        helper.make_node("Scan", ["init", "a2"], ["total"], body=body, num_scan_inputs=1),
+        helper.make_node("Mul", ["total", "d"], ["y"]),
+    ]
+    initializers = [
+        weight,
+        helper.make_tensor("init", TensorProto.FLOAT, [4], np.zeros(4, np.float32)),
+        helper.make_tensor("rows", TensorProto.INT64, [2], [12, 4]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "mixed",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [3, 4, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4])],
+        initializers,
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_pc_runs_what_tvm_cannot_lower_on_onnxruntime_and_says_so(tmp_path):
+    model = _mixed()
+    x = np.random.default_rng(1).standard_normal((3, 4, 4)).astype(np.float32)
+    artifact = edgesdk.deploy(model, "pc", tmp_path / "pc", inputs={"x": x})
+
+    fallbacks = artifact.manifest.partition.fallbacks
+    assert [(f.op, f.to_unit) for f in fallbacks] == [("Det", "onnxruntime"), ("Scan", "onnxruntime")]
+    assert "no converter for Det" in fallbacks[0].reason
+    assert any("node(s) run on onnxruntime" in note for note in artifact.manifest.build.notes)
+    listing = json.loads((tmp_path / "pc" / "onnxruntime" / "segments.json").read_text())
+    assert [segment["op"] for segment in listing] == ["Det", "Scan"]
+    assert all(f"onnxruntime/{segment['file']}" in artifact.manifest.files for segment in listing)
+    # The TVM parts are kernels of the compiled code; the rest is onnxruntime's, called in between.
+    assert artifact.manifest.verification.passed
+
+    expected = reference_runner(model.SerializeToString())({"x": x})["y"]
+    for isolated in (False, True):
+        np.testing.assert_allclose(artifact.run({"x": x}, isolated=isolated)["y"], expected, rtol=1e-5, atol=1e-5)
+    reloaded = edgesdk.load_artifact(tmp_path / "pc")
+    assert reloaded.verify().passed
+
+
+def test_other_devices_name_the_node_they_cannot_lower(tmp_path):
+    with pytest.raises(UserInputError, match=r"^unsupported on phone: Det \(TVM's ONNX frontend has no converter for Det\)$"):
+        edgesdk.deploy(_mixed(), "phone", tmp_path / "phone")
+    assert not (tmp_path / "phone").exists()
