@@ -151,7 +151,7 @@ OPTIONS: list[Case] = [
     ("--input-shape negative", lambda d: ["deploy", _mlp(d), "-d", "pc", "--input-shape", "features=1,-64"], "expected NAME=D1,D2"),
     ("--input-shape without a name", lambda d: ["deploy", _mlp(d), "-d", "pc", "--input-shape", "=1,64"], "--input-shape"),
     ("--input-shape unknown input", lambda d: ["deploy", _mlp(d), "-d", "pc", "--input-shape", "feature=1,64"], "names no input"),
-    ("--input-shape wrong rank", lambda d: ["deploy", _mlp(d), "-d", "pc", "--input-shape", "features=1,64,1"], "expected 2 positive dims"),
+    ("--input-shape wrong rank", lambda d: ["deploy", _mlp(d), "-d", "pc", "--input-shape", "features=1,64,1"], "expected 2 dims of size >= 0"),
     ("--input-shape against a fixed dim", lambda d: ["deploy", _mlp(d), "-d", "pc", "--input-shape", "features=1,63"], "contradicts"),
     ("--input-shape of terabytes", lambda d: ["deploy", _mlp(d), "-d", "pc", "--input-shape", "features=100000000000,64"], "TiB"),
     ("unknown device", lambda d: ["deploy", _mlp(d), "-d", "toaster", *SHAPE], "unknown device 'toaster'"),

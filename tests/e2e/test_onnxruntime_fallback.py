@@ -73,6 +73,41 @@ def test_pc_runs_what_tvm_cannot_lower_on_onnxruntime_and_says_so(tmp_path):
     assert reloaded.verify().passed
 
 
+def _loop() -> onnx.ModelProto:
+    """Relu (TVM) -> Loop adding a value from outside its body 3 times (shape inference does not give
+    a Loop's output shape: onnxruntime measures it on the deploy's inputs) -> Neg (TVM)."""
+    body = helper.make_graph(
+        [helper.make_node("Add", ["acc_in", "r"], ["acc_out"]), helper.make_node("Identity", ["cond_in"], ["cond_out"])],
+        "body",
+        [
+            helper.make_tensor_value_info("i", TensorProto.INT64, []),
+            helper.make_tensor_value_info("cond_in", TensorProto.BOOL, []),
+            helper.make_tensor_value_info("acc_in", TensorProto.FLOAT, None),
+        ],
+        [helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []), helper.make_tensor_value_info("acc_out", TensorProto.FLOAT, None)],
+    )
+    nodes = [
+        helper.make_node("Relu", ["x"], ["r"]),
+        helper.make_node("Loop", ["trips", "", "r"], ["summed"], body=body),
+        helper.make_node("Neg", ["summed"], ["y"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "loop",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 5])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 5])],
+        [helper.make_tensor("trips", TensorProto.INT64, [], [3])],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_a_loop_whose_shape_inference_cannot_size_runs_on_onnxruntime_at_the_measured_shape(tmp_path):
+    x = np.random.default_rng(2).standard_normal((2, 5)).astype(np.float32)
+    artifact = edgesdk.deploy(_loop(), "pc", tmp_path / "pc", inputs={"x": x})
+    assert [(f.op, f.to_unit) for f in artifact.manifest.partition.fallbacks] == [("Loop", "onnxruntime")]
+    np.testing.assert_allclose(artifact.run({"x": x})["y"], -4 * np.maximum(x, 0), rtol=1e-6)
+
+
 def test_other_devices_name_the_node_they_cannot_lower(tmp_path):
     with pytest.raises(UserInputError, match=r"^unsupported on phone: Det \(TVM's ONNX frontend has no converter for Det\)$"):
         edgesdk.deploy(_mixed(), "phone", tmp_path / "phone")

@@ -38,7 +38,7 @@ def test_the_callers_proto_is_not_modified():
     [
         ({"nope": [1, 64]}, "--input-shape names no input of the model: nope"),
         ({"features": [1, 32]}, "contradicts the model's fixed dims ['N', 64]"),
-        ({"features": [1]}, "expected 2 positive dims"),
+        ({"features": [1]}, "expected 2 dims of size >= 0"),
     ],
 )
 def test_bad_input_shapes_are_explained(shapes, message):

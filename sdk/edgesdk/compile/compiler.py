@@ -57,13 +57,33 @@ def _store_run(cache: BuildCache, key: str, outputs: Mapping[str, np.ndarray]) -
     cache.put("runs", key, staged)
 
 
-def _model_key(model: Model, passes: Sequence[PassChoice], onnxruntime: bool) -> dict:
-    return {"model": model.sha256, "passes": fingerprint(passes), "tvm": tvm_version(), "pipeline": PIPELINE_VERSION, "onnxruntime": onnxruntime}
+def _model_key(model: Model, passes: Sequence[PassChoice], fallback: Mapping[str, object]) -> dict:
+    return {"model": model.sha256, "passes": fingerprint(passes), "tvm": tvm_version(), "pipeline": PIPELINE_VERSION, **fallback}
 
 
-def build_key(model: Model, spec: BuildSpec, passes: Sequence[PassChoice] = (), onnxruntime: bool = False) -> str:
+def build_key(model: Model, spec: BuildSpec, passes: Sequence[PassChoice] = (), fallback: Mapping[str, object] | None = None) -> str:
     # Not the role: a device build that targets this host is the host build.
-    return cache_key({**_model_key(model, passes, onnxruntime), "spec": spec.model_dump(mode="json", exclude={"role"}), "edgesdk": edgesdk_version()})
+    spec_key = {"spec": spec.model_dump(mode="json", exclude={"role"}), "edgesdk": edgesdk_version()}
+    return cache_key({**_model_key(model, passes, fallback or _fallback(False, None)), **spec_key})
+
+
+def _fallback(onnxruntime: bool, examples: Mapping[str, np.ndarray] | None) -> dict[str, object]:
+    """What decides the nodes onnxruntime runs: whether it may, and the inputs whose shapes it
+    measures (edgesdk.compile.onnx_fallback), as part of cache keys."""
+    return {"onnxruntime": onnxruntime, "examples": _digest(examples) if examples is not None else None}
+
+
+def _unknown_shapes(model: Model) -> bool:
+    """Whether shape inference left a value of the model's graph without a static shape."""
+    graph = model.proto.graph
+    static = {
+        value.name
+        for value in [*graph.value_info, *graph.output]
+        if value.type.HasField("tensor_type")
+        and value.type.tensor_type.HasField("shape")
+        and all(dim.HasField("dim_value") for dim in value.type.tensor_type.shape.dim)
+    }
+    return any(name and name not in static for node in graph.node for name in node.output)
 
 
 @dataclass
@@ -99,8 +119,10 @@ def compile_model(
     build on those inputs are cached (a warm deploy then starts no TVM process at all).
     """
     passes = [choice for choice in passes if choice.stage == "relax"]
-    model_key = cache_key(_model_key(model, passes, onnxruntime))
-    keys = [build_key(model, spec, passes, onnxruntime) for spec in specs]
+    examples = inputs if onnxruntime and inputs is not None and _unknown_shapes(model) else None
+    fallback = _fallback(onnxruntime, examples)
+    model_key = cache_key(_model_key(model, passes, fallback))
+    keys = [build_key(model, spec, passes, fallback) for spec in specs]
     model_dir = cache.get("models", model_key)
     found = [cache.get("builds", key) for key in keys]
     run_key = cache_key({"build": keys[-1], "inputs": _digest(inputs)}) if specs and inputs is not None else None
@@ -119,9 +141,10 @@ def compile_model(
         (scratch / "model.onnx").write_bytes(model.serialized)  # the workers' input, not kept
         todo = [(index, spec) for index, spec in enumerate(specs) if not found[index]]
         run = None
+        if inputs is not None:
+            save_npz(scratch / "inputs.npz", inputs)
         if specs and inputs is not None:
             simulation = found[-1] or scratch / f"build{len(specs) - 1}"
-            save_npz(scratch / "inputs.npz", inputs)
             run = RunTask(
                 library=str(simulation / specs[-1].library_name),
                 weights=str(scratch / "model" / WEIGHTS_FILE),
@@ -130,6 +153,9 @@ def compile_model(
                 output_names=[spec.name for spec in model.outputs],
             )
         jobs = _jobs(model, scratch, todo, run, passes, onnxruntime)
+        if examples is not None:
+            for job, _ in jobs:
+                job.examples = str(scratch / "inputs.npz")
         results = _run_jobs(jobs, scratch, model_name=model.name, timeout_s=timeout_s, on_stage=on_stage)
         outputs = load_npz(scratch / "outputs.npz") if run else None
         if run_key is not None and outputs is not None:

@@ -66,7 +66,8 @@ class HostRunner:
         copied into this input's buffer."""
         import tvm
 
-        if array.ctypes.data % ALIGNMENT == 0 and array.flags.c_contiguous:
+        # (An empty array is copied too: DLPack may give it strides TVM does not take as compact.)
+        if array.size and array.ctypes.data % ALIGNMENT == 0 and array.flags.c_contiguous:
             return tvm.runtime.from_dlpack(array), array
         kept = self._buffers.get(index)
         if kept is None or kept[1].shape != array.shape or kept[1].dtype != array.dtype:

@@ -29,6 +29,7 @@ from edgesdk.compile.reorder import order_by_memory
 from edgesdk.compile.standalone import device_plan, identifier, write_runner
 from edgesdk.frontend.io_quantization import IoQuantization, io_quantization
 from edgesdk.frontend.shape_folding import fold_shapes
+from edgesdk.frontend.tensors import load_npz
 from edgesdk.plugin.toolchains import Toolchain
 
 # Bump when the lowering changes what it produces for the same inputs: it is part of cache keys.
@@ -75,11 +76,12 @@ class BuildResult(BaseModel):
     undefined_symbols: list[str] | None = Field(None, description="What the standalone code needs from the C library when linked; None without it.")
 
 
-def import_onnx(model_path: Path, shapes: dict[str, list[int]], segments: Path | None = None):
+def import_onnx(model_path: Path, shapes: dict[str, list[int]], segments: Path | None = None, examples: Path | None = None):
     """Import with TVM's ONNX frontend; weights come back as arrays, in the VM's argument order.
 
     A node TVM cannot convert raises ``Unsupported``, or, with a ``segments`` directory, runs on
-    onnxruntime (edgesdk.compile.onnxruntime_segments: its model and listing are written there).
+    onnxruntime (edgesdk.compile.onnxruntime_segments: its model and listing are written there);
+    the ``examples`` inputs (npz) give the shapes shape inference cannot (edgesdk.compile.onnx_fallback).
     """
     import onnx
     from tvm import relax
@@ -92,7 +94,7 @@ def import_onnx(model_path: Path, shapes: dict[str, list[int]], segments: Path |
     proto, blocked = extract_blocked_weights(onnx.load(str(model_path)))
     proto, expanded = expand_functions(proto, supported_ops())
     proto = fold_shapes(proto) if expanded else proto  # the bodies' own shape computations
-    guard = NodeGuard(proto, segments)
+    guard = NodeGuard(proto, segments, load_npz(examples) if examples is not None else None)
     with converters_registered(guard):
         # The frontend prints diagnostics to stdout: in the worker, stdout is its log file.
         mod = relax_onnx.from_onnx(guard.proto, shape_dict=shapes, keep_params_in_input=True)

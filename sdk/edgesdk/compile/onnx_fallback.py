@@ -13,6 +13,7 @@ This module imports TVM: only the compile worker loads it.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,57 @@ from tvm import relax, tirx
 from edgesdk.compile.onnxruntime_segments import FUNCTION_PREFIX, Segment, Unsupported
 
 Expr = Any  # a relax.Expr: TVM ships no type information
+
+
+def _attribute(attrs: dict, name: str, default: Any = None) -> Any:
+    value = attrs.get(name, default)
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _resize_gap(attrs: dict, dtypes: list[str | None], shape: list[int] | None) -> str | None:
+    if _attribute(attrs, "antialias", 0):
+        return "TVM's Resize ignores antialias"
+    mode = _attribute(attrs, "coordinate_transformation_mode", "half_pixel")
+    return f"TVM's Resize has no coordinate_transformation_mode {mode}" if mode == "half_pixel_symmetric" else None
+
+
+# What TVM 0.27's converters get wrong without failing: an attribute ignored, or a form that breaks
+# only when compiled. Found by the ONNX node suite (benchmarks/conformance.py), each read in the
+# converter's source. A gap makes the node fail its conversion here, where it is one node's.
+def _extreme_gap(attrs: dict, dtypes: list[str | None], shape: list[int] | None) -> str | None:
+    if dtypes and dtypes[0] == "bool":
+        return "TVM cannot reduce booleans"
+    return "over an empty set TVM gives the dtype's finite extreme, not an infinity" if shape is not None and 0 in shape else None
+
+
+GAPS: dict[str, Callable[[dict, list[str | None], list[int] | None], str | None]] = {
+    "Resize": _resize_gap,
+    "SpaceToDepth": lambda attrs, dtypes, shape: "TVM's SpaceToDepth ignores mode CRD" if _attribute(attrs, "mode", "DCR") == "CRD" else None,
+    "IsInf": lambda attrs, dtypes, shape: (
+        "TVM's IsInf ignores detect_negative and detect_positive"
+        if not (_attribute(attrs, "detect_negative", 1) and _attribute(attrs, "detect_positive", 1))
+        else None
+    ),
+    "ConvTranspose": lambda attrs, dtypes, shape: (
+        "TVM's ConvTranspose ignores output_shape" if "output_shape" in attrs and _attribute(attrs, "auto_pad", "NOTSET") == "NOTSET" else None
+    ),
+    "BatchNormalization": lambda attrs, dtypes, shape: "TVM's BatchNormalization has no training_mode" if _attribute(attrs, "training_mode", 0) else None,
+    "Pow": lambda attrs, dtypes, shape: "TVM compiles Pow only for floats" if dtypes and dtypes[0] and not dtypes[0].startswith(("float", "bfloat")) else None,
+    "ReduceMax": _extreme_gap,
+    "ReduceMin": _extreme_gap,
+    "RMSNormalization": lambda attrs, dtypes, shape: (
+        "TVM cannot compile RMSNormalization over every axis" if shape and _attribute(attrs, "axis", -1) % len(shape) == 0 else None
+    ),
+}
+
+
+def _gap(op: str, bb, inputs: list, attrs: dict) -> str | None:
+    check = GAPS.get(op)
+    if check is None:
+        return None
+    types = [bb.normalize(value).ty if isinstance(value, relax.Expr) else None for value in inputs]
+    dtypes = [str(ty.dtype) if isinstance(ty, relax.TensorType) else None for ty in types]
+    return check(attrs, dtypes, _static(types[0]) if types else None)
 
 
 def _one_line(error: BaseException) -> str:
@@ -95,7 +147,7 @@ class NodeGuard:
     written there and listed in ``segments``; without one, it raises ``Unsupported``.
     """
 
-    def __init__(self, proto: onnx.ModelProto, directory: Path | None):
+    def __init__(self, proto: onnx.ModelProto, directory: Path | None, examples: Mapping[str, np.ndarray] | None = None):
         self.proto = onnx.ModelProto()
         self.proto.CopyFrom(proto)
         _name_nodes(self.proto.graph, set())
@@ -108,12 +160,45 @@ class NodeGuard:
             self.types = {}
         self.directory = directory
         self.segments: list[Segment] = []
+        self.observed: dict[str, tuple[str, list[int]]] = {}  # shapes onnxruntime measured (_observe)
+        unknown = [name for node in self.proto.graph.node for name in node.output if name and (self.types.get(name) or ("", None))[1] is None]
+        if directory is not None and unknown:
+            self._observe(unknown, examples)
+
+    def _observe(self, names: list[str], examples: Mapping[str, np.ndarray] | None) -> None:
+        """The shapes shape inference left unknown (a Loop's, a Pad's of computed pads), as
+        onnxruntime computes them on ``examples`` (the deploy's inputs; random ones without): the
+        model is compiled for them, and an onnxruntime node whose output shape then changes with
+        the values of its inputs fails at run time, saying so."""
+        import onnxruntime
+
+        probe = onnx.ModelProto()
+        probe.CopyFrom(self.proto)
+        probe.graph.output.extend(helper.make_empty_tensor_value_info(name) for name in names)
+        rng = np.random.default_rng(0)
+        feeds = dict(examples or {})
+        for value in probe.graph.input:
+            known = self.types.get(value.name)
+            if value.name not in feeds and known is not None and known[1] is not None:
+                feeds[value.name] = rng.standard_normal(known[1]).astype(known[0])
+        try:
+            session = onnxruntime.InferenceSession(probe.SerializeToString(), providers=["CPUExecutionProvider"])
+            results = session.run(names, feeds)
+        except Exception:  # noqa: BLE001 - then those shapes stay unknown, and their nodes unsupported
+            return
+        for name, result in zip(names, results, strict=True):
+            self.observed[name] = (np.asarray(result).dtype.name, list(np.shape(result)))
 
     def _index(self, graph: onnx.GraphProto) -> None:
         for node in graph.node:
             self.nodes[node.name] = node
             for inner in _subgraphs(node):
                 self._index(inner)
+
+    def _type(self, name: str) -> tuple[str, list[int] | None] | None:
+        """A value's (dtype, shape) from shape inference, or else as onnxruntime measured it."""
+        known = self.types.get(name)
+        return known if known is not None and known[1] is not None else self.observed.get(name, known)
 
     def table(self, converters: dict) -> dict:
         return _GuardedTable(converters, self)
@@ -131,11 +216,16 @@ class NodeGuard:
         return result
 
     def _with_static_shape(self, bb, expr: Expr, name: str) -> Expr:
+        ty = bb.normalize(expr).ty
+        if not isinstance(ty, relax.TensorType) or _static(ty) is not None:
+            return expr
         known = self.types.get(name)
         if known is None or known[1] is None:
+            if name in self.observed:
+                # Only measured, so it may change with the values: onnxruntime checks it at run time.
+                raise NotImplementedError(f"TVM's result '{name}' has a shape known only at run time")
             return expr
-        ty = bb.normalize(expr).ty
-        if not isinstance(ty, relax.TensorType) or _static(ty) is not None or str(ty.dtype) != known[0] or ty.ndim not in (-1, len(known[1])):
+        if str(ty.dtype) != known[0] or ty.ndim not in (-1, len(known[1])):
             return expr
         return bb.match_cast(bb.emit(expr), relax.TensorType(known[1], known[0]))
 
@@ -147,11 +237,11 @@ class NodeGuard:
         if self.directory is None:
             raise Unsupported(node.op_type, reason) from error
         outputs = [name for name in node.output if name]
-        known = [self.types.get(name) for name in outputs]
+        known = [self._type(name) for name in outputs]
         if any(value is None or value[1] is None for value in known):
             raise Unsupported(node.op_type, f"{reason}; its output shape is known only at run time, so onnxruntime cannot take it either") from error
         names, args = self._arguments(bb, node, inputs, graph[0])
-        model = self._segment_model(node, names, args, bb, outputs)
+        model = self._segment_model(node, names, args, outputs, known)
         data = model.SerializeToString(deterministic=True)
         digest = hashlib.sha256(data).hexdigest()[:20]
         self.directory.mkdir(parents=True, exist_ok=True)
@@ -187,7 +277,7 @@ class NodeGuard:
             args.append(expr)
         return names, args
 
-    def _segment_model(self, node: onnx.NodeProto, names: list[str], args: list[Expr], bb, outputs: list[str]) -> onnx.ModelProto:
+    def _segment_model(self, node: onnx.NodeProto, names: list[str], args: list[Expr], outputs: list[str], types: list) -> onnx.ModelProto:
         def info(name: str, dtype: str, shape) -> onnx.ValueInfoProto:
             return helper.make_tensor_value_info(name, helper.np_dtype_to_tensor_dtype(np.dtype(dtype)), shape)
 
@@ -197,9 +287,21 @@ class NodeGuard:
             if shape is None:
                 raise Unsupported(node.op_type, f"input '{name}' has a shape TVM knows only at run time")
             graph_inputs.append(info(name, str(expr.ty.dtype), shape))
-        graph_outputs = [info(name, *self.types[name]) for name in outputs]
+        graph_outputs = [info(name, dtype, shape) for name, (dtype, shape) in zip(outputs, types, strict=True)]
         graph = helper.make_graph([node], f"{node.op_type}_segment", graph_inputs, graph_outputs)
         return helper.make_model(graph, opset_imports=self.proto.opset_import, functions=self.proto.functions, ir_version=self.proto.ir_version)
+
+
+def _checked(bb, node: onnx.NodeProto, result: Expr) -> Expr:
+    """``result`` normalized (which is where the frontend meets many of its errors: inside the
+    guard, they are this node's), with as many outputs as the node has."""
+    if not isinstance(result, relax.Expr):
+        return result
+    result = bb.normalize(result)
+    count = len(result.fields) if isinstance(result, relax.Tuple) else len(result.ty.fields) if isinstance(result.ty, relax.TupleType) else 1
+    if len(node.output) > 1 and count < len(node.output):
+        raise NotImplementedError(f"TVM's converter gives {count} of its {len(node.output)} outputs")
+    return result
 
 
 class _GuardedTable(dict):
@@ -226,13 +328,18 @@ class _Guarded:
             try:
                 if self.converter is None:
                     raise NotImplementedError(f"TVM's ONNX frontend has no converter for {self.op}")
+                gap = _gap(self.op, bb, list(inputs), attrs)
+                if gap is not None:
+                    raise NotImplementedError(gap)
                 result = self.converter.get_converter(opset)(bb, inputs, attrs, graph)
+                if node is not None:
+                    result = self.guard.settle(bb, node, _checked(bb, node, result))
             except Unsupported:
                 raise
             except Exception as error:  # noqa: BLE001 - any converter failure is this node's
                 if node is None:
                     raise
                 return self.guard.replace(bb, node, list(inputs), graph, error)
-            return result if node is None else self.guard.settle(bb, node, result)
+            return result
 
         return convert

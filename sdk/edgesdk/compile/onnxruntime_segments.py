@@ -92,6 +92,12 @@ def _caller(path: str):
         feeds = {name: np.from_dlpack(tensor) for name, tensor in zip(names, tensors, strict=False)}
         results = session.run(None, feeds)
         for tensor, result in zip(tensors[len(names) :], results, strict=True):
-            np.from_dlpack(tensor)[...] = result
+            target = np.from_dlpack(tensor)
+            if target.shape != np.shape(result):
+                raise ValueError(
+                    f"the onnxruntime node {Path(path).stem} gave shape {np.shape(result)} where the model was compiled for {target.shape}: "
+                    "its output shape depends on the input values; deploy with --inputs of this kind"
+                )
+            target[...] = result
 
     return call

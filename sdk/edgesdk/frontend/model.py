@@ -89,7 +89,7 @@ def _dims(value_info: onnx.ValueInfoProto) -> list[int | str]:
     """Dims of a graph input/output: ints where known, the symbol (or '?') where not."""
     dims: list[int | str] = []
     for dim in value_info.type.tensor_type.shape.dim:
-        if dim.HasField("dim_value") and dim.dim_value > 0:
+        if dim.HasField("dim_value"):
             dims.append(dim.dim_value)
         else:
             dims.append(dim.dim_param or "?")
@@ -249,8 +249,9 @@ def _bind_shapes(name: str, proto: onnx.ModelProto, input_shapes: Mapping[str, S
                 )
             continue
         given = [int(d) for d in given]
-        if len(given) != len(dims) or any(d <= 0 for d in given):
-            raise UserInputError(f"{name}: {source}: expected {len(dims)} positive dims for {dims}, got {given}")
+        # A zero is legal (an empty batch, an empty set to reduce); a negative size is not.
+        if len(given) != len(dims) or any(d < 0 for d in given):
+            raise UserInputError(f"{name}: {source}: expected {len(dims)} dims of size >= 0 for {dims}, got {given}")
         clash = [(have, want) for have, want in zip(dims, given, strict=False) if isinstance(have, int) and have != want]
         if clash:
             raise UserInputError(f"{name}: {source} {given} contradicts the model's fixed dims {dims}")
