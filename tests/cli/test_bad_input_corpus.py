@@ -99,7 +99,12 @@ MODEL_FILES: list[Case] = [
     ("string input", lambda d: _model_args(d, _unary(d, "Identity", [2], TensorProto.STRING)), "string"),
     ("external data file missing", lambda d: _model_args(d, _external(d)), "external data"),
     ("shape input without a value", lambda d: _model_args(d, _reshape_by_input(d)), "sets a shape"),
+    ("an operator TVM cannot lower, off pc", lambda d: ["deploy", _det(d), "-d", "phone", "-o", str(d / "out")], "unsupported on phone: Det ("),
 ]  # fmt: skip
+
+
+def _det(d: Path) -> str:
+    return _model(d, [helper.make_node("Det", ["x"], ["y"])], [_tensor("x", [2, 3, 3])], [_tensor("y", [2])])
 
 
 def _unary(d: Path, op_type: str, shape, dtype=TensorProto.FLOAT) -> str:

@@ -61,6 +61,9 @@ GAPS: dict[str, Callable[[dict, list[str | None], list[int] | None], str | None]
     ),
     "BatchNormalization": lambda attrs, dtypes, shape: "TVM's BatchNormalization has no training_mode" if _attribute(attrs, "training_mode", 0) else None,
     "Pow": lambda attrs, dtypes, shape: "TVM compiles Pow only for floats" if dtypes and dtypes[0] and not dtypes[0].startswith(("float", "bfloat")) else None,
+    # Their output's size depends on the values: TVM builds them with shapes that only dynamic code takes.
+    "Compress": lambda attrs, dtypes, shape: "its output size depends on the values, which TVM compiles only as dynamic code",
+    "NonMaxSuppression": lambda attrs, dtypes, shape: "its output size depends on the values, which TVM compiles only as dynamic code",
     "ReduceMax": _extreme_gap,
     "ReduceMin": _extreme_gap,
     "RMSNormalization": lambda attrs, dtypes, shape: (
