@@ -17,6 +17,7 @@ import numpy as np
 
 from edgesdk.compile.build_cache import BuildCache, cache_key
 from edgesdk.compile.lowering import PIPELINE_VERSION, BuildResult, BuildSpec
+from edgesdk.compile.onnxruntime_segments import SEGMENTS_DIR
 from edgesdk.compile.worker import WEIGHTS_FILE, Job, JobResult, RunTask, TuneTask, run_in_worker, run_isolated
 from edgesdk.frontend.model import Model
 from edgesdk.frontend.tensors import load_npz, save_npz
@@ -120,11 +121,15 @@ def compile_model(
     """
     passes = [choice for choice in passes if choice.stage == "relax"]
     examples = inputs if onnxruntime and inputs is not None and _unknown_shapes(model) else None
-    fallback = _fallback(onnxruntime, examples)
-    model_key = cache_key(_model_key(model, passes, fallback))
-    keys = [build_key(model, spec, passes, fallback) for spec in specs]
-    model_dir = cache.get("models", model_key)
-    found = [cache.get("builds", key) for key in keys]
+
+    def keyed(fallback: Mapping[str, object]) -> tuple[str, list[str], Path | None, list[Path | None]]:
+        model_key, keys = cache_key(_model_key(model, passes, fallback)), [build_key(model, spec, passes, fallback) for spec in specs]
+        return model_key, keys, cache.get("models", model_key), [cache.get("builds", key) for key in keys]
+
+    model_key, keys, model_dir, found = keyed(_fallback(False, None))
+    if onnxruntime and not (model_dir is not None and all(found)):
+        # The fallback changes the import only where TVM fails: a build made without it is the same.
+        model_key, keys, model_dir, found = keyed(_fallback(True, examples))
     run_key = cache_key({"build": keys[-1], "inputs": _digest(inputs)}) if specs and inputs is not None else None
     if model_dir is not None and all(found):
         builds = _read_builds(found)
@@ -158,6 +163,10 @@ def compile_model(
                 job.examples = str(scratch / "inputs.npz")
         results = _run_jobs(jobs, scratch, model_name=model.name, timeout_s=timeout_s, on_stage=on_stage)
         outputs = load_npz(scratch / "outputs.npz") if run else None
+        if onnxruntime and not (scratch / "model" / SEGMENTS_DIR).is_dir():
+            # Nothing fell back: stored as the plain build, which other devices' builds share.
+            model_key, keys, _, _ = keyed(_fallback(False, None))
+            run_key = cache_key({"build": keys[-1], "inputs": _digest(inputs)}) if specs and inputs is not None else None
         if run_key is not None and outputs is not None:
             _store_run(cache, run_key, outputs)
         for (_, part), result in zip(jobs, results, strict=True):

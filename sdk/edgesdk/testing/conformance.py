@@ -41,6 +41,7 @@ class CaseResult:
     reason: str = ""
     seconds: float = 0.0
     onnxruntime_partition: bool = False  # some nodes ran in onnxruntime, not TVM
+    onnxruntime_nodes: list[str] = dataclasses.field(default_factory=list)  # "<op>: <why TVM could not>" for each
 
     def as_json(self) -> dict:
         return dataclasses.asdict(self)
@@ -182,7 +183,8 @@ def run_case_dir(directory: Path, device: str = "pc") -> CaseResult:
     try:
         first = load_npz(directory / "inputs0.npz")
         artifact = edgesdk.deploy(model, device, directory / "artifact", inputs=first)
-        result.onnxruntime_partition = any(fallback.to_unit == "onnxruntime" for fallback in artifact.manifest.partition.fallbacks)
+        result.onnxruntime_nodes = [f"{f.op}: {f.reason}" for f in artifact.manifest.partition.fallbacks if f.to_unit == "onnxruntime"]
+        result.onnxruntime_partition = bool(result.onnxruntime_nodes)
         names = [output.name for output in model.graph.output]
         for number in range(meta["data_sets"]):
             expected = load_npz(directory / f"expected{number}.npz")
