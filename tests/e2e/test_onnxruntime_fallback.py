@@ -19,7 +19,7 @@ pytestmark = pytest.mark.slow
 
 def _mixed() -> onnx.ModelProto:
     """MatMul (TVM) -> Det (no TVM converter) -> Scan whose body also reads a value from outside it
-    (TVM has no Scan converter) -> Mul (TVM)."""
+    (unrolled by edgesdk's converter, TVM code) -> Mul (TVM)."""
     rng = np.random.default_rng(0)
     weight = helper.make_tensor("w", TensorProto.FLOAT, [4, 4], rng.standard_normal((4, 4)).astype(np.float32).ravel())
     body = helper.make_graph(
@@ -57,11 +57,11 @@ def test_pc_runs_what_tvm_cannot_lower_on_onnxruntime_and_says_so(tmp_path):
     artifact = edgesdk.deploy(model, "pc", tmp_path / "pc", inputs={"x": x})
 
     fallbacks = artifact.manifest.partition.fallbacks
-    assert [(f.op, f.to_unit) for f in fallbacks] == [("Det", "onnxruntime"), ("Scan", "onnxruntime")]
+    assert [(f.op, f.to_unit) for f in fallbacks] == [("Det", "onnxruntime")]
     assert "no converter for Det" in fallbacks[0].reason
     assert any("node(s) run on onnxruntime" in note for note in artifact.manifest.build.notes)
     listing = json.loads((tmp_path / "pc" / "onnxruntime" / "segments.json").read_text())
-    assert [segment["op"] for segment in listing] == ["Det", "Scan"]
+    assert [segment["op"] for segment in listing] == ["Det"]
     assert all(f"onnxruntime/{segment['file']}" in artifact.manifest.files for segment in listing)
     # The TVM parts are kernels of the compiled code; the rest is onnxruntime's, called in between.
     assert artifact.manifest.verification.passed
@@ -74,10 +74,15 @@ def test_pc_runs_what_tvm_cannot_lower_on_onnxruntime_and_says_so(tmp_path):
 
 
 def _loop() -> onnx.ModelProto:
-    """Relu (TVM) -> Loop adding a value from outside its body 3 times (shape inference does not give
-    a Loop's output shape: onnxruntime measures it on the deploy's inputs) -> Neg (TVM)."""
+    """Relu (TVM) -> Loop adding a value from outside its body 3 times, its body computing its
+    condition (not unrolled; shape inference does not give a Loop's output shape: onnxruntime
+    measures it on the deploy's inputs) -> Neg (TVM)."""
     body = helper.make_graph(
-        [helper.make_node("Add", ["acc_in", "r"], ["acc_out"]), helper.make_node("Identity", ["cond_in"], ["cond_out"])],
+        [
+            helper.make_node("Add", ["acc_in", "r"], ["acc_out"]),
+            helper.make_node("Constant", [], ["last"], value=helper.make_tensor("last", TensorProto.INT64, [], [2])),
+            helper.make_node("Less", ["i", "last"], ["cond_out"]),
+        ],
         "body",
         [
             helper.make_tensor_value_info("i", TensorProto.INT64, []),

@@ -20,6 +20,7 @@ from edgesdk.compile.lowering import PIPELINE_VERSION, BuildResult, BuildSpec
 from edgesdk.compile.onnxruntime_segments import SEGMENTS_DIR
 from edgesdk.compile.worker import WEIGHTS_FILE, Job, JobResult, RunTask, TuneTask, run_in_worker, run_isolated
 from edgesdk.frontend.model import Model
+from edgesdk.frontend.shape_folding import static_shapes
 from edgesdk.frontend.tensors import load_npz, save_npz
 from edgesdk.plugin.passes import PassChoice, fingerprint
 from edgesdk.versions import edgesdk_version, tvm_version
@@ -76,15 +77,8 @@ def _fallback(onnxruntime: bool, examples: Mapping[str, np.ndarray] | None) -> d
 
 def _unknown_shapes(model: Model) -> bool:
     """Whether shape inference left a value of the model's graph without a static shape."""
-    graph = model.proto.graph
-    static = {
-        value.name
-        for value in [*graph.value_info, *graph.output]
-        if value.type.HasField("tensor_type")
-        and value.type.tensor_type.HasField("shape")
-        and all(dim.HasField("dim_value") for dim in value.type.tensor_type.shape.dim)
-    }
-    return any(name and name not in static for node in graph.node for name in node.output)
+    static = static_shapes(model.proto)
+    return any(name and name not in static for node in model.proto.graph.node for name in node.output)
 
 
 @dataclass

@@ -30,33 +30,9 @@ from tvm import relax
 from tvm.relax.frontend.onnx import onnx_frontend as frontend
 
 from edgesdk.compile.onnx_fallback import NodeGuard
-
-Expr = Any  # a relax.Expr: TVM ships no type information
-
-
-def _typed(bb, expr: Expr) -> Any:
-    """``expr``'s TensorType (an expression just built has none until normalized)."""
-    return (expr if isinstance(expr.ty, relax.TensorType) else bb.normalize(expr)).ty
-
-
-def _shape(bb, expr: Expr) -> list[int]:
-    return [int(dim) for dim in _typed(bb, expr).shape]
-
-
-def _dtype(bb, expr: Expr) -> str:
-    return str(_typed(bb, expr).dtype)
-
-
-def _constant(expr: Expr, params, what: str) -> np.ndarray:
-    value = frontend.get_constant(expr, params)
-    if not isinstance(value, tvm.ir.GenericConst):
-        raise ValueError(f"{what} must be a constant")
-    return value.value.numpy()
-
-
-def _text(value) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
+from edgesdk.compile.onnx_scan import Loop, Scan
+from edgesdk.compile.onnx_tensor_converters import TENSOR_CONVERTERS
+from edgesdk.compile.relax_values import Expr, constant, dtype_of, shape_of, text
 
 # --- recurrent layers -------------------------------------------------------------------------
 
@@ -89,7 +65,7 @@ def _apply(function: Callable[[Expr, Any, Any, str], Expr], alpha, beta, dtype: 
 def _activations(attr: dict, count: int, defaults: list[str], dtype: str) -> list[Callable[[Expr], Expr]]:
     """``count`` activations per direction: the attribute's, or the defaults; alpha and beta are
     taken in order by the activations that use them."""
-    names = [_text(name).lower() for name in attr.get("activations", ())] or defaults * count
+    names = [text(name).lower() for name in attr.get("activations", ())] or defaults * count
     alphas, betas = list(attr.get("activation_alpha", ())), list(attr.get("activation_beta", ()))
     functions: list[Callable[[Expr], Expr]] = []
     for name in names:
@@ -122,11 +98,11 @@ class _Recurrent(frontend.OnnxOpConverter):
         if layout:
             x = relax.op.permute_dims(x, [1, 0, 2])
             initial_h = relax.op.permute_dims(initial_h, [1, 0, 2]) if initial_h is not None else None
-        steps, batch, _ = _shape(bb, x)
-        directions, _, _ = _shape(bb, w)
-        hidden = attr.get("hidden_size") or _shape(bb, r)[-1]
-        dtype = _dtype(bb, x)
-        direction = _text(attr.get("direction", b"forward"))
+        steps, batch, _ = shape_of(bb, x)
+        directions, _, _ = shape_of(bb, w)
+        hidden = attr.get("hidden_size") or shape_of(bb, r)[-1]
+        dtype = dtype_of(bb, x)
+        direction = text(attr.get("direction", b"forward"))
         activations = _activations(attr, directions, cls.DEFAULT_ACTIVATIONS, dtype)
         per = len(activations) // directions
         known = frontend.get_constant(lengths, params) if lengths is not None else None
@@ -153,7 +129,7 @@ class _Recurrent(frontend.OnnxOpConverter):
                 x_t = relax.op.squeeze(relax.op.strided_slice(projected, [0], [t], [t + 1]), [0])
                 new_h, new_extra = cls._cell(bb, attr, x_t, h, extra, r_d, r_bias, inputs, d, activations[d * per : (d + 1) * per], hidden, dtype)
                 if lengths is not None:  # past its length a sequence keeps its state and outputs zeros
-                    alive = relax.op.reshape(relax.op.astype(relax.op.less(relax.const(t, _dtype(bb, lengths)), lengths), dtype), (batch, 1))
+                    alive = relax.op.reshape(relax.op.astype(relax.op.less(relax.const(t, dtype_of(bb, lengths)), lengths), dtype), (batch, 1))
                     new_h = _masked(alive, new_h, h, dtype)
                     new_extra = [_masked(alive, e, old, dtype) for e, old in zip(new_extra, extra, strict=True)]
                     outputs[t] = bb.emit(relax.op.multiply(alive, new_h))
@@ -285,7 +261,7 @@ def _to_integer(real: Expr, y_scale: Expr, y_zero: Expr | None, dtype: str) -> E
 def _conv_attrs(attr: dict, rank: int) -> dict:
     spatial = rank - 2
     pads = list(attr.get("pads", [0] * 2 * spatial))
-    if _text(attr.get("auto_pad", b"NOTSET")) not in ("NOTSET", ""):
+    if text(attr.get("auto_pad", b"NOTSET")) not in ("NOTSET", ""):
         raise ValueError("auto_pad on integer convolutions is not supported; export explicit pads")
     return {
         "strides": list(attr.get("strides", [1] * spatial)),
@@ -296,7 +272,7 @@ def _conv_attrs(attr: dict, rank: int) -> dict:
 
 
 def _integer_conv(bb, x: Expr, w: Expr, attr: dict) -> Expr:
-    rank = len(_shape(bb, x))
+    rank = len(shape_of(bb, x))
     conv = {3: relax.op.nn.conv1d, 4: relax.op.nn.conv2d, 5: relax.op.nn.conv3d}.get(rank)
     if conv is None:
         raise ValueError(f"integer convolution of rank {rank} is not supported")
@@ -307,8 +283,8 @@ class ConvInteger(frontend.OnnxOpConverter):
     @classmethod
     def _impl_v10(cls, bb, inputs, attr, params):
         x, w, x_zero, w_zero = (list(inputs) + [None] * 4)[:4]
-        channels = _shape(bb, w)[0]
-        w_zero_shape = [channels] + [1] * (len(_shape(bb, w)) - 1) if w_zero is not None and _shape(bb, w_zero) and _shape(bb, w_zero)[0] > 1 else None
+        channels = shape_of(bb, w)[0]
+        w_zero_shape = [channels] + [1] * (len(shape_of(bb, w)) - 1) if w_zero is not None and shape_of(bb, w_zero) and shape_of(bb, w_zero)[0] > 1 else None
         return _integer_conv(bb, _widen(x, x_zero), _widen(w, w_zero, w_zero_shape), attr)
 
 
@@ -316,7 +292,7 @@ class MatMulInteger(frontend.OnnxOpConverter):
     @classmethod
     def _impl_v10(cls, bb, inputs, attr, params):
         a, b, a_zero, b_zero = (list(inputs) + [None] * 4)[:4]
-        a_zero_shape = [_shape(bb, a_zero)[0], 1] if a_zero is not None and _shape(bb, a_zero) and _shape(bb, a_zero)[0] > 1 else None
+        a_zero_shape = [shape_of(bb, a_zero)[0], 1] if a_zero is not None and shape_of(bb, a_zero) and shape_of(bb, a_zero)[0] > 1 else None
         return relax.op.matmul(_widen(a, a_zero, a_zero_shape), _widen(b, b_zero), out_dtype="int32")
 
 
@@ -324,15 +300,15 @@ class QLinearConv(frontend.OnnxOpConverter):
     @classmethod
     def _impl_v10(cls, bb, inputs, attr, params):
         x, x_scale, x_zero, w, w_scale, w_zero, y_scale, y_zero, bias = (list(inputs) + [None] * 9)[:9]
-        channels = _shape(bb, w)[0]
-        per_channel = [1, channels] + [1] * (len(_shape(bb, w)) - 2)
-        w_zero_shape = [channels] + [1] * (len(_shape(bb, w)) - 1) if _shape(bb, w_zero) and _shape(bb, w_zero)[0] > 1 else None
+        channels = shape_of(bb, w)[0]
+        per_channel = [1, channels] + [1] * (len(shape_of(bb, w)) - 2)
+        w_zero_shape = [channels] + [1] * (len(shape_of(bb, w)) - 1) if shape_of(bb, w_zero) and shape_of(bb, w_zero)[0] > 1 else None
         accumulated = _integer_conv(bb, _widen(x, x_zero), _widen(w, w_zero, w_zero_shape), attr)
         if bias is not None:
             accumulated = relax.op.add(accumulated, relax.op.reshape(bias, per_channel))
-        scale = relax.op.multiply(x_scale, relax.op.reshape(w_scale, per_channel) if _shape(bb, w_scale) and _shape(bb, w_scale)[0] > 1 else w_scale)
+        scale = relax.op.multiply(x_scale, relax.op.reshape(w_scale, per_channel) if shape_of(bb, w_scale) and shape_of(bb, w_scale)[0] > 1 else w_scale)
         real = relax.op.multiply(relax.op.astype(accumulated, "float32"), scale)
-        return _to_integer(real, y_scale, y_zero, _dtype(bb, y_zero) if y_zero is not None else "uint8")
+        return _to_integer(real, y_scale, y_zero, dtype_of(bb, y_zero) if y_zero is not None else "uint8")
 
 
 class QLinearMatMul(frontend.OnnxOpConverter):
@@ -340,11 +316,11 @@ class QLinearMatMul(frontend.OnnxOpConverter):
     def _impl_v10(cls, bb, inputs, attr, params):
         a, a_scale, a_zero, b, b_scale, b_zero, y_scale, y_zero = (list(inputs) + [None] * 8)[:8]
         accumulated = relax.op.matmul(_widen(a, a_zero), _widen(b, b_zero), out_dtype="int32")
-        scale_dtype = _dtype(bb, a_scale)
+        scale_dtype = dtype_of(bb, a_scale)
         real = relax.op.multiply(relax.op.astype(accumulated, scale_dtype), relax.op.multiply(a_scale, b_scale))
         real = relax.op.astype(real, "float32") if scale_dtype != "float32" else real
-        y_scale = relax.op.astype(y_scale, "float32") if _dtype(bb, y_scale) != "float32" else y_scale
-        return _to_integer(real, y_scale, y_zero, _dtype(bb, y_zero) if y_zero is not None else "uint8")
+        y_scale = relax.op.astype(y_scale, "float32") if dtype_of(bb, y_scale) != "float32" else y_scale
+        return _to_integer(real, y_scale, y_zero, dtype_of(bb, y_zero) if y_zero is not None else "uint8")
 
 
 # --- other ------------------------------------------------------------------------------------
@@ -354,7 +330,7 @@ class CumProd(frontend.OnnxOpConverter):
     @classmethod
     def _impl_v26(cls, bb, inputs, attr, params):
         data = inputs[0]
-        axis = int(np.ravel(_constant(inputs[1], params, "CumProd's axis"))[0])
+        axis = int(np.ravel(constant(inputs[1], params, "CumProd's axis"))[0])
         reverse = attr.get("reverse", 0) != 0
         if reverse:
             data = relax.op.flip(data, axis)
@@ -368,7 +344,7 @@ class Elu(frontend.OnnxOpConverter):
     @classmethod
     def _impl_v1(cls, bb, inputs, attr, params):
         x = inputs[0]
-        dtype = _dtype(bb, x)
+        dtype = dtype_of(bb, x)
         return ACTIVATIONS["elu"][0](x, float(attr.get("alpha", 1.0)), 0.0, dtype)
 
 
@@ -376,7 +352,7 @@ class Selu(frontend.OnnxOpConverter):
     @classmethod
     def _impl_v1(cls, bb, inputs, attr, params):
         x = inputs[0]
-        dtype = _dtype(bb, x)
+        dtype = dtype_of(bb, x)
         alpha, gamma = float(attr.get("alpha", 1.67326319217681884765625)), float(attr.get("gamma", 1.05070102214813232421875))
         return relax.op.multiply(relax.const(gamma, dtype), ACTIVATIONS["elu"][0](x, alpha, 0.0, dtype))
 
@@ -387,7 +363,7 @@ class LpNormalization(frontend.OnnxOpConverter):
     @classmethod
     def _impl_v1(cls, bb, inputs, attr, params):
         x = inputs[0]
-        dtype = _dtype(bb, x)
+        dtype = dtype_of(bb, x)
         axis, p = attr.get("axis", -1), attr.get("p", 2)
         if p not in (1, 2):
             raise ValueError(f"LpNormalization p={p}: the standard defines 1 and 2")
@@ -415,6 +391,9 @@ CONVERTERS: dict[str, type] = {
     "Selu": Selu,
     "LpNormalization": LpNormalization,
     "ReverseSequence": ReverseSequence,
+    "Scan": Scan,
+    "Loop": Loop,
+    **TENSOR_CONVERTERS,
 }
 
 

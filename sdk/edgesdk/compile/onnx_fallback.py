@@ -50,25 +50,15 @@ def _extreme_gap(attrs: dict, dtypes: list[str | None], shape: list[int] | None)
 
 GAPS: dict[str, Callable[[dict, list[str | None], list[int] | None], str | None]] = {
     "Resize": _resize_gap,
-    "SpaceToDepth": lambda attrs, dtypes, shape: "TVM's SpaceToDepth ignores mode CRD" if _attribute(attrs, "mode", "DCR") == "CRD" else None,
-    "IsInf": lambda attrs, dtypes, shape: (
-        "TVM's IsInf ignores detect_negative and detect_positive"
-        if not (_attribute(attrs, "detect_negative", 1) and _attribute(attrs, "detect_positive", 1))
-        else None
-    ),
     "ConvTranspose": lambda attrs, dtypes, shape: (
         "TVM's ConvTranspose ignores output_shape" if "output_shape" in attrs and _attribute(attrs, "auto_pad", "NOTSET") == "NOTSET" else None
     ),
     "BatchNormalization": lambda attrs, dtypes, shape: "TVM's BatchNormalization has no training_mode" if _attribute(attrs, "training_mode", 0) else None,
-    "Pow": lambda attrs, dtypes, shape: "TVM compiles Pow only for floats" if dtypes and dtypes[0] and not dtypes[0].startswith(("float", "bfloat")) else None,
     # Their output's size depends on the values: TVM builds them with shapes that only dynamic code takes.
     "Compress": lambda attrs, dtypes, shape: "its output size depends on the values, which TVM compiles only as dynamic code",
     "NonMaxSuppression": lambda attrs, dtypes, shape: "its output size depends on the values, which TVM compiles only as dynamic code",
     "ReduceMax": _extreme_gap,
     "ReduceMin": _extreme_gap,
-    "RMSNormalization": lambda attrs, dtypes, shape: (
-        "TVM cannot compile RMSNormalization over every axis" if shape and _attribute(attrs, "axis", -1) % len(shape) == 0 else None
-    ),
 }
 
 
@@ -250,7 +240,8 @@ class NodeGuard:
         self.directory.mkdir(parents=True, exist_ok=True)
         (self.directory / f"{digest}.onnx").write_bytes(data)
         function = FUNCTION_PREFIX + digest
-        self.segments.append(Segment(function=function, file=f"{digest}.onnx", op=node.op_type, node=node.name, reason=reason))
+        if all(segment.function != function for segment in self.segments):  # a Scan body's node, once per step
+            self.segments.append(Segment(function=function, file=f"{digest}.onnx", op=node.op_type, node=node.name, reason=reason))
         types = [relax.TensorType(shape, dtype) for dtype, shape in known]  # type: ignore[misc]
         call = bb.emit(relax.call_dps_packed(function, relax.Tuple(args), types if len(types) > 1 else types[0]))
         if len(node.output) == 1:

@@ -34,7 +34,7 @@ def _reads(node: onnx.NodeProto) -> set[str]:
     return names
 
 
-def _static_shapes(proto: onnx.ModelProto) -> dict[str, list[int]]:
+def static_shapes(proto: onnx.ModelProto) -> dict[str, list[int]]:
     shapes = {}
     for value in [*proto.graph.input, *proto.graph.value_info, *proto.graph.output]:
         if not value.type.HasField("tensor_type") or not value.type.tensor_type.HasField("shape"):
@@ -69,7 +69,7 @@ def _evaluate(node: onnx.NodeProto, values: list[np.ndarray | None], opsets) -> 
 def fold_shapes(proto: onnx.ModelProto) -> onnx.ModelProto:
     """``proto`` (a copy) with its small constant computations replaced by initializers."""
     proto = onnx.shape_inference.infer_shapes(proto, data_prop=True)
-    shapes = _static_shapes(proto)
+    shapes = static_shapes(proto)
     known: dict[str, np.ndarray] = {tensor.name: numpy_helper.to_array(tensor) for tensor in proto.graph.initializer}
     # What a folded node may read: shape-like values (int64 initializers, shapes, what is computed
     # from them, small constants), never a weight: a DequantizeLinear of int8 weights stays.

@@ -29,8 +29,11 @@ from pathlib import Path
 import numpy as np
 import onnx
 
+from edgesdk.compile.worker import TIMEOUT_ENV
+
 RESULT_FILE = "result.json"
 CASE_TIMEOUT_S = 300.0
+COMPILE_TIMEOUT_S = 240.0
 
 
 @dataclasses.dataclass
@@ -238,7 +241,9 @@ def _run_batch(directories: list[Path], device: str, on_result) -> list[CaseResu
         started = time.monotonic()
         child = subprocess.run(
             [sys.executable, "-m", "edgesdk.testing.conformance", device, *map(str, left)],
-            capture_output=True, text=True, stdin=subprocess.DEVNULL, env={**os.environ, "PYTHONWARNINGS": "ignore"},
+            capture_output=True, text=True, stdin=subprocess.DEVNULL,
+            # TVM's own limit below the case's: a compile that hangs is killed, not waited for.
+            env={**os.environ, "PYTHONWARNINGS": "ignore", TIMEOUT_ENV: str(COMPILE_TIMEOUT_S)},
         )  # fmt: skip
         done = [directory for directory in left if (directory / RESULT_FILE).exists()]
         for directory in done:
