@@ -112,11 +112,11 @@ class Loop(frontend.OnnxOpConverter):
             body: onnx.GraphProto = attr["body"]
             given = list(inputs)
             trips, condition, carried = given[0], given[1], given[2:]
-            found = frontend.get_constant(trips, params) if trips is not None else None
+            found = frontend.get_constant(trips, graph) if trips is not None else None
             if not isinstance(found, tvm.ir.GenericConst):
                 raise NotImplementedError("a Loop whose trip count is not a constant")
             if condition is not None:
-                start = frontend.get_constant(condition, params)
+                start = frontend.get_constant(condition, graph)
                 if not isinstance(start, tvm.ir.GenericConst) or not bool(start.value.numpy().all()):
                     raise NotImplementedError("a Loop whose condition is not a constant true")
             if not _passes_condition_through(body):
