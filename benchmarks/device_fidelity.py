@@ -99,7 +99,7 @@ def analysis_of(name: str, precision: str) -> ModelAnalysis:
     shape = [dim.dim_value for dim in spec.type.tensor_type.shape.dim]
     calibration = {spec.name: np.random.default_rng(0).standard_normal((CALIBRATION_SAMPLES, *shape[1:])).astype(np.float32)}
     chosen = recipe(precision, calibration if precision != "fp16" else None, get_device("phone"))
-    analysis = analysed(load_precision(model, None, chosen, calibration if precision != "fp16" else None), timeout_s=3600)
+    analysis, _ = analysed(load_precision(model, None, chosen, calibration if precision != "fp16" else None), timeout_s=3600)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(analysis.model_dump_json())
     return analysis

@@ -117,3 +117,10 @@ def test_other_devices_name_the_node_they_cannot_lower(tmp_path):
     with pytest.raises(UserInputError, match=r"^unsupported on phone: Det \(TVM's ONNX frontend has no converter for Det\)$"):
         edgesdk.deploy(_mixed(), "phone", tmp_path / "phone")
     assert not (tmp_path / "phone").exists()
+
+
+def test_profile_on_pc_lists_the_onnxruntime_nodes_as_deploy_does(tmp_path):
+    report = edgesdk.profile(_mixed(), "pc")
+    assert [(f.op, f.to_unit) for f in report.partition.fallbacks] == [("Det", "onnxruntime")]
+    with pytest.raises(UserInputError, match=r"^unsupported on phone: Det \("):
+        edgesdk.profile(_mixed(), "phone")

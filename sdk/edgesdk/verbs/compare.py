@@ -52,7 +52,7 @@ def _analysis(
     """The kernels of ``chosen``'s model, and its agreement with the float model on the calibration
     samples and on the held-out ``eval_data``."""
     precision = load_precision(source, input_shapes, chosen, calibration if chosen.scheme != "none" else None)
-    analysis = analysed(precision, timeout_s=timeout_s)
+    analysis, _ = analysed(precision, timeout_s=timeout_s)
     held_out = on_samples = None
     if chosen.scheme != "none":
         stage("measuring agreement with the float model")

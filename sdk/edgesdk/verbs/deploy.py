@@ -55,10 +55,9 @@ from edgesdk.compile.build_cache import DIGEST_FILE, BuildCache
 from edgesdk.compile.compiler import Compiled, compile_model
 from edgesdk.compile.kernels import ModelAnalysis
 from edgesdk.compile.lowering import BuildSpec
-from edgesdk.compile.onnxruntime_segments import SEGMENTS_DIR, Segment, read_segments
+from edgesdk.compile.onnxruntime_segments import SEGMENTS_DIR
 from edgesdk.compile.targets import half_target, host_target, runs_here
 from edgesdk.compile.tuning_db import build_fields
-from edgesdk.compile.worker import UnsupportedNode
 from edgesdk.devices.profile import DeviceProfile
 from edgesdk.devices.registry import get_device
 from edgesdk.errors import CheckFailed, UserInputError
@@ -77,7 +76,7 @@ from edgesdk.report.html import cost_html
 from edgesdk.simulate.budget import activation_bytes, over_budget
 from edgesdk.simulate.cost_report import Estimate, Fallback, PatchInfo, byte_size
 from edgesdk.simulate.partition import ARITHMETIC_CLASSES, Partition, compute_dtype
-from edgesdk.verbs.pipeline import checked_options, estimated, load_precision, read_analysis
+from edgesdk.verbs.pipeline import checked_options, cpu_unit, estimated, load_precision, onnxruntime_fallbacks, read_analysis, unsupported_on
 from edgesdk.versions import edgesdk_version, tvm_version
 
 # Why a write can fail that is not edgesdk's fault: the disk, a quota, a read-only or forbidden place.
@@ -159,7 +158,7 @@ def deploy(
         standalone = bool(options.get("standalone")) and backend.emit == "shared_library"
         # onnxruntime runs what TVM cannot lower only where the device's own library runs here; a
         # program without TVM's runtime cannot call it.
-        onnxruntime = backend.onnxruntime_fallback and runs_here(device_target) and not standalone
+        onnxruntime = onnxruntime_allowed(profile, backend, device_target) and not standalone
         specs = [
             BuildSpec(
                 role="device",
@@ -182,7 +181,8 @@ def deploy(
         try:
 
             def build(model: Model) -> tuple[Compiled, ModelAnalysis, Partition, Estimate]:
-                try:
+                hint = "--standalone code cannot call onnxruntime; deploy without it" if standalone and backend.onnxruntime_fallback else None
+                with unsupported_on(profile, hint):
                     compiled = compile_model(
                         model,
                         specs,
@@ -193,9 +193,6 @@ def deploy(
                         passes=passes,
                         onnxruntime=onnxruntime,
                     )
-                except UnsupportedNode as exc:
-                    hint = "--standalone code cannot call onnxruntime; deploy without it" if standalone and backend.onnxruntime_fallback else None
-                    raise UserInputError(f"unsupported on {profile.id}: {exc.what}", hint=hint) from None
                 stage("simulate")
                 analysis = read_analysis(compiled.model_dir)
                 placement, estimate = estimated(analysis, profile, unit=options.get("unit"), fallback=options.get("fallback", True))
@@ -241,8 +238,8 @@ def deploy(
             stage("write")
             manifest = _manifest(profile, backend, prepared, precision, analysis, specs, compiled, simulation, result, files=hash_tree(staged))
             manifest.partition, manifest.estimate, manifest.passes = placement.info(), estimate, passes
-            _record_segments(manifest, read_segments(compiled.model_dir / SEGMENTS_DIR), _cpu_unit(profile))
-            if set(placement.units) - {_cpu_unit(profile)}:
+            _record_segments(manifest, onnxruntime_fallbacks(compiled.model_dir, profile))
+            if set(placement.units) - {cpu_unit(profile)}:
                 manifest.build.notes.append(
                     "the device code is CPU code; kernels placed on other units are simulated there (edgesdk does not generate NPU/GPU code yet)"
                 )
@@ -290,18 +287,21 @@ def _assemble(staged: Path, prepared: Model, compiled: Compiled, specs: Sequence
     return f"{specs[-1].role}/{compiled.builds[-1][1].files[0]}"
 
 
-def _record_segments(manifest: Manifest, segments: Sequence[Segment], cpu: str) -> None:
-    """The nodes onnxruntime runs, as fallbacks from the CPU's TVM code, with a note on what the
+def _record_segments(manifest: Manifest, fallbacks: Sequence[Fallback]) -> None:
+    """The nodes onnxruntime runs, among the partition's fallbacks, with a note on what the
     estimate leaves out."""
-    manifest.partition.fallbacks += [
-        Fallback(op=segment.op, from_unit=cpu, to_unit="onnxruntime", reason=f"node '{segment.node}': TVM cannot lower it: {segment.reason}")
-        for segment in segments
-    ]
-    if segments:
+    manifest.partition.fallbacks += fallbacks
+    if fallbacks:
         manifest.build.notes.append(
-            f"{len(segments)} node(s) run on onnxruntime, called from the compiled code ({SEGMENTS_DIR}/): the artifact needs onnxruntime "
+            f"{len(fallbacks)} node(s) run on onnxruntime, called from the compiled code ({SEGMENTS_DIR}/): the artifact needs onnxruntime "
             "where it runs, and their time is not in the estimate"
         )
+
+
+def onnxruntime_allowed(profile: DeviceProfile, backend: Backend, target: dict) -> bool:
+    """Whether a node TVM cannot lower may run on onnxruntime for ``profile``: its backend allows
+    it and the code (for ``target``) runs on this host, beside onnxruntime."""
+    return backend.onnxruntime_fallback and runs_here(target)
 
 
 def _manifest(
@@ -336,7 +336,7 @@ def _manifest(
         quantization=_quantization_info(prepared, precision, analysis, _stored_bytes(compiled.model_dir / WEIGHTS_FILE)),
         files=files,
         # What the device code runs on; deploy() replaces it with the simulated placement.
-        partition=PartitionInfo(units={_cpu_unit(profile): device_build.kernels}),
+        partition=PartitionInfo(units={cpu_unit(profile): device_build.kernels}),
         verification=result,
         build=BuildInfo(
             backend=backend.name,
@@ -395,7 +395,3 @@ def _quantization_info(prepared: Model, precision: Precision, analysis: ModelAna
         accuracy=measure_agreement(precision.compiled.serialized, prepared.serialized, precision.samples) if precision.samples else None,
         layer_errors=layer_errors(precision.compiled.proto, prepared.proto, precision.samples) if precision.scheme != "none" else [],
     )
-
-
-def _cpu_unit(profile: DeviceProfile) -> str:
-    return next((name for name, unit in profile.compute_units.items() if unit.kind == "cpu"), next(iter(profile.compute_units)))

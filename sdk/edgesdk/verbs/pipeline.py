@@ -7,13 +7,15 @@ estimate; ``quantize`` at the quantized model. Options are checked here, once, f
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+import contextlib
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 from edgesdk.compile.build_cache import BuildCache
 from edgesdk.compile.compiler import compile_model
 from edgesdk.compile.kernels import ModelAnalysis
-from edgesdk.compile.worker import ANALYSIS_FILE
+from edgesdk.compile.onnxruntime_segments import SEGMENTS_DIR, read_segments
+from edgesdk.compile.worker import ANALYSIS_FILE, UnsupportedNode
 from edgesdk.devices.profile import DeviceProfile
 from edgesdk.errors import UserInputError
 from edgesdk.frontend.passes import apply_onnx_passes
@@ -22,7 +24,7 @@ from edgesdk.progress import relay
 from edgesdk.quantization.recipe import RECIPE_OPTIONS, Calibration, Recipe
 from edgesdk.quantization.schemes import Precision, prepare
 from edgesdk.simulate.cost_model import simulate
-from edgesdk.simulate.cost_report import Estimate
+from edgesdk.simulate.cost_report import Estimate, Fallback
 from edgesdk.simulate.fit import device_fit
 from edgesdk.simulate.partition import Partition, partition
 
@@ -54,11 +56,38 @@ def analysed(
     cache: BuildCache | None = None,
     on_stage: Callable[[str], None] | None = None,
     passes: Sequence[PassChoice] = (),
-) -> ModelAnalysis:
+    onnxruntime: bool = False,
+) -> tuple[ModelAnalysis, Path]:
     """The fused kernels of what ``precision`` compiles (imported by TVM in the worker, after the
-    ``relax``-stage plugin ``passes``; cached)."""
-    compiled = compile_model(precision.compiled, [], cache or BuildCache(), None, timeout_s=timeout_s, on_stage=on_stage or relay(), passes=passes)
-    return read_analysis(compiled.model_dir)
+    ``relax``-stage plugin ``passes``; cached), and the directory holding them (with the nodes
+    onnxruntime runs, when ``onnxruntime`` lets it: ``onnxruntime_fallbacks``)."""
+    compiled = compile_model(
+        precision.compiled, [], cache or BuildCache(), None, timeout_s=timeout_s, on_stage=on_stage or relay(), passes=passes, onnxruntime=onnxruntime
+    )
+    return read_analysis(compiled.model_dir), compiled.model_dir
+
+
+@contextlib.contextmanager
+def unsupported_on(profile: DeviceProfile, hint: str | None = None) -> Iterator[None]:
+    """A node TVM cannot lower, named with the device: ``unsupported on <device>: <op> (<reason>)``."""
+    try:
+        yield
+    except UnsupportedNode as exc:
+        raise UserInputError(f"unsupported on {profile.id}: {exc.what}", hint=hint) from None
+
+
+def cpu_unit(profile: DeviceProfile) -> str:
+    """The device's CPU (its first compute unit when it lists none)."""
+    return next((name for name, unit in profile.compute_units.items() if unit.kind == "cpu"), next(iter(profile.compute_units)))
+
+
+def onnxruntime_fallbacks(directory: Path, profile: DeviceProfile) -> list[Fallback]:
+    """The nodes onnxruntime runs in the model compiled in ``directory`` (a compiled model's, or an
+    artifact's; edgesdk.compile.onnxruntime_segments), as fallbacks from the CPU's TVM code."""
+    return [
+        Fallback(op=segment.op, from_unit=cpu_unit(profile), to_unit="onnxruntime", reason=f"node '{segment.node}': TVM cannot lower it: {segment.reason}")
+        for segment in read_segments(directory / SEGMENTS_DIR)
+    ]
 
 
 def read_analysis(directory: Path) -> ModelAnalysis:

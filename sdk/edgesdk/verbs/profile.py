@@ -28,8 +28,8 @@ from edgesdk.report.html import check_html_path, cost_html, write_html
 from edgesdk.simulate.cost_report import Estimate, PartitionInfo
 from edgesdk.simulate.measure import Measurement
 from edgesdk.simulate.measure import measure as measure_runner
-from edgesdk.verbs.deploy import deploy
-from edgesdk.verbs.pipeline import analysed, checked_options, estimated, load_precision, read_analysis
+from edgesdk.verbs.deploy import deploy, find_backend, onnxruntime_allowed
+from edgesdk.verbs.pipeline import analysed, checked_options, estimated, load_precision, onnxruntime_fallbacks, read_analysis, unsupported_on
 
 
 class CostReport(BaseModel):
@@ -53,12 +53,15 @@ def as_artifact(source) -> Artifact | None:
     return load_artifact(source)
 
 
-def _analysis(source, input_shapes, chosen: Recipe, calibration, timeout_s) -> tuple[str, ModelAnalysis]:
+def _analysis(source, device: DeviceProfile, input_shapes, chosen: Recipe, calibration, timeout_s) -> tuple[str, ModelAnalysis, Path]:
+    """The model's name, its kernels and the directory they are in (with its onnxruntime nodes)."""
     artifact = as_artifact(source)
     if artifact is not None:
-        return artifact.manifest.model.name, read_analysis(artifact.path)
+        return artifact.manifest.model.name, read_analysis(artifact.path), artifact.path
     precision = load_precision(source, input_shapes, chosen, calibration)
-    return precision.compiled.name, analysed(precision, timeout_s=timeout_s)
+    allowed = onnxruntime_allowed(device, find_backend(device), device.target)
+    with unsupported_on(device):
+        return precision.compiled.name, *analysed(precision, timeout_s=timeout_s, onnxruntime=allowed)
 
 
 def _native_artifact(source, device: DeviceProfile, input_shapes, chosen: Recipe, calibration, profiles_dir, scratch: Path) -> Artifact:
@@ -119,9 +122,13 @@ def profile(
         stage("analysing the model")
         # Measuring needs the device's build; its analysis is then the one of what runs.
         native = _native_artifact(source, device_profile, input_shapes, chosen, calibration, profiles_dir, Path(scratch)) if measure else None
-        name, analysis = (native.manifest.model.name, read_analysis(native.path)) if native else _analysis(source, input_shapes, chosen, calibration, timeout_s)
+        if native:
+            name, analysis, directory = native.manifest.model.name, read_analysis(native.path), native.path
+        else:
+            name, analysis, directory = _analysis(source, device_profile, input_shapes, chosen, calibration, timeout_s)
         stage("simulate")
         placed, estimate = estimated(analysis, device_profile, unit=unit, fallback=fallback)
+        placed.fallbacks += onnxruntime_fallbacks(directory, device_profile)
         # What the device code allocates is known where it was built for this device.
         built = native or (artifact if artifact is not None and artifact.manifest.device == device_profile.id else None)
         stored = built.manifest.estimate if built is not None else None
