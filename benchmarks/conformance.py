@@ -54,7 +54,7 @@ def main() -> None:
     parser.add_argument("--sample", type=int, help="Run a seeded sample of this many cases.")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--ops", help="Only cases of these operators (comma-separated).")
-    parser.add_argument("--failed-from", type=Path, help="Re-run the cases this earlier result did not pass; merge into it.")
+    parser.add_argument("--failed-from", type=Path, help="Re-run the cases this earlier result did not pass through TVM alone; merge into it.")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "conformance.json")
     args = parser.parse_args()
@@ -63,7 +63,8 @@ def main() -> None:
     earlier: dict[str, dict] = {}
     if args.failed_from:
         earlier = {row["name"]: row for row in json.loads(args.failed_from.read_text())["results"]}
-        cases = [case for case in cases if earlier.get(case.name, {}).get("outcome") != "pass"]
+        tvm_only = {name for name, row in earlier.items() if row.get("outcome") == "pass" and not row.get("onnxruntime_partition")}
+        cases = [case for case in cases if case.name not in tvm_only]
     if args.ops:
         wanted = set(args.ops.split(","))
         from edgesdk.testing.conformance import op_of

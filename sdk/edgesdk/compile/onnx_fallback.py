@@ -43,8 +43,6 @@ def _resize_gap(attrs: dict, dtypes: list[str | None], shape: list[int] | None) 
 # only when compiled. Found by the ONNX node suite (benchmarks/conformance.py), each read in the
 # converter's source. A gap makes the node fail its conversion here, where it is one node's.
 def _extreme_gap(attrs: dict, dtypes: list[str | None], shape: list[int] | None) -> str | None:
-    if dtypes and dtypes[0] == "bool":
-        return "TVM cannot reduce booleans"
     return "over an empty set TVM gives the dtype's finite extreme, not an infinity" if shape is not None and 0 in shape else None
 
 
@@ -53,7 +51,6 @@ GAPS: dict[str, Callable[[dict, list[str | None], list[int] | None], str | None]
     "ConvTranspose": lambda attrs, dtypes, shape: (
         "TVM's ConvTranspose ignores output_shape" if "output_shape" in attrs and _attribute(attrs, "auto_pad", "NOTSET") == "NOTSET" else None
     ),
-    "BatchNormalization": lambda attrs, dtypes, shape: "TVM's BatchNormalization has no training_mode" if _attribute(attrs, "training_mode", 0) else None,
     # Their output's size depends on the values: TVM builds them with shapes that only dynamic code takes.
     "Compress": lambda attrs, dtypes, shape: "its output size depends on the values, which TVM compiles only as dynamic code",
     "NonMaxSuppression": lambda attrs, dtypes, shape: "its output size depends on the values, which TVM compiles only as dynamic code",

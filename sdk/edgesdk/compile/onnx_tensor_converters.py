@@ -9,12 +9,16 @@ and indexing operators (added to edgesdk.compile.onnx_converters' table):
 - SpaceToDepth in both modes (DCR, and CRD since opset 28);
 - RMSNormalization over any axes, in its stash type;
 - BitCast between types of one width;
-- Resize with ``axes`` and ``keep_aspect_ratio_policy`` (made full-rank for TVM's converter).
+- Resize with ``axes`` and ``keep_aspect_ratio_policy`` (made full-rank for TVM's converter);
+- TensorScatter (a KV-cache update), BatchNormalization in training mode, and ReduceMax /
+  ReduceMin over booleans.
 
 This module imports TVM: only the compile worker loads it.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import numpy as np
 import onnx
@@ -177,7 +181,86 @@ class Resize(frontend.OnnxOpConverter):
         return convert
 
 
+class TensorScatter(frontend.OnnxOpConverter):
+    """The update written into the cache along ``axis`` at each batch row's write index (modulo
+    the cache's length in circular mode): one scatter of precomputed indices."""
+
+    @classmethod
+    def _impl_v24(cls, bb, inputs, attr, params):
+        past, update = inputs[0], inputs[1]
+        write = inputs[2] if len(inputs) > 2 else None
+        shape = shape_of(bb, update)
+        rank = len(shape)
+        axis = attr.get("axis", -2) % rank
+        start = relax.op.astype(write, "int64") if write is not None else relax.op.zeros([shape[0]], "int64")
+        index = relax.op.add(relax.op.reshape(start, [shape[0]] + [1] * (rank - 1)), _positions(shape[axis], axis, rank))
+        if text(attr.get("mode", b"linear")) == "circular":
+            index = relax.op.floor_mod(index, _const(shape_of(bb, past)[axis], "int64"))
+        return relax.op.scatter_elements(past, relax.op.broadcast_to(index, shape), update, axis)
+
+
+class BatchNormalization(frontend.OnnxOpConverter):
+    """TVM's, but in training mode the standard's: normalized by the batch's own statistics, and
+    the running statistics updated with ``momentum``."""
+
+    @classmethod
+    def get_converter(cls, opset):
+        inference = frontend.BatchNormalization.get_converter(opset)
+
+        def convert(bb, inputs, attr, params):
+            if not attr.get("training_mode", 0):
+                return inference(bb, inputs, attr, params)
+            x, scale, bias, mean, var = list(inputs)[:5]
+            shape = shape_of(bb, x)
+            rank = len(shape)
+            axes = [axis for axis in range(rank) if axis != 1]
+            dtype = dtype_of(bb, x)
+            momentum, epsilon = _const(attr.get("momentum", 0.9), dtype), _const(attr.get("epsilon", 1e-5), dtype)
+            batch_mean = relax.op.mean(x, axes)
+            batch_var = relax.op.variance(x, axes)
+            along = [shape[1]] + [1] * (rank - 2)
+            centred = relax.op.subtract(x, relax.op.reshape(batch_mean, along))
+            normalized = relax.op.divide(centred, relax.op.sqrt(relax.op.add(relax.op.reshape(batch_var, along), epsilon)))
+            y = relax.op.add(relax.op.multiply(normalized, relax.op.reshape(scale, along)), relax.op.reshape(bias, along))
+            keep = relax.op.subtract(_const(1, dtype), momentum)
+            running_mean = relax.op.add(relax.op.multiply(mean, momentum), relax.op.multiply(batch_mean, keep))
+            running_var = relax.op.add(relax.op.multiply(var, momentum), relax.op.multiply(batch_var, keep))
+            return relax.Tuple([y, running_mean, running_var])
+
+        return convert
+
+
+class _BooleanReduction(frontend.OnnxOpConverter):
+    """TVM's reduction, over booleans as uint8 (TVM has no boolean min or max)."""
+
+    REDUCTION: Any  # the frontend's converter class
+
+    @classmethod
+    def get_converter(cls, opset):
+        reduce = cls.REDUCTION.get_converter(opset)
+
+        def convert(bb, inputs, attr, params):
+            if dtype_of(bb, inputs[0]) != "bool":
+                return reduce(bb, inputs, attr, params)
+            widened = frontend.onnx_input([relax.op.astype(inputs[0], "uint8"), *list(inputs)[1:]])
+            return relax.op.astype(reduce(bb, widened, attr, params), "bool")
+
+        return convert
+
+
+class ReduceMax(_BooleanReduction):
+    REDUCTION = frontend.ReduceMax
+
+
+class ReduceMin(_BooleanReduction):
+    REDUCTION = frontend.ReduceMin
+
+
 TENSOR_CONVERTERS: dict[str, type] = {
+    "TensorScatter": TensorScatter,
+    "BatchNormalization": BatchNormalization,
+    "ReduceMax": ReduceMax,
+    "ReduceMin": ReduceMin,
     "Resize": Resize,
     "OneHot": OneHot,
     "EyeLike": EyeLike,
