@@ -179,13 +179,26 @@ SHAPE_SLOTS: dict[str, tuple[int, ...]] = {
 
 
 def shape_inputs(proto: onnx.ModelProto) -> dict[str, onnx.NodeProto]:
-    """The model inputs read at a shape slot (``SHAPE_SLOTS``), each with the first node reading it there."""
+    """The model inputs whose values reach a shape slot (``SHAPE_SLOTS``): read there, or computed
+    into what is read there (a crop size minus a Shape, halved, as a Slice's start). A Shape or Size
+    reads only its input's shape, so the computation stops there. Each input comes with the first
+    node whose shape slot it reaches."""
     inputs = {value.name for value in _graph_inputs(proto)}
+    producers = {name: node for node in proto.graph.node for name in node.output if name}
     found: dict[str, onnx.NodeProto] = {}
     for node in proto.graph.node:
         for slot in SHAPE_SLOTS.get(node.op_type, ()) if node.domain in STANDARD_DOMAINS else ():
-            if slot < len(node.input) and node.input[slot] in inputs:
-                found.setdefault(node.input[slot], node)
+            pending, seen = [node.input[slot]] if slot < len(node.input) else [], set()
+            while pending:
+                name = pending.pop()
+                if not name or name in seen:
+                    continue
+                seen.add(name)
+                producer = producers.get(name)
+                if name in inputs:
+                    found.setdefault(name, node)
+                elif producer is not None and producer.op_type not in ("Shape", "Size"):
+                    pending.extend(producer.input)
     return found
 
 

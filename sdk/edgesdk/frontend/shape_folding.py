@@ -66,10 +66,48 @@ def _evaluate(node: onnx.NodeProto, values: list[np.ndarray | None], opsets) -> 
     return [np.asarray(result) for result in results]
 
 
-def fold_shapes(proto: onnx.ModelProto) -> onnx.ModelProto:
-    """``proto`` (a copy) with its small constant computations replaced by initializers."""
+def _inferred(proto: onnx.ModelProto) -> tuple[onnx.ModelProto, dict[str, list[int]]]:
+    """``proto`` with the value types shape inference finds, and the static shapes among them. The
+    inference sees Constant nodes as initializers: it reads an input's value (a Pad's pads, a
+    Reshape's shape) only from an initializer."""
     proto = onnx.shape_inference.infer_shapes(proto, data_prop=True)
-    shapes = static_shapes(proto)
+    constants = [node for node in proto.graph.node if node.op_type == "Constant" and any(a.name == "value" for a in node.attribute)]
+    if not constants:
+        return proto, static_shapes(proto)
+    probe = onnx.ModelProto()
+    probe.CopyFrom(proto)
+    del probe.graph.value_info[:]
+    names = {node.output[0] for node in constants}
+    probe.graph.initializer.extend(
+        numpy_helper.from_array(numpy_helper.to_array(next(a.t for a in node.attribute if a.name == "value")), node.output[0]) for node in constants
+    )
+    kept = [node for node in probe.graph.node if not (node.op_type == "Constant" and node.output[0] in names)]
+    del probe.graph.node[:]
+    probe.graph.node.extend(kept)
+    try:
+        shapes = static_shapes(onnx.shape_inference.infer_shapes(probe, data_prop=True))
+    except Exception:  # noqa: BLE001 - inference of the probe only adds shapes; without it, the first pass's
+        shapes = {}
+    return proto, {**shapes, **static_shapes(proto)}
+
+
+def fold_shapes(proto: onnx.ModelProto) -> onnx.ModelProto:
+    """``proto`` (a copy) with its small constant computations replaced by Constant nodes, in rounds:
+    a value folded in one round can give a shape that folds the next."""
+    for _ in range(FOLD_ROUNDS):
+        folded = _fold_once(proto)
+        if folded is None:
+            break
+        proto = folded
+    return proto
+
+
+FOLD_ROUNDS = 4
+
+
+def _fold_once(proto: onnx.ModelProto) -> onnx.ModelProto | None:
+    """One round of ``fold_shapes``; None when nothing is left to fold."""
+    proto, shapes = _inferred(proto)
     known: dict[str, np.ndarray] = {tensor.name: numpy_helper.to_array(tensor) for tensor in proto.graph.initializer}
     # What a folded node may read: shape-like values (int64 initializers, shapes, what is computed
     # from them, small constants), never a weight: a DequantizeLinear of int8 weights stays.
@@ -104,8 +142,8 @@ def fold_shapes(proto: onnx.ModelProto) -> onnx.ModelProto:
         if (tensor.data_type == onnx.TensorProto.INT64 and known[tensor.name].size <= MAX_ELEMENTS)
         or (tensor.name in value_inputs and known[tensor.name].size == 1)
     ]
-    if not folded_nodes and not shape_like:
-        return proto
+    if not shape_like and all(proto.graph.node[index].op_type == "Constant" for index in folded_nodes):
+        return None  # (a Constant node is re-made as itself: that is no progress)
     if shape_like:
         kept_initializers = [tensor for tensor in proto.graph.initializer if tensor.name not in set(shape_like)]
         del proto.graph.initializer[:]
