@@ -89,7 +89,7 @@ def _dims(value_info: onnx.ValueInfoProto) -> list[int | str]:
     """Dims of a graph input/output: ints where known, the symbol (or '?') where not."""
     dims: list[int | str] = []
     for dim in value_info.type.tensor_type.shape.dim:
-        if dim.HasField("dim_value"):
+        if dim.HasField("dim_value") and dim.dim_value >= 0:  # exporters write -1 for a dynamic dim
             dims.append(dim.dim_value)
         else:
             dims.append(dim.dim_param or "?")
