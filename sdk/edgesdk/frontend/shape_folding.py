@@ -95,18 +95,18 @@ def fold_shapes(proto: onnx.ModelProto) -> onnx.ModelProto:
     """``proto`` (a copy) with its small constant computations replaced by Constant nodes, in rounds:
     a value folded in one round can give a shape that folds the next."""
     for _ in range(FOLD_ROUNDS):
-        folded = _fold_once(proto)
-        if folded is None:
+        proto, progress = _fold_once(proto)
+        if not progress:
             break
-        proto = folded
     return proto
 
 
 FOLD_ROUNDS = 4
 
 
-def _fold_once(proto: onnx.ModelProto) -> onnx.ModelProto | None:
-    """One round of ``fold_shapes``; None when nothing is left to fold."""
+def _fold_once(proto: onnx.ModelProto) -> tuple[onnx.ModelProto, bool]:
+    """One round of ``fold_shapes``, and whether it folded more than Constant nodes (which it
+    writes again in the one form TVM's importer reads: ``value``)."""
     proto, shapes = _inferred(proto)
     known: dict[str, np.ndarray] = {tensor.name: numpy_helper.to_array(tensor) for tensor in proto.graph.initializer}
     # What a folded node may read: shape-like values (int64 initializers, shapes, what is computed
@@ -142,8 +142,9 @@ def _fold_once(proto: onnx.ModelProto) -> onnx.ModelProto | None:
         if (tensor.data_type == onnx.TensorProto.INT64 and known[tensor.name].size <= MAX_ELEMENTS)
         or (tensor.name in value_inputs and known[tensor.name].size == 1)
     ]
-    if not shape_like and all(proto.graph.node[index].op_type == "Constant" for index in folded_nodes):
-        return None  # (a Constant node is re-made as itself: that is no progress)
+    if not folded_nodes and not shape_like:
+        return proto, False
+    progress = bool(shape_like) or any(proto.graph.node[index].op_type != "Constant" for index in folded_nodes)
     if shape_like:
         kept_initializers = [tensor for tensor in proto.graph.initializer if tensor.name not in set(shape_like)]
         del proto.graph.initializer[:]
@@ -160,4 +161,4 @@ def _fold_once(proto: onnx.ModelProto) -> onnx.ModelProto | None:
     ]
     del proto.graph.node[:]
     proto.graph.node.extend([*constants, *kept])
-    return proto
+    return proto, progress
