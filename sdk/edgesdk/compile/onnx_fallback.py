@@ -23,6 +23,7 @@ from onnx import helper
 from tvm import relax, tirx
 
 from edgesdk.compile.onnxruntime_segments import FUNCTION_PREFIX, Segment, Unsupported
+from edgesdk.frontend.shape_folding import subgraphs
 
 Expr = Any  # a relax.Expr: TVM ships no type information
 
@@ -73,14 +74,10 @@ def _one_line(error: BaseException) -> str:
     return (lines[-1] if lines else type(error).__name__)[:300]
 
 
-def _subgraphs(node: onnx.NodeProto) -> list[onnx.GraphProto]:
-    return [graph for attribute in node.attribute for graph in ([attribute.g] if attribute.HasField("g") else attribute.graphs)]
-
-
 def _outer_reads(node: onnx.NodeProto) -> list[str]:
     """The names a node's branches or body read from the scope around the node."""
     names: list[str] = []
-    for graph in _subgraphs(node):
+    for graph in subgraphs(node):
         defined = {value.name for value in graph.input} | {tensor.name for tensor in graph.initializer}
         for inner in graph.node:
             for name in [*inner.input, *_outer_reads(inner)]:
@@ -101,7 +98,7 @@ def _name_nodes(graph: onnx.GraphProto, used: set[str]) -> None:
                 name = f"{base}_{suffix}"
             node.name = name
         used.add(node.name)
-        for inner in _subgraphs(node):
+        for inner in subgraphs(node):
             _name_nodes(inner, used)
 
 
@@ -117,7 +114,7 @@ def _value_types(graph: onnx.GraphProto, types: dict[str, tuple[str, list[int] |
     for tensor in graph.initializer:
         types[tensor.name] = (np.dtype(helper.tensor_dtype_to_np_dtype(tensor.data_type)).name, list(tensor.dims))
     for node in graph.node:
-        for inner in _subgraphs(node):
+        for inner in subgraphs(node):
             _value_types(inner, types)
 
 
@@ -182,7 +179,7 @@ class NodeGuard:
     def _index(self, graph: onnx.GraphProto) -> None:
         for node in graph.node:
             self.nodes[node.name] = node
-            for inner in _subgraphs(node):
+            for inner in subgraphs(node):
                 self._index(inner)
 
     def _type(self, name: str) -> tuple[str, list[int] | None] | None:

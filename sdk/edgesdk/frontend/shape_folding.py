@@ -24,13 +24,17 @@ STANDARD = ("", "ai.onnx")
 UNFOLDABLE = {"RandomNormal", "RandomNormalLike", "RandomUniform", "RandomUniformLike", "Multinomial", "Bernoulli", "If", "Loop", "Scan"}
 
 
+def subgraphs(node: onnx.NodeProto) -> list[onnx.GraphProto]:
+    """A node's branches and bodies (If, Loop, Scan)."""
+    return [graph for attribute in node.attribute for graph in ([attribute.g] if attribute.HasField("g") else attribute.graphs)]
+
+
 def _reads(node: onnx.NodeProto) -> set[str]:
     """The names ``node`` reads, in its branches and bodies too (a subgraph reads outer names)."""
     names = set(node.input)
-    for attribute in node.attribute:
-        for graph in [attribute.g] if attribute.HasField("g") else attribute.graphs:
-            for inner in graph.node:
-                names |= _reads(inner)
+    for graph in subgraphs(node):
+        for inner in graph.node:
+            names |= _reads(inner)
     return names
 
 
