@@ -55,6 +55,17 @@ def _relu(d: Path, **kwargs) -> str:
     return _model(d, [helper.make_node("Relu", ["x"], ["y"])], [_tensor("x", [1, 4])], [_tensor("y", [1, 4])], **kwargs)
 
 
+def _float_mod(d: Path) -> str:
+    """Python's (fmod=0) Mod of floats, which onnxruntime runs only from opset 28."""
+    mod = helper.make_node("Mod", ["x", "y"], ["z"], fmod=0)
+    return _model(d, [mod], [_tensor("x", [1, 4]), _tensor("y", [1, 4])], [_tensor("z", [1, 4])], opset=17)
+
+
+def _old_tile(d: Path) -> str:
+    tile = helper.make_node("Tile", ["x", "tiles", "axis"], ["y"])
+    return _model(d, [tile], [_tensor("x", [1, 4]), _tensor("tiles", [1]), _tensor("axis", [1])], [_tensor("y", [1, 8])], opset=5)
+
+
 def _npz(d: Path, name: str, **arrays) -> str:
     np.savez(d / name, **arrays)
     return str(d / name)
@@ -90,8 +101,10 @@ MODEL_FILES: list[Case] = [
     ("a graph without nodes", lambda d: _model_args(d, _model(d, [], [_tensor("x", [1])], [_tensor("x", [1])])), "no graph nodes"),
     ("unknown operator", lambda d: _model_args(d, _op(d, "FooBar")), "FooBar"),
     ("unknown domain", lambda d: _model_args(d, _op(d, "Foo", domain="com.acme")), "com.acme.Foo"),
+    ("a model onnxruntime cannot run", lambda d: _model_args(d, _float_mod(d)), "onnxruntime, the reference every build is checked against, cannot run"),
     ("opset too new", lambda d: _model_args(d, _relu(d, opset=99)), "opset 99"),
-    ("opset too old", lambda d: _model_args(d, _relu(d, opset=3)), "opset 3"),
+    # Older than opset 7 is converted (onnx's version converter), which has no adapter for Tile 1 -> 6.
+    ("opset too old to convert", lambda d: _model_args(d, _old_tile(d)), "opset 5"),
     ("missing initializer", lambda d: _model_args(d, _missing_initializer(d)), "invalid ONNX model"),
     ("a cycle", lambda d: _model_args(d, _cycle(d)), "invalid ONNX model"),
     ("duplicate outputs", lambda d: _model_args(d, _duplicate_outputs(d)), "invalid ONNX model"),

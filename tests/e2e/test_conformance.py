@@ -1,8 +1,9 @@
 """A representative sample of the ONNX backend node suite, deployed to pc and run from the
 artifact (edgesdk.testing.conformance; benchmarks/conformance.py runs all of it): one or two
 cases per family of causes fixed (recurrent layers unrolled, integer operators, function bodies,
-shape inputs bound, multi-output layer norm, zero-sized dims), cases TVM cannot lower running on
-onnxruntime from the compiled code, and cases that cannot be deployed failing cleanly."""
+shape inputs bound, multi-output layer norm, zero-sized dims, old opsets), cases TVM cannot lower
+or gets wrong running on onnxruntime from the compiled code, and cases that cannot be deployed
+failing cleanly."""
 
 from __future__ import annotations
 
@@ -38,6 +39,10 @@ PASSING = [
     "test_isinf_negative",  # IsInf's detect_positive honoured
     "test_onehot_with_axis",  # OneHot's values a tensor
     "test_resize_upsample_sizes_nearest_axes_2_3",  # Resize's axes made full-rank
+    "test_split_zero_size_splits_opset18",  # pieces of size zero
+    "test_reshape_allowzero_reordered",  # an empty constant, allocated at run time
+    "test_not_2d",  # opset 1, converted to opset 7
+    "test_unique_sorted_with_axis",  # output shapes that depend on the values, measured on the given inputs
 ]
 
 # TVM cannot lower these nodes: on pc they run on onnxruntime, called from the compiled code.
@@ -46,9 +51,12 @@ ON_ONNXRUNTIME = [
     "test_resize_downsample_scales_linear_antialias",  # TVM's converter ignores antialias
     "test_nonmaxsuppression_single_box",  # its output's size depends on the values
     "test_range_int32_type_negative_delta_expanded",  # a Loop: shape inference does not give its output shape
+    "test_ai_onnx_ml_binarizer",  # ONNX-ML: TVM lowers none of it
+    "test_mod_float_edge_cases_fmod_0_float32",  # TVM's numbers differ (infinite divisors): located, moved
+    "test_attention_causal_boolmask_nan_robustness",  # the same, for a function op kept whole
 ]
 
-CLEAN_FAILURES = ["test_unique_sorted_with_axis"]  # its output's shape depends on the data
+CLEAN_FAILURES = ["test_affine_grid_2d_expanded"]  # an Unsqueeze of a rank TVM knows only at run time
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ import pytest
 from onnx import TensorProto, helper
 
 import edgesdk
-from edgesdk.errors import UserInputError
+from edgesdk.errors import CheckFailed, UserInputError
 from edgesdk.frontend.reference import reference_runner
 
 pytestmark = pytest.mark.slow
@@ -124,3 +124,40 @@ def test_profile_on_pc_lists_the_onnxruntime_nodes_as_deploy_does(tmp_path):
     assert [(f.op, f.to_unit) for f in report.partition.fallbacks] == [("Det", "onnxruntime")]
     with pytest.raises(UserInputError, match=r"^unsupported on phone: Det \("):
         edgesdk.profile(_mixed(), "phone")
+
+
+def _python_mod() -> tuple[onnx.ModelProto, dict[str, np.ndarray]]:
+    """Mod (Python's, fmod=0) -> Add, on the divisors where TVM's result is not onnxruntime's
+    (infinite ones), with the inputs that show it."""
+    nodes = [helper.make_node("Mod", ["x", "y"], ["m"], fmod=0), helper.make_node("Add", ["m", "one"], ["z"])]
+    graph = helper.make_graph(
+        nodes,
+        "mod",
+        [helper.make_tensor_value_info(name, TensorProto.FLOAT, [8]) for name in ("x", "y")],
+        [helper.make_tensor_value_info("z", TensorProto.FLOAT, [8])],
+        [helper.make_tensor("one", TensorProto.FLOAT, [], [1.0])],
+    )
+    inputs = {
+        "x": np.array([-3, 3, -1, 1, 5, -5, 7.5, 2], np.float32),
+        "y": np.array([np.inf, np.inf, -np.inf, -np.inf, 3, 3, -2, 2], np.float32),
+    }
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 28)]), inputs  # Python's float Mod: opset 28
+
+
+def test_pc_moves_a_node_whose_numbers_differ_to_onnxruntime_and_says_why(tmp_path):
+    model, inputs = _python_mod()
+    artifact = edgesdk.deploy(model, "pc", tmp_path / "pc", inputs=inputs)
+
+    assert artifact.manifest.verification.passed
+    (fallback,) = artifact.manifest.partition.fallbacks
+    assert (fallback.op, fallback.to_unit) == ("Mod", "onnxruntime")
+    assert "TVM's result differs from onnxruntime's on the deploy's inputs ('m': max abs err inf" in fallback.reason
+    assert artifact.manifest.build.kernels == 1  # the Add stays TVM code
+    expected = reference_runner(model.SerializeToString())(inputs)["z"]
+    np.testing.assert_array_equal(artifact.run(inputs)["z"], expected)
+
+
+def test_where_onnxruntime_cannot_run_a_differing_node_verification_fails(tmp_path):
+    model, inputs = _python_mod()
+    with pytest.raises(CheckFailed, match="numerics differ from onnxruntime"):
+        edgesdk.deploy(model, "xr-headset", tmp_path / "xr", inputs=inputs)

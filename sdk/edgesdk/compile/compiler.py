@@ -69,10 +69,14 @@ def build_key(model: Model, spec: BuildSpec, passes: Sequence[PassChoice] = (), 
     return cache_key({**_model_key(model, passes, fallback or _fallback(False, None)), **spec_key})
 
 
-def _fallback(onnxruntime: bool, examples: Mapping[str, np.ndarray] | None) -> dict[str, object]:
-    """What decides the nodes onnxruntime runs: whether it may, and the inputs whose shapes it
-    measures (edgesdk.compile.onnx_fallback), as part of cache keys."""
-    return {"onnxruntime": onnxruntime, "examples": _digest(examples) if examples is not None else None}
+def _fallback(onnxruntime: bool, examples: Mapping[str, np.ndarray] | None, diverging: Mapping[str, str] | None = None) -> dict[str, object]:
+    """What decides the nodes onnxruntime runs: whether it may, the inputs whose shapes it
+    measures (edgesdk.compile.onnx_fallback) and the nodes it takes over, as part of cache keys."""
+    return {
+        "onnxruntime": onnxruntime,
+        "examples": _digest(examples) if examples is not None else None,
+        **({"diverging": dict(diverging)} if diverging else {}),
+    }
 
 
 def _unknown_shapes(model: Model) -> bool:
@@ -102,18 +106,21 @@ def compile_model(
     on_stage: Callable[[str], None],
     passes: Sequence[PassChoice] = (),
     onnxruntime: bool = False,
+    diverging: Mapping[str, str] | None = None,
 ) -> Compiled:
     """Weights, kernel analysis and builds for ``model``: from the cache, or made by the worker
     (then cached), after the ``relax``-stage plugin ``passes``. With no specs, only the model is
     imported and analysed. With ``onnxruntime``, a node TVM cannot lower runs on onnxruntime
     (edgesdk.compile.onnxruntime_segments: the segments are in the model directory); without,
-    it is an ``UnsupportedNode`` error.
+    it is an ``UnsupportedNode`` error. The ``diverging`` nodes (by first output: why) run on
+    onnxruntime too, though TVM lowers them (edgesdk.compile.divergence).
 
     With ``inputs``, the simulation build (the last spec) also runs on them: in the worker that
     compiles (saving a second start), else in a worker of its own, unless the outputs of that
     build on those inputs are cached (a warm deploy then starts no TVM process at all).
     """
     passes = [choice for choice in passes if choice.stage == "relax"]
+    diverging = dict(diverging or {}) if onnxruntime else {}
     examples = inputs if onnxruntime and inputs is not None and _unknown_shapes(model) else None
 
     def keyed(fallback: Mapping[str, object]) -> tuple[str, list[str], Path | None, list[Path | None]]:
@@ -121,9 +128,9 @@ def compile_model(
         return model_key, keys, cache.get("models", model_key), [cache.get("builds", key) for key in keys]
 
     model_key, keys, model_dir, found = keyed(_fallback(False, None))
-    if onnxruntime and not (model_dir is not None and all(found)):
+    if onnxruntime and (diverging or not (model_dir is not None and all(found))):
         # The fallback changes the import only where TVM fails: a build made without it is the same.
-        model_key, keys, model_dir, found = keyed(_fallback(True, examples))
+        model_key, keys, model_dir, found = keyed(_fallback(True, examples, diverging))
     run_key = cache_key({"build": keys[-1], "inputs": _digest(inputs)}) if specs and inputs is not None else None
     if model_dir is not None and all(found):
         builds = _read_builds(found)
@@ -152,6 +159,8 @@ def compile_model(
                 output_names=[spec.name for spec in model.outputs],
             )
         jobs = _jobs(model, scratch, todo, run, passes, onnxruntime)
+        for job, _ in jobs:
+            job.diverging = diverging
         if examples is not None:
             for job, _ in jobs:
                 job.examples = str(scratch / "inputs.npz")

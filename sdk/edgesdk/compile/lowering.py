@@ -33,7 +33,7 @@ from edgesdk.frontend.tensors import load_npz
 from edgesdk.plugin.toolchains import Toolchain
 
 # Bump when the lowering changes what it produces for the same inputs: it is part of cache keys.
-PIPELINE_VERSION = 75
+PIPELINE_VERSION = 76
 
 
 class BuildSpec(BaseModel):
@@ -76,12 +76,15 @@ class BuildResult(BaseModel):
     undefined_symbols: list[str] | None = Field(None, description="What the standalone code needs from the C library when linked; None without it.")
 
 
-def import_onnx(model_path: Path, shapes: dict[str, list[int]], segments: Path | None = None, examples: Path | None = None):
+def import_onnx(
+    model_path: Path, shapes: dict[str, list[int]], segments: Path | None = None, examples: Path | None = None, diverging: dict[str, str] | None = None
+):
     """Import with TVM's ONNX frontend; weights come back as arrays, in the VM's argument order.
 
     A node TVM cannot convert raises ``Unsupported``, or, with a ``segments`` directory, runs on
     onnxruntime (edgesdk.compile.onnxruntime_segments: its model and listing are written there);
     the ``examples`` inputs (npz) give the shapes shape inference cannot (edgesdk.compile.onnx_fallback).
+    The ``diverging`` nodes (by first output, with the reason) run on onnxruntime though TVM converts them.
     """
     import onnx
     from tvm import relax
@@ -92,9 +95,9 @@ def import_onnx(model_path: Path, shapes: dict[str, list[int]], segments: Path |
 
     # Group-wise quantized weights (int4/int8 blocked dequantize): read here, packed below.
     proto, blocked = extract_blocked_weights(onnx.load(str(model_path)))
-    proto, expanded = expand_functions(proto, supported_ops())
+    proto, expanded = expand_functions(proto, supported_ops(), kept=diverging or {})
     proto = fold_shapes(proto) if expanded else proto  # the bodies' own shape computations
-    guard = NodeGuard(proto, segments, load_npz(examples) if examples is not None else None)
+    guard = NodeGuard(proto, segments, load_npz(examples) if examples is not None else None, diverging)
     with converters_registered(guard):
         # The frontend prints diagnostics to stdout: in the worker, stdout is its log file.
         mod = relax_onnx.from_onnx(guard.proto, shape_dict=shapes, keep_params_in_input=True)
@@ -152,6 +155,7 @@ def optimize(mod, target_json: dict[str, Any], tuning: str | None = None):
     from tvm.relax.backend import cpu_generic
     from tvm.relax.backend.cpu_generic import pipeline as cpu_pipeline  # the package does not export dataflow_lower_passes
 
+    from edgesdk.compile.empty_constants import EmptyConstantsAllocated
     from edgesdk.compile.schedules import ScheduleKernels
 
     target = tvm.target.Target(target_json)
@@ -162,6 +166,7 @@ def optimize(mod, target_json: dict[str, Any], tuning: str | None = None):
             *fusion_passes(target),
             ScheduleKernels(target, tuning),
             *cpu_pipeline.dataflow_lower_passes(target),
+            EmptyConstantsAllocated(),
             *with_arena(cpu_generic.finalize_passes(target)),
         ]
         return tvm.transform.Sequential(passes)(mod), target

@@ -23,6 +23,7 @@ from onnx import helper
 from tvm import relax, tirx
 
 from edgesdk.compile.onnxruntime_segments import FUNCTION_PREFIX, Segment, Unsupported
+from edgesdk.frontend.model import ML_DOMAIN
 from edgesdk.frontend.shape_folding import subgraphs
 
 Expr = Any  # a relax.Expr: TVM ships no type information
@@ -67,6 +68,10 @@ def _gap(op: str, bb, inputs: list, attrs: dict) -> str | None:
     types = [bb.normalize(value).ty if isinstance(value, relax.Expr) else None for value in inputs]
     dtypes = [str(ty.dtype) if isinstance(ty, relax.TensorType) else None for ty in types]
     return check(attrs, dtypes, _static(types[0]) if types else None)
+
+
+class Diverging(Exception):
+    """A node TVM converts, whose result differs from onnxruntime's (edgesdk.compile.divergence)."""
 
 
 def _one_line(error: BaseException) -> str:
@@ -131,10 +136,17 @@ class NodeGuard:
     """Guards the conversion of ``proto``'s nodes (``table`` wraps the frontend's converter map).
 
     With a ``directory``, a node TVM cannot convert runs on onnxruntime: its one-node model is
-    written there and listed in ``segments``; without one, it raises ``Unsupported``.
+    written there and listed in ``segments``; without one, it raises ``Unsupported``. So do the
+    ``diverging`` nodes (keyed by their first output), whose TVM results differ from onnxruntime's.
     """
 
-    def __init__(self, proto: onnx.ModelProto, directory: Path | None, examples: Mapping[str, np.ndarray] | None = None):
+    def __init__(
+        self,
+        proto: onnx.ModelProto,
+        directory: Path | None,
+        examples: Mapping[str, np.ndarray] | None = None,
+        diverging: Mapping[str, str] | None = None,
+    ):
         self.proto = onnx.ModelProto()
         self.proto.CopyFrom(proto)
         _name_nodes(self.proto.graph, set())
@@ -146,6 +158,7 @@ class NodeGuard:
         except Exception:  # noqa: BLE001 - without inferred types, only the fallback is lost
             self.types = {}
         self.directory = directory
+        self.diverging = dict(diverging or {}) if directory is not None else {}
         self.segments: list[Segment] = []
         self.observed: dict[str, tuple[str, list[int]]] = {}  # shapes onnxruntime measured (_observe)
         unknown = [name for node in self.proto.graph.node for name in node.output if name and (self.types.get(name) or ("", None))[1] is None]
@@ -235,7 +248,8 @@ class NodeGuard:
         (self.directory / f"{digest}.onnx").write_bytes(data)
         function = FUNCTION_PREFIX + digest
         if all(segment.function != function for segment in self.segments):  # a Scan body's node, once per step
-            self.segments.append(Segment(function=function, file=f"{digest}.onnx", op=node.op_type, node=node.name, reason=reason))
+            why = reason if isinstance(error, Diverging) else f"TVM cannot lower it: {reason}"
+            self.segments.append(Segment(function=function, file=f"{digest}.onnx", op=node.op_type, node=node.name, reason=why))
         types = [relax.TensorType(shape, dtype) for dtype, shape in known]  # type: ignore[misc]
         call = bb.emit(relax.call_dps_packed(function, relax.Tuple(args), types if len(types) > 1 else types[0]))
         if len(node.output) == 1:
@@ -314,6 +328,10 @@ class _Guarded:
         def convert(bb, inputs, attrs, graph):
             node = self.guard.nodes.get(attrs.get("tvm_custom", {}).get("name", ""))
             try:
+                if node is not None and node.output and node.output[0] in self.guard.diverging:
+                    raise Diverging(self.guard.diverging[node.output[0]])
+                if node is not None and node.domain == ML_DOMAIN:  # TVM would take it for a standard op of that name
+                    raise NotImplementedError(f"TVM's ONNX frontend has no converter for the {ML_DOMAIN} domain")
                 if self.converter is None:
                     raise NotImplementedError(f"TVM's ONNX frontend has no converter for {self.op}")
                 gap = _gap(self.op, bb, list(inputs), attrs)

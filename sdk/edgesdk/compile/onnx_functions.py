@@ -10,6 +10,8 @@ The result computes what the standard says the operator computes; onnxruntime ru
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
 import onnx
 import onnx.inliner
 from onnx import defs, helper
@@ -52,9 +54,10 @@ def _body(node: onnx.NodeProto, opset: int, types: dict[str, onnx.TypeProto]) ->
     return onnx.FunctionProto.FromString(body) if body else None
 
 
-def expand_functions(proto: onnx.ModelProto, supported: set[str]) -> tuple[onnx.ModelProto, list[str]]:
+def expand_functions(proto: onnx.ModelProto, supported: set[str], kept: Collection[str] = ()) -> tuple[onnx.ModelProto, list[str]]:
     """``proto`` with every node TVM's frontend does not convert (not in ``supported``, or in
-    ``EXPAND`` from that opset on) replaced by its function body; the operators expanded."""
+    ``EXPAND`` from that opset on) replaced by its function body, except those whose first output
+    is in ``kept`` (they run on onnxruntime whole); the operators expanded."""
     expanded: list[str] = []
     for _ in range(MAX_ROUNDS):
         opsets = {entry.domain or "": entry.version for entry in proto.opset_import}
@@ -68,7 +71,7 @@ def expand_functions(proto: onnx.ModelProto, supported: set[str]) -> tuple[onnx.
                 or (opset is not None and opset >= EXPAND.get(node.op_type, 10**6))
                 or (node.op_type in FIRST_OUTPUT_ONLY and any(node.output[1:]))
             )
-            if domain not in DOMAINS or opset is None or not wanted:
+            if domain not in DOMAINS or opset is None or not wanted or node.output[:1] and node.output[0] in kept:
                 continue
             body = _body(node, opset, types)
             if body is None:

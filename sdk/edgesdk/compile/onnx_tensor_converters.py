@@ -11,7 +11,8 @@ and indexing operators (added to edgesdk.compile.onnx_converters' table):
 - BitCast between types of one width;
 - Resize with ``axes`` and ``keep_aspect_ratio_policy`` (made full-rank for TVM's converter);
 - TensorScatter (a KV-cache update), BatchNormalization in training mode, and ReduceMax /
-  ReduceMin over booleans.
+  ReduceMin over booleans;
+- Split into pieces of size zero, and Reshape with ``allowzero`` to a shape holding a zero.
 
 This module imports TVM: only the compile worker loads it.
 """
@@ -256,7 +257,58 @@ class ReduceMin(_BooleanReduction):
     REDUCTION = frontend.ReduceMin
 
 
+def _constant_list(expr, params) -> list[int] | None:
+    """A constant integer input's values; None when it is absent or computed."""
+    if expr is None:
+        return None
+    found = frontend.get_constant(expr, params)
+    return [int(value) for value in found.value.numpy().reshape(-1)] if isinstance(found, tvm.ir.GenericConst) else None
+
+
+class Split(frontend.Split):
+    """TVM's, but pieces of size zero too, which its split refuses (its indices must increase):
+    then each piece is a slice."""
+
+    @classmethod
+    def _pieces(cls, bb, data, sizes: list[int], axis: int) -> Expr:
+        starts = np.cumsum([0, *sizes])
+        axis %= len(shape_of(bb, data))
+        return relax.Tuple(
+            [
+                bb.emit(relax.op.strided_slice(data, axes=[axis], begin=[int(start)], end=[int(start + size)]))
+                for start, size in zip(starts, sizes, strict=False)
+            ]
+        )
+
+    @classmethod
+    def _impl_v1(cls, bb, inputs, attr, params):
+        sizes = list(attr.get("split", []))
+        return cls._pieces(bb, inputs[0], sizes, attr.get("axis", 0)) if 0 in sizes else super()._impl_v1(bb, inputs, attr, params)
+
+    @classmethod
+    def _impl_v13(cls, bb, inputs, attr, params):
+        sizes = _constant_list(inputs[1] if len(inputs) > 1 else None, params) or []
+        return cls._pieces(bb, inputs[0], sizes, attr.get("axis", 0)) if 0 in sizes else super()._impl_v13(bb, inputs, attr, params)
+
+
+class Reshape(frontend.Reshape):
+    """TVM's, but with ``allowzero`` and a constant shape holding a 0: TVM's leaves that shape
+    symbolic, and Relax's reshape would copy the input's dim for the 0. Such a shape has no
+    elements (nor has the input, then): it is an empty tensor of that shape."""
+
+    @classmethod
+    def _impl_v13(cls, bb, inputs, attr, params):
+        dims = _constant_list(inputs[1], params) if attr.get("allowzero", 0) and not isinstance(inputs[0], relax.ShapeExpr) else None
+        if dims is None or 0 not in dims:
+            return super()._impl_v13(bb, inputs, attr, params)
+        if int(np.prod(shape_of(bb, inputs[0]))) != 0:
+            raise ValueError(f"Reshape of a tensor with elements to the empty shape {dims}")
+        return relax.op.zeros([0 if dim == -1 else dim for dim in dims], dtype_of(bb, inputs[0]))
+
+
 TENSOR_CONVERTERS: dict[str, type] = {
+    "Split": Split,
+    "Reshape": Reshape,
     "TensorScatter": TensorScatter,
     "BatchNormalization": BatchNormalization,
     "ReduceMax": ReduceMax,

@@ -24,7 +24,7 @@ FUNCTION_PREFIX = "edgesdk.onnxruntime."
 
 class Segment(BaseModel):
     """One node run by onnxruntime: the external function the compiled code calls, its model file
-    (relative to the segments directory), the node and why TVM could not lower it."""
+    (relative to the segments directory), the node and why onnxruntime runs it."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 

@@ -80,6 +80,8 @@ class Job(BaseModel):
     passes: list[PassChoice] = []  # plugin passes of the relax stage, run after the import
     onnxruntime: bool = False  # a node TVM cannot lower runs on onnxruntime (edgesdk.compile.onnxruntime_segments)
     examples: str | None = None  # inputs (npz) giving the shapes onnxruntime's nodes take where shape inference cannot
+    # Nodes (by their first output) onnxruntime runs though TVM lowers them, with why (edgesdk.compile.divergence).
+    diverging: dict[str, str] = {}
     run: RunTask | None = None
     tune: TuneTask | None = None
 
@@ -209,7 +211,7 @@ def _work(job: Job, report: Callable[[str], None]) -> JobResult:
         weights_at = Path(job.model_dir) / WEIGHTS_FILE if job.model_dir else Path(job.weights_file) if job.weights_file else None
         segments = segments_dir(weights_at) if job.onnxruntime and weights_at is not None else None
         examples = Path(job.examples) if job.examples else None
-        mod, weights, names, packed = lowering.import_onnx(Path(job.model), job.shapes, segments, examples)
+        mod, weights, names, packed = lowering.import_onnx(Path(job.model), job.shapes, segments, examples, job.diverging)
         for choice in job.passes:
             report(f"pass {choice.name}")
             mod = lowering.checked_pass_result(choice, mod, passes.run(choice, mod))

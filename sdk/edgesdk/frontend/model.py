@@ -35,6 +35,8 @@ MIN_OPSET = 7
 MAX_TENSOR_BYTES = 4 * 2**30  # one tensor; no edge device holds more, and the host simulates it
 STANDARD_DOMAINS = {"", "ai.onnx"}
 PREVIEW_DOMAIN = "ai.onnx.preview"  # the standard's operators on trial: the compiler expands them into standard ones
+# ONNX-ML (classical ML: trees, encoders): TVM lowers none of it; where onnxruntime may run nodes (the pc) it runs them.
+ML_DOMAIN = "ai.onnx.ml"
 
 
 @dataclass(frozen=True)
@@ -138,23 +140,39 @@ def _check(name: str, proto: onnx.ModelProto, full: bool) -> None:
 
 def _opset(name: str, proto: onnx.ModelProto) -> int:
     versions = {entry.domain or "": entry.version for entry in proto.opset_import}
-    if "" not in versions and "ai.onnx" not in versions and PREVIEW_DOMAIN in versions:
-        # Preview operators only: their bodies are written in the newest standard opset.
+    if "" not in versions and "ai.onnx" not in versions and versions.keys() & {PREVIEW_DOMAIN, ML_DOMAIN}:
+        # Preview or ONNX-ML operators only: preview bodies are written in the newest standard opset.
         proto.opset_import.append(onnx.helper.make_opsetid("", onnx.defs.onnx_opset_version()))
         versions[""] = onnx.defs.onnx_opset_version()
     if "" not in versions and "ai.onnx" not in versions:
         raise UserInputError(f"{name}: the model imports no standard ONNX opset")
     opset = versions[""] if "" in versions else versions["ai.onnx"]
     newest = onnx.defs.onnx_opset_version()
-    if not MIN_OPSET <= opset <= newest:
+    if opset > newest:
         raise UserInputError(f"{name}: opset {opset} is outside the supported range {MIN_OPSET}-{newest}")
-    foreign = sorted({f"{node.domain}.{node.op_type}" for node in proto.graph.node if node.domain not in {*STANDARD_DOMAINS, PREVIEW_DOMAIN}})
+    foreign = sorted({f"{node.domain}.{node.op_type}" for node in proto.graph.node if node.domain not in {*STANDARD_DOMAINS, PREVIEW_DOMAIN, ML_DOMAIN}})
     if foreign:
         raise UserInputError(
             f"{name}: uses operators outside the standard ONNX domain: {', '.join(foreign[:5])}",
             hint="export the model with standard ONNX operators only",
         )
     return opset
+
+
+def _upgraded(name: str, proto: onnx.ModelProto, opset: int) -> str | None:
+    """Bring a model older than ``MIN_OPSET`` (which TVM's frontend reads) to it in place, with
+    onnx's version converter; the note saying so."""
+    if opset >= MIN_OPSET:
+        return None
+    try:
+        converted = onnx.version_converter.convert_version(proto, MIN_OPSET)
+    except Exception as exc:  # noqa: BLE001 - the converter raises bare RuntimeErrors
+        raise UserInputError(
+            f"{name}: opset {opset} is outside the supported range {MIN_OPSET}-{onnx.defs.onnx_opset_version()}, "
+            f"and onnx's version converter cannot bring it there: {str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__}"
+        ) from None
+    proto.CopyFrom(converted)
+    return f"converted from opset {opset} to {MIN_OPSET} (onnx's version converter)"
 
 
 def _graph_inputs(proto: onnx.ModelProto) -> list[onnx.ValueInfoProto]:
@@ -178,12 +196,11 @@ SHAPE_SLOTS: dict[str, tuple[int, ...]] = {
 }  # fmt: skip
 
 
-def shape_inputs(proto: onnx.ModelProto) -> dict[str, onnx.NodeProto]:
-    """The model inputs whose values reach a shape slot (``SHAPE_SLOTS``): read there, or computed
-    into what is read there (a crop size minus a Shape, halved, as a Slice's start). A Shape or Size
-    reads only its input's shape, so the computation stops there. Each input comes with the first
-    node whose shape slot it reaches."""
-    inputs = {value.name for value in _graph_inputs(proto)}
+def shape_values(proto: onnx.ModelProto) -> dict[str, onnx.NodeProto]:
+    """The values that reach a shape slot (``SHAPE_SLOTS``): read there, or computed into what is
+    read there (a crop size minus a Shape, halved, as a Slice's start). A Shape or Size reads only
+    its input's shape, so the computation stops there. Each value comes with the first node whose
+    shape slot it reaches."""
     producers = {name: node for node in proto.graph.node for name in node.output if name}
     found: dict[str, onnx.NodeProto] = {}
     for node in proto.graph.node:
@@ -194,12 +211,17 @@ def shape_inputs(proto: onnx.ModelProto) -> dict[str, onnx.NodeProto]:
                 if not name or name in seen:
                     continue
                 seen.add(name)
+                found.setdefault(name, node)
                 producer = producers.get(name)
-                if name in inputs:
-                    found.setdefault(name, node)
-                elif producer is not None and producer.op_type not in ("Shape", "Size"):
+                if producer is not None and producer.op_type not in ("Shape", "Size"):
                     pending.extend(producer.input)
     return found
+
+
+def shape_inputs(proto: onnx.ModelProto) -> dict[str, onnx.NodeProto]:
+    """The model inputs among ``shape_values``, each with the first node whose shape slot it reaches."""
+    inputs = {value.name for value in _graph_inputs(proto)}
+    return {name: node for name, node in shape_values(proto).items() if name in inputs}
 
 
 def _bind_values(name: str, proto: onnx.ModelProto, examples: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -361,6 +383,28 @@ def _in_source_order(folded: onnx.ModelProto, source: onnx.ModelProto) -> onnx.M
     return folded
 
 
+def _measure_outputs(proto: onnx.ModelProto, examples: Mapping[str, np.ndarray]) -> list[str]:
+    """Fix the output dims shape inference cannot know (a Unique's, a NonZero's: they depend on the
+    values) to what onnxruntime computes on ``examples``, the inputs the deploy verifies on; a note
+    for each. Compiled for those shapes, the code fails at run time on inputs that give others."""
+    dynamic = [value for value in proto.graph.output if any(isinstance(dim, str) for dim in _dims(value))]
+    if not dynamic or not examples or any(value.name not in examples for value in _graph_inputs(proto)):
+        return []
+    from edgesdk.frontend.reference import reference_outputs
+
+    try:
+        measured = reference_outputs(proto.SerializeToString(), {value.name: examples[value.name] for value in _graph_inputs(proto)})
+    except Exception:  # noqa: BLE001 - onnxruntime refuses these inputs: the dims stay dynamic, and that is the error
+        return []
+    notes = []
+    for value in dynamic:
+        shape = list(np.shape(measured[value.name]))
+        for dim, size in zip(value.type.tensor_type.shape.dim, shape, strict=True):
+            dim.dim_value = size
+        notes.append(f"output '{value.name}' has a shape that depends on the input values: compiled for {shape}, as the deploy's inputs give it")
+    return notes
+
+
 def _static_specs(name: str, values: Sequence[onnx.ValueInfoProto], what: str, quantized: Mapping[str, IoQuantization]) -> list[TensorSpec]:
     specs = []
     for value in values:
@@ -368,7 +412,7 @@ def _static_specs(name: str, values: Sequence[onnx.ValueInfoProto], what: str, q
         if any(isinstance(d, str) for d in dims):
             raise UserInputError(
                 f"{name}: {what} '{value.name}' still has dynamic dimensions {dims} after binding the inputs",
-                hint="its shape depends on data, which edgesdk cannot compile ahead of time",
+                hint="its shape depends on the input values: give the inputs to deploy on (--inputs) and edgesdk compiles for the shape they give",
             )
         quantization = quantized.get(value.name)
         scale, zero_point = (quantization.scale, quantization.zero_point) if quantization else (None, None)
@@ -414,6 +458,7 @@ def load_model(
     _check(origin, proto, full=False)
     proto = onnx.ModelProto.FromString(proto.SerializeToString())  # never mutate the caller's proto
     opset = _opset(origin, proto)
+    upgrade = _upgraded(origin, proto, opset)
     examples = dict(examples or {})
     bound = _bind_values(origin, proto, examples)
     dynamic = {value.name for value in _graph_inputs(proto) if any(isinstance(dim, str) for dim in _dims(value))}
@@ -428,6 +473,7 @@ def load_model(
     _check_sizes(origin, proto)
     remaining = sum(node.op_type == "Shape" for node in proto.graph.node)
     notes = [f"{remaining} Shape nodes could not be folded"] if remaining else []
+    notes += [*([upgrade] if upgrade else []), *_measure_outputs(proto, examples)]
     quantized = io_quantization(proto)
     return Model(
         name=name,

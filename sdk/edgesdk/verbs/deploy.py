@@ -53,6 +53,7 @@ from edgesdk.artifact.verification import verify_against_reference
 from edgesdk.compile import patches
 from edgesdk.compile.build_cache import DIGEST_FILE, BuildCache
 from edgesdk.compile.compiler import Compiled, compile_model
+from edgesdk.compile.divergence import diverging_nodes
 from edgesdk.compile.kernels import ModelAnalysis
 from edgesdk.compile.lowering import BuildSpec
 from edgesdk.compile.onnxruntime_segments import SEGMENTS_DIR
@@ -81,6 +82,9 @@ from edgesdk.versions import edgesdk_version, tvm_version
 
 # Why a write can fail that is not edgesdk's fault: the disk, a quota, a read-only or forbidden place.
 WRITE_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM)
+# Rounds of moving the nodes whose TVM result differs from onnxruntime's there (pc only): each
+# round locates where the numbers part, the next looks again after them.
+LOCATE_ROUNDS = 3
 # Builds tried with the first stage in patches: each plans for the RAM the previous one overshot.
 PATCH_ATTEMPTS = 3
 OWN_OPTIONS = ("timeout_s", "cache", "profiles_dir", "seed", "on_stage", "unit", "fallback", "passes", "standalone")
@@ -179,19 +183,22 @@ def deploy(
         private = None if options.get("cache", True) else Path(tempfile.mkdtemp(prefix="edgesdk-nocache-"))
         staged = None
         try:
+            cache = BuildCache(private)
+            timeout_s, on_compile_stage = options.get("timeout_s"), relay("compile: ")  # called from the compiler's threads
 
-            def build(model: Model) -> tuple[Compiled, ModelAnalysis, Partition, Estimate]:
+            def build(model: Model, diverging: Mapping[str, str] | None = None) -> tuple[Compiled, ModelAnalysis, Partition, Estimate]:
                 hint = "--standalone code cannot call onnxruntime; deploy without it" if standalone and backend.onnxruntime_fallback else None
                 with unsupported_on(profile, hint):
                     compiled = compile_model(
                         model,
                         specs,
-                        BuildCache(private),
+                        cache,
                         verify_inputs,
-                        timeout_s=options.get("timeout_s"),
-                        on_stage=relay("compile: "),  # called from the compiler's threads
+                        timeout_s=timeout_s,
+                        on_stage=on_compile_stage,
                         passes=passes,
                         onnxruntime=onnxruntime,
+                        diverging=diverging,
                     )
                 stage("simulate")
                 analysis = read_analysis(compiled.model_dir)
@@ -230,11 +237,40 @@ def deploy(
             if too_big is not None:
                 raise CheckFailed(*too_big)  # before anything is written
             stage("verify")
+
+            def verified(compiled: Compiled) -> VerificationInfo:
+                assert compiled.outputs is not None  # compile_model runs the simulation when given inputs
+                return verify_against_reference(compiled.outputs, precision.reference.serialized, verify_inputs, inputs_kind=inputs_kind, scheme=scheme)
+
+            result = verified(compiled)
+            diverging: dict[str, str] = {}
+            for _round in range(LOCATE_ROUNDS if onnxruntime and not result.passed else 0):
+                # TVM's numbers differ from onnxruntime's: the nodes where they part run on onnxruntime.
+                stage("locate the nodes that differ")
+                located = diverging_nodes(
+                    precision.compiled,
+                    specs[-1],
+                    cache,
+                    verify_inputs,
+                    scheme=scheme,
+                    diverging=diverging,
+                    timeout_s=timeout_s,
+                    on_stage=on_compile_stage,
+                    passes=passes,
+                )
+                if not located:
+                    break
+                diverging |= located
+                try:
+                    rebuilt = build(precision.compiled, diverging)
+                except UserInputError:  # a node onnxruntime cannot take alone: keep TVM's build
+                    break
+                retried = verified(rebuilt[0])
+                if retried.passed:
+                    (compiled, analysis, placement, estimate), result = rebuilt, retried
+                    break
             staged = staging_dir(destination)
             simulation = _assemble(staged, precision.reference, compiled, specs, verify_inputs)
-            outputs = compiled.outputs
-            assert outputs is not None  # compile_model runs the simulation when given inputs
-            result = verify_against_reference(outputs, precision.reference.serialized, verify_inputs, inputs_kind=inputs_kind, scheme=scheme)
             stage("write")
             manifest = _manifest(profile, backend, prepared, precision, analysis, specs, compiled, simulation, result, files=hash_tree(staged))
             manifest.partition, manifest.estimate, manifest.passes = placement.info(), estimate, passes
@@ -349,7 +385,7 @@ def _manifest(
             compile_seconds=round(compiled.seconds, 3),
             compile_stages=compiled.stages,
             tuned_kernels=device_build.tuned,
-            notes=[*precision.compiled.notes[len(prepared.notes) :], *_target_notes(profile, specs[0]), *device_build.notes],
+            notes=[*precision.compiled.notes, *_target_notes(profile, specs[0]), *device_build.notes],
             section_sizes=SectionSizes(text_bytes=sizes[0], data_bytes=sizes[1], bss_bytes=sizes[2]) if sizes else None,
             undefined_symbols=device_build.undefined_symbols,
         ),

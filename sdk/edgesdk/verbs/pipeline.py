@@ -85,7 +85,7 @@ def onnxruntime_fallbacks(directory: Path, profile: DeviceProfile) -> list[Fallb
     """The nodes onnxruntime runs in the model compiled in ``directory`` (a compiled model's, or an
     artifact's; edgesdk.compile.onnxruntime_segments), as fallbacks from the CPU's TVM code."""
     return [
-        Fallback(op=segment.op, from_unit=cpu_unit(profile), to_unit="onnxruntime", reason=f"node '{segment.node}': TVM cannot lower it: {segment.reason}")
+        Fallback(op=segment.op, from_unit=cpu_unit(profile), to_unit="onnxruntime", reason=f"node '{segment.node}': {segment.reason}")
         for segment in read_segments(directory / SEGMENTS_DIR)
     ]
 
