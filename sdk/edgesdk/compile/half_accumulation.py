@@ -38,6 +38,10 @@ WIDENED_INPUT = {
     "relax.nn.adaptive_avg_pool1d",
     "relax.nn.adaptive_avg_pool2d",
     "relax.nn.adaptive_avg_pool3d",
+    # A softmax sums exponentials too, and onnxruntime's CPU kernel computes a float16 one in
+    # float32: in float16, attention rows came out a float16 ulp (0.001) off in 1-11% of elements.
+    "relax.nn.softmax",
+    "relax.nn.log_softmax",
 }
 
 
