@@ -161,3 +161,19 @@ def test_where_onnxruntime_cannot_run_a_differing_node_verification_fails(tmp_pa
     model, inputs = _python_mod()
     with pytest.raises(CheckFailed, match="numerics differ from onnxruntime"):
         edgesdk.deploy(model, "xr-headset", tmp_path / "xr", inputs=inputs)
+
+
+def test_onnx_ml_operators_run_on_onnxruntime_on_pc_and_are_one_line_elsewhere(tmp_path):
+    graph = helper.make_graph(
+        [helper.make_node("Binarizer", ["x"], ["y"], domain="ai.onnx.ml", threshold=0.5)],
+        "ml",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 3])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("ai.onnx.ml", 3)])  # no standard opset at all
+    x = np.array([[0.1, 0.6, 0.5], [0.9, -1.0, 0.51]], np.float32)
+    artifact = edgesdk.deploy(model, "pc", tmp_path / "pc", inputs={"x": x})
+    assert [(f.op, f.to_unit) for f in artifact.manifest.partition.fallbacks] == [("Binarizer", "onnxruntime")]
+    np.testing.assert_array_equal(artifact.run({"x": x})["y"], (x > 0.5).astype(np.float32))
+    with pytest.raises(UserInputError, match=r"^unsupported on phone: Binarizer \(TVM's ONNX frontend has no converter for the ai.onnx.ml domain\)$"):
+        edgesdk.deploy(model, "phone", tmp_path / "phone")

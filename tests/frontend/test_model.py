@@ -1,3 +1,4 @@
+import numpy as np
 import onnx
 import pytest
 from onnx import TensorProto, helper
@@ -94,3 +95,35 @@ def test_input_shape_option_syntax(text):
 
 def test_input_shape_option_parses():
     assert parse_input_shape("input.1=1,3,224,224") == ("input.1", [1, 3, 224, 224])
+
+
+def test_a_model_older_than_opset_7_is_converted_and_says_so():
+    graph = helper.make_graph(
+        [helper.make_node("Relu", ["x"], ["y"])],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])],
+    )
+    model = load_model(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 3)]))
+    assert model.opset == 3 and "converted from opset 3 to 7 (onnx's version converter)" in model.notes
+    assert {entry.domain: entry.version for entry in model.proto.opset_import}[""] == 7
+
+
+def _unique() -> onnx.ModelProto:
+    graph = helper.make_graph(
+        [helper.make_node("Unique", ["x"], ["y"], sorted=1)],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [6])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["unique"])],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_an_output_whose_shape_depends_on_the_values_is_sized_by_the_given_inputs():
+    x = np.array([3, 1, 3, 2, 1, 3], np.float32)
+    model = load_model(_unique(), examples={"x": x})
+    assert model.outputs[0].shape == (3,)
+    assert any("output 'y' has a shape that depends on the input values: compiled for [3]" in note for note in model.notes)
+    with pytest.raises(UserInputError, match="still has dynamic dimensions") as error:
+        load_model(_unique())
+    assert "--inputs" in (error.value.hint or "")

@@ -68,3 +68,35 @@ def test_shape_computations_fold_to_constants_and_weights_stay():
     np.testing.assert_array_equal(onnx.numpy_helper.to_array(target.attribute[0].t), [2, -1])
     assert "DequantizeLinear" in ops and "w" in {tensor.name for tensor in folded.graph.initializer}  # an int8 weight is never folded
     assert "bias" in {tensor.name for tensor in folded.graph.initializer}  # nor a float one
+
+
+def _if_on_rank(rank_value: int) -> onnx.ModelProto:
+    """An If on a constant (an exporter's rank test): the branch taken reshapes x, the other negates it."""
+    then_branch = helper.make_graph(
+        [helper.make_node("Reshape", ["x", "flat"], ["then_out"])], "then", [], [helper.make_tensor_value_info("then_out", TensorProto.FLOAT, [6])]
+    )
+    else_branch = helper.make_graph(
+        [helper.make_node("Neg", ["x"], ["else_out"])], "else", [], [helper.make_tensor_value_info("else_out", TensorProto.FLOAT, [2, 3])]
+    )
+    nodes = [
+        helper.make_node("Constant", [], ["rank"], value=helper.make_tensor("rank", TensorProto.INT64, [], [rank_value])),
+        helper.make_node("Constant", [], ["two"], value=helper.make_tensor("two", TensorProto.INT64, [], [2])),
+        helper.make_node("Equal", ["rank", "two"], ["is_2d"]),
+        helper.make_node("If", ["is_2d"], ["y"], then_branch=then_branch, else_branch=else_branch),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        [helper.make_tensor("flat", TensorProto.INT64, [1], [6])],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+@pytest.mark.parametrize(("rank", "taken"), [(2, "Reshape"), (3, "Neg")])
+def test_an_if_on_a_constant_becomes_the_branch_it_takes(rank, taken):
+    folded = fold_shapes(_if_on_rank(rank))
+    ops = [node.op_type for node in folded.graph.node]
+    assert "If" not in ops and taken in ops and ({"Reshape", "Neg"} - {taken}).isdisjoint(ops)
+    assert folded.graph.node[-1].op_type == "Identity" and folded.graph.node[-1].output == ["y"]

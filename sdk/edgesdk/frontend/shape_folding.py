@@ -1,6 +1,7 @@
 """Shape computations made constants: ``Shape`` of a tensor whose shape is static, and every node
 whose inputs are all constants (a Gather of a shape, a Concat of dims, a Range), evaluated by
-onnx's reference evaluator and replaced by Constant nodes (TVM's importer reads a Constant node as
+onnx's reference evaluator and replaced by Constant nodes; an If whose condition is constant
+replaced by the branch it takes (TVM's importer reads a Constant node as
 a constant, where it may take an initializer for a weight passed at run time).
 
 onnxruntime's folding does this at load (edgesdk.frontend.model), except for float16 models it
@@ -100,12 +101,55 @@ def fold_shapes(proto: onnx.ModelProto) -> onnx.ModelProto:
     a value folded in one round can give a shape that folds the next."""
     for _ in range(FOLD_ROUNDS):
         proto, progress = _fold_once(proto)
-        if not progress:
+        proto, inlined = _inline_constant_ifs(proto)
+        if not (progress or inlined):
             break
     return proto
 
 
 FOLD_ROUNDS = 4
+
+
+def _chosen_branches(graph: onnx.GraphProto, known: dict[str, np.ndarray]) -> dict[int, list[onnx.NodeProto]]:
+    """The If nodes of ``graph`` whose condition is a known constant (exporters write them for a
+    rank or a flag), each as the nodes of the branch it takes, its outputs renamed to the If's by
+    Identity nodes. A branch that defines a name the graph also defines stays an If."""
+    defined = {value.name for value in graph.input} | {tensor.name for tensor in graph.initializer}
+    defined |= {name for node in graph.node for name in node.output}
+    chosen = {}
+    for index, node in enumerate(graph.node):
+        condition = known.get(node.input[0]) if node.op_type == "If" and node.domain in STANDARD and node.input else None
+        if condition is None or condition.size != 1:
+            continue
+        name = "then_branch" if bool(condition.reshape(-1)[0]) else "else_branch"
+        branch = next(attribute.g for attribute in node.attribute if attribute.name == name)
+        if any(output in defined for inner in branch.node for output in inner.output) or len(branch.output) != len(node.output):
+            continue
+        renamed = [helper.make_node("Identity", [inner.name], [outer]) for inner, outer in zip(branch.output, node.output, strict=True) if outer]
+        chosen[index] = [*branch.node, *renamed]
+    return chosen
+
+
+def _inline_constant_ifs(proto: onnx.ModelProto) -> tuple[onnx.ModelProto, bool]:
+    """``proto`` with its Ifs of constant condition replaced by the branch they take, and whether
+    any was. Kept as it is when shape inference then fails (a branch value it typed only from the
+    If's outputs)."""
+    known = {tensor.name: numpy_helper.to_array(tensor) for tensor in proto.graph.initializer}
+    for node in proto.graph.node:
+        if node.op_type == "Constant" and node.attribute and node.attribute[0].name == "value":
+            known[node.output[0]] = numpy_helper.to_array(node.attribute[0].t)
+    branches = _chosen_branches(proto.graph, known)
+    if not branches:
+        return proto, False
+    candidate = onnx.ModelProto()
+    candidate.CopyFrom(proto)
+    del candidate.graph.node[:]
+    candidate.graph.node.extend(inlined for index, node in enumerate(proto.graph.node) for inlined in branches.get(index, [node]))
+    try:
+        onnx.shape_inference.infer_shapes(candidate, check_type=True, strict_mode=True, data_prop=True)
+    except (onnx.shape_inference.InferenceError, onnx.checker.ValidationError):
+        return proto, False
+    return candidate, True
 
 
 def _fold_once(proto: onnx.ModelProto) -> tuple[onnx.ModelProto, bool]:
