@@ -177,3 +177,10 @@ def test_onnx_ml_operators_run_on_onnxruntime_on_pc_and_are_one_line_elsewhere(t
     np.testing.assert_array_equal(artifact.run({"x": x})["y"], (x > 0.5).astype(np.float32))
     with pytest.raises(UserInputError, match=r"^unsupported on phone: Binarizer \(TVM's ONNX frontend has no converter for the ai.onnx.ml domain\)$"):
         edgesdk.deploy(model, "phone", tmp_path / "phone")
+
+
+def test_compare_analyses_pc_with_its_onnxruntime_nodes_and_names_a_device_that_cannot(tmp_path):
+    report = edgesdk.compare(_mixed(), "pc")
+    assert [(row.device, row.fallbacks) for row in report.rows] == [("pc", 1)]
+    with pytest.raises(UserInputError, match=r"^unsupported on phone: Det \("):
+        edgesdk.compare(_mixed(), "pc,phone")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 import onnx
 
@@ -23,7 +24,8 @@ from edgesdk.quantization.recipe import Calibration, Recipe, options_for, recipe
 from edgesdk.quantization.schemes import calibration_arrays, calibration_origin
 from edgesdk.report.html import check_html_path, compare_html, write_html
 from edgesdk.simulate.cost_report import CompareReport, CompareRow
-from edgesdk.verbs.pipeline import analysed, checked_options, estimated, load_precision
+from edgesdk.verbs.deploy import onnxruntime_runs_nodes
+from edgesdk.verbs.pipeline import analysed, checked_options, estimated, load_precision, onnxruntime_fallbacks, unsupported_on
 from edgesdk.verbs.profile import as_artifact
 
 
@@ -47,12 +49,13 @@ def _schemes(quantize: str | Sequence[str] | None) -> list[str]:
 
 
 def _analysis(
-    source, input_shapes, chosen: Recipe, calibration: Calibration, eval_data: Calibration, eval_arrays, timeout_s: float | None
-) -> tuple[str, ModelAnalysis, Accuracy | None, Accuracy | None]:
-    """The kernels of ``chosen``'s model, and its agreement with the float model on the calibration
-    samples and on the held-out ``eval_data``."""
+    source, input_shapes, chosen: Recipe, calibration: Calibration, eval_data: Calibration, eval_arrays, timeout_s: float | None, onnxruntime: bool
+) -> tuple[str, ModelAnalysis, Path, Accuracy | None, Accuracy | None]:
+    """The kernels of ``chosen``'s model and their directory (with the nodes onnxruntime runs, when
+    ``onnxruntime`` lets it), and its agreement with the float model on the calibration samples and
+    on the held-out ``eval_data``."""
     precision = load_precision(source, input_shapes, chosen, calibration if chosen.scheme != "none" else None)
-    analysis, _ = analysed(precision, timeout_s=timeout_s)
+    analysis, directory = analysed(precision, timeout_s=timeout_s, onnxruntime=onnxruntime)
     held_out = on_samples = None
     if chosen.scheme != "none":
         stage("measuring agreement with the float model")
@@ -61,7 +64,7 @@ def _analysis(
             held_out = measure_agreement(precision.compiled.serialized, precision.original.serialized, samples)
         if precision.samples:
             on_samples = measure_agreement(precision.compiled.serialized, precision.original.serialized, precision.samples)
-    return precision.compiled.name, analysis, on_samples, held_out
+    return precision.compiled.name, analysis, directory, on_samples, held_out
 
 
 def compare(
@@ -91,7 +94,8 @@ def compare(
         check_html_path(html)
     profiles = [get_device(device, profiles_dir) for device in _device_ids(devices, profiles_dir)]
     eval_arrays = calibration_arrays(eval_data)
-    analyses: dict[Recipe, tuple[str, ModelAnalysis, Accuracy | None, Accuracy | None]] = {}
+    # Per recipe, and whether onnxruntime may run what TVM cannot lower (pc): the same kernels otherwise.
+    analyses: dict[tuple[Recipe, bool], tuple[str, ModelAnalysis, Path, Accuracy | None, Accuracy | None]] = {}
     rows: list[CompareRow] = []
     first_latency: dict[str, float] = {}
     cases = [(profile, scheme) for profile in profiles for scheme in _schemes(quantize)]
@@ -99,10 +103,13 @@ def compare(
         for profile, scheme in counted(cases, "compare", lambda case: f"{case[0].id} {case[1]}"):
             resolved = profile.quantization.scheme if scheme == "auto" else scheme
             chosen = recipe(scheme, calibration if resolved != "none" else None, profile, **options_for(resolved, quantize_options))
-            if chosen not in analyses:
-                analyses[chosen] = _analysis(source, input_shapes, chosen, calibration, eval_data, eval_arrays, timeout_s)
-            _, analysis, on_samples, held_out = analyses[chosen]
+            key = (chosen, onnxruntime_runs_nodes(profile))
+            if key not in analyses:
+                with unsupported_on(profile):
+                    analyses[key] = _analysis(source, input_shapes, chosen, calibration, eval_data, eval_arrays, timeout_s, key[1])
+            _, analysis, directory, on_samples, held_out = analyses[key]
             placed, estimate = estimated(analysis, profile)
+            placed.fallbacks += onnxruntime_fallbacks(directory, profile)
             first = first_latency.setdefault(profile.id, estimate.latency_ms)
             info = placed.info()
             rows.append(

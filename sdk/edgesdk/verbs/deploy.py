@@ -340,6 +340,11 @@ def onnxruntime_allowed(profile: DeviceProfile, backend: Backend, target: dict) 
     return backend.onnxruntime_fallback and runs_here(target)
 
 
+def onnxruntime_runs_nodes(profile: DeviceProfile) -> bool:
+    """``onnxruntime_allowed`` for the device's own backend and target (what profile and compare analyse)."""
+    return onnxruntime_allowed(profile, find_backend(profile), profile.target)
+
+
 def _manifest(
     profile: DeviceProfile,
     backend: Backend,

@@ -28,7 +28,7 @@ from edgesdk.report.html import check_html_path, cost_html, write_html
 from edgesdk.simulate.cost_report import Estimate, PartitionInfo
 from edgesdk.simulate.measure import Measurement
 from edgesdk.simulate.measure import measure as measure_runner
-from edgesdk.verbs.deploy import deploy, find_backend, onnxruntime_allowed
+from edgesdk.verbs.deploy import deploy, onnxruntime_runs_nodes
 from edgesdk.verbs.pipeline import analysed, checked_options, estimated, load_precision, onnxruntime_fallbacks, read_analysis, unsupported_on
 
 
@@ -59,9 +59,8 @@ def _analysis(source, device: DeviceProfile, input_shapes, chosen: Recipe, calib
     if artifact is not None:
         return artifact.manifest.model.name, read_analysis(artifact.path), artifact.path
     precision = load_precision(source, input_shapes, chosen, calibration)
-    allowed = onnxruntime_allowed(device, find_backend(device), device.target)
     with unsupported_on(device):
-        return precision.compiled.name, *analysed(precision, timeout_s=timeout_s, onnxruntime=allowed)
+        return precision.compiled.name, *analysed(precision, timeout_s=timeout_s, onnxruntime=onnxruntime_runs_nodes(device))
 
 
 def _native_artifact(source, device: DeviceProfile, input_shapes, chosen: Recipe, calibration, profiles_dir, scratch: Path) -> Artifact:
