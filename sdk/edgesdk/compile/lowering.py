@@ -33,7 +33,7 @@ from edgesdk.frontend.tensors import load_npz
 from edgesdk.plugin.toolchains import Toolchain
 
 # Bump when the lowering changes what it produces for the same inputs: it is part of cache keys.
-PIPELINE_VERSION = 78
+PIPELINE_VERSION = 79
 
 
 class BuildSpec(BaseModel):
@@ -92,11 +92,13 @@ def import_onnx(
 
     from edgesdk.compile.onnx_converters import converters_registered, supported_ops  # TVM classes: imported where TVM runs
     from edgesdk.compile.onnx_fallback import NodeGuard
+    from edgesdk.compile.shape_casts import shapes_as_tensors
 
     # Group-wise quantized weights (int4/int8 blocked dequantize): read here, packed below.
     proto, blocked = extract_blocked_weights(onnx.load(str(model_path)))
     proto, expanded = expand_functions(proto, supported_ops(), kept=diverging or {})
     proto = fold_shapes(proto) if expanded else proto  # the bodies' own shape computations
+    proto = shapes_as_tensors(proto)
     guard = NodeGuard(proto, segments, load_npz(examples) if examples is not None else None, diverging)
     with converters_registered(guard):
         # The frontend prints diagnostics to stdout: in the worker, stdout is its log file.
