@@ -184,3 +184,20 @@ def test_compare_analyses_pc_with_its_onnxruntime_nodes_and_names_a_device_that_
     assert [(row.device, row.fallbacks) for row in report.rows] == [("pc", 1)]
     with pytest.raises(UserInputError, match=r"^unsupported on phone: Det \("):
         edgesdk.compare(_mixed(), "pc,phone")
+
+
+def test_an_output_sized_by_the_values_runs_at_the_deployed_shape_and_says_so_otherwise(tmp_path):
+    graph = helper.make_graph(
+        [helper.make_node("Unique", ["x"], ["y"], sorted=1)],
+        "unique",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [6])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n"])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    x = np.array([3, 1, 3, 2, 1, 3], np.float32)
+    artifact = edgesdk.deploy(model, "pc", tmp_path / "pc", inputs={"x": x})
+    assert any("compiled for [3]" in note for note in artifact.manifest.build.notes)
+    np.testing.assert_array_equal(artifact.run({"x": x})["y"], [1, 2, 3])
+    np.testing.assert_array_equal(artifact.run({"x": x[::-1].copy()})["y"], [1, 2, 3])  # the same shape
+    with pytest.raises(UserInputError, match="its shape depends on the input values"):
+        artifact.run({"x": np.zeros(6, np.float32)})

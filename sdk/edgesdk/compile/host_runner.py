@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from edgesdk.compile.onnxruntime_segments import register, segments_dir
+from edgesdk.errors import UserInputError
 from edgesdk.frontend.model import TensorSpec
 from edgesdk.frontend.tensors import check_inputs, load_npz
 
@@ -79,7 +80,17 @@ class HostRunner:
     def _run_here(self, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         self.vm  # noqa: B018 - loads the library on first use (and with it self._main)
         passed = [self._tensor(index, array) for index, array in enumerate(arrays.values())]
-        result = self._main(*(tensor for tensor, _ in passed), *self._weights)
+        try:
+            result = self._main(*(tensor for tensor, _ in passed), *self._weights)
+        except Exception as error:
+            if "match_cast" not in str(error):
+                raise
+            # A shape checked at run time (edgesdk.compile.onnx_fallback): one the values decide.
+            raise UserInputError(
+                "these inputs give a value a shape other than the one it was compiled for: its shape depends on the input values, "
+                "and the deploy's inputs gave another",
+                hint="deploy again with --inputs that give the shapes you need",
+            ) from None
         values = [result] if hasattr(result, "numpy") else list(result)
         outputs = {}
         for name, value in zip(self.outputs, values, strict=False):
