@@ -36,8 +36,9 @@ def cost_html(
     from edgesdk.report import charts  # matplotlib: a quarter second to import, paid only when a report is drawn
 
     drawn = {
-        "timeline": charts.timeline(estimate.per_layer, list(profile.compute_units)),
-        "by_op_class": charts.by_op_class(estimate.per_layer),
+        # No kernel (every node on onnxruntime): nothing to draw.
+        "timeline": charts.timeline(estimate.per_layer, list(profile.compute_units)) if estimate.per_layer else "",
+        "by_op_class": charts.by_op_class(estimate.per_layer) if estimate.per_layer else "",
         "memory": charts.memory_timeline(estimate.memory, {name: unit.on_chip_memory_bytes for name, unit in profile.compute_units.items()})
         if estimate.memory
         else "",
