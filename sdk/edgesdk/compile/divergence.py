@@ -28,6 +28,9 @@ from edgesdk.quantization.recipe import float_tolerance, stray_share
 
 # Values a shape computation makes stay shapes in TVM, not tensors it can return.
 SHAPE_OPS = ("Shape", "Size")
+# The probe keeps every intermediate value at once, twice (TVM's and onnxruntime's): beyond this
+# many bytes of them, nothing is located.
+PROBE_BYTES = 2 * 2**30
 
 
 def _value_types(proto: onnx.ModelProto) -> dict[str, str]:
@@ -78,6 +81,8 @@ def diverging_nodes(
     from onnxruntime's on ``inputs`` while their inputs agree, within the tolerances of the
     precision ``scheme``. Empty when the probe build itself fails: then nothing can be located."""
     exposed, names = probe(model)
+    if sum(int(np.prod(spec.shape)) * np.dtype(spec.dtype).itemsize for spec in exposed.outputs) > PROBE_BYTES:
+        return {}
     try:
         compiled = compile_model(
             exposed, [spec], cache, dict(inputs), timeout_s=timeout_s, on_stage=on_stage, passes=passes, onnxruntime=True, diverging=diverging
