@@ -11,7 +11,7 @@ and indexing operators (added to edgesdk.compile.onnx_converters' table):
 - BitCast between types of one width;
 - Resize with ``axes`` and ``keep_aspect_ratio_policy`` (made full-rank for TVM's converter);
 - TensorScatter (a KV-cache update), BatchNormalization in training mode, and ReduceMax /
-  ReduceMin over booleans;
+  ReduceMin over booleans, and over floats with their infinities;
 - Split into pieces of size zero, and Reshape with ``allowzero`` to a shape holding a zero.
 
 This module imports TVM: only the compile worker loads it.
@@ -231,30 +231,47 @@ class BatchNormalization(frontend.OnnxOpConverter):
         return convert
 
 
-class _BooleanReduction(frontend.OnnxOpConverter):
-    """TVM's reduction, over booleans as uint8 (TVM has no boolean min or max)."""
+class _Reduction(frontend.OnnxOpConverter):
+    """TVM's ReduceMax / ReduceMin, over booleans as uint8 (TVM has no boolean min or max), and
+    over floats with the infinities it loses: TVM starts a max from the dtype's lowest finite
+    value, so a row of only -inf (a fully masked attention row) came out -3.4e38, not -inf. A
+    second reduction, of 1 where a value is not that infinity, tells those rows (the same
+    converter, so the same axes). An empty reduction stays a gap (edgesdk.compile.onnx_fallback)."""
 
     REDUCTION: Any  # the frontend's converter class
+    SIGN: float  # -1: max (whose identity is -inf), +1: min
 
     @classmethod
     def get_converter(cls, opset):
         reduce = cls.REDUCTION.get_converter(opset)
 
         def convert(bb, inputs, attr, params):
-            if dtype_of(bb, inputs[0]) != "bool":
-                return reduce(bb, inputs, attr, params)
-            widened = frontend.onnx_input([relax.op.astype(inputs[0], "uint8"), *list(inputs)[1:]])
-            return relax.op.astype(reduce(bb, widened, attr, params), "bool")
+            data, rest = inputs[0], list(inputs)[1:]
+            dtype = dtype_of(bb, data)
+            if dtype == "bool":
+                widened = frontend.onnx_input([relax.op.astype(data, "uint8"), *rest])
+                return relax.op.astype(reduce(bb, widened, attr, params), "bool")
+            result = reduce(bb, inputs, attr, params)
+            if not _is_float(dtype):
+                return result
+            infinity = _const(cls.SIGN * np.inf, dtype)
+            # max: 1 where a value is not -inf, else 0, reduced: 0 when all are -inf
+            marks = relax.op.where(relax.op.equal(data, infinity), _const(0, dtype), _const(-cls.SIGN, dtype))
+            seen = bb.normalize(reduce(bb, frontend.onnx_input([marks, *rest]), attr, params))
+            only_infinite = relax.op.greater_equal(relax.op.multiply(seen, _const(cls.SIGN, dtype)), _const(0, dtype))
+            return relax.op.where(only_infinite, infinity, result)
 
         return convert
 
 
-class ReduceMax(_BooleanReduction):
+class ReduceMax(_Reduction):
     REDUCTION = frontend.ReduceMax
+    SIGN = -1.0
 
 
-class ReduceMin(_BooleanReduction):
+class ReduceMin(_Reduction):
     REDUCTION = frontend.ReduceMin
+    SIGN = 1.0
 
 
 def _constant_list(expr, params) -> list[int] | None:

@@ -159,7 +159,8 @@ def _fold_once(proto: onnx.ModelProto) -> tuple[onnx.ModelProto, bool]:
     known: dict[str, np.ndarray] = {tensor.name: numpy_helper.to_array(tensor) for tensor in proto.graph.initializer}
     # What a folded node may read: shape-like values (int64 initializers, shapes, what is computed
     # from them, small constants), never a weight: a DequantizeLinear of int8 weights stays.
-    derived = {name for name, value in known.items() if value.dtype == np.int64 and value.size <= MAX_ELEMENTS}
+    # A scalar of any type too (a pad value, an epsilon), so that a Cast of one folds: a weight is no scalar.
+    derived = {name for name, value in known.items() if (value.dtype == np.int64 and value.size <= MAX_ELEMENTS) or value.size == 1}
     opsets = list(proto.opset_import)
     folded_nodes = set()
     for index, node in enumerate(proto.graph.node):
