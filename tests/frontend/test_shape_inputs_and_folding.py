@@ -100,3 +100,18 @@ def test_an_if_on_a_constant_becomes_the_branch_it_takes(rank, taken):
     ops = [node.op_type for node in folded.graph.node]
     assert "If" not in ops and taken in ops and ({"Reshape", "Neg"} - {taken}).isdisjoint(ops)
     assert folded.graph.node[-1].op_type == "Identity" and folded.graph.node[-1].output == ["y"]
+
+
+def test_an_input_read_only_for_its_type_does_not_set_a_shape():
+    nodes = [
+        helper.make_node("CastLike", ["fill", "x"], ["fill_like_x"]),  # reads x's type, not its values
+        helper.make_node("Pad", ["x", "pads", "fill_like_x"], ["y"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT16, [2, 3]), helper.make_tensor_value_info("pads", TensorProto.INT64, [4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT16, None)],
+        [helper.make_tensor("fill", TensorProto.FLOAT, [], [0.5])],
+    )
+    assert set(shape_inputs(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))) == {"pads"}

@@ -196,11 +196,24 @@ SHAPE_SLOTS: dict[str, tuple[int, ...]] = {
 }  # fmt: skip
 
 
+# Inputs whose values an operator never reads, only their shape or type: a value computed into a
+# shape slot does not come from them.
+_EVERY = tuple(range(8))
+TYPE_ONLY: dict[str, tuple[int, ...]] = {
+    "Shape": _EVERY,
+    "Size": _EVERY,
+    "CastLike": (1,),
+    "EyeLike": _EVERY,
+    "RandomNormalLike": _EVERY,
+    "RandomUniformLike": _EVERY,
+}
+
+
 def shape_values(proto: onnx.ModelProto) -> dict[str, onnx.NodeProto]:
     """The values that reach a shape slot (``SHAPE_SLOTS``): read there, or computed into what is
     read there (a crop size minus a Shape, halved, as a Slice's start). A Shape or Size reads only
-    its input's shape, so the computation stops there. Each value comes with the first node whose
-    shape slot it reaches."""
+    its input's shape (``TYPE_ONLY``), so the computation stops there. Each value comes with the
+    first node whose shape slot it reaches."""
     producers = {name: node for node in proto.graph.node for name in node.output if name}
     found: dict[str, onnx.NodeProto] = {}
     for node in proto.graph.node:
@@ -213,8 +226,8 @@ def shape_values(proto: onnx.ModelProto) -> dict[str, onnx.NodeProto]:
                 seen.add(name)
                 found.setdefault(name, node)
                 producer = producers.get(name)
-                if producer is not None and producer.op_type not in ("Shape", "Size"):
-                    pending.extend(producer.input)
+                if producer is not None:
+                    pending.extend(name for slot, name in enumerate(producer.input) if slot not in TYPE_ONLY.get(producer.op_type, ()))
     return found
 
 
