@@ -43,6 +43,8 @@ PASSING = [
     "test_reshape_allowzero_reordered",  # an empty constant, allocated at run time
     "test_not_2d",  # opset 1, converted to opset 7
     "test_unique_sorted_with_axis",  # output shapes that depend on the values, measured on the given inputs
+    "test_attention_causal_boolmask_nan_robustness",  # a fully masked row: ReduceMax keeps its -inf
+    "test_attention_local_window_ext_cache_float16_mask_expanded",  # a CastLike's type input is not a shape input
 ]
 
 # TVM cannot lower these nodes: on pc they run on onnxruntime, called from the compiled code.
@@ -53,7 +55,7 @@ ON_ONNXRUNTIME = [
     "test_range_int32_type_negative_delta_expanded",  # a Loop: shape inference does not give its output shape
     "test_ai_onnx_ml_binarizer",  # ONNX-ML: TVM lowers none of it
     "test_mod_float_edge_cases_fmod_0_float32",  # TVM's numbers differ (infinite divisors): located, moved
-    "test_attention_causal_boolmask_nan_robustness",  # the same, for a function op kept whole
+    "test_bitshift_left_int32_shift_ge_width",  # the same (a shift by the type's width)
 ]
 
 CLEAN_FAILURES = ["test_affine_grid_2d_expanded"]  # an Unsqueeze of a rank TVM knows only at run time
