@@ -59,6 +59,7 @@ from edgesdk.compile.lowering import BuildSpec
 from edgesdk.compile.onnxruntime_segments import SEGMENTS_DIR
 from edgesdk.compile.targets import half_target, host_target, runs_here
 from edgesdk.compile.tuning_db import build_fields
+from edgesdk.compile.worker import WorkerFailed
 from edgesdk.devices.profile import DeviceProfile
 from edgesdk.devices.registry import get_device
 from edgesdk.errors import CheckFailed, UserInputError
@@ -263,7 +264,7 @@ def deploy(
                 diverging |= located
                 try:
                     rebuilt = build(precision.compiled, diverging)
-                except UserInputError:  # a node onnxruntime cannot take alone: keep TVM's build
+                except (UserInputError, WorkerFailed):  # a node onnxruntime cannot take alone: keep TVM's build
                     break
                 retried = verified(rebuilt[0])
                 if retried.passed:
