@@ -8,9 +8,10 @@ tensor has no values to keep: this pass, run on lowered code before memory plann
 
 from __future__ import annotations
 
+from edgesdk.compile.relax_match import rewriting_pass
+
 
 def EmptyConstantsAllocated():  # noqa: N802 - a pass constructor, named like TVM's
-    import tvm
     from tvm import relax
     from tvm.relax.expr_functor import PyExprMutator, mutator
 
@@ -22,12 +23,4 @@ def EmptyConstantsAllocated():  # noqa: N802 - a pass constructor, named like TV
                 return relax.op.builtin.alloc_tensor(relax.ShapeExpr(shape), str(const.ty.dtype), 0)
             return const
 
-    @tvm.transform.module_pass(opt_level=0, name="edgesdk.EmptyConstantsAllocated")
-    def _pass(mod, _ctx):
-        rewriter = Rewriter(mod)
-        for gvar, func in mod.functions.items():
-            if isinstance(func, relax.Function):
-                rewriter.builder_.update_func(gvar, rewriter.visit_expr(func))
-        return rewriter.builder_.get()
-
-    return _pass
+    return rewriting_pass("edgesdk.EmptyConstantsAllocated", Rewriter)

@@ -11,9 +11,10 @@ left as they are: the fast variants are float32 only.
 
 from __future__ import annotations
 
+from edgesdk.compile.relax_match import rewriting_pass
+
 
 def FastMath():  # noqa: N802 - a pass constructor, named like TVM's
-    import tvm
     from tvm import relax, topi
     from tvm.relax.expr_functor import PyExprMutator, mutator
 
@@ -40,12 +41,4 @@ def FastMath():  # noqa: N802 - a pass constructor, named like TVM's
                 return self.builder_.call_te(topi.nn.fast_softmax, call.args[0], int(call.attrs.axis))
             return call
 
-    @tvm.transform.module_pass(opt_level=0, name="edgesdk.FastMath")
-    def _pass(mod, _ctx):
-        rewriter = Rewriter(mod)
-        for gvar, func in mod.functions.items():
-            if isinstance(func, relax.Function):
-                rewriter.builder_.update_func(gvar, rewriter.visit_expr(func))
-        return rewriter.builder_.get()
-
-    return _pass
+    return rewriting_pass("edgesdk.FastMath", Rewriter)

@@ -67,3 +67,20 @@ class Bindings:
         import tvm
 
         return call.value.numpy() if isinstance(call, tvm.ir.expr.Constant) else self.known.get(call) if params else None
+
+
+def rewriting_pass(name: str, rewriter_class):
+    """A module pass that runs ``rewriter_class`` (a ``@mutator`` PyExprMutator) over every Relax
+    function of the module."""
+    import tvm
+    from tvm import relax
+
+    @tvm.transform.module_pass(opt_level=0, name=name)
+    def _pass(mod, _ctx):
+        rewriter = rewriter_class(mod)
+        for gvar, func in mod.functions.items():
+            if isinstance(func, relax.Function):
+                rewriter.builder_.update_func(gvar, rewriter.visit_expr(func))
+        return rewriter.builder_.get()
+
+    return _pass
