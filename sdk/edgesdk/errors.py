@@ -71,6 +71,10 @@ class CheckFailed(EdgeSDKError):
     exit_code = 1
 
 
+class DoesNotFit(CheckFailed):
+    """The model does not fit the device's memory (its flash or RAM): nothing was written."""
+
+
 def describe_validation_error(error: ValidationError) -> str:
     """Render pydantic's errors as `field.path: message` items on one line."""
     parts = []

@@ -10,9 +10,10 @@ from pathlib import Path
 import numpy as np
 
 from edgesdk.artifact.emulation import EmulatedRun, run_device_code
-from edgesdk.artifact.files import INPUTS_FILE, MANIFEST_NAME, MODEL_FILE, WEIGHTS_FILE, hash_tree, read_manifest
+from edgesdk.artifact.files import ANALYSIS_FILE, INPUTS_FILE, MANIFEST_NAME, MODEL_FILE, WEIGHTS_FILE, hash_tree, read_manifest
 from edgesdk.artifact.manifest import Manifest, VerificationInfo
 from edgesdk.compile.host_runner import HostRunner
+from edgesdk.compile.kernels import ModelAnalysis
 from edgesdk.compile.standalone import identifier
 from edgesdk.compile.worker import run_isolated
 from edgesdk.errors import CheckFailed, UserInputError
@@ -48,6 +49,16 @@ class Artifact:
         """The model's inputs, with the static shapes it was compiled for."""
         return list(self._runner.inputs)
 
+    @property
+    def analysis(self) -> ModelAnalysis:
+        """The compiled kernels in call order (``analysis.json``)."""
+        return ModelAnalysis.model_validate_json((self.path / ANALYSIS_FILE).read_bytes())
+
+    def checked_inputs(self, inputs: Mapping[str, np.ndarray], *, cast: bool = False) -> dict[str, np.ndarray]:
+        """``inputs`` as the compiled code takes them: the model's dtypes (``cast``: see ``run``),
+        without the inputs fixed at deploy."""
+        return check_inputs(self._without_bound(inputs), self.inputs, "inputs", cast=cast)
+
     def run(self, inputs: Mapping[str, np.ndarray], *, isolated: bool = False, cast: bool = False) -> dict[str, np.ndarray]:
         """Run the compiled model on this host; outputs keyed by the model's output names.
 
@@ -57,11 +68,10 @@ class Artifact:
         ``cast=True`` converts any (int64 to float32, say). An input fixed at deploy
         (``manifest.model.bound_inputs``) may be given only with its fixed value.
         """
-        inputs = self._without_bound(inputs)
         if not isolated:
-            return self._runner.run(inputs, cast=cast)
+            return self._runner.run(self._without_bound(inputs), cast=cast)
         runner = self._runner
-        return run_isolated(runner.library, runner.weights_file, check_inputs(inputs, runner.inputs, "inputs", cast=cast), runner.outputs)
+        return run_isolated(runner.library, runner.weights_file, self.checked_inputs(inputs, cast=cast), runner.outputs)
 
     def _without_bound(self, inputs: Mapping[str, np.ndarray]) -> Mapping[str, np.ndarray]:
         bound = self.manifest.model.bound_inputs
@@ -88,7 +98,7 @@ class Artifact:
     def emulate(self, inputs: Mapping[str, np.ndarray], *, cast: bool = False) -> EmulatedRun:
         """Run the device's own code on its instruction set under QEMU (edgesdk.artifact.emulation):
         mcu artifacts as firmware, AArch64 ones deployed with ``standalone`` as a static program."""
-        checked = check_inputs(self._without_bound(inputs), self.inputs, "inputs", cast=cast)
+        checked = self.checked_inputs(inputs, cast=cast)
         name = self.manifest.model.name
         emulated = run_device_code(self.path / "device", name, identifier(name), self.manifest.target, checked, self.inputs, self.manifest.model.outputs)
         if emulated.info.instructions is not None and self.manifest.estimate is not None:

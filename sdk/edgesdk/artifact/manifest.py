@@ -156,6 +156,11 @@ class BuildInfo(_Record):
         "and the standalone code (library or sources, header) where there is some."
     )
     simulation_library: str = Field(description="The host library `run` and `verify` execute.")
+    kernels_library: str | None = Field(
+        None,
+        description="The device's kernels alone, as a plain shared library, not needed to run the model: "
+        "`profile --remote --measure` times each kernel with it on a board. Null for C builds (the mcu).",
+    )
     kernels: int = Field(description="Compiled kernels (TIR functions) in the device module.")
     cache_key: str
     cached: bool = Field(description="Whether the builds came from the compile cache.")

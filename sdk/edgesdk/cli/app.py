@@ -20,6 +20,7 @@ from rich.table import Table
 import edgesdk
 from edgesdk.cli import commands as cli_deploy
 from edgesdk.cli import new as cli_new
+from edgesdk.cli import scale as cli_scale
 from edgesdk.cli.options import QUIET, JsonOption, ProfilesDirOption, print_json
 from edgesdk.cli.options import console as out_console
 from edgesdk.cli.tables import Column, print_table
@@ -139,6 +140,7 @@ def make_app() -> typer.Typer:
     app.command("doctor")(doctor_command)
     cli_deploy.register(app)
     cli_new.register(app)
+    cli_scale.register(app)
     plugin_manager.collect("edgesdk_register_commands", app=app)
     return app
 

@@ -2,26 +2,24 @@
 
 from __future__ import annotations
 
-import contextlib
 from pathlib import Path
 from typing import Annotated, Any
 
 import numpy as np
 import typer
 from rich import box
-from rich.console import Console, RenderableType
-from rich.progress import BarColumn, Progress, ProgressColumn, SpinnerColumn, Task, TextColumn, TimeElapsedColumn
+from rich.console import Console
 from rich.table import Table
-from rich.text import Text
 
 import edgesdk
 from edgesdk.artifact.directory import Artifact
 from edgesdk.artifact.files import REPORT_FILE
 from edgesdk.artifact.manifest import EmulationInfo, PartitionInfo, VerificationInfo
 from edgesdk.cli.options import (
-    QUIET,
+    AddressOption,
     CalibrationOption,
     EmulateOption,
+    ExecutorOption,
     HtmlOption,
     InputShapeOption,
     JsonOption,
@@ -30,63 +28,22 @@ from edgesdk.cli.options import (
     QuantizeOption,
     UnitOption,
     WideOption,
+    WorkersOption,
     print_json,
     with_quantize_options,
 )
 from edgesdk.cli.options import console as out_console
+from edgesdk.cli.progress import progress
 from edgesdk.cli.tables import Column, print_fields, print_table
 from edgesdk.devices.profile import DeviceProfile
 from edgesdk.errors import UserInputError
 from edgesdk.frontend.model import parse_input_shape
 from edgesdk.frontend.tensors import load_npz, save_npz
 from edgesdk.plugin.passes import parse_pass_options
-from edgesdk.progress import COUNTED, WITHIN
 from edgesdk.report.advice import fallback_reasons, hints
 from edgesdk.simulate.cost_report import byte_size
 from edgesdk.simulate.fit import fit_file
 from edgesdk.verbs.tune import DEFAULT_TRIALS
-
-
-class _CountBar(ProgressColumn):
-    """A bar only while a counted stage runs; a spinner alone says enough otherwise."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.bar = BarColumn()
-
-    def render(self, task: Task) -> RenderableType:
-        return self.bar.render(task) if task.total else Text("")
-
-
-@contextlib.contextmanager
-def _progress():
-    """A spinner on stderr naming the current stage, with a bar for counted stages ("AdaRound
-    3/12 conv1": edgesdk.progress); silent when stderr is not a terminal or with --quiet."""
-    console = Console(stderr=True)
-    if not console.is_terminal or QUIET.get():
-        yield lambda stage: None
-        return
-    columns = (SpinnerColumn(), TextColumn("{task.description}"), _CountBar(), TextColumn("{task.fields[count]}"), TimeElapsedColumn())
-    with Progress(*columns, console=console, transient=True) as progress:
-        task = progress.add_task("starting", total=None, count="")
-
-        def on_stage(stage: str) -> None:
-            # The bar follows the outermost counted step; steps within it are named after it.
-            parts, bar, words = stage.split(WITHIN), None, []
-            for part in parts:
-                match = COUNTED.fullmatch(part)
-                if match and bar is None:
-                    bar = match
-                    words.append(f"{match['what']}: {match['item']}" if match["item"] else match["what"])
-                else:
-                    words.append(part)
-            if bar:
-                done, total = int(bar["done"]), int(bar["total"])
-                progress.update(task, description=WITHIN.join(words), completed=done - 1, total=total, count=f"{done}/{total}")
-            else:
-                progress.update(task, description=stage, completed=0, total=None, count="")
-
-        yield on_stage
 
 
 def _size(path: Path) -> str:
@@ -235,7 +192,7 @@ def deploy_command(
     """Compile MODEL for a device through TVM, verify it against onnxruntime, write the artifact."""
     shapes = _input_shapes(input_shape)
     requested = parse_pass_options(passes or [])
-    with _progress() as on_stage:
+    with progress() as on_stage:
         artifact = edgesdk.deploy(
             model,
             device,
@@ -341,7 +298,7 @@ def profile_command(
 ) -> None:
     """Cost report: the simulated cost of a model on a device, per kernel and in total."""
     shapes = _input_shapes(input_shape)
-    with _progress() as on_stage:
+    with progress() as on_stage:
         report = edgesdk.profile(
             source,
             device,
@@ -407,7 +364,7 @@ def calibrate_command(
     json_output: JsonOption = False,
 ) -> None:
     """Fit the device's cost model (efficiency per op class, launch overhead) to micro-benchmarks measured on this host."""
-    with _progress() as on_stage:
+    with progress() as on_stage:
         result = edgesdk.calibrate(device, repeat=repeat, on_stage=on_stage)
     if json_output:
         print_json(result.model_dump(mode="json"))
@@ -443,7 +400,7 @@ def quantize_command(
 ) -> None:
     """Quantize a model to an ONNX model onnxruntime runs (+ encodings JSON), optionally mixed precision."""
     shapes = _input_shapes(input_shape)
-    with _progress() as on_stage:
+    with progress() as on_stage:
         report = edgesdk.quantize(
             model,
             calibration,
@@ -489,6 +446,9 @@ def compare_command(
     input_shape: InputShapeOption = None,
     profiles_dir: ProfilesDirOption = None,
     html: HtmlOption = None,
+    executor: ExecutorOption = "local",
+    address: AddressOption = None,
+    workers: WorkersOption = None,
     wide: WideOption = False,
     json_output: JsonOption = False,
     *,
@@ -496,7 +456,7 @@ def compare_command(
 ) -> None:
     """Simulated cost of one model on many devices, at one or more precisions, and their accuracy."""
     shapes = _input_shapes(input_shape)
-    with _progress() as on_stage:
+    with progress() as on_stage:
         report = edgesdk.compare(
             model,
             devices,
@@ -507,6 +467,9 @@ def compare_command(
             eval_data=eval_data,
             html=html,
             on_stage=on_stage,
+            executor=executor,
+            address=address,
+            workers=workers,
             **quantize_options,
         )
     if json_output:
@@ -545,7 +508,7 @@ def tune_command(
     quantize_options: dict[str, Any],  # always given, by with_quantize_options
 ) -> None:
     """Tune the model's conv/matmul kernels with MetaSchedule on this host; later deploys use the winners."""
-    with _progress() as on_stage:
+    with progress() as on_stage:
         report = edgesdk.tune(
             model, device, input_shapes=_input_shapes(input_shape), trials=trials, budget_s=budget_s, quantize=quantize,
             calibration=calibration, profiles_dir=profiles_dir, on_stage=on_stage, **quantize_options,

@@ -76,6 +76,11 @@ AdaroundOption = Annotated[
     ),
 ]
 UnitOption = Annotated[str | None, typer.Option("--unit", help="Place every kernel on this compute unit (e.g. cpu).")]
+ExecutorOption = Annotated[
+    str, typer.Option("--executor", help="Where the tasks run: local (a process per task, one per core at once) or ray (a Ray cluster).")
+]
+AddressOption = Annotated[str | None, typer.Option("--address", help="--executor ray: the cluster to connect to (HOST:PORT) [default: start Ray here].")]
+WorkersOption = Annotated[int | None, typer.Option("--workers", min=1, help="--executor local: tasks at once [default: the number of cores].")]
 NoFallbackOption = Annotated[bool, typer.Option("--no-fallback", help="Fail (exit 1) if any kernel would fall back from its preferred unit.")]
 
 

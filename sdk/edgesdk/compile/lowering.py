@@ -33,7 +33,7 @@ from edgesdk.frontend.tensors import load_npz
 from edgesdk.plugin.toolchains import Toolchain
 
 # Bump when the lowering changes what it produces for the same inputs: it is part of cache keys.
-PIPELINE_VERSION = 82
+PIPELINE_VERSION = 83
 
 
 class BuildSpec(BaseModel):
@@ -58,6 +58,13 @@ class BuildSpec(BaseModel):
     def library_name(self) -> str:
         """The shared library a ``shared_library`` build writes."""
         return f"{self.basename}.so"
+
+    @property
+    def kernels_library_name(self) -> str:
+        """The kernels alone, as a plain shared library (no VM program): a board's TVM RPC server
+        times each of them by name (edgesdk.distributed.boards), which it cannot do in the library
+        whose root module is the VM's."""
+        return f"{self.basename}.kernels.so"
 
 
 class BuildResult(BaseModel):
@@ -252,6 +259,10 @@ def build(
     if spec.emit == "shared_library":
         executable.export_library(str(out_dir / spec.library_name), fcompile=spec.toolchain.fcompile())
         result = BuildResult(files=[spec.library_name], kernels=kernels, toolchain=spec.toolchain.describe(), tuned=tuned, arena_bytes=arena)
+        if spec.role == "device":
+            (code,) = (module for module in executable.mod.imports if module.kind == "llvm")
+            code.export_library(str(out_dir / spec.kernels_library_name), fcompile=spec.toolchain.fcompile())
+            result.files.append(spec.kernels_library_name)
         if spec.standalone:
             if weights is None or io_names is None:
                 result.notes.append("no standalone library: no weights given")

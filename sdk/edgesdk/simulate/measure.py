@@ -17,7 +17,7 @@ import time
 from collections.abc import Mapping
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from edgesdk.compile.host_runner import HostRunner
 from edgesdk.compile.kernels import ModelAnalysis
@@ -41,7 +41,8 @@ class Measurement(BaseModel):
 
     latency_ms: float
     repeat: int
-    per_kernel: list[KernelTime]
+    per_kernel: list[KernelTime] = Field(description="Per kernel, in call order; empty where kernels could not be timed one by one.")
+    on: str = Field("this host", description="Where it ran: this host, or the board (its RPC server or tracker and key).")
 
 
 def measure(runner: HostRunner, inputs: Mapping[str, np.ndarray], analysis: ModelAnalysis, repeat: int = 20) -> Measurement:

@@ -62,7 +62,7 @@ from edgesdk.compile.tuning_db import build_fields
 from edgesdk.compile.worker import WorkerFailed
 from edgesdk.devices.profile import DeviceProfile
 from edgesdk.devices.registry import get_device
-from edgesdk.errors import CheckFailed, UserInputError
+from edgesdk.errors import CheckFailed, DoesNotFit, UserInputError
 from edgesdk.frontend.model import Model, random_inputs
 from edgesdk.frontend.tensors import check_inputs, load_npz, save_npz
 from edgesdk.plugin import manager as plugin_manager
@@ -236,7 +236,7 @@ def deploy(
                     # arena's gaps): leave that much room next time.
                     limit = ram - (activation_bytes(estimate) - plan.estimated_peak_bytes)
             if too_big is not None:
-                raise CheckFailed(*too_big)  # before anything is written
+                raise DoesNotFit(*too_big)  # before anything is written
             stage("verify")
 
             def verified(compiled: Compiled) -> VerificationInfo:
@@ -362,6 +362,7 @@ def _manifest(
 ) -> Manifest:
     device_build = compiled.builds[0][1]
     sizes = device_build.section_sizes
+    kernels_library = specs[0].kernels_library_name if specs[0].kernels_library_name in device_build.files else None
     return Manifest(
         edgesdk_version=edgesdk_version(),
         tvm_version=tvm_version(),
@@ -385,8 +386,9 @@ def _manifest(
         build=BuildInfo(
             backend=backend.name,
             toolchain=device_build.toolchain,
-            device_files=[*(f"device/{name}" for name in device_build.files), WEIGHTS_FILE],
+            device_files=[*(f"device/{name}" for name in device_build.files if name != kernels_library), WEIGHTS_FILE],
             simulation_library=simulation,
+            kernels_library=f"device/{kernels_library}" if kernels_library else None,
             kernels=device_build.kernels,
             cache_key=compiled.keys[0],
             cached=compiled.cached,
