@@ -17,9 +17,10 @@ $(RUNTIME_STAMP): pyproject.toml
 	$(PIP_INSTALL) -e .
 	touch $(RUNTIME_STAMP)
 
-# Plus the test extra; again whenever the runtime install was redone (so when the pins change).
+# Plus the test extra and the distributed one (Ray, the RPC tracker's tornado); again whenever the
+# runtime install was redone (so when the pins change).
 $(TEST_STAMP): $(RUNTIME_STAMP)
-	$(PIP_INSTALL) -e '.[test]'
+	$(PIP_INSTALL) -e '.[test,distributed]'
 	touch $(TEST_STAMP)
 
 # Debian's arm-none-eabi-gcc compiles the mcu's C kernels to a Cortex-M object (optional:

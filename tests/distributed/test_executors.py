@@ -49,9 +49,7 @@ def test_a_task_runs_with_the_drivers_cache(session_cache):
     assert found == str(session_cache.absolute())
 
 
-@pytest.mark.parametrize(
-    ("kind", "exit_code", "raised"), [("input", 2, UserInputError), ("check", 1, CheckFailed), ("bug", 1, ZeroDivisionError)]
-)
+@pytest.mark.parametrize(("kind", "exit_code", "raised"), [("input", 2, UserInputError), ("check", 1, CheckFailed), ("bug", 1, ZeroDivisionError)])
 def test_failures_are_outcomes_with_their_exit_code(kind, exit_code, raised):
     outcome = run_task({}, raises, (kind,))
     assert isinstance(outcome, TaskFailed) and outcome.exit_code == exit_code

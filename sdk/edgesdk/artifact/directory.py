@@ -19,6 +19,7 @@ from edgesdk.compile.worker import run_isolated
 from edgesdk.errors import CheckFailed, UserInputError
 from edgesdk.frontend.model import TensorSpec
 from edgesdk.frontend.tensors import check_inputs, load_npz
+from edgesdk.simulate.measure import Measurement
 
 
 class Artifact:
@@ -82,6 +83,15 @@ class Artifact:
                     hint="deploy again with --inputs holding the new value",
                 )
         return {name: array for name, array in inputs.items() if name not in bound} if set(bound) & set(inputs) else inputs
+
+    def record(self, measurement: Measurement) -> None:
+        """Add ``measurement`` to the manifest's ``measured`` (the file replaced whole; the other
+        files and their hashes are untouched)."""
+        self.manifest.measured.append(measurement)
+        manifest_path = self.path / MANIFEST_NAME
+        staged = manifest_path.with_name(f".{MANIFEST_NAME}.{os.getpid()}.partial")
+        staged.write_text(self.manifest.model_dump_json(indent=2) + "\n")
+        os.replace(staged, manifest_path)
 
     def check_files(self) -> None:
         """Raise ``CheckFailed`` naming the first file that is missing, changed or unexpected."""

@@ -13,6 +13,7 @@ from edgesdk.plugin.passes import PassChoice
 from edgesdk.quantization.accuracy import Accuracy
 from edgesdk.quantization.layer_error import LayerError
 from edgesdk.simulate.cost_report import Estimate, Fallback, LayerCost, PartitionInfo, Placement
+from edgesdk.simulate.measure import Measurement
 
 __all__ = ["Estimate", "Fallback", "LayerCost", "PartitionInfo", "Placement"]  # parts of the manifest, defined by the simulator
 
@@ -199,5 +200,10 @@ class Manifest(_Record):
     files: dict[str, str] = Field(description="Every other file of the artifact: relative path -> SHA-256.")
     partition: PartitionInfo
     estimate: Estimate | None = Field(None, description="Simulated cost on the device (docs/simulator.md).")
+    measured: list[Measurement] = Field(
+        default_factory=list,
+        description="Latencies measured since the deploy (`profile ARTIFACT --measure`, on this host or a board with `--remote`), oldest first, "
+        "beside the simulated `estimate`.",
+    )
     verification: VerificationInfo
     build: BuildInfo

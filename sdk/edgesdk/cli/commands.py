@@ -23,9 +23,12 @@ from edgesdk.cli.options import (
     HtmlOption,
     InputShapeOption,
     JsonOption,
+    KeyOption,
     NoFallbackOption,
     ProfilesDirOption,
     QuantizeOption,
+    RemoteOption,
+    TrackerOption,
     UnitOption,
     WideOption,
     WorkersOption,
@@ -36,6 +39,7 @@ from edgesdk.cli.options import console as out_console
 from edgesdk.cli.progress import progress
 from edgesdk.cli.tables import Column, print_fields, print_table
 from edgesdk.devices.profile import DeviceProfile
+from edgesdk.distributed.boards import board_from
 from edgesdk.errors import UserInputError
 from edgesdk.frontend.model import parse_input_shape
 from edgesdk.frontend.tensors import load_npz, save_npz
@@ -223,14 +227,22 @@ def run_command(
     output: Annotated[Path | None, typer.Option("-o", "--output", help="Write the outputs to this .npz file.")] = None,
     cast: Annotated[bool, typer.Option("--cast", help="Convert inputs to the model's dtypes even where values could change (e.g. int64 to float32).")] = False,
     emulate: EmulateOption = False,
+    remote: RemoteOption = None,
+    tracker: TrackerOption = None,
+    key: KeyOption = None,
     json_output: JsonOption = False,
 ) -> None:
-    """Run an artifact's functional simulation on this host, or (--emulate) its device code under QEMU."""
+    """Run an artifact's functional simulation on this host, its device code under QEMU (--emulate), or on a board (--remote)."""
     artifact = edgesdk.load_artifact(artifact_dir)
+    board = board_from(remote, tracker, key)
     if output is not None and output.is_dir():
         raise UserInputError(f"{output}: is a directory; give a .npz file name")
+    if board is not None and emulate:
+        raise UserInputError("--emulate and --remote: choose one", hint="--emulate runs the device code here under QEMU, --remote on the board")
     emulation = None
-    if emulate:
+    if board is not None:
+        outputs = board.run(artifact, load_npz(inputs), cast=cast)
+    elif emulate:
         emulated = artifact.emulate(load_npz(inputs), cast=cast)
         outputs, emulation = emulated.outputs, emulated.info
     else:
@@ -288,8 +300,11 @@ def profile_command(
     no_fallback: NoFallbackOption = False,
     profiles_dir: ProfilesDirOption = None,
     measure: Annotated[
-        bool, typer.Option("--measure", help="Also run it here and show measured times (devices whose code runs on this host, e.g. pc).")
+        bool, typer.Option("--measure", help="Also run it here (devices whose code runs here, e.g. pc), or on the --remote board, and show measured times.")
     ] = False,
+    remote: RemoteOption = None,
+    tracker: TrackerOption = None,
+    key: KeyOption = None,
     html: HtmlOption = None,
     wide: WideOption = False,
     json_output: JsonOption = False,
@@ -309,6 +324,7 @@ def profile_command(
             fallback=not no_fallback,
             profiles_dir=profiles_dir,
             measure=measure,
+            board=board_from(remote, tracker, key),
             html=html,
             on_stage=on_stage,
             **quantize_options,
@@ -317,18 +333,19 @@ def profile_command(
         print_json(report.model_dump(mode="json"))
         return
     estimate, measured = report.estimate, report.measured
+    per_kernel = measured.per_kernel if measured else []
     columns = [Column("#", numeric=True), Column("kernel", flexible=True), *([Column("class")] if wide else []), Column("unit"), Column("dtype")]
     if wide:
         columns += [Column("MFLOP", numeric=True), Column("on chip"), Column("DRAM\nKiB", numeric=True), Column("spill\nKiB", numeric=True)]
     columns += [Column(name, numeric=True) for name in ("µs", "compute", "memory", "launch", "transfer")]
-    columns += [Column("measured\nµs", numeric=True)] if measured else []
+    columns += [Column("measured\nµs", numeric=True)] if per_kernel else []
     rows = []
     for layer in estimate.per_layer:
         row = [str(layer.index), layer.name, *([layer.op_class] if wide else []), layer.unit, layer.dtype]
         if wide:
             row += [f"{layer.flops / 1e6:.3g}", layer.tiling, f"{layer.bytes / 1024:.1f}", f"{layer.offchip_bytes / 1024:.1f}"]
         row += [f"{ms * 1e3:.1f}" for ms in (layer.latency_ms, layer.compute_ms, layer.memory_ms, layer.launch_ms, layer.transfer_ms)]
-        row += [f"{measured.per_kernel[layer.index].measured_ms * 1e3:.1f}"] if measured else []
+        row += [f"{per_kernel[layer.index].measured_ms * 1e3:.1f}"] if per_kernel else []
         rows.append([*row, layer.bound])
     console = out_console()
     print_table(f"{report.model} on {report.device} (simulated, per kernel in µs)", [*columns, Column("bound")], rows, wide=wide, console=console)
@@ -351,7 +368,7 @@ def profile_command(
         )
     if measured:
         console.print(
-            f"measured here: {measured.latency_ms:.4g} ms (median of {measured.repeat} runs); "
+            f"measured on {measured.on}: {measured.latency_ms:.4g} ms (median of {measured.repeat} runs); "
             f"predicted/measured = {estimate.latency_ms / measured.latency_ms:.2f}"
         )
     if html:
@@ -361,15 +378,18 @@ def profile_command(
 def calibrate_command(
     device: Annotated[str, typer.Option("--device", "-d", help="A device whose code runs on this host.")] = "pc",
     repeat: Annotated[int, typer.Option("--repeat", min=3, help="Timed runs per micro-benchmark.")] = 30,
+    remote: RemoteOption = None,
+    tracker: TrackerOption = None,
+    key: KeyOption = None,
     json_output: JsonOption = False,
 ) -> None:
-    """Fit the device's cost model (efficiency per op class, launch overhead) to micro-benchmarks measured on this host."""
+    """Fit the device's cost model (efficiency per op class, launch overhead) to micro-benchmarks measured on this host or on a board (--remote)."""
     with progress() as on_stage:
-        result = edgesdk.calibrate(device, repeat=repeat, on_stage=on_stage)
+        result = edgesdk.calibrate(device, repeat=repeat, board=board_from(remote, tracker, key), on_stage=on_stage)
     if json_output:
         print_json(result.model_dump(mode="json"))
         return
-    table = Table("op class", "efficiency (share of peak)", box=box.SIMPLE_HEAD, title=f"{device}: fitted on this host", title_justify="left")
+    table = Table("op class", "efficiency (share of peak)", box=box.SIMPLE_HEAD, title=f"{device}: fitted on {result.host}", title_justify="left")
     for op_class, value in result.efficiency.items():
         table.add_row(op_class, f"{value:.4f}")
     console = out_console()

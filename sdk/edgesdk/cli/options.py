@@ -81,6 +81,9 @@ ExecutorOption = Annotated[
 ]
 AddressOption = Annotated[str | None, typer.Option("--address", help="--executor ray: the cluster to connect to (HOST:PORT) [default: start Ray here].")]
 WorkersOption = Annotated[int | None, typer.Option("--workers", min=1, help="--executor local: tasks at once [default: the number of cores].")]
+RemoteOption = Annotated[str | None, typer.Option("--remote", metavar="HOST:PORT", help="On a board: its TVM RPC server (python -m tvm.exec.rpc_server).")]
+TrackerOption = Annotated[str | None, typer.Option("--tracker", metavar="HOST:PORT", help="On a board from this TVM RPC tracker (with --key).")]
+KeyOption = Annotated[str | None, typer.Option("--key", help="--tracker: the key the board's RPC server registered with.")]
 NoFallbackOption = Annotated[bool, typer.Option("--no-fallback", help="Fail (exit 1) if any kernel would fall back from its preferred unit.")]
 
 

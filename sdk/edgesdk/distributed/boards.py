@@ -38,7 +38,7 @@ SERVER_HINT = "start one on the board: python -m tvm.exec.rpc_server --host 0.0.
 
 
 class BoardLost(EdgeSDKError):
-    """The board's RPC server stopped answering during a run (exit 1)."""
+    """The board's RPC server stopped answering, or reported an error (exit 1)."""
 
     exit_code = 1
 
@@ -109,13 +109,18 @@ class Board:
 
 
 @contextlib.contextmanager
-def lost(board: Board, doing: str) -> Iterator[None]:
-    """A failure of the RPC connection while ``doing`` something, as one ``BoardLost`` line."""
+def lost(board: Board, doing: str, hint: str | None = None) -> Iterator[None]:
+    """A failure while ``doing`` something on the board as one ``BoardLost`` line: what the board
+    reported (with ``hint``), or that it stopped answering."""
     try:
         yield
     except (RuntimeError, OSError, ValueError) as exc:  # TVM's RPC errors are RuntimeErrors
-        first = next((line for line in str(exc).splitlines() if line.strip() and "Traceback" not in line), type(exc).__name__)
-        raise BoardLost(f"{board}: {doing}: the board stopped answering ({first.strip()[:200]})", hint="check the server; run again") from None
+        text = str(exc)
+        lines = [line.strip() for line in text.splitlines() if line.strip() and "Traceback" not in line]
+        detail = (lines[-1] if lines else type(exc).__name__)[:240]
+        if "Error caught from RPC call" in text:  # the board answered, with an error
+            raise BoardLost(f"{board}: {doing}: the board reported: {detail}", hint=hint) from None
+        raise BoardLost(f"{board}: {doing}: the board stopped answering ({detail})", hint="check its RPC server, then run again") from None
 
 
 def _runnable(artifact: Artifact) -> None:
@@ -146,7 +151,8 @@ class _Session:
         self.uploaded: list[str] = []
         build = artifact.manifest.build
         library = next(name for name in build.device_files if name.endswith(".so"))
-        with lost(board, "loading the artifact"):
+        target = artifact.manifest.target
+        with lost(board, "loading the artifact", hint=f"the artifact is built for {target.get('mtriple', target.get('kind'))}: is that the board's?"):
             self.vm = relax.VirtualMachine(self.session.load_module(self._upload(library)), self.device)
             weights = load_npz(artifact.path / WEIGHTS_FILE)
             self.weights = [runtime.tensor(weights[key], self.device) for key in sorted(weights)]

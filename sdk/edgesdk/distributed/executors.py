@@ -94,18 +94,19 @@ class LocalExecutor:
         context = multiprocessing.get_context("spawn")  # no forked copy of the driver's threads
         environment = settings()
         waiting = list(enumerate(tasks))[::-1]
-        running: dict[Connection, tuple[int, BaseProcess]] = {}
+        running: dict[Any, tuple[int, BaseProcess]] = {}  # by the pipe's reading end
         try:
             while waiting or running:
                 while waiting and len(running) < self.workers:
                     index, args = waiting.pop()
                     reader, writer = context.Pipe(duplex=False)
-                    process = context.Process(target=_child, args=(writer, environment, function, args), daemon=True)
+                    process: BaseProcess = context.Process(target=_child, args=(writer, environment, function, args), daemon=True)
                     process.start()
                     writer.close()  # ours is closed: the reader sees the end when the child's is
                     running[reader] = (index, process)
-                for reader in wait(list(running)):
-                    index, process = running.pop(reader)  # type: ignore[index]  # wait() returns the readers it was given
+                for ready in wait(list(running)):
+                    index, process = running.pop(ready)
+                    reader = ready  # type: ignore[assignment]  # wait() hands back the readers it was given
                     try:
                         outcome = reader.recv()
                     except EOFError:

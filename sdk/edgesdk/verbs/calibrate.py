@@ -1,5 +1,7 @@
-"""`edgesdk calibrate`: fit the cost model of a device whose code runs on this host (pc) to
-micro-benchmarks measured here (edgesdk.simulate.fit says what is fitted).
+"""`edgesdk calibrate`: fit the cost model of a device to micro-benchmarks measured on it: here
+for a device whose code runs on this host (pc), or on a board over TVM RPC (``--remote``:
+edgesdk.distributed.boards) for any device with a shared library. edgesdk.simulate.fit says what
+is fitted.
 
 The suite (``micro_benchmarks``) is about 120 single operators: a seeded sweep of convolution,
 depthwise convolution and matmul shapes, and a few sizes of the other classes. They are compiled
@@ -25,10 +27,10 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from edgesdk.artifact.files import ANALYSIS_FILE
 from edgesdk.compile.kernels import ModelAnalysis
 from edgesdk.compile.targets import runs_here
 from edgesdk.devices.registry import get_device
+from edgesdk.distributed.boards import Board
 from edgesdk.errors import UserInputError
 from edgesdk.frontend.model import random_inputs
 from edgesdk.progress import reporting, stage
@@ -151,27 +153,36 @@ def micro_benchmarks(seed: int = 2026) -> list[MicroOp]:
     ]
 
 
-def _measured(ops: list[MicroOp], name: str, device: str, out: Path, repeat: int) -> tuple[ModelAnalysis, list[Measurement]]:
-    """``ops`` compiled as one suite model for ``device`` and measured ROUNDS times."""
+def _measured(ops: list[MicroOp], name: str, device: str, out: Path, repeat: int, board: Board | None) -> tuple[ModelAnalysis, list[Measurement]]:
+    """``ops`` compiled as one suite model for ``device`` and measured ROUNDS times, here or on ``board``."""
     artifact = deploy(suite_model(ops, name), device, out)
-    analysis = ModelAnalysis.model_validate_json((artifact.path / ANALYSIS_FILE).read_text())
+    analysis = artifact.analysis
     inputs = random_inputs(artifact.inputs, seed=0)
+    if board is not None:
+        rounds = [board.measure(artifact, inputs, repeat) for _ in range(ROUNDS)]
+        if not rounds[0].per_kernel:
+            raise UserInputError(f"calibrate: {board} did not time the kernels one by one", hint="deploy with this edgesdk version")
+        return analysis, rounds
     return analysis, [measure(artifact.runner, inputs, analysis, repeat) for _ in range(ROUNDS)]
 
 
-def _call_overhead_s(device: str, out: Path, repeat: int) -> float:
+def _call_overhead_s(device: str, out: Path, repeat: int, board: Board | None) -> float:
     """What one kernel call costs beyond its work: whole runs (no per-kernel hook, whose own cost
     would swamp it) of a model of nothing but tiny kernels, divided by their number."""
     ops = [MicroOp(f"tiny{index}", "Relu" if index % 2 else "Neg", (1, TINY_ELEMENTS)) for index in range(SUITE_MODEL_OPS)]
-    analysis, rounds = _measured(ops, "call_overhead", device, out, repeat)
+    analysis, rounds = _measured(ops, "call_overhead", device, out, repeat, board)
     return min(measured.latency_ms for measured in rounds) * 1e-3 / len(analysis.kernels)
 
 
-def calibrate(device: str = "pc", *, repeat: int = 30, on_stage: Callable[[str], None] | None = None) -> CostFit:
-    """Measure the micro-benchmarks on this host, fit, store and return the calibration."""
+def calibrate(device: str = "pc", *, repeat: int = 30, board: Board | None = None, on_stage: Callable[[str], None] | None = None) -> CostFit:
+    """Measure the micro-benchmarks on this host, or on ``board`` over TVM RPC (the device's own
+    code: edgesdk.distributed.boards), fit, store and return the device's calibration."""
     profile = get_device(device)  # its shipped figures: stored fits reach only the simulator
-    if not runs_here(profile.target):
-        raise UserInputError(f"calibrate: code for '{device}' does not run on this host", hint="only devices whose code runs here (pc) can be measured")
+    if board is None and not runs_here(profile.target):
+        raise UserInputError(
+            f"calibrate: code for '{device}' does not run on this host",
+            hint="measure it on a board with --remote HOST:PORT (docs/scale-out.md), or calibrate a device whose code runs here (pc)",
+        )
     unit_name = next(name for name, unit in profile.compute_units.items() if unit.kind == "cpu")
     unit = profile.compute_units[unit_name]
     samples: list[Sample] = []
@@ -180,7 +191,7 @@ def calibrate(device: str = "pc", *, repeat: int = 30, on_stage: Callable[[str],
     with tempfile.TemporaryDirectory(prefix="edgesdk-calibrate-") as scratch, reporting(on_stage):
         for number, ops in enumerate(groups, 1):
             stage(f"measuring micro-benchmarks {number}/{len(groups)}")
-            analysis, rounds = _measured(ops, f"calibration{number}", device, Path(scratch) / str(number), repeat)
+            analysis, rounds = _measured(ops, f"calibration{number}", device, Path(scratch) / str(number), repeat, board)
             per_kernel = (measured.per_kernel for measured in rounds)
             fastest = [min(timings, key=lambda timing: timing.measured_ms) for timings in zip(*per_kernel, strict=True)]
             calls = list(zip(analysis.kernels, fastest, strict=False))
@@ -198,13 +209,13 @@ def calibrate(device: str = "pc", *, repeat: int = 30, on_stage: Callable[[str],
                     )
                 )
         stage("measuring the cost of a kernel call")
-        overhead_s = _call_overhead_s(device, Path(scratch) / "tiny", repeat)
+        overhead_s = _call_overhead_s(device, Path(scratch) / "tiny", repeat, board)
     efficiency = fit_factors(samples, unit.peak_ops_per_s["float32"], overhead_s)
     result = CostFit(
         device=profile.id,
         unit=unit_name,
         created_utc=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        host=f"{platform.machine()} {platform.processor() or platform.platform()} ({os.cpu_count()} cpus)",
+        host=str(board) if board else f"{platform.machine()} {platform.processor() or platform.platform()} ({os.cpu_count()} cpus)",
         launch_overhead_s=overhead_s,
         efficiency=efficiency,
         feature_weights=choose_weights(samples),

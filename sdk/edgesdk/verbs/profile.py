@@ -20,6 +20,7 @@ from edgesdk.compile.kernels import ModelAnalysis
 from edgesdk.compile.targets import runs_here
 from edgesdk.devices.profile import DeviceProfile
 from edgesdk.devices.registry import get_device
+from edgesdk.distributed.boards import Board
 from edgesdk.errors import UserInputError
 from edgesdk.frontend.model import random_inputs
 from edgesdk.progress import Listener, reporting, stage
@@ -63,10 +64,13 @@ def _analysis(source, device: DeviceProfile, input_shapes, chosen: Recipe, calib
         return precision.compiled.name, *analysed(precision, timeout_s=timeout_s, onnxruntime=onnxruntime_runs_nodes(device))
 
 
-def _native_artifact(source, device: DeviceProfile, input_shapes, chosen: Recipe, calibration, profiles_dir, scratch: Path) -> Artifact:
-    """An artifact of ``device`` that runs here: ``source`` itself, or a deploy of its model (cached)."""
-    if not runs_here(device.target):
-        raise UserInputError(f"--measure: code for '{device.id}' does not run on this host", hint="measure a device whose code runs here, e.g. --device pc")
+def _native_artifact(source, device: DeviceProfile, input_shapes, chosen: Recipe, calibration, profiles_dir, scratch: Path, board: Board | None) -> Artifact:
+    """An artifact of ``device`` to measure (here, or on ``board``): ``source`` itself, or a deploy of its model (cached)."""
+    if board is None and not runs_here(device.target):
+        raise UserInputError(
+            f"--measure: code for '{device.id}' does not run on this host",
+            hint="measure it on a board with --remote HOST:PORT, or a device whose code runs here, e.g. --device pc",
+        )
     artifact = as_artifact(source)
     if artifact is not None and artifact.manifest.device == device.id:
         return artifact
@@ -90,6 +94,7 @@ def profile(
     timeout_s: float | None = None,
     measure: bool = False,
     repeat: int = 20,
+    board: Board | None = None,
     html: str | os.PathLike | None = None,
     on_stage: Listener | None = None,
     **quantize_options,
@@ -99,7 +104,9 @@ def profile(
     keeps the one it was deployed at).
 
     ``measure=True`` also runs the device's code here (devices whose code runs on this host, such
-    as pc) and reports measured total and per-kernel times beside the estimate. ``html``: also
+    as pc), or on ``board`` over TVM RPC (edgesdk.distributed.boards; a board implies ``measure``),
+    and reports measured total and per-kernel times beside the estimate; an artifact ``source``
+    keeps them in its manifest's ``measured``. ``html``: also
     write the HTML report there (a new file; edgesdk.report.html). ``on_stage``: told each stage
     (edgesdk.progress).
     """
@@ -117,10 +124,11 @@ def profile(
             f"--quantize {chosen.scheme}: {source} was deployed with --quantize {artifact.manifest.quantization.scheme}",
             hint="profile its model.onnx instead, or deploy it again at that precision",
         )
+    measure = measure or board is not None
     with tempfile.TemporaryDirectory(prefix="edgesdk-measure-") as scratch, reporting(on_stage):
         stage("analysing the model")
         # Measuring needs the device's build; its analysis is then the one of what runs.
-        native = _native_artifact(source, device_profile, input_shapes, chosen, calibration, profiles_dir, Path(scratch)) if measure else None
+        native = _native_artifact(source, device_profile, input_shapes, chosen, calibration, profiles_dir, Path(scratch), board) if measure else None
         if native:
             name, analysis, directory = native.manifest.model.name, read_analysis(native.path), native.path
         else:
@@ -135,8 +143,11 @@ def profile(
             estimate.memory.arena_bytes, estimate.memory.device_ram_bytes = stored.memory.arena_bytes, stored.memory.device_ram_bytes
         report = CostReport(model=name, device=device_profile.id, estimate=estimate, partition=placed.info())
         if native:
-            stage(f"measuring {repeat} runs")
-            report.measured = measure_runner(native.runner, random_inputs(native.inputs, seed=0), analysis, repeat)
+            stage(f"measuring {repeat} runs" + (f" on {board}" if board else ""))
+            inputs = random_inputs(native.inputs, seed=0)
+            report.measured = board.measure(native, inputs, repeat) if board else measure_runner(native.runner, inputs, analysis, repeat)
+            if artifact is not None and native.path == artifact.path:  # measured beside the deploy's estimate
+                native.record(report.measured)
     if html is not None:
         manifest = built.manifest if built is not None else None
         write_html(html, cost_html(name, device_profile, estimate, report.partition, manifest=manifest, measured=report.measured))
