@@ -26,6 +26,7 @@ LAYERS = [
     ["edgesdk.simulate"],
     ["edgesdk.artifact"],
     ["edgesdk.report"],
+    ["edgesdk.distributed"],
     ["edgesdk.verbs"],
     ["edgesdk"],
     ["edgesdk.cli", "edgesdk.__main__", "edgesdk.reference_docs"],

@@ -10,14 +10,14 @@ on buffers of its shapes. A kernel's time is what it takes alone plus an even sh
 whole run takes beyond the kernels' sum (the VM's dispatch), so that, as on this host
 (edgesdk.simulate.measure), the kernels add up to the run.
 
-The server's files (the libraries) are removed when the session ends. A server that stops
-answering is one ``BoardLost`` error naming it; nothing measured before it is lost.
+edgesdk.compile.remote_runner does the TVM side. The server's files (the libraries) are removed
+when the session ends. A server that stops answering, or reports an error, is one ``BoardLost``
+line naming it; nothing measured before is lost.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import statistics
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -27,13 +27,12 @@ import numpy as np
 from edgesdk.artifact.directory import Artifact
 from edgesdk.artifact.files import WEIGHTS_FILE
 from edgesdk.compile.onnxruntime_segments import SEGMENTS_DIR, read_segments
+from edgesdk.compile.remote_runner import RemoteRunner, connect_server, connect_tracker, tracker_keys
 from edgesdk.distributed.network import check_reachable, parse_address
 from edgesdk.errors import EdgeSDKError, UserInputError
-from edgesdk.frontend.tensors import load_npz
 from edgesdk.simulate.measure import KernelTime, Measurement
 
 SESSION_TIMEOUT_S = 600.0
-MIN_REPEAT_MS = 20  # per timed repeat: short kernels are run in loops at least this long
 SERVER_HINT = "start one on the board: python -m tvm.exec.rpc_server --host 0.0.0.0 --port 9090 (docs/scale-out.md)"
 
 
@@ -65,42 +64,38 @@ class Board:
 
     def connect(self):
         """A TVM RPC session with the board."""
-        from tvm import rpc
-
         if self.remote is not None:
             host, port = parse_address(self.remote, "--remote")
             check_reachable(host, port, "--remote", SERVER_HINT)
             with lost(self, "connecting"):
-                return rpc.connect(host, port, session_timeout=SESSION_TIMEOUT_S)
+                return connect_server(host, port, SESSION_TIMEOUT_S)
         assert self.tracker is not None and self.key is not None
         host, port = parse_address(self.tracker, "--tracker")
         check_reachable(host, port, "--tracker", "start one: python -m tvm.exec.rpc_tracker --host 0.0.0.0 --port 9190")
         with lost(self, "asking the tracker"):
-            tracker = rpc.connect_tracker(host, port)
-            keys = sorted(tracker.summary().get("queue_info", {}))
+            keys = tracker_keys(host, port)
         if self.key not in keys:  # the tracker would queue the request until such a board turns up
             raise UserInputError(
                 f"--key {self.key}: no board registered under it at tracker {self.tracker}", hint=f"registered keys: {', '.join(keys) or 'none'}"
             )
         with lost(self, "connecting"):
-            return tracker.request(self.key, session_timeout=SESSION_TIMEOUT_S, max_retry=1)
+            return connect_tracker(host, port, self.key, SESSION_TIMEOUT_S)
 
     def run(self, artifact: Artifact, inputs: Mapping[str, np.ndarray], *, cast: bool = False) -> dict[str, np.ndarray]:
         """The artifact's outputs on ``inputs``, computed on the board."""
         checked = artifact.checked_inputs(inputs, cast=cast)
-        with loaded(self, artifact) as session:
-            session.set_inputs(checked)
-            return session.run()
+        with loaded(self, artifact) as runner, lost(self, "running the model"):
+            runner.set_inputs(checked)
+            return runner.run()
 
     def measure(self, artifact: Artifact, inputs: Mapping[str, np.ndarray], repeat: int = 20) -> Measurement:
         """The artifact's latency on the board: the whole model's median, and each kernel's."""
-        checked = artifact.checked_inputs(inputs)
-        with loaded(self, artifact) as session:
-            session.set_inputs(checked)
-            session.run()  # warm up
-            latency_ms = statistics.median(session.time_model(repeat))
-            alone = session.time_kernels(repeat)
-        kernels = artifact.analysis.kernels
+        checked, kernels = artifact.checked_inputs(inputs), artifact.analysis.kernels
+        with loaded(self, artifact) as runner, lost(self, "timing the model"):
+            runner.set_inputs(checked)
+            runner.run()  # warm up
+            latency_ms = statistics.median(runner.time_model(repeat))
+            alone = runner.time_kernels(kernels, repeat)
         per_kernel: list[KernelTime] = []
         if alone:
             dispatch_ms = max(0.0, latency_ms - sum(alone[kernel.name] for kernel in kernels)) / max(len(kernels), 1)
@@ -138,91 +133,20 @@ def _runnable(artifact: Artifact) -> None:
         )
 
 
-class _Session:
-    """An artifact loaded on a board: its VM, weights and the kernels library."""
-
-    def __init__(self, board: Board, artifact: Artifact):
-        from tvm import relax, runtime
-
-        _runnable(artifact)
-        self.board, self.artifact = board, artifact
-        self.session = board.connect()
-        self.device = self.session.cpu()
-        self.uploaded: list[str] = []
-        build = artifact.manifest.build
-        library = next(name for name in build.device_files if name.endswith(".so"))
-        target = artifact.manifest.target
-        with lost(board, "loading the artifact", hint=f"the artifact is built for {target.get('mtriple', target.get('kind'))}: is that the board's?"):
-            self.vm = relax.VirtualMachine(self.session.load_module(self._upload(library)), self.device)
-            weights = load_npz(artifact.path / WEIGHTS_FILE)
-            self.weights = [runtime.tensor(weights[key], self.device) for key in sorted(weights)]
-            self.kernels = self.session.load_module(self._upload(build.kernels_library)) if build.kernels_library else None
-
-    def _upload(self, name: str) -> str:
-        path = self.artifact.path / name
-        digest = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
-        remote = f"edgesdk-{digest}-{path.name}"
-        self.session.upload(str(path), remote)
-        self.uploaded.append(remote)
-        return remote
-
-    def close(self) -> None:
-        with contextlib.suppress(Exception):  # the server may be gone: its files went with it
-            for name in self.uploaded:
-                self.session.remove(name)
-
-    def set_inputs(self, inputs: Mapping[str, np.ndarray]) -> None:
-        from tvm import runtime
-
-        with lost(self.board, "copying the inputs"):
-            arrays = [runtime.tensor(np.ascontiguousarray(array), self.device) for array in inputs.values()]
-            self.vm.set_input("main", *arrays, *self.weights)
-
-    def run(self) -> dict[str, np.ndarray]:
-        with lost(self.board, "running the model"):
-            self.vm.invoke_stateful("main")
-            result = self.vm.get_outputs("main")
-            values = list(result) if isinstance(result, tuple) else [result]
-            return {spec.name: value.numpy() for spec, value in zip(self.artifact.manifest.model.outputs, values, strict=True)}
-
-    def time_model(self, repeat: int) -> list[float]:
-        """Milliseconds per run of the whole model, ``repeat`` times."""
-        with lost(self.board, "timing the model"):
-            timer = self.vm.time_evaluator("invoke_stateful", self.device, number=1, repeat=repeat, min_repeat_ms=MIN_REPEAT_MS)
-            return [seconds * 1e3 for seconds in timer("main").results]
-
-    def time_kernels(self, repeat: int) -> dict[str, float]:
-        """Median milliseconds of each kernel alone, by name, on buffers of its shapes."""
-        from tvm import runtime
-
-        analysis = self.artifact.analysis
-        times: dict[str, float] = {}
-        if self.kernels is None:
-            return times
-        rng = np.random.default_rng(0)
-        for kernel in analysis.kernels:
-            if kernel.name in times:
-                continue
-            # Floats random, integers zero: an index tensor of zeros stays in bounds.
-            arrays = [
-                rng.standard_normal(tensor.shape).astype(tensor.dtype) if np.dtype(tensor.dtype).kind == "f" else np.zeros(tensor.shape, tensor.dtype)
-                for tensor in [*kernel.inputs, *kernel.outputs]
-            ]
-            with lost(self.board, f"timing kernel {kernel.name}"):
-                buffers = [runtime.tensor(array, self.device) for array in arrays]
-                timer = self.kernels.time_evaluator(kernel.name, self.device, number=1, repeat=repeat, min_repeat_ms=MIN_REPEAT_MS)
-                times[kernel.name] = statistics.median(timer(*buffers).results) * 1e3
-        return times
-
-
 @contextlib.contextmanager
-def loaded(board: Board, artifact: Artifact) -> Iterator[_Session]:
+def loaded(board: Board, artifact: Artifact) -> Iterator[RemoteRunner]:
     """``artifact`` loaded on ``board`` for the block; the board's copies removed after it."""
-    session = _Session(board, artifact)
+    _runnable(artifact)
+    session = board.connect()
+    build, target = artifact.manifest.build, artifact.manifest.target
+    library = next(name for name in build.device_files if name.endswith(".so"))
+    kernels = artifact.path / build.kernels_library if build.kernels_library else None
+    with lost(board, "loading the artifact", hint=f"the artifact is built for {target.get('mtriple', target.get('kind'))}: is that the board's?"):
+        runner = RemoteRunner(session, artifact.path / library, artifact.path / WEIGHTS_FILE, [spec.name for spec in artifact.manifest.model.outputs], kernels)
     try:
-        yield session
+        yield runner
     finally:
-        session.close()
+        runner.close()
 
 
 def board_from(remote: str | None, tracker: str | None, key: str | None) -> Board | None:
