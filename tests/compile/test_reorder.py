@@ -73,7 +73,7 @@ def test_the_library_allocates_the_arena_the_manifest_reports(tmp_path):
     artifact = edgesdk.deploy(models.level_by_level_branches(), "pc", tmp_path / "a", input_shapes={"image": [1, 3, 64, 64]})
     memory = artifact.manifest.estimate.memory
     assert memory is not None and memory.arena_bytes is not None
-    library = next((artifact.path / "device").glob("*.so"))
+    library = artifact.path / artifact.manifest.build.simulation_library
     executable = relax.VMExecutable(tvm.runtime.load_module(str(library)))
     pool = re.search(r"Constant pool \(# \d+\): \[(.*)\]", executable.stats())
     assert pool is not None

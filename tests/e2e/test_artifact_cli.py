@@ -27,7 +27,10 @@ def test_deploy_json_prints_only_the_manifest(run_cli, cnn_file, tmp_path):
     assert code == 0, err
     manifest = json.loads(out)
     assert manifest["device"] == "xr-headset" and manifest["verification"]["passed"] is True
-    assert set(manifest["files"]) == {"model.onnx", "params.npz", "analysis.json", "device/cnn.so", "host/cnn.so", "verification/inputs.npz", "report.html"}
+    assert set(manifest["files"]) == {
+        "model.onnx", "params.npz", "analysis.json", "device/cnn.so", "device/cnn.kernels.so", "host/cnn.so", "verification/inputs.npz", "report.html",
+    }  # fmt: skip
+    assert manifest["build"]["device_files"] == ["device/cnn.so", "params.npz"] and manifest["build"]["kernels_library"] == "device/cnn.kernels.so"
     assert manifest["model"]["inputs"] == [{"name": "image", "shape": [1, 3, 32, 32], "dtype": "float32", "scale": None, "zero_point": None}]
     assert json.loads((tmp_path / "a" / "manifest.json").read_text()) == manifest
 

@@ -166,7 +166,7 @@ class RayExecutor:
         except (ConnectionError, RuntimeError, ValueError) as exc:
             raise UserInputError(
                 f"--address {self.address}: cannot connect to a Ray cluster ({_first_line(exc)})",
-                hint="start one with `ray start --head`, or leave --address out to start Ray here",
+                hint="is it up (`ray status`)? With token authentication, this machine needs the cluster's token (docs/scale-out.md)",
             ) from None
 
 
