@@ -10,6 +10,7 @@ Every error is TVM's (a ``RuntimeError``): the caller says what it means.
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import statistics
 from collections.abc import Mapping, Sequence
@@ -53,10 +54,17 @@ class RemoteRunner:
 
         self.session, self.device, self.output_names = session, session.cpu(), list(output_names)
         self.uploaded: list[str] = []
-        self.vm = relax.VirtualMachine(session.load_module(self._upload(library)), self.device)
-        arrays = load_npz(weights)
-        self.weights = [runtime.tensor(arrays[key], self.device) for key in sorted(arrays)]
-        self.kernels: Any = session.load_module(self._upload(kernels_library)) if kernels_library else None
+        self.vm: Any = None
+        self.weights: list = []
+        self.kernels: Any = None
+        try:
+            self.vm = relax.VirtualMachine(session.load_module(self._upload(library)), self.device)
+            arrays = load_npz(weights)
+            self.weights = [runtime.tensor(arrays[key], self.device) for key in sorted(arrays)]
+            self.kernels = session.load_module(self._upload(kernels_library)) if kernels_library else None
+        except BaseException:
+            self.close()
+            raise
 
     def _upload(self, path: Path) -> str:
         """``path`` on the server, under a name its content decides."""
@@ -66,12 +74,17 @@ class RemoteRunner:
         return remote
 
     def close(self) -> None:
-        """Remove what was uploaded (the server may be gone, and its files with it)."""
+        """Remove what was uploaded (the server may be gone, and its files with it), then end the
+        session: TVM closes it when the last object of it is freed, and a server serves one
+        session at a time, so one left to the garbage collector blocks the next connection."""
         for name in self.uploaded:
             try:
                 self.session.remove(name)
             except Exception:  # noqa: BLE001 - nothing is left to clean on a server that went away
-                return
+                break
+        self.vm = self.kernels = self.session = self.device = None
+        self.weights = []
+        gc.collect()  # TVM's wrappers hold some of these in reference cycles
 
     def set_inputs(self, inputs: Mapping[str, np.ndarray]) -> None:
         from tvm import runtime

@@ -137,12 +137,12 @@ def _runnable(artifact: Artifact) -> None:
 def loaded(board: Board, artifact: Artifact) -> Iterator[RemoteRunner]:
     """``artifact`` loaded on ``board`` for the block; the board's copies removed after it."""
     _runnable(artifact)
-    session = board.connect()
     build, target = artifact.manifest.build, artifact.manifest.target
     library = next(name for name in build.device_files if name.endswith(".so"))
     kernels = artifact.path / build.kernels_library if build.kernels_library else None
+    outputs = [spec.name for spec in artifact.manifest.model.outputs]
     with lost(board, "loading the artifact", hint=f"the artifact is built for {target.get('mtriple', target.get('kind'))}: is that the board's?"):
-        runner = RemoteRunner(session, artifact.path / library, artifact.path / WEIGHTS_FILE, [spec.name for spec in artifact.manifest.model.outputs], kernels)
+        runner = RemoteRunner(board.connect(), artifact.path / library, artifact.path / WEIGHTS_FILE, outputs, kernels)
     try:
         yield runner
     finally:
