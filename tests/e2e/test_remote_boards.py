@@ -62,7 +62,8 @@ def board(tmp_path_factory):
     logs = tmp_path_factory.mktemp("rpc")
     direct, tracker_port, tracked = free_port(), free_port(), free_port()
     processes = [server(direct, logs / "server.log")]
-    processes.append(started(["tvm.exec.rpc_tracker", "--host", "127.0.0.1", f"--port={tracker_port}", f"--port-end={tracker_port + 1}"], tracker_port, logs / "tracker.log"))
+    tracker = ["tvm.exec.rpc_tracker", "--host", "127.0.0.1", f"--port={tracker_port}", f"--port-end={tracker_port + 1}"]
+    processes.append(started(tracker, tracker_port, logs / "tracker.log"))
     processes.append(server(tracked, logs / "tracked.log", f"--tracker=127.0.0.1:{tracker_port}", "--key=pc"))
     for _ in range(100):  # registered once the tracker lists the key
         if "pc" in rpc.connect_tracker("127.0.0.1", tracker_port).summary().get("queue_info", {}):
@@ -139,9 +140,8 @@ def test_a_server_that_dies_mid_run_is_one_line_and_the_artifact_is_kept(artifac
     port = free_port()
     process = server(port, tmp_path / "server.log")
     manifest = (artifact.path / "manifest.json").read_bytes()
-    profiling = subprocess.Popen(
-        [sys.executable, "-m", "edgesdk", "profile", str(artifact.path), "--remote", f"127.0.0.1:{port}"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
+    command = [sys.executable, "-m", "edgesdk", "profile", str(artifact.path), "--remote", f"127.0.0.1:{port}"]
+    profiling = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 60
     while "connected from" not in (tmp_path / "server.log").read_text() and time.monotonic() < deadline:
         time.sleep(0.05)
