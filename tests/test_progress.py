@@ -67,11 +67,13 @@ def test_quantize_reports_every_search_as_it_runs(tmp_path):
     assert "sensitivity 2/4 Conv_3 › calibrating int8 ranges 1/8" in stages  # each layer's own calibration, named within its step
 
 
-def test_compare_counts_its_devices_and_precisions(tmp_path, monkeypatch):
-    monkeypatch.setenv("EDGESDK_CACHE_DIR", str(tmp_path / "cache"))  # a cold cache: TVM runs and says so
+def test_compare_reports_each_analysis_as_it_finishes(tmp_path, monkeypatch):
+    monkeypatch.setenv("EDGESDK_CACHE_DIR", str(tmp_path / "cache"))
     stages: list[str] = []
     edgesdk.compare(tiny_cnn(), "phone,mcu", quantize="none,w4a16", input_shapes={"image": [1, 3, 32, 32]}, on_stage=stages.append)
-    cases = [text for text in stages if text.startswith("compare ") and WITHIN not in text]
-    assert cases == ["compare 1/4 phone none", "compare 2/4 phone w4a16", "compare 3/4 mcu none", "compare 4/4 mcu w4a16"]
-    # the compile worker's stages (TVM's import) come named within the case that compiles
-    assert any(text.startswith("compare 2/4 phone w4a16 › ") and text.endswith("import") for text in stages), stages
+    finished = [COUNTED.fullmatch(text) for text in stages if text.startswith("compare ")]
+    assert all(finished) and [(int(m["done"]), int(m["total"])) for m in finished] == [(n, len(finished)) for n in range(1, len(finished) + 1)]
+    # Each analysis runs in a worker; the devices waiting on it are named as it finishes.
+    items = sorted(m["item"] for m in finished)
+    assert items[0] == "analysed: none for phone, mcu" and all(item.startswith("analysed: w4a16 for ") for item in items[1:])
+    assert sorted(device for item in items[1:] for device in item.split(" for ")[1].split(", ")) == ["mcu", "phone"]

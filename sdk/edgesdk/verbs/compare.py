@@ -129,7 +129,8 @@ def compare(
             if isinstance(outcome, TaskFailed):
                 raise outcome.error()
             analyses[keys[index]] = outcome
-            stage(f"compare {done}/{len(keys)} analysed: {keys[index][0].scheme}")
+            devices = ", ".join(profile.id for profile, _, key in cases if key == keys[index])
+            stage(f"compare {done}/{len(keys)} analysed: {keys[index][0].scheme} for {devices}")
     rows: list[CompareRow] = []
     first_latency: dict[str, float] = {}
     for profile, chosen, key in cases:
