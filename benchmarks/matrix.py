@@ -38,7 +38,7 @@ MODELS = {
     "transformer_block": (models.transformer_block, {"tokens": [1, 32, 64]}),
     "depthwise_net": (models.depthwise_net, {"image": [1, 3, 96, 96]}),
     "branchy_net": (models.branchy_net, {"image": [1, 3, 64, 64]}),
-    "unet_like": (models.unet_like, {"image": [1, 3, 64, 64]}),
+    "nas_cells": (models.nas_cells, {"image": [1, 3, 32, 32]}),
 }
 
 
