@@ -165,3 +165,20 @@ def test_a_bad_ray_address_is_one_line(matrix_dir, run_cli):
     code, out, err = run_cli("batch", str(matrix_dir / "matrix.yaml"), "--executor", "ray", "--address", f"127.0.0.1:{free_port()}")
     assert code == 2 and out == ""
     assert err.startswith("error: --address 127.0.0.1:") and "cannot connect (connection refused)" in err and "Traceback" not in err
+
+
+def test_tuning_runs_first_one_task_per_device_and_the_deploys_use_it(monkeypatch, tmp_path):
+    monkeypatch.setenv("EDGESDK_CACHE_DIR", str(tmp_path / "cache"))  # a tuning database changes every later pc build
+    onnx.save(MODELS["tiny_cnn"][0](), tmp_path / "cnn.onnx")
+    models = [{"path": "cnn.onnx", "input_shapes": MODELS["tiny_cnn"][1]}]
+    matrix = tmp_path / "matrix.yaml"
+    matrix.write_text(yaml.safe_dump({"models": models, "devices": ["pc", "mcu"], "tune": {"trials": 2, "budget_s": 20}, "output": "out"}))
+    report = batch(matrix, workers=2)
+    assert not report.failed
+    lines = sorted(report.tuning)
+    assert lines[0] == "mcu: not tuned: its code does not run here"
+    assert lines[1].startswith("pc: cnn at none: ") and " kernels tuned in " in lines[1] and not lines[1].startswith("pc: cnn at none: 0 kernels")
+    pc = next(row for row in report.rows if row.device == "pc")
+    database = edgesdk.tune(tmp_path / "cnn.onnx", "pc", input_shapes=MODELS["tiny_cnn"][1], trials=2, budget_s=1e-9)
+    chosen = sum(kernel.chosen == "tuned" for kernel in database.kernels)  # what the batch's tune found, read back
+    assert pc.tuned_kernels == chosen and pc.verified

@@ -46,6 +46,8 @@ def batch_command(
         title = f"{report.matrix}: {len(report.rows)} deploys on {report.executor}" + (f" ({report.resumed} kept from the last run)" if report.resumed else "")
         print_table(title, columns, [_cells(row, wide) for row in report.rows], wide=wide)
         say = out_console()
+        for line in report.tuning:
+            say.print(f"tune: {line}", highlight=False)
         say.print(f"results: {Path(report.output) / 'results.json'}", highlight=False)
         for path in report.html:
             say.print(f"report: {path}", highlight=False)

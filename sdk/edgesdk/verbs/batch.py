@@ -1,5 +1,7 @@
 """`edgesdk batch MATRIX.yaml`: deploy every model to every device at every precision, each deploy
-a task in its own worker process (edgesdk.distributed.executors: a local pool or Ray).
+a task in its own worker process (edgesdk.distributed.executors: a local pool or Ray). With ``tune:``, the kernels are tuned first,
+one task per device whose code runs here (edgesdk.verbs.tune), and the deploys build with the
+winners.
 
 The matrix file names the models (with their input shapes, calibration and verification inputs),
 the devices, the precisions and the output directory. Each deploy writes its artifact to
@@ -24,10 +26,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from edgesdk.artifact.files import MANIFEST_NAME, REPORT_FILE, read_manifest
 from edgesdk.artifact.manifest import Manifest
 from edgesdk.compile.build_cache import sha256_file
+from edgesdk.compile.targets import runs_here
 from edgesdk.devices.registry import devices as all_devices
 from edgesdk.devices.registry import get_device
 from edgesdk.distributed.executors import TaskFailed, executor
-from edgesdk.errors import CheckFailed, DoesNotFit, UserInputError, describe_validation_error
+from edgesdk.errors import CheckFailed, DoesNotFit, EdgeSDKError, UserInputError, describe_validation_error
 from edgesdk.progress import Listener, reporting, stage
 from edgesdk.quantization.accuracy import Accuracy
 from edgesdk.quantization.recipe import options_for
@@ -35,6 +38,7 @@ from edgesdk.report.html import compare_html
 from edgesdk.simulate.cost_report import CompareReport, CompareRow
 from edgesdk.verbs.deploy import deploy
 from edgesdk.verbs.pipeline import checked_options
+from edgesdk.verbs.tune import DEFAULT_TRIALS, tune
 from edgesdk.versions import edgesdk_version
 
 RESULTS_FILE = "results.json"
@@ -58,6 +62,13 @@ class MatrixModel(_Record):
         return self.name or self.path.stem
 
 
+class MatrixTuning(_Record):
+    """Tune the kernels before deploying (`edgesdk tune`): for each device whose code runs on the workers."""
+
+    trials: int = Field(DEFAULT_TRIALS, ge=1, description="MetaSchedule candidates measured per kernel.")
+    budget_s: float | None = Field(None, gt=0, description="Per model and precision: start no kernel after this many seconds.")
+
+
 class Matrix(_Record):
     """What `edgesdk batch` reads: models x devices x precisions, and where the results go."""
 
@@ -65,6 +76,7 @@ class Matrix(_Record):
     devices: list[str] | Literal["all"] = "all"
     precisions: list[str] = Field(["none"], min_length=1, description="Quantization schemes; none is the model's own precision; auto each device's.")
     options: dict[str, Any] = Field({}, description="Quantization options (range_method, group_size, ...), given to the precisions that use them.")
+    tune: MatrixTuning | None = Field(None, description="Tune first (devices whose code runs here); the deploys then use the tuned schedules.")
     output: Path = Field(Path("build/matrix"), description="The output directory.")
 
     @field_validator("models")
@@ -93,6 +105,7 @@ class MatrixRow(_Record):
     report: str | None = None
     error: str | None = None
     seconds: float | None = Field(None, description="The task's wall time in its worker.")
+    tuned_kernels: int | None = Field(None, description="Kernels of the artifact built with a tuned schedule.")
     key: str = Field(description="Digest of the task's inputs and settings: a rerun keeps a row whose key is unchanged.")
 
 
@@ -104,6 +117,7 @@ class BatchReport(_Record):
     executor: str
     rows: list[MatrixRow]
     resumed: int = Field(description="Rows kept from an earlier run of the matrix.")
+    tuning: list[str] = Field([], description="What the tuning tasks did (`tune:` in the matrix), one line per model and precision.")
     html: list[str] = Field(description="The compare report of each model's deployed rows.")
 
     @property
@@ -163,7 +177,7 @@ def _tasks(matrix: Matrix, profiles_dir) -> list[_Task]:
             for precision in dict.fromkeys(matrix.precisions):
                 resolved = get_device(device, profiles_dir).quantization.scheme if precision == "auto" else precision
                 options = options_for(resolved, recipe_options)
-                key = _digest(edgesdk_version(), files, model.input_shapes, device, precision, options)
+                key = _digest(edgesdk_version(), files, model.input_shapes, device, precision, options, matrix.tune)
                 out = matrix.output / model.label / f"{device}-{precision}"
                 tasks.append(_Task(model=model, device=device, precision=precision, options=options, out=out, key=key))
     return tasks
@@ -177,6 +191,7 @@ def _row(task: _Task, manifest: Manifest | None, **fields: Any) -> MatrixRow:
         row.verified = manifest.verification.passed
         row.accuracy = manifest.quantization.accuracy
         row.fits = True  # a deploy that does not fit writes nothing
+        row.tuned_kernels = len(manifest.build.tuned_kernels)
         if manifest.estimate is not None:
             row.latency_ms, row.energy_mj = manifest.estimate.latency_ms, manifest.estimate.energy_mj
             row.peak_memory_bytes = manifest.estimate.peak_memory_bytes
@@ -202,6 +217,39 @@ def deploy_task(task: _Task, profiles_dir: str | None) -> MatrixRow:
     if fits is not None:
         row.fits = fits
     return row
+
+
+def tune_task(tasks: list[_Task], tuning: MatrixTuning, profiles_dir: str | None) -> list[str]:
+    """In the worker: tune every model and precision of one device, one after another (so that
+    one task writes the device's tuning database, and no two tunes time each other's work)."""
+    lines = []
+    for task in tasks:
+        model, label = task.model, f"{task.device}: {task.model.label} at {task.precision}"
+        quantized = (get_device(task.device, profiles_dir).quantization.scheme if task.precision == "auto" else task.precision) != "none"
+        try:
+            report = tune(
+                model.path, task.device, input_shapes=model.input_shapes or None, trials=tuning.trials, budget_s=tuning.budget_s,
+                quantize=task.precision, calibration=model.calibration if quantized else None, profiles_dir=profiles_dir, **task.options,
+            )  # fmt: skip
+        except EdgeSDKError as exc:
+            lines.append(f"{label}: not tuned: {exc}")
+            continue
+        chosen = sum(kernel.chosen == "tuned" for kernel in report.kernels)
+        lines.append(f"{label}: {len(report.kernels)} kernels tuned in {report.seconds:.0f} s, {chosen} faster than the rules")
+    return lines
+
+
+def _tuned(chosen, tasks: list[_Task], tuning: MatrixTuning, profiles_dir: str | None) -> list[str]:
+    """The tuning tasks, one per device whose code runs here, on ``chosen`` executor."""
+    by_device: dict[str, list[_Task]] = {}
+    for task in tasks:
+        by_device.setdefault(task.device, []).append(task)
+    lines = [f"{device}: not tuned: its code does not run here" for device in by_device if not runs_here(get_device(device, profiles_dir).target)]
+    groups = [(group, tuning, profiles_dir) for device, group in by_device.items() if runs_here(get_device(device, profiles_dir).target)]
+    for done, (index, outcome) in enumerate(chosen.run(tune_task, groups), 1):
+        lines += [f"{groups[index][0][0].device}: not tuned: {outcome.message}"] if isinstance(outcome, TaskFailed) else outcome
+        stage(f"tune {done}/{len(groups)} done: {groups[index][0][0].device}")
+    return lines
 
 
 def _earlier(output: Path) -> dict[str, MatrixRow]:
@@ -273,6 +321,8 @@ def batch(
         _write(loaded.output / RESULTS_FILE, report.model_dump_json(indent=1) + "\n")
 
     with reporting(on_stage):
+        if loaded.tune is not None and todo:
+            report.tuning = _tuned(chosen, [tasks[index] for index in todo], loaded.tune, profiles)
         stage(f"batch: {len(todo)} of {len(tasks)} deploys to run on {chosen.name}")
         for done, (number, outcome) in enumerate(chosen.run(deploy_task, [(tasks[index], profiles) for index in todo]), 1):
             task = tasks[todo[number]]
