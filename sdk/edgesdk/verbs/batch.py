@@ -1,7 +1,7 @@
 """`edgesdk batch MATRIX.yaml`: deploy every model to every device at every precision, each deploy
-a task in its own worker process (edgesdk.distributed.executors: a local pool or Ray). With ``tune:``, the kernels are tuned first,
-one task per device whose code runs here (edgesdk.verbs.tune), and the deploys build with the
-winners.
+a task in its own worker process (edgesdk.distributed.executors: a local pool or Ray). With
+``tune:``, the kernels are tuned first, one task per device whose code runs here
+(edgesdk.verbs.tune), and the deploys build with the winners.
 
 The matrix file names the models (with their input shapes, calibration and verification inputs),
 the devices, the precisions and the output directory. Each deploy writes its artifact to
@@ -52,7 +52,7 @@ class MatrixModel(_Record):
     """A model of the matrix; relative paths are relative to the matrix file."""
 
     path: Path
-    name: str | None = Field(None, description="What its rows and directory are called [default: the file's stem].")
+    name: str | None = Field(None, pattern=r"^[\w.-]+$", description="What its rows and directory are called [default: the file's stem].")
     input_shapes: dict[str, list[int]] = Field({}, description="Shapes of its dynamic inputs, as --input-shape gives them.")
     calibration: Path | None = Field(None, description="Calibration samples (.npz) for the quantized precisions.")
     inputs: Path | None = Field(None, description="Inputs (.npz) to verify on, instead of random ones.")
@@ -132,8 +132,12 @@ class _Task(_Record):
     device: str
     precision: str
     options: dict[str, Any]
+    quantized: bool = Field(description="Whether the precision, resolved for the device, quantizes: it then takes the calibration samples.")
     out: Path
     key: str
+
+    def calibration(self) -> Path | None:
+        return self.model.calibration if self.quantized else None
 
 
 def load_matrix(path: str | os.PathLike) -> Matrix:
@@ -179,7 +183,7 @@ def _tasks(matrix: Matrix, profiles_dir) -> list[_Task]:
                 options = options_for(resolved, recipe_options)
                 key = _digest(edgesdk_version(), files, model.input_shapes, device, precision, options, matrix.tune)
                 out = matrix.output / model.label / f"{device}-{precision}"
-                tasks.append(_Task(model=model, device=device, precision=precision, options=options, out=out, key=key))
+                tasks.append(_Task(model=model, device=device, precision=precision, options=options, quantized=resolved != "none", out=out, key=key))
     return tasks
 
 
@@ -201,12 +205,11 @@ def _row(task: _Task, manifest: Manifest | None, **fields: Any) -> MatrixRow:
 def deploy_task(task: _Task, profiles_dir: str | None) -> MatrixRow:
     """In the worker: deploy one cell of the matrix, and its row (an error, too, is a row)."""
     model, started = task.model, time.perf_counter()
-    quantized = (get_device(task.device, profiles_dir).quantization.scheme if task.precision == "auto" else task.precision) != "none"
     error, fits = None, None
     try:
         deploy(
             model.path, task.device, task.out, input_shapes=model.input_shapes or None, quantize=task.precision,
-            calibration=model.calibration if quantized else None, inputs=model.inputs, profiles_dir=profiles_dir, **task.options,
+            calibration=task.calibration(), inputs=model.inputs, profiles_dir=profiles_dir, **task.options,
         )  # fmt: skip
     except DoesNotFit as exc:
         error, fits = str(exc), False
@@ -225,11 +228,10 @@ def tune_task(tasks: list[_Task], tuning: MatrixTuning, profiles_dir: str | None
     lines = []
     for task in tasks:
         model, label = task.model, f"{task.device}: {task.model.label} at {task.precision}"
-        quantized = (get_device(task.device, profiles_dir).quantization.scheme if task.precision == "auto" else task.precision) != "none"
         try:
             report = tune(
                 model.path, task.device, input_shapes=model.input_shapes or None, trials=tuning.trials, budget_s=tuning.budget_s,
-                quantize=task.precision, calibration=model.calibration if quantized else None, profiles_dir=profiles_dir, **task.options,
+                quantize=task.precision, calibration=task.calibration(), profiles_dir=profiles_dir, **task.options,
             )  # fmt: skip
         except EdgeSDKError as exc:
             lines.append(f"{label}: not tuned: {exc}")
@@ -244,11 +246,13 @@ def _tuned(chosen, tasks: list[_Task], tuning: MatrixTuning, profiles_dir: str |
     by_device: dict[str, list[_Task]] = {}
     for task in tasks:
         by_device.setdefault(task.device, []).append(task)
-    lines = [f"{device}: not tuned: its code does not run here" for device in by_device if not runs_here(get_device(device, profiles_dir).target)]
-    groups = [(group, tuning, profiles_dir) for device, group in by_device.items() if runs_here(get_device(device, profiles_dir).target)]
+    tunable = {device: runs_here(get_device(device, profiles_dir).target) for device in by_device}
+    lines = [f"{device}: not tuned: its code does not run here" for device, here in tunable.items() if not here]
+    devices = [device for device, here in tunable.items() if here]
+    groups = [(by_device[device], tuning, profiles_dir) for device in devices]
     for done, (index, outcome) in enumerate(chosen.run(tune_task, groups), 1):
-        lines += [f"{groups[index][0][0].device}: not tuned: {outcome.message}"] if isinstance(outcome, TaskFailed) else outcome
-        stage(f"tune {done}/{len(groups)} done: {groups[index][0][0].device}")
+        lines += [f"{devices[index]}: not tuned: {outcome.message}"] if isinstance(outcome, TaskFailed) else outcome
+        stage(f"tune {done}/{len(groups)} done: {devices[index]}")
     return lines
 
 
