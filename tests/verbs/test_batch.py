@@ -23,7 +23,8 @@ def write(directory, data) -> str:
 
 
 def test_paths_are_relative_to_the_matrix_file_and_every_cell_is_a_task(files):
-    matrix = load_matrix(write(files, {"models": [{"path": "a.onnx", "calibration": "a.npz"}, {"path": "b.onnx", "name": "bee"}], "devices": ["pc", "mcu"], "precisions": ["none", "int8", "none"], "output": "out"}))  # fmt: skip
+    models = [{"path": "a.onnx", "calibration": "a.npz"}, {"path": "b.onnx", "name": "bee"}]
+    matrix = load_matrix(write(files, {"models": models, "devices": ["pc", "mcu"], "precisions": ["none", "int8", "none"], "output": "out"}))
     assert matrix.models[0].path == files / "a.onnx" and matrix.models[0].calibration == files / "a.npz"
     assert matrix.output == files / "out" and [model.label for model in matrix.models] == ["a", "bee"]
     tasks = _tasks(matrix, None)
@@ -47,7 +48,7 @@ def test_paths_are_relative_to_the_matrix_file_and_every_cell_is_a_task(files):
     ],
 )
 def test_a_bad_matrix_is_one_line_naming_the_field(files, data, message):
-    with pytest.raises(UserInputError, match=None) as raised:
+    with pytest.raises(UserInputError) as raised:
         load_matrix(write(files, data))
     assert message in raised.value.message and "\n" not in raised.value.message
 
