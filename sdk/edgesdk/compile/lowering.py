@@ -259,9 +259,9 @@ def build(
     if spec.emit == "shared_library":
         executable.export_library(str(out_dir / spec.library_name), fcompile=spec.toolchain.fcompile())
         result = BuildResult(files=[spec.library_name], kernels=kernels, toolchain=spec.toolchain.describe(), tuned=tuned, arena_bytes=arena)
-        if spec.role == "device":
-            (code,) = (module for module in executable.mod.imports if module.kind == "llvm")
-            code.export_library(str(out_dir / spec.kernels_library_name), fcompile=spec.toolchain.fcompile())
+        code = [module for module in executable.mod.imports if module.kind == "llvm"]
+        if spec.role == "device" and code:  # none when every node runs on onnxruntime
+            code[0].export_library(str(out_dir / spec.kernels_library_name), fcompile=spec.toolchain.fcompile())
             result.files.append(spec.kernels_library_name)
         if spec.standalone:
             if weights is None or io_names is None:
