@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import struct
 from pathlib import Path
 
@@ -30,3 +31,10 @@ def elf_header(path: Path) -> tuple[int, int, int]:
 def save(model: onnx.ModelProto, path: Path) -> Path:
     onnx.save(model, path)
     return path
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]

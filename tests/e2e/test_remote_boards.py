@@ -19,15 +19,9 @@ from tvm import rpc
 import edgesdk
 from edgesdk.simulate.fit import fit_file
 from edgesdk.testing.models import mlp
-from tests.e2e.conftest import save
+from tests.e2e.conftest import free_port, save
 
 pytestmark = pytest.mark.slow
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def started(arguments: list[str], port: int, log: Path) -> subprocess.Popen:

@@ -7,7 +7,6 @@ import json
 import math
 import os
 import shutil
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -21,19 +20,13 @@ import edgesdk
 from edgesdk.frontend.tensors import save_npz
 from edgesdk.verbs.batch import RESULTS_FILE, batch
 from tests.conftest import BUILTIN_DEVICES
-from tests.e2e.conftest import MODELS
+from tests.e2e.conftest import MODELS, free_port
 
 pytestmark = pytest.mark.slow
 
 RAY = Path(sys.executable).parent / "ray"
 # What differs between two deploys of the same thing: when, where, and how long the compile took.
 VOLATILE = {"created_utc", "compile_seconds", "compile_stages", "cached", "measured"}
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
