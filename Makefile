@@ -17,10 +17,10 @@ $(RUNTIME_STAMP): pyproject.toml
 	$(PIP_INSTALL) -e .
 	touch $(RUNTIME_STAMP)
 
-# Plus the test extra and the distributed one (Ray, the RPC tracker's tornado); again whenever the
+# Plus the test extra, the distributed one (Ray, the RPC tracker's tornado) and train (torch); again whenever the
 # runtime install was redone (so when the pins change).
 $(TEST_STAMP): $(RUNTIME_STAMP)
-	$(PIP_INSTALL) -e '.[test,distributed]'
+	$(PIP_INSTALL) -e '.[test,distributed,train]'
 	touch $(TEST_STAMP)
 
 # Debian's arm-none-eabi-gcc compiles the mcu's C kernels to a Cortex-M object (optional:

@@ -22,6 +22,7 @@ LAYERS = [
     ["edgesdk.devices"],
     ["edgesdk.frontend"],
     ["edgesdk.quantization"],
+    ["edgesdk.training"],
     ["edgesdk.compile"],
     ["edgesdk.simulate"],
     ["edgesdk.artifact"],

@@ -21,6 +21,7 @@ from edgesdk.verbs.deploy import deploy
 from edgesdk.verbs.doctor import DoctorReport, doctor
 from edgesdk.verbs.new import new
 from edgesdk.verbs.profile import CostReport, profile
+from edgesdk.verbs.qat import QatReport, qat
 from edgesdk.verbs.quantize import QuantizeReport, quantize
 from edgesdk.verbs.tune import TuneReport, tune
 from edgesdk.versions import edgesdk_version
@@ -46,6 +47,7 @@ __all__ = [
     "Pass",
     "PluginInfo",
     "ProfileError",
+    "QatReport",
     "QuantizationRecipe",
     "QuantizeReport",
     "Template",
@@ -67,6 +69,7 @@ __all__ = [
     "new",
     "plugins",
     "profile",
+    "qat",
     "quantize",
     "tune",
 ]

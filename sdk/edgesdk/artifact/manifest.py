@@ -14,6 +14,7 @@ from edgesdk.quantization.accuracy import Accuracy
 from edgesdk.quantization.layer_error import LayerError
 from edgesdk.simulate.cost_report import Estimate, Fallback, LayerCost, PartitionInfo, Placement
 from edgesdk.simulate.measure import Measurement
+from edgesdk.training.origin import TrainingOrigin
 
 __all__ = ["Estimate", "Fallback", "LayerCost", "PartitionInfo", "Placement"]  # parts of the manifest, defined by the simulator
 
@@ -49,6 +50,7 @@ class ModelInfo(_Record):
         description="Inputs that set a shape (a Reshape's shape, a Slice's starts), fixed at deploy to these values (from `--inputs`): "
         "the artifact computes that case only, and `run` takes such an input only with this value.",
     )
+    trained: TrainingOrigin | None = Field(None, description="Set when the model came from `edgesdk qat`: how it was trained (ONNX metadata `edgesdk.qat`).")
 
 
 class QuantizedLayer(_Record):

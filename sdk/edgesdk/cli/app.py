@@ -21,6 +21,7 @@ import edgesdk
 from edgesdk.cli import commands as cli_deploy
 from edgesdk.cli import new as cli_new
 from edgesdk.cli import scale as cli_scale
+from edgesdk.cli import training as cli_training
 from edgesdk.cli.options import QUIET, JsonOption, ProfilesDirOption, print_json
 from edgesdk.cli.options import console as out_console
 from edgesdk.cli.tables import Column, print_table
@@ -141,6 +142,7 @@ def make_app() -> typer.Typer:
     cli_deploy.register(app)
     cli_new.register(app)
     cli_scale.register(app)
+    cli_training.register(app)
     plugin_manager.collect("edgesdk_register_commands", app=app)
     return app
 

@@ -32,6 +32,7 @@ from edgesdk.cli.options import (
     UnitOption,
     WideOption,
     WorkersOption,
+    input_shapes,
     print_json,
     with_quantize_options,
 )
@@ -41,7 +42,6 @@ from edgesdk.cli.tables import Column, print_fields, print_table
 from edgesdk.devices.profile import DeviceProfile
 from edgesdk.distributed.boards import board_from
 from edgesdk.errors import UserInputError
-from edgesdk.frontend.model import parse_input_shape
 from edgesdk.frontend.tensors import load_npz, save_npz
 from edgesdk.plugin.passes import parse_pass_options
 from edgesdk.report.advice import fallback_reasons, hints
@@ -160,11 +160,6 @@ def _emulation_text(emulation: EmulationInfo) -> str:
     return ", ".join([*parts, f"{emulation.seconds:.2f} s here"])
 
 
-def _input_shapes(texts: list[str] | None) -> dict[str, list[int]]:
-    """The repeated ``--input-shape NAME=D1,D2,...`` options as ``{name: dims}``."""
-    return dict(parse_input_shape(text) for text in texts or [])
-
-
 def deploy_command(
     model: Annotated[Path, typer.Argument(help="The ONNX model file.", show_default=False)],
     device: Annotated[str, typer.Option("--device", "-d", help="Device id (see `edgesdk devices`).", show_default=False)],
@@ -194,7 +189,7 @@ def deploy_command(
     quantize_options: dict[str, Any],  # always given, by with_quantize_options
 ) -> None:
     """Compile MODEL for a device through TVM, verify it against onnxruntime, write the artifact."""
-    shapes = _input_shapes(input_shape)
+    shapes = input_shapes(input_shape)
     requested = parse_pass_options(passes or [])
     with progress() as on_stage:
         artifact = edgesdk.deploy(
@@ -312,7 +307,7 @@ def profile_command(
     quantize_options: dict[str, Any],  # always given, by with_quantize_options
 ) -> None:
     """Cost report: the simulated cost of a model on a device, per kernel and in total."""
-    shapes = _input_shapes(input_shape)
+    shapes = input_shapes(input_shape)
     with progress() as on_stage:
         report = edgesdk.profile(
             source,
@@ -419,7 +414,7 @@ def quantize_command(
     quantize_options: dict[str, Any],  # always given, by with_quantize_options
 ) -> None:
     """Quantize a model to an ONNX model onnxruntime runs (+ encodings JSON), optionally mixed precision."""
-    shapes = _input_shapes(input_shape)
+    shapes = input_shapes(input_shape)
     with progress() as on_stage:
         report = edgesdk.quantize(
             model,
@@ -475,7 +470,7 @@ def compare_command(
     quantize_options: dict[str, Any],  # always given, by with_quantize_options
 ) -> None:
     """Simulated cost of one model on many devices, at one or more precisions, and their accuracy."""
-    shapes = _input_shapes(input_shape)
+    shapes = input_shapes(input_shape)
     with progress() as on_stage:
         report = edgesdk.compare(
             model,
@@ -530,7 +525,7 @@ def tune_command(
     """Tune the model's conv/matmul kernels with MetaSchedule on this host; later deploys use the winners."""
     with progress() as on_stage:
         report = edgesdk.tune(
-            model, device, input_shapes=_input_shapes(input_shape), trials=trials, budget_s=budget_s, quantize=quantize,
+            model, device, input_shapes=input_shapes(input_shape), trials=trials, budget_s=budget_s, quantize=quantize,
             calibration=calibration, profiles_dir=profiles_dir, on_stage=on_stage, **quantize_options,
         )  # fmt: skip
     if json_output:

@@ -15,6 +15,8 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
+from edgesdk.frontend.model import parse_input_shape
+
 # `edgesdk --quiet`: set by the root command for one invocation (main() resets it).
 QUIET: ContextVar[bool] = ContextVar("quiet", default=False)
 
@@ -119,3 +121,8 @@ def with_quantize_options(command: Callable) -> Callable:
     # what typer reads; functools.wraps' _Wrapped type does not declare __signature__
     wrapper.__signature__ = signature.replace(parameters=[*own, *added])  # type: ignore[attr-defined]
     return wrapper
+
+
+def input_shapes(texts: list[str] | None) -> dict[str, list[int]]:
+    """The repeated ``--input-shape NAME=D1,D2,...`` options as ``{name: dims}``."""
+    return dict(parse_input_shape(text) for text in texts or [])

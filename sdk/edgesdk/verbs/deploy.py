@@ -78,6 +78,7 @@ from edgesdk.report.html import cost_html
 from edgesdk.simulate.budget import activation_bytes, over_budget
 from edgesdk.simulate.cost_report import Estimate, Fallback, PatchInfo, byte_size
 from edgesdk.simulate.partition import ARITHMETIC_CLASSES, Partition, compute_dtype
+from edgesdk.training.origin import training_origin
 from edgesdk.verbs.pipeline import checked_options, cpu_unit, estimated, load_precision, onnxruntime_fallbacks, read_analysis, unsupported_on
 from edgesdk.versions import edgesdk_version, tvm_version
 
@@ -377,6 +378,7 @@ def _manifest(
             inputs=[TensorInfo(**spec.to_json()) for spec in prepared.inputs],
             outputs=[TensorInfo(**spec.to_json()) for spec in prepared.outputs],
             bound_inputs={name: value.ravel().tolist() for name, value in prepared.bound_inputs.items()},
+            trained=training_origin(precision.original.proto),
         ),
         quantization=_quantization_info(prepared, precision, analysis, _stored_bytes(compiled.model_dir / WEIGHTS_FILE)),
         files=files,

@@ -35,7 +35,7 @@ from edgesdk.quantization.accuracy import Accuracy, measure_agreement
 from edgesdk.quantization.opset import for_scheme
 from edgesdk.quantization.ptq import quantizable_nodes
 from edgesdk.quantization.recipe import WEIGHT_ONLY, Recipe, recipe
-from edgesdk.quantization.schemes import quantized_model, stored_bits, warn_if_few
+from edgesdk.quantization.schemes import Precision, quantized_model, stored_bits, warn_if_few
 from edgesdk.verbs.pipeline import checked_options, load_precision
 
 logger = logging.getLogger("edgesdk")
@@ -124,22 +124,33 @@ def encodings(qdq: onnx.ModelProto) -> dict:
     return {"version": "1.0.0", "activation_encodings": activations, "param_encodings": params}
 
 
-def _encodings_path(out: Path) -> Path:
+def encodings_path(out: Path) -> Path:
     return out.with_name(out.stem + ".encodings.json")
 
 
-def _check_output(out: Path) -> None:
+def check_output(out: Path) -> None:
     if out.suffix != ".onnx":
         raise UserInputError(f"-o {out}: the output is an ONNX model", hint="name it *.onnx")
-    for path in (out, _encodings_path(out)):
+    for path in (out, encodings_path(out)):
         if path.exists():
             raise UserInputError(f"{path}: the file exists; edgesdk does not overwrite it", hint="choose another -o or remove it")
+
+
+def write_quantized(proto: onnx.ModelProto, out: Path) -> dict:
+    """Write ``proto`` to ``out`` and its encodings beside it (the model last, renamed into place, so
+    a failure leaves no model); returns the encodings."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = out.with_name(f".{out.name}.partial")
+    staging.write_bytes(proto.SerializeToString())
+    written = encodings(proto)
+    encodings_path(out).write_text(json.dumps(written, indent=1) + "\n")
+    staging.rename(out)
+    return written
 
 
 def quantize_model(model: Model, samples, out: Path, chosen: Recipe, *, analyze: bool = False, max_drop: float | None = None) -> QuantizeReport:
     """Quantize ``model`` as ``chosen`` says (measured on ``samples``), write it to ``out`` and its
     encodings beside it; optionally analyse sensitivity and keep layers in float to meet ``max_drop``."""
-    encodings_path = _encodings_path(out)
     quantized = quantized_model(model, chosen, samples)
     current, accuracy = _measure(quantized, model, samples) if samples else (None, None)
     layers = sensitivity(model, samples, chosen) if analyze or max_drop is not None else []
@@ -152,21 +163,15 @@ def quantize_model(model: Model, samples, out: Path, chosen: Recipe, *, analyze:
             kept.append(layer.node)
             quantized = quantized_model(model, chosen, samples, keep_float=kept)
             current, accuracy = _measure(quantized, model, samples)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = out.with_name(f".{out.name}.partial")
-    staging.write_bytes(quantized.serialized)
-    written = encodings(quantized.proto)
-    if not written["param_encodings"]:
+    if not write_quantized(quantized.proto, out)["param_encodings"]:
         logger.warning(f"{model.name}: no conv/matmul weight could be quantized ({chosen.scheme}): the model is written with its weights in float")
-    encodings_path.write_text(json.dumps(written, indent=1) + "\n")
-    staging.rename(out)
     return QuantizeReport(
         model=model.name,
         scheme=chosen.scheme,
         range_method=chosen.range_method,
         group_size=chosen.group_size,
         output=str(out),
-        encodings=str(encodings_path),
+        encodings=str(encodings_path(out)),
         samples=len(samples),
         drop_pt=None if current is None else round(current, 4),
         accuracy=accuracy,
@@ -200,13 +205,18 @@ def quantize(
     chosen = recipe(scheme, calibration, None, **recipe_options)
     if (analyze or max_drop is not None) and calibration is None:
         raise UserInputError("--analyze and --max-drop measure the drop on --calibration samples", hint="give --calibration NPZ")
-    # Loaded and checked like a deploy's model (static shapes for the samples); what is quantized
-    # is the user's own graph, so its dynamic dims survive.
-    _check_output(Path(out))
+    check_output(Path(out))
     with reporting(on_stage):
-        stage("load")
-        loaded = load_precision(source, input_shapes, Recipe(), calibration)
-        warn_if_few(loaded.samples, scheme)
+        loaded, model = users_graph(source, input_shapes, calibration, scheme)
         with our_step("quantize", loaded.original.where):
-            model = for_scheme(with_dynamic_dims(loaded.original, source), scheme, loaded.samples)
             return quantize_model(model, loaded.samples, Path(out), chosen, analyze=analyze, max_drop=max_drop)
+
+
+def users_graph(source, input_shapes, calibration, scheme: str) -> tuple[Precision, Model]:
+    """The model loaded and checked like a deploy's (static shapes for the samples), and the user's
+    own graph at ``scheme``'s opset: what is quantized, so its dynamic dims survive."""
+    stage("load")
+    loaded = load_precision(source, input_shapes, Recipe(), calibration)
+    warn_if_few(loaded.samples, scheme)
+    with our_step("quantize", loaded.original.where):
+        return loaded, for_scheme(with_dynamic_dims(loaded.original, source), scheme, loaded.samples)
