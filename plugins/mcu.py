@@ -11,6 +11,7 @@ def edgesdk_device_profiles():
 
 @hookimpl
 def edgesdk_backends():
-    # Cortex-M7 with the double-precision FPU of the STM32H7 (fpv5-d16), hard-float ABI.
-    gcc = GCC(command="arm-none-eabi-gcc", flags=["-mcpu=cortex-m7", "-mthumb", "-mfloat-abi=hard", "-mfpu=fpv5-d16", "-O2"])
+    # Cortex-M7 with the double-precision FPU of the STM32H7 (fpv5-d16), hard-float ABI; float16
+    # (group scales of 4-bit weights) as the IEEE half format, which the FPU converts.
+    gcc = GCC(command="arm-none-eabi-gcc", flags=["-mcpu=cortex-m7", "-mthumb", "-mfloat-abi=hard", "-mfpu=fpv5-d16", "-mfp16-format=ieee", "-O2"])
     return [Backend(name="mcu", description="C kernels for Cortex-M7 + an ARM object", emit="c_source", toolchain=gcc)]

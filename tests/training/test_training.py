@@ -167,7 +167,7 @@ def qdq_model(tmp_path) -> onnx.ModelProto:
 
 def _origin() -> TrainingOrigin:
     return TrainingOrigin(
-        method="qat", scheme="int8", loss="mse", epochs=1, best_epoch=1, learning_rate=1e-3, batch_size=4, seed=0, samples=8,
+        method="qat", scheme="int8", loss="mse", epochs=1, best_epoch=1, learning_rate=1e-3, batch_size=4, seed=0, samples=8, validation_samples=2,
         trainable_parameters=1, loss_before=1.0, loss_after=0.5,
     )  # fmt: skip
 
@@ -199,7 +199,7 @@ def test_training_lowers_the_loss_keeps_the_best_epoch_and_is_seeded(tmp_path):
     runs = []
     for _ in range(2):
         module = GraphModule(proto, rank=2, seed=7)
-        result = train(module, inputs, targets, loss="mse", epochs=3, lr=1e-2, batch_size=16, seed=7)
+        result = train(module, inputs, targets, (inputs, targets), loss="mse", epochs=3, lr=1e-2, batch_size=16, seed=7)
         runs.append((result, exported(module, _origin()).SerializeToString()))
     (result, first), (again, second) = runs
     assert result.losses[result.best_epoch] == min(result.losses) < result.losses[0]

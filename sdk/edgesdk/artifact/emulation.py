@@ -60,7 +60,7 @@ BOARDS = {
     "cortex-m7": Board(
         machine="mps2-an500",
         cpu="cortex-m7",
-        flags=("-mcpu=cortex-m7", "-mthumb", "-mfloat-abi=hard", "-mfpu=fpv5-d16"),
+        flags=("-mcpu=cortex-m7", "-mthumb", "-mfloat-abi=hard", "-mfpu=fpv5-d16", "-mfp16-format=ieee"),
         flash=(0x0, 4 << 20),
         ram=(0x20000000, 4 << 20),
         clock_hz=25_000_000,

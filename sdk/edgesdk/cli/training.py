@@ -30,10 +30,10 @@ def qat_command(
     loss: Annotated[
         str | None, typer.Option("--loss", help="ce, mse, or distill (the float model's outputs are the targets) [default: ce with --labels, else distill].")
     ] = None,
-    epochs: Annotated[int, typer.Option("--epochs", help="Passes over the data.")] = 3,
+    epochs: Annotated[int, typer.Option("--epochs", help="Passes over the data.")] = 5,
     lr: Annotated[
         float, typer.Option("--lr", help="Adam's learning rate (cosine-annealed): weights move in units of their grid step, scales relatively.")
-    ] = 1e-3,
+    ] = 3e-3,
     lowrank: Annotated[
         int | None, typer.Option("--lowrank", metavar="R", help="LR-QAT: train rank-R adapters inside the integer grid instead of every weight.")
     ] = None,
@@ -58,7 +58,10 @@ def qat_command(
     how = f"LR-QAT rank {trained.lowrank}" if trained.lowrank else "QAT"
     say.print(f"{report.output}: {trained.scheme} {how}, {trained.epochs} epochs on {trained.samples} samples ({report.seconds:.1f} s)", highlight=False)
     epochs_text = " -> ".join(f"{value:.4g}" for value in report.losses)
-    say.print(f"{trained.loss} loss by epoch (0: PTQ): {epochs_text}; kept epoch {trained.best_epoch}", highlight=False)
+    say.print(
+        f"{trained.loss} loss on {trained.validation_samples} validation samples by epoch (0: PTQ): {epochs_text}; kept epoch {trained.best_epoch}",
+        highlight=False,
+    )
     say.print(f"trainable parameters {trained.trainable_parameters:,}; peak training memory {report.peak_memory_bytes / 2**20:.2f} MiB", highlight=False)
     say.print(f"vs float: PTQ {report.ptq_accuracy.short()}; trained {report.accuracy.short()}", highlight=False)
     say.print(f"encodings: {report.encodings}", highlight=False)

@@ -8,6 +8,7 @@ toolchain (``BuildSpec``); everything else is here, once.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -32,8 +33,17 @@ from edgesdk.frontend.shape_folding import fold_shapes
 from edgesdk.frontend.tensors import load_npz
 from edgesdk.plugin.toolchains import Toolchain
 
+# TVM's C code calls float16 `half` and declares no such type: the compiler's IEEE half
+# (arm-none-eabi-gcc's __fp16, storage only on a Cortex-M7: every operation converts to float).
+HALF_TYPE = """#if defined(__FLT16_MAX__)
+typedef _Float16 half;
+#else
+typedef __fp16 half;
+#endif
+"""
+
 # Bump when the lowering changes what it produces for the same inputs: it is part of cache keys.
-PIPELINE_VERSION = 83
+PIPELINE_VERSION = 84
 
 
 class BuildSpec(BaseModel):
@@ -100,9 +110,10 @@ def import_onnx(
     from edgesdk.compile.onnx_converters import converters_registered, supported_ops  # TVM classes: imported where TVM runs
     from edgesdk.compile.onnx_fallback import NodeGuard
     from edgesdk.compile.shape_casts import shapes_as_tensors
+    from edgesdk.compile.tensor_names import c_safe_initializers
 
     # Group-wise quantized weights (int4/int8 blocked dequantize): read here, packed below.
-    proto, blocked = extract_blocked_weights(onnx.load(str(model_path)))
+    proto, blocked = extract_blocked_weights(c_safe_initializers(onnx.load(str(model_path))))
     proto, expanded = expand_functions(proto, supported_ops(), kept=diverging or {})
     proto = fold_shapes(proto) if expanded else proto  # the bodies' own shape computations
     proto = shapes_as_tensors(proto)
@@ -274,6 +285,8 @@ def build(
         return result
 
     kernels_c = "\n".join(module.inspect_source() for module in executable.mod.imports if module.kind == "c")
+    if re.search(r"\bhalf\b", kernels_c):
+        kernels_c = HALF_TYPE + kernels_c
     (out_dir / f"{stem}.c").write_text(kernels_c)
     # The VM program (which kernel runs when, on which buffers) as text, for the device's runtime,
     # and as data (edgesdk.compile.program) for a runner without it.

@@ -29,8 +29,11 @@ class TrainingOrigin(BaseModel):
     batch_size: int
     seed: int
     samples: int = Field(description="Training samples.")
+    validation_samples: int = Field(
+        description="Samples held out of training (10% of the data) that chose the epoch kept; with under 160 samples, the training samples themselves."
+    )
     trainable_parameters: int
-    loss_before: float = Field(description="The loss of the post-training-quantized model on the training samples.")
+    loss_before: float = Field(description="The loss of the post-training-quantized model on the validation samples.")
     loss_after: float = Field(description="The loss of the model written, on the same samples.")
 
 

@@ -9,9 +9,9 @@ Losses, on the model's first output:
 - ``distill``: the float model's outputs are the targets (no labels): KL divergence of the
   softmax over the last axis when it holds scores, else mean squared error.
 
-After every epoch the loss is measured on (up to ``EVALUATION_SAMPLES`` of) the data with the
-quantizers as they are, and the best state, PTQ's (epoch 0) included, is the one kept: QAT never
-hands back a model worse than PTQ on the data it was given.
+After every epoch the loss is measured on the validation samples (up to ``EVALUATION_SAMPLES``),
+which training never sees, with the quantizers as they are; the best state, PTQ's (epoch 0)
+included, is the one kept: QAT never hands back a model worse than PTQ on data it was not fitted to.
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ logger = logging.getLogger("edgesdk")
 
 @dataclasses.dataclass
 class TrainingResult:
-    losses: list[float]  # per epoch, measured after it; [0] is PTQ's
+    losses: list[float]  # on the validation samples, per epoch, measured after it; [0] is PTQ's
     best_epoch: int
     trainable_parameters: int
     peak_memory_bytes: int
@@ -71,6 +71,10 @@ def task_loss(kind: str, output: torch.Tensor, target: torch.Tensor) -> torch.Te
     if output[0].numel() != target[0].numel():
         raise UserInputError(f"--labels: targets of {target[0].numel()} values per sample, but the model's first output has {output[0].numel()}")
     return F.mse_loss(output.reshape(batch, -1), target.reshape(batch, -1).float())
+
+
+def _tensors(arrays: Mapping[str, np.ndarray]) -> dict[str, torch.Tensor]:
+    return {name: torch.from_numpy(np.array(array)) for name, array in arrays.items()}
 
 
 def _batch(inputs: Mapping[str, torch.Tensor], index: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -123,6 +127,7 @@ def train(
     module: GraphModule,
     inputs: Mapping[str, np.ndarray],
     targets: np.ndarray,
+    validation: tuple[Mapping[str, np.ndarray], np.ndarray],
     *,
     loss: str,
     epochs: int,
@@ -131,18 +136,19 @@ def train(
     seed: int,
 ) -> TrainingResult:
     """Train ``module``'s trainable parameters on ``inputs`` (per input, samples stacked on the
-    first axis) against ``targets``; the best epoch's state is left in ``module``."""
+    first axis) against ``targets``; the state of the epoch best on ``validation`` (inputs,
+    targets) is left in ``module``."""
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
-    tensors = {name: torch.from_numpy(np.ascontiguousarray(array)) for name, array in inputs.items()}
-    wanted = torch.from_numpy(np.ascontiguousarray(targets))
+    tensors, wanted = _tensors(inputs), torch.from_numpy(np.array(targets))
+    held_inputs, held_targets = _tensors(validation[0]), torch.from_numpy(np.array(validation[1]))
     samples = len(wanted)
     parameters = module.trainable()
     optimizer = torch.optim.Adam(parameters, lr=lr)
     batches = math.ceil(samples / batch_size)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(epochs * batches, 1))
     started = time.perf_counter()
-    losses = [evaluate(module, tensors, wanted, loss, batch_size)]
+    losses = [evaluate(module, held_inputs, held_targets, loss, batch_size)]
     best, best_state = losses[0], copy.deepcopy(module.state_dict())
     peak = 0
     for epoch in range(1, epochs + 1):
@@ -164,8 +170,8 @@ def train(
             else:
                 value = step()
                 stage(f"epoch {epoch}/{epochs} step {number}/{batches}, loss {value:.4f}")
-        losses.append(evaluate(module, tensors, wanted, loss, batch_size))
-        stage(f"epoch {epoch}/{epochs} loss {losses[-1]:.4f}")
+        losses.append(evaluate(module, held_inputs, held_targets, loss, batch_size))
+        stage(f"epoch {epoch}/{epochs} validation loss {losses[-1]:.4f}")
         if losses[-1] < best:
             best, best_state = losses[-1], copy.deepcopy(module.state_dict())
     module.load_state_dict(best_state)

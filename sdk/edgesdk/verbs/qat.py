@@ -37,6 +37,8 @@ TRAIN_EXTRA = "pip install 'edgesdk[train]'"
 CALIBRATION_SAMPLES = 256  # PTQ's ranges come from the first samples, as `quantize --calibration` would
 AGREEMENT_SAMPLES = 64  # samples the PTQ and QAT models are compared with the float model on
 EXPORT_CHECK_SAMPLES = 8
+VALIDATION_SHARE = 0.1  # of --data: never trained on; the epoch kept is the best on them
+MIN_VALIDATION = 16
 
 
 class QatReport(BaseModel):
@@ -48,7 +50,7 @@ class QatReport(BaseModel):
     output: str
     encodings: str
     training: TrainingOrigin
-    losses: list[float] = Field(description="The loss on the training samples after each epoch; [0] is the PTQ model's.")
+    losses: list[float] = Field(description="The loss on the validation samples after each epoch; [0] is the PTQ model's.")
     peak_memory_bytes: int = Field(description="Peak memory of one training step (weights, gradients, optimizer state, activations), torch's profiler.")
     seconds: float = Field(description="Training time, evaluations included.")
     ptq_accuracy: Accuracy = Field(description="The PTQ model against the float model, on the first samples.")
@@ -57,6 +59,20 @@ class QatReport(BaseModel):
 
 def _stacked(samples: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
     return {name: np.stack([sample[name] for sample in samples]) for name in samples[0]}
+
+
+def _split(count: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Indices of the training and the validation samples: a seeded ``VALIDATION_SHARE`` of them
+    choose the epoch kept (all of them, training included, when there are too few to spare)."""
+    order = np.random.default_rng(seed).permutation(count)
+    held = int(count * VALIDATION_SHARE)
+    if held < MIN_VALIDATION:
+        return order, order
+    return np.sort(order[held:]), np.sort(order[:held])
+
+
+def _take(arrays: Mapping[str, np.ndarray], index: np.ndarray) -> dict[str, np.ndarray]:
+    return {name: array[index] for name, array in arrays.items()}
 
 
 def _targets(loss: str, labels: np.ndarray | None, float_bytes: bytes, samples: list[dict[str, np.ndarray]]) -> np.ndarray:
@@ -93,8 +109,8 @@ def qat(
     scheme: str = "int8",
     labels: str | None = None,
     loss: str | None = None,
-    epochs: int = 3,
-    lr: float = 1e-3,
+    epochs: int = 5,
+    lr: float = 3e-3,
     lowrank: int | None = None,
     batch_size: int = 32,
     seed: int = 0,
@@ -136,7 +152,12 @@ def qat(
         with our_step("qat", loaded.original.where):
             module = GraphModule(ptq.proto, rank=lowrank, seed=seed)
         stage("train")
-        result = train(module, _stacked(samples), wanted, loss=loss, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed)
+        training, validation = _split(len(samples), seed)
+        stacked = _stacked(samples)
+        result = train(
+            module, _take(stacked, training), wanted[training], (_take(stacked, validation), wanted[validation]),
+            loss=loss, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed,
+        )  # fmt: skip
         trained = TrainingOrigin(
             method="lr-qat" if lowrank else "qat",
             scheme=scheme,
@@ -147,7 +168,8 @@ def qat(
             learning_rate=lr,
             batch_size=batch_size,
             seed=seed,
-            samples=len(samples),
+            samples=len(training),
+            validation_samples=len(validation),
             trainable_parameters=result.trainable_parameters,
             loss_before=result.losses[0],
             loss_after=min(result.losses),
