@@ -69,7 +69,8 @@ def test_lr_qat_w4a8_deploys_to_the_phone_and_the_mcu_and_keeps_its_accuracy(tmp
 
 def test_full_qat_int8_from_the_command_line(tmp_path, run_cli, files):
     out = tmp_path / "int8.onnx"
-    code, stdout, _ = run_cli("qat", str(files / "digits.onnx"), "--data", str(files / "train.npz"), "--labels", "labels", "--epochs", "1", "-o", str(out), "--json")
+    data = ["--data", str(files / "train.npz"), "--labels", "labels"]
+    code, stdout, _ = run_cli("qat", str(files / "digits.onnx"), *data, "--epochs", "1", "-o", str(out), "--json")
     assert code == 0, stdout
     report = json.loads(stdout)
     assert report["training"]["method"] == "qat" and report["training"]["scheme"] == "int8" and report["training"]["epochs"] == 1
