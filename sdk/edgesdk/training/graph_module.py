@@ -173,6 +173,10 @@ class GraphModule(nn.Module):
                 self.float_of[name] = key
             else:
                 self.constants[name] = _tensor(array)
+        self.attributes = [_attributes(node) for node in graph.node]
+        for node, attributes in zip(graph.node, self.attributes, strict=True):
+            if node.op_type == "Split" and "num_outputs" not in attributes:
+                attributes["outputs"] = len(node.output)
         self.zero_points = {name: _tensor(arrays[name]) for node in graph.node if node.op_type == "QuantizeLinear" for name in node.input[2:3]}
         self.ranges = {
             node.output[0]: _INTEGER_RANGES[types[node.input[2]]] if len(node.input) > 2 else _INTEGER_RANGES[onnx.TensorProto.UINT8]
@@ -194,7 +198,7 @@ class GraphModule(nn.Module):
             values[name] = self.floats[key]
         for name, bias in self.bias_of.items():
             values[name] = self.floats[bias.key]
-        for node in self.proto.graph.node:
+        for node, attributes in zip(self.proto.graph.node, self.attributes, strict=True):
             if node.output[0] in values and node.op_type == "DequantizeLinear":
                 continue  # a weight or a bias, set above
             if node.op_type == "QuantizeLinear":
@@ -207,11 +211,8 @@ class GraphModule(nn.Module):
                 values[node.output[0]] = values[node.input[0]] if node.input[0] in self.ranges else _dequantize(node, values)
                 continue
             if node.op_type == "Constant":
-                values[node.output[0]] = next(iter(_attributes(node).values()))
+                values[node.output[0]] = next(iter(attributes.values()))
                 continue
-            attributes = _attributes(node)
-            if node.op_type == "Split" and "num_outputs" not in attributes:
-                attributes["outputs"] = len(node.output)
             arguments = [values[name] if name else None for name in node.input]
             while arguments and arguments[-1] is None:
                 arguments.pop()
