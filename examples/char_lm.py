@@ -2,7 +2,7 @@
 model for quantization-aware training of a language model.
 
 The text is Python's own documentation of its language (``pydoc_data.topics``, part of every
-CPython install: about 800 kB of English prose and code), so nothing is downloaded. The last
+CPython install: about 460 kB of English prose and code as ASCII), so nothing is downloaded. The last
 10% of the text is held out: never trained on, calibrated on or fine-tuned on. Training is seeded
 and takes about a minute on two cores (torch).
 
