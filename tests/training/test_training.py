@@ -11,7 +11,7 @@ from edgesdk.frontend.reference import reference_outputs
 from edgesdk.training.export import exported
 from edgesdk.training.graph_module import GraphModule
 from edgesdk.training.origin import TrainingOrigin, training_origin
-from edgesdk.training.quantizers import Grid, LowRankWeightQuantizer, WeightQuantizer, round_ste, scaled_gradient
+from edgesdk.training.quantizers import Grid, LowRankWeightQuantizer, WeightQuantizer, fake_quantize, round_ste, scaled_gradient
 from edgesdk.training.trainer import task_loss, train
 
 
@@ -212,3 +212,19 @@ def test_a_damaged_training_record_is_ignored(caplog):
     proto.metadata_props.append(onnx.StringStringEntryProto(key="edgesdk.qat", value="{not json"))
     assert training_origin(proto) is None
     assert "not edgesdk's record" in caplog.text
+
+
+def test_the_fused_activation_quantizer_has_the_gradients_of_its_formula():
+    """Under vmap too, as the graph runs: x's gradient passes inside the range only, the scale's is LSQ's."""
+    x = (torch.randn(4, 50, generator=torch.Generator().manual_seed(0)) * 3).requires_grad_()
+    scale, zero = torch.tensor(0.05, requires_grad=True), torch.tensor(3.0)
+    upstream = torch.randn(4, 50, generator=torch.Generator().manual_seed(1))
+    (torch.func.vmap(lambda row: fake_quantize(row, scale, zero, -128, 127))(x) * upstream).sum().backward()
+    ours = x.grad.clone(), scale.grad.clone()
+    x.grad, scale.grad = None, None
+    reference = (torch.clamp(round_ste(x / scale) + zero, -128, 127) - zero) * scale
+    assert torch.equal(reference.detach(), fake_quantize(x, scale, zero, -128, 127).detach())
+    (reference * upstream).sum().backward()
+    torch.testing.assert_close(ours[0], x.grad)
+    torch.testing.assert_close(ours[1], scale.grad)
+    assert 0 < int((ours[0] == 0).sum()) < x.numel()  # some values clipped

@@ -3,7 +3,9 @@
 - ``ActivationQuantizer``: a QuantizeLinear -> DequantizeLinear pair. ``s * (clamp(round(x / s) +
   z, lo, hi) - z)`` with the rounding's gradient passed straight through (STE) and the scale learned
   as LSQ learns it (Esser et al. 2020: the gradient of the clipped, rounded value with respect to
-  ``s``). The zero point stays the one PTQ chose.
+  ``s``). The zero point stays the one PTQ chose. Its autograd function saves only ``x`` and
+  recomputes the rest: autograd of the formula kept several copies of ``x`` per quantizer, 4x the
+  activation memory of the language model's training step (benchmarks/qat.py).
 - ``WeightQuantizer`` (full QAT): a float latent weight, per-channel or per-group learnable
   scales, ``s * clamp(round(w / s), lo, hi)`` (symmetric, zero point 0).
 - ``LowRankWeightQuantizer`` (LR-QAT, Bondarenko et al. 2024): the PTQ integers ``q0 = round(W0 /
@@ -84,6 +86,43 @@ class Grid:
         return self.high - self.low
 
 
+class _FakeQuantize(torch.autograd.Function):
+    """``s * (clamp(round(x / s) + z, lo, hi) - z)`` with the STE and LSQ's scale gradient, saving
+    only ``x`` (which the layer before holds anyway): autograd of the formula saves several
+    tensors of ``x``'s size per quantizer, the bulk of a transformer's training memory."""
+
+    @staticmethod
+    def forward(x: Tensor, scale: Tensor, zero: Tensor, low: int, high: int) -> Tensor:
+        return (torch.clamp(torch.round(x / scale) + zero, low, high) - zero) * scale
+
+    @staticmethod
+    def setup_context(ctx, inputs, output) -> None:
+        x, scale, zero, low, high = inputs
+        ctx.save_for_backward(x, scale, zero)
+        ctx.low, ctx.high = low, high
+
+    @staticmethod
+    def backward(ctx, gradient: Tensor):
+        x, scale, zero = ctx.saved_tensors
+        ratio = x / scale
+        shifted = torch.round(ratio) + zero
+        inside = (shifted >= ctx.low) & (shifted <= ctx.high)
+        # d/ds: round(x/s) - x/s inside the range (the rounding error), the clipped level outside.
+        slope = torch.where(inside, torch.round(ratio) - ratio, shifted.clamp(ctx.low, ctx.high) - zero)
+        return gradient * inside, (gradient * slope).sum().reshape(scale.shape), None, None, None
+
+    @staticmethod
+    def vmap(info, in_dims, x, scale, zero, low, high):
+        # Elementwise with scalar scale and zero point: the batched tensor is just a bigger x.
+        if in_dims[1] is not None or in_dims[2] is not None:
+            raise NotImplementedError("a per-sample activation scale")
+        return _FakeQuantize.apply(x, scale, zero, low, high), in_dims[0]
+
+
+def fake_quantize(x: Tensor, scale: Tensor, zero: Tensor, low: int, high: int) -> Tensor:
+    return _FakeQuantize.apply(x, scale, zero, low, high)
+
+
 class ActivationQuantizer(nn.Module):
     """One learnable activation scale (QuantizeLinear's scale, shared by the pairs that name it);
     each pair brings its own zero point and integer range."""
@@ -98,9 +137,7 @@ class ActivationQuantizer(nn.Module):
 
     def forward(self, x: Tensor, zero_point: Tensor, low: int, high: int) -> Tensor:
         scale = scaled_gradient(self.scale, 1.0 / math.sqrt(max(x.numel(), 1) * max(high, 1)))
-        zero = zero_point.float()
-        q = torch.clamp(round_ste(x / scale) + zero, low, high)
-        return (q - zero) * scale
+        return fake_quantize(x, scale, zero_point.float(), low, high)
 
 
 class WeightQuantizer(nn.Module):
