@@ -140,22 +140,29 @@ class ActivationQuantizer(nn.Module):
         return fake_quantize(x, scale, zero_point.float(), low, high)
 
 
-class WeightQuantizer(nn.Module):
+class _WeightScales(nn.Module):
+    """A weight's learnable scales on its ``grid`` (float16-exact with ``half_scales``)."""
+
+    def __init__(self, scale: Tensor, grid: Grid, half_scales: bool):
+        super().__init__()
+        self.grid, self.half_scales = grid, half_scales
+        self.log_scale = nn.Parameter(torch.log(scale.float().clamp_min(1e-12)))
+        self.gradient_factor = 1.0 / math.sqrt(math.prod(grid.shape) * max(grid.high, 1))
+
+    def scale(self) -> Tensor:
+        scale = torch.exp(self.log_scale)
+        return half_ste(scale) if self.half_scales else scale
+
+
+class WeightQuantizer(_WeightScales):
     """Full QAT (LSQ) of one constant weight."""
 
     initial_scale: Tensor
 
     def __init__(self, weight: Tensor, scale: Tensor, grid: Grid, half_scales: bool):
-        super().__init__()
-        self.grid, self.half_scales = grid, half_scales
+        super().__init__(scale, grid, half_scales)
         self.register_buffer("initial_scale", scale.float().clone())
         self.latent = nn.Parameter(weight.float() / grid.expand(self.initial_scale))
-        self.log_scale = nn.Parameter(torch.log(scale.float().clamp_min(1e-12)))
-        self.gradient_factor = 1.0 / math.sqrt(weight.numel() * max(grid.high, 1))
-
-    def scale(self) -> Tensor:
-        scale = torch.exp(self.log_scale)
-        return half_ste(scale) if self.half_scales else scale
 
     def integers(self) -> Tensor:
         scale = self.grid.expand(self.scale())
@@ -195,26 +202,19 @@ class _LowRankWeight(torch.autograd.Function):
         return None, adapter_gradient @ b.T, a.T @ adapter_gradient, scale_gradient, None
 
 
-class LowRankWeightQuantizer(nn.Module):
+class LowRankWeightQuantizer(_WeightScales):
     """LR-QAT of one constant weight: frozen int8 integers, trainable rank-R adapters and scales."""
 
     frozen: Tensor
 
     def __init__(self, integers: Tensor, scale: Tensor, grid: Grid, half_scales: bool, rank: int, generator: torch.Generator):
-        super().__init__()
-        self.grid, self.half_scales = grid, half_scales
+        super().__init__(scale, grid, half_scales)
         self.register_buffer("frozen", integers.to(torch.int8))
         rows, cols = grid.matrix
         rank = min(rank, rows, cols)
         # LoRA's start: B = 0 (the PTQ weights exactly), A random so that B's gradient is not zero.
         self.a = nn.Parameter(torch.randn(rows, rank, generator=generator) / math.sqrt(rank))
         self.b = nn.Parameter(torch.zeros(rank, cols))
-        self.log_scale = nn.Parameter(torch.log(scale.float().clamp_min(1e-12)))
-        self.gradient_factor = 1.0 / math.sqrt(integers.numel() * max(grid.high, 1))
-
-    def scale(self) -> Tensor:
-        scale = torch.exp(self.log_scale)
-        return half_ste(scale) if self.half_scales else scale
 
     def integers(self) -> Tensor:
         return _LowRankWeight.integers(self.frozen, self.a, self.b, self.grid)
