@@ -57,10 +57,9 @@ def exported(module: GraphModule, origin: TrainingOrigin) -> onnx.ModelProto:
         for bias in module.bias_of.values():
             value = _numpy(module.floats[bias.key]).astype(np.float64)
             scale = numpy_helper.to_array(originals[bias.scale]).astype(np.float64)
-            product = _scale_product(layers.get(bias.layer), module, producers, originals, new)
-            if product is not None and product.shape == scale.shape:
-                scale = product
-                new[bias.scale] = scale
+            product = _scale_product(layers.get(bias.layer), scale, module, producers, originals, new)
+            if product is not None:
+                scale = new[bias.scale] = product
             zero = numpy_helper.to_array(originals[bias.zero_point]).astype(np.float64) if bias.zero_point else 0.0
             limits = np.iinfo(np.int32)
             new[bias.integers] = np.clip(np.round(value / scale) + zero, limits.min, limits.max)
@@ -71,9 +70,9 @@ def exported(module: GraphModule, origin: TrainingOrigin) -> onnx.ModelProto:
     return proto
 
 
-def _scale_product(layer, module: GraphModule, producers, originals, new) -> np.ndarray | None:
-    """``input scale x weight scale`` of ``layer`` when its bias was quantized by that rule (at PTQ's
-    scales), else None."""
+def _scale_product(layer, bias_scale: np.ndarray, module: GraphModule, producers, originals, new) -> np.ndarray | None:
+    """``input scale x weight scale`` of ``layer`` (trained) when its bias was quantized at
+    ``bias_scale`` by that rule (at PTQ's scales), else None."""
     if layer is None or len(layer.input) < 3:
         return None
     source = producers.get(layer.input[0])
@@ -81,7 +80,6 @@ def _scale_product(layer, module: GraphModule, producers, originals, new) -> np.
     if source is None or source.op_type != "DequantizeLinear" or weight is None or source.input[1] not in module.activation_of:
         return None
     before = numpy_helper.to_array(originals[source.input[1]]).astype(np.float64) * numpy_helper.to_array(originals[weight.scale]).astype(np.float64)
-    bias_scale = numpy_helper.to_array(originals[producers[layer.input[2]].input[1]]).astype(np.float64)
     if before.shape != bias_scale.shape or not np.allclose(before, bias_scale, rtol=1e-5, atol=0):
         return None
     return new[source.input[1]].astype(np.float64) * new[weight.scale].astype(np.float64)

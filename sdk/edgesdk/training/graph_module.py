@@ -35,6 +35,7 @@ from edgesdk.training.quantizers import ActivationQuantizer, Grid, LowRankWeight
 
 Tensor = torch.Tensor
 
+_QUANTIZATION = ("QuantizeLinear", "DequantizeLinear")
 _INTEGER_RANGES = {
     onnx.TensorProto.INT8: (-128, 127),
     onnx.TensorProto.UINT8: (0, 255),
@@ -80,7 +81,7 @@ def _attributes(node: onnx.NodeProto) -> dict:
 def _tensor(array: np.ndarray) -> Tensor:
     if array.dtype.kind == "f":
         return torch.from_numpy(np.array(array, dtype=np.float32))
-    if array.dtype == np.uint16 or array.dtype == np.uint32 or array.dtype == np.uint64:
+    if array.dtype in (np.uint16, np.uint32, np.uint64):
         return torch.from_numpy(array.astype(np.int64))
     return torch.from_numpy(np.array(array))  # a copy: torch writes to what it holds
 
@@ -96,7 +97,6 @@ class GraphModule(nn.Module):
         super().__init__()
         graph = proto.graph
         self.proto = proto
-        self.input_names = [value.name for value in graph.input if value.name not in {init.name for init in graph.initializer}]
         self.output_names = [value.name for value in graph.output]
         arrays = {init.name: numpy_helper.to_array(init) for init in graph.initializer}
         types = {init.name: init.data_type for init in graph.initializer}
@@ -237,6 +237,3 @@ def _dequantize(node: onnx.NodeProto, values: Mapping[str, Tensor | None]) -> Te
     grid = Grid(tuple(integers.shape), tuple(scale.shape), attributes.get("axis", 1), attributes.get("block_size", 0), 0, 0)
     centred = integers.to(FLOAT) - (0 if zero is None else grid.expand(zero.to(FLOAT)))
     return centred * grid.expand(scale.to(FLOAT))
-
-
-_QUANTIZATION = ("QuantizeLinear", "DequantizeLinear")

@@ -21,6 +21,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from edgesdk.errors import InternalError, UserInputError, our_step
+from edgesdk.frontend.agreement import cosine
 from edgesdk.frontend.reference import reference_runner
 from edgesdk.frontend.tensors import load_npz
 from edgesdk.progress import Listener, reporting, stage
@@ -176,11 +177,12 @@ def qat(
         )
         with our_step("qat", loaded.original.where):
             proto = exported(module, trained)
-            _check_export(module, proto.SerializeToString(), samples[:EXPORT_CHECK_SAMPLES])
+            written = proto.SerializeToString()
+            _check_export(module, written, samples[:EXPORT_CHECK_SAMPLES])
         stage("measure")
         compared = samples[:AGREEMENT_SAMPLES]
         ptq_accuracy = measure_agreement(ptq.serialized, float_bytes, compared)
-        accuracy = measure_agreement(proto.SerializeToString(), float_bytes, compared)
+        accuracy = measure_agreement(written, float_bytes, compared)
         write_quantized(proto, out)
     return QatReport(
         model=loaded.original.name,
@@ -202,7 +204,7 @@ def _check_export(module, exported_bytes: bytes, samples: list[dict[str, np.ndar
     run = reference_runner(exported_bytes)
     with torch.no_grad():
         trained = module({name: torch.from_numpy(values) for name, values in _stacked(samples).items()})[0].numpy()
-    written = np.stack([next(iter(run(sample).values())) for sample in samples]).astype(np.float64)
-    cosine = float(np.sum(written * trained) / max(np.linalg.norm(written) * np.linalg.norm(trained), 1e-30))
-    if cosine < 0.999:
-        raise InternalError(f"qat: the written model's outputs differ from the trained model's (cosine {cosine:.5f})")
+    written = np.stack([next(iter(run(sample).values())) for sample in samples])
+    agreement = cosine(written, trained)
+    if agreement < 0.999:
+        raise InternalError(f"qat: the written model's outputs differ from the trained model's (cosine {agreement:.5f})")
